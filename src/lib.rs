@@ -1,0 +1,1 @@
+//! kiln: a durable, embedded feature-precompute engine for trading systems.

@@ -1,0 +1,2 @@
+//! The `kiln` command-line front end.
+fn main() {}
