@@ -1,0 +1,731 @@
+//! Opening a data directory, the configuration with every bound, and the
+//! [`Store`] handle: reads go straight to sled and the value log, writes go
+//! to the writer thread and wait for their group commit.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::error::{Result, StoreError};
+use crate::job::{
+    CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
+    Priority, RetryPolicy,
+};
+use crate::keys::{SeriesKey, Symbol, symbol_prefix, u64_key};
+use crate::record::{
+    FORMAT_VERSION, IndexEntry, Series, SeriesLayout, SymbolStats, decode_job, encode_series,
+    series_layout,
+};
+use crate::recovery::{RecoveryReport, recover};
+use crate::vlog::{Mapped, Vlog, VlogReader};
+use crate::writer::{
+    EncodedCompletion, EncodedSeries, HISTORY, JOBS, Op, PAYLOADS, RESULTS, SYMSTATS, TREE_NAMES,
+    Writer,
+};
+use crate::{JobQueue, ResultStore};
+
+/// What "acknowledged" means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged = on disk: every group is flushed and fsynced before any
+    /// caller in it is answered. Survives a process crash and power loss.
+    #[default]
+    Sync,
+    /// Acknowledged = applied: visible to readers at once, flushed and fsynced
+    /// in the background within about `tick_ms`. A process crash or power
+    /// loss can lose that window of acknowledged writes (never a torn group:
+    /// what survives is always a prefix of whole groups).
+    Relaxed,
+}
+
+/// Every knob and bound of the store. Units are last in each name.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// Attempts a job gets unless it says otherwise.
+    pub attempts_max: u32,
+    /// Backoff between attempts.
+    pub retry: RetryPolicy,
+    /// Lease length of [`JobQueue::claim`].
+    pub lease_ms: u64,
+    /// Unfinished jobs allowed at once; beyond it enqueue answers `QueueFull`.
+    pub queue_depth_max: u64,
+    /// Largest job payload.
+    pub payload_bytes_max: usize,
+    /// Most symbols on one job.
+    pub job_symbols_max: usize,
+    /// Most jobs in one enqueue, claim or complete call.
+    pub batch_jobs_max: usize,
+    /// Largest archived series.
+    pub series_bytes_max: usize,
+    /// Most operations the writer commits as one group.
+    pub group_ops_max: usize,
+    /// Capacity of the channel to the writer (callers block beyond it).
+    pub channel_ops_max: usize,
+    /// Finished jobs kept; older ones are purged.
+    pub history_max: u64,
+    /// Finished jobs older than this are purged; `None` keeps them (up to `history_max`).
+    pub retention_ms: Option<u64>,
+    /// A value-log segment is sealed when it reaches this size.
+    pub segment_bytes_max: u64,
+    /// Sealed segments with a smaller live fraction are compacted.
+    pub compact_live_fraction_min: f64,
+    /// sled's page cache.
+    pub cache_bytes_max: u64,
+    /// Writer housekeeping period: lease expiry when idle, relaxed flushes.
+    pub tick_ms: u64,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::Sync,
+            attempts_max: 4,
+            retry: RetryPolicy::default(),
+            lease_ms: 30_000,
+            queue_depth_max: 1_000_000,
+            payload_bytes_max: 64 * 1024,
+            job_symbols_max: 10_000,
+            batch_jobs_max: 10_000,
+            series_bytes_max: 64 * 1024 * 1024,
+            group_ops_max: 256,
+            channel_ops_max: 4096,
+            history_max: 100_000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            segment_bytes_max: 256 * 1024 * 1024,
+            compact_live_fraction_min: 0.5,
+            cache_bytes_max: 64 * 1024 * 1024,
+            tick_ms: 50,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// State the writer publishes for lock-free reads.
+#[derive(Default)]
+pub(crate) struct Shared {
+    by_state: [AtomicU64; 6],
+    depth: [AtomicU64; 3],
+    paused: [AtomicBool; 3],
+    poisoned: AtomicBool,
+    cause: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn publish(&self, c: &crate::writer::Counters, paused: &[bool; 3]) {
+        for (a, n) in self.by_state.iter().zip(c.by_state) {
+            a.store(n, Ordering::Relaxed);
+        }
+        for (a, n) in self.depth.iter().zip(c.depth) {
+            a.store(n, Ordering::Relaxed);
+        }
+        for (a, p) in self.paused.iter().zip(paused) {
+            a.store(*p, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn poison(&self, cause: &str) {
+        if let Ok(mut c) = self.cause.lock() {
+            c.get_or_insert_with(|| cause.to_owned());
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn poison_cause(&self) -> Option<String> {
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let cause = self.cause.lock().ok().and_then(|c| c.clone());
+        Some(cause.unwrap_or_else(|| "unknown".into()))
+    }
+}
+
+/// Counts read without asking the writer (O(1)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs per [`JobState`], indexed by `state as usize`.
+    pub by_state: [u64; 6],
+    /// Waiting jobs (queued or awaiting retry) per [`Priority`].
+    pub depth: [u64; 3],
+    /// Paused priorities.
+    pub paused: [bool; 3],
+}
+
+impl QueueStats {
+    /// Jobs in `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.by_state[state as usize]
+    }
+
+    /// Waiting jobs of priority `p`.
+    pub fn depth(&self, p: Priority) -> u64 {
+        self.depth[p as usize]
+    }
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Live records copied out of sparse segments.
+    pub moved_records: u64,
+    /// Their payload bytes.
+    pub moved_bytes: u64,
+    /// Segments deleted.
+    pub removed_segments: u32,
+}
+
+/// What an integrity scan found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Jobs scanned.
+    pub jobs: u64,
+    /// Series scanned (each read back and checksummed).
+    pub series: u64,
+    /// Jobs per state, by the scan.
+    pub counters_by_state: [u64; 6],
+    /// Every inconsistency, in words; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+/// A job's completion: the lease and the series it produced.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// The claim being completed.
+    pub token: LeaseToken,
+    /// Result series, written in the same transaction that marks the job succeeded.
+    pub results: Vec<(SeriesKey, Series)>,
+}
+
+/// A stored series, read in place from the value log (validated and
+/// checksummed when the view was made).
+pub struct SeriesView {
+    bytes: ViewBytes,
+    layout: SeriesLayout,
+}
+
+enum ViewBytes {
+    Mapped(Mapped),
+    /// An aligned copy, used only if mapped bytes were ever misaligned.
+    Copied(rkyv::util::AlignedVec),
+}
+
+impl SeriesView {
+    fn new(mapped: Mapped, location: &dyn Fn() -> String) -> Result<Self> {
+        let bytes =
+            if (mapped.bytes().as_ptr() as usize).is_multiple_of(crate::record::RECORD_ALIGN) {
+                ViewBytes::Mapped(mapped)
+            } else {
+                let mut copy = rkyv::util::AlignedVec::new();
+                copy.extend_from_slice(mapped.bytes());
+                ViewBytes::Copied(copy)
+            };
+        let raw = match &bytes {
+            ViewBytes::Mapped(m) => m.bytes(),
+            ViewBytes::Copied(c) => c.as_slice(),
+        };
+        let layout = series_layout(raw, location)?;
+        Ok(SeriesView { bytes, layout })
+    }
+
+    fn raw(&self) -> &[u8] {
+        match &self.bytes {
+            ViewBytes::Mapped(m) => m.bytes(),
+            ViewBytes::Copied(c) => c.as_slice(),
+        }
+    }
+
+    /// The values, in place (no copy).
+    pub fn values(&self) -> &[f64] {
+        let l = &self.layout;
+        self.raw()
+            .get(l.values_offset..l.values_offset + l.values_len * 8)
+            .and_then(|b| bytemuck::try_cast_slice(b).ok())
+            .unwrap_or(&[])
+    }
+
+    /// The saved kernel state.
+    pub fn state(&self) -> &[u8] {
+        let l = &self.layout;
+        self.raw()
+            .get(l.state_offset..l.state_offset + l.state_len)
+            .unwrap_or(&[])
+    }
+
+    /// Bars the series was computed from.
+    pub fn bar_count(&self) -> u64 {
+        self.layout.bar_count
+    }
+
+    /// Timestamp of the last bar it was computed from.
+    pub fn last_ts(&self) -> i64 {
+        self.layout.last_ts
+    }
+
+    /// An owned copy.
+    pub fn to_series(&self) -> Series {
+        Series {
+            bar_count: self.bar_count(),
+            last_ts: self.last_ts(),
+            values: self.values().to_vec(),
+            state: self.state().to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SeriesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesView")
+            .field("bar_count", &self.bar_count())
+            .field("last_ts", &self.last_ts())
+            .field("values", &self.values().len())
+            .finish()
+    }
+}
+
+/// The name of the file holding the data directory's format version.
+pub const FORMAT_FILE: &str = "FORMAT_VERSION";
+
+/// A handle to an open store. Cheap to clone; the writer thread stops when
+/// the last handle is dropped, after committing what it was sent.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<Op>,
+    trees: Vec<sled::Tree>,
+    vlog: Arc<VlogReader>,
+    shared: Arc<Shared>,
+    config: StoreConfig,
+    recovery: RecoveryReport,
+    dir: PathBuf,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Op::Shutdown);
+        if let Ok(mut w) = self.writer.lock()
+            && let Some(handle) = w.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, runs recovery, starts the writer.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        check_config(&config)?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        check_format_file(&dir)?;
+
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(config.cache_bytes_max)
+            .flush_every_ms(Some(config.tick_ms.max(1) * 10))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(source) => StoreError::io(
+                    format!(
+                        "open {} (is another kiln using this directory?)",
+                        sled_dir.display()
+                    ),
+                    source,
+                ),
+                other => StoreError::from(other),
+            })?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<sled::Result<Vec<_>>>()?;
+        let sled_file = File::open(sled_dir.join("db"))
+            .map_err(|e| StoreError::io(format!("open {}", sled_dir.join("db").display()), e))?;
+
+        let mut indexed = Vec::new();
+        for item in trees[RESULTS].iter() {
+            let (_, v) = item?;
+            indexed.push(IndexEntry::decode(&v)?);
+        }
+        let (vlog, vlog_recovery) =
+            Vlog::open(&dir.join("vlog"), config.segment_bytes_max, &indexed)?;
+        drop(indexed);
+        let reader = vlog.reader();
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer {
+            config: config.clone(),
+            db,
+            trees: trees.clone(),
+            sled_dir,
+            sled_file,
+            synced_blobs: Default::default(),
+            vlog,
+            shared: Arc::clone(&shared),
+            active: Default::default(),
+            due: Default::default(),
+            scheduled: Default::default(),
+            leases: Default::default(),
+            idem: Default::default(),
+            paused: [false; 3],
+            history: Default::default(),
+            symstats: Default::default(),
+            counters: Default::default(),
+            next_id: 1,
+            next_finish_seq: 1,
+            writes: Default::default(),
+            dirty_jobs: Default::default(),
+            dirty_symstats: Default::default(),
+            fatal: None,
+            fail_next_commit: false,
+            unflushed: false,
+        };
+        let mut recovery = recover(&mut writer)?;
+        recovery.vlog = vlog_recovery;
+        shared.publish(&writer.counters, &writer.paused);
+
+        let (tx, rx) = bounded(config.channel_ops_max.max(1));
+        let handle = std::thread::Builder::new()
+            .name("kiln-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::io("spawn the writer thread", e))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx,
+                trees,
+                vlog: reader,
+                shared,
+                config,
+                recovery,
+                dir,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// What recovery found and repaired when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.shared.poison_cause()
+    }
+
+    /// Sends an op to the writer and waits for its group commit.
+    fn call<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Op) -> Result<T> {
+        if let Some(cause) = self.inner.shared.poison_cause() {
+            return Err(StoreError::Poisoned { cause });
+        }
+        let (tx, rx) = bounded(1);
+        self.inner
+            .tx
+            .send(make(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn check_batch(&self, what: &'static str, n: usize) -> Result<()> {
+        let max = self.inner.config.batch_jobs_max;
+        if n > max {
+            return Err(StoreError::invalid(
+                what,
+                format!("{n} in one call, limit batch_jobs_max = {max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes everything acknowledged so far durable (a no-op in `Sync` mode,
+    /// where acknowledged already means durable).
+    pub fn sync(&self) -> Result<()> {
+        self.call(|reply| Op::Sync { reply })
+    }
+
+    /// Compacts sparse value-log segments now (it also runs by itself when idle).
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.call(|reply| Op::Compact { reply })
+    }
+
+    /// Scans everything and reports any inconsistency (the `kiln check` scan).
+    pub fn check(&self) -> Result<CheckReport> {
+        self.call(|reply| Op::Check { reply })
+    }
+
+    /// Removes finished jobs older than `age_ms`; returns how many.
+    pub fn purge_finished_older_than(&self, age_ms: u64) -> Result<u64> {
+        self.call(|reply| Op::Purge {
+            older_than_ms: age_ms,
+            reply,
+        })
+    }
+
+    /// The most recent finished jobs, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for item in self.inner.trees[HISTORY].iter().rev().take(limit) {
+            let (_, v) = item?;
+            if let Some(job) = self.job(crate::keys::read_u64(&v, "history value")?)? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aggregates over a symbol's finished jobs.
+    pub fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
+        match self.inner.trees[SYMSTATS].get(symbol.as_str().as_bytes())? {
+            Some(v) => SymbolStats::decode(&v),
+            None => Ok(SymbolStats::default()),
+        }
+    }
+
+    /// Test hook: makes the writer's next commit fail as an I/O error would,
+    /// which poisons the store.
+    #[doc(hidden)]
+    pub fn inject_commit_failure(&self) -> Result<()> {
+        self.inner
+            .tx
+            .send(Op::FailNextCommit)
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
+fn check_config(c: &StoreConfig) -> Result<()> {
+    let bad =
+        |field: &'static str, reason: &str| Err(StoreError::invalid(field, reason.to_owned()));
+    if c.attempts_max == 0 || c.attempts_max > crate::job::ATTEMPTS_MAX_LIMIT {
+        return bad("attempts_max", "must be 1 to 1000");
+    }
+    if c.group_ops_max == 0 || c.batch_jobs_max == 0 || c.queue_depth_max == 0 {
+        return bad(
+            "config",
+            "group_ops_max, batch_jobs_max and queue_depth_max must be positive",
+        );
+    }
+    if !(0.0..=1.0).contains(&c.compact_live_fraction_min) {
+        return bad("compact_live_fraction_min", "must be within 0 and 1");
+    }
+    if c.segment_bytes_max < 4096 {
+        return bad("segment_bytes_max", "must be at least 4096");
+    }
+    Ok(())
+}
+
+/// Creates the format file in a new directory, or checks it in an old one.
+fn check_format_file(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let expected = format!("kiln-store {FORMAT_VERSION}\n");
+    match fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(StoreError::FormatVersion {
+            path,
+            found: found.trim().to_owned(),
+            expected: FORMAT_VERSION,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let not_empty = fs::read_dir(dir)
+                .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
+                .next()
+                .is_some();
+            if not_empty {
+                return Err(StoreError::FormatVersion {
+                    path,
+                    found: "none (the directory is not empty and has no format file)".into(),
+                    expected: FORMAT_VERSION,
+                });
+            }
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            fs::write(&tmp, &expected)
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .and_then(|()| fs::rename(&tmp, &path))
+                .and_then(|()| File::open(dir)?.sync_all())
+                .map_err(|e| StoreError::io(format!("write {}", path.display()), e))
+        }
+        Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
+    }
+}
+
+impl JobQueue for Store {
+    fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        let mut out = self.enqueue_many(vec![job])?;
+        out.pop().ok_or(StoreError::Closed)
+    }
+
+    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.check_batch("enqueue", jobs.len())?;
+        for j in &jobs {
+            j.validate(&self.inner.config)?;
+        }
+        self.call(|reply| Op::Enqueue { jobs, reply })
+    }
+
+    fn claim(&self, max: usize) -> Result<Vec<Lease>> {
+        self.claim_with_lease(max, self.inner.config.lease_ms)
+    }
+
+    fn claim_with_lease(&self, max: usize, lease_ms: u64) -> Result<Vec<Lease>> {
+        self.check_batch("claim", max)?;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Op::Claim {
+            max,
+            lease_ms,
+            reply,
+        })
+    }
+
+    fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64> {
+        self.call(|reply| Op::Heartbeat {
+            token,
+            extend_ms,
+            reply,
+        })
+    }
+
+    fn complete(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+        let mut out = self.complete_many(vec![Completion { token, results }])?;
+        out.pop().ok_or(StoreError::Closed)?
+    }
+
+    fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
+        self.check_batch("complete", completions.len())?;
+        let max = self.inner.config.series_bytes_max;
+        let mut items = Vec::with_capacity(completions.len());
+        for c in completions {
+            let mut results = Vec::with_capacity(c.results.len());
+            for (key, series) in c.results {
+                let bytes = encode_series(&series)?;
+                if bytes.len() > max {
+                    return Err(StoreError::invalid(
+                        "series",
+                        format!(
+                            "{}/{} archives to {} bytes, limit series_bytes_max = {max}",
+                            key.symbol,
+                            key.feature,
+                            bytes.len()
+                        ),
+                    ));
+                }
+                results.push(EncodedSeries { key, bytes });
+            }
+            items.push(EncodedCompletion {
+                token: c.token,
+                results,
+            });
+        }
+        self.call(|reply| Op::Complete { items, reply })
+    }
+
+    fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
+        self.call(|reply| Op::Fail {
+            token,
+            error: error.to_owned(),
+            reply,
+        })
+    }
+
+    fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        self.call(|reply| Op::Cancel { id, reply })
+    }
+
+    fn set_paused(&self, priority: Priority, paused: bool) -> Result<()> {
+        self.call(|reply| Op::SetPaused {
+            priority,
+            paused,
+            reply,
+        })
+    }
+
+    fn job(&self, id: JobId) -> Result<Option<Job>> {
+        let key = u64_key(id);
+        let Some(meta) = self.inner.trees[JOBS].get(key)? else {
+            return Ok(None);
+        };
+        let payload = self.inner.trees[PAYLOADS]
+            .get(key)?
+            .map(|p| Arc::from(&p[..]))
+            .unwrap_or_else(|| Arc::from(&[][..]));
+        decode_job(id, &meta, payload).map(Some)
+    }
+
+    fn stats(&self) -> QueueStats {
+        let s = &self.inner.shared;
+        QueueStats {
+            by_state: std::array::from_fn(|i| s.by_state[i].load(Ordering::Relaxed)),
+            depth: std::array::from_fn(|i| s.depth[i].load(Ordering::Relaxed)),
+            paused: std::array::from_fn(|i| s.paused[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl ResultStore for Store {
+    fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
+        let encoded = key.encode();
+        // A compaction can delete the segment between the index read and the
+        // map; the index then already points elsewhere, so read it again.
+        for _ in 0..3 {
+            let Some(v) = self.inner.trees[RESULTS].get(&encoded)? else {
+                return Ok(None);
+            };
+            let entry = IndexEntry::decode(&v)?;
+            if let Some(mapped) = self.inner.vlog.read(&entry)? {
+                let location = || {
+                    format!(
+                        "{}/{} in vlog segment {}",
+                        key.symbol, key.feature, entry.segment
+                    )
+                };
+                return SeriesView::new(mapped, &location).map(Some);
+            }
+        }
+        Err(StoreError::corrupt(
+            format!("{}/{}", key.symbol, key.feature),
+            "its value-log segment keeps disappearing",
+        ))
+    }
+
+    fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {
+        self.inner.trees[RESULTS]
+            .scan_prefix(symbol_prefix(symbol))
+            .map(|item| SeriesKey::decode(&item?.0))
+            .collect()
+    }
+
+    fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>> {
+        match self.inner.trees[RESULTS].get(key.encode())? {
+            Some(v) => Ok(Some(IndexEntry::decode(&v)?.job_id)),
+            None => Ok(None),
+        }
+    }
+}

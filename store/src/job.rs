@@ -1,0 +1,450 @@
+//! The job model that callers see: priorities, states, what is submitted,
+//! what a claim hands out, and the retry policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Result, StoreError};
+use crate::keys::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, Symbol, check_label};
+
+/// A job id: allocated in enqueue order, so it is also the FIFO order.
+pub type JobId = u64;
+
+/// Strict priority: every due `High` job is claimed before any `Normal`, and so on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Claimed first (for example a feature a reader is waiting for).
+    High = 0,
+    /// The default.
+    Normal = 1,
+    /// Background work.
+    Low = 2,
+}
+
+impl Priority {
+    /// All priorities in claim order.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_u8(n: u8) -> Option<Self> {
+        Priority::ALL.get(usize::from(n)).copied()
+    }
+
+    /// `high`, `normal` or `low`.
+    pub fn as_str(self) -> &'static str {
+        ["high", "normal", "low"][self.index()]
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid("priority", format!("{s:?}; use high, normal or low"))
+            })
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobState {
+    /// Waiting to be claimed (possibly not before its `run_at`).
+    Queued = 0,
+    /// Claimed under a lease.
+    Running = 1,
+    /// Finished; its results were stored in the same transaction.
+    Succeeded = 2,
+    /// An attempt failed; a retry is scheduled at `run_at`.
+    Failed = 3,
+    /// Failed `attempts_max` times; the last error is kept.
+    Dead = 4,
+    /// Cancelled before it ran.
+    Cancelled = 5,
+}
+
+impl JobState {
+    /// All states, in counter order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_u8(n: u8) -> Option<Self> {
+        JobState::ALL.get(usize::from(n)).copied()
+    }
+
+    /// Succeeded, dead and cancelled jobs never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+
+    /// Queued and failed (awaiting retry) jobs count toward queue depth.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Failed)
+    }
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "dead",
+            "cancelled",
+        ][self.index()]
+    }
+}
+
+/// A job to submit. Build with [`NewJob::new`] and the setters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    /// A short label of what the job does (`compute`, `refresh`), for people and stats.
+    pub kind: String,
+    /// Opaque bytes the worker interprets; at most `StoreConfig::payload_bytes_max`.
+    pub payload: Vec<u8>,
+    /// Symbols the job concerns; finished jobs are aggregated per symbol.
+    pub symbols: Vec<Symbol>,
+    /// Claim order class.
+    pub priority: Priority,
+    /// Not claimable before this time (ms since the Unix epoch); `None` = now.
+    pub run_at_ms: Option<u64>,
+    /// Submitting a key whose job is still queued, running or awaiting retry
+    /// returns that job instead of creating another.
+    pub idempotency_key: Option<String>,
+    /// Attempts before the job is dead; `None` = `StoreConfig::attempts_max`.
+    pub attempts_max: Option<u32>,
+}
+
+impl NewJob {
+    /// A normal-priority job due now.
+    pub fn new(kind: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        NewJob {
+            kind: kind.into(),
+            payload: payload.into(),
+            symbols: Vec::new(),
+            priority: Priority::Normal,
+            run_at_ms: None,
+            idempotency_key: None,
+            attempts_max: None,
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// Sets the symbols the job concerns.
+    pub fn symbols(mut self, symbols: Vec<Symbol>) -> Self {
+        self.symbols = symbols;
+        self
+    }
+
+    /// Delays the job until `run_at_ms`.
+    pub fn run_at_ms(mut self, run_at_ms: u64) -> Self {
+        self.run_at_ms = Some(run_at_ms);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Overrides the attempt limit.
+    pub fn attempts_max(mut self, n: u32) -> Self {
+        self.attempts_max = Some(n);
+        self
+    }
+
+    /// Checks every field against its bound.
+    pub(crate) fn validate(&self, limits: &crate::StoreConfig) -> Result<()> {
+        check_label("kind", &self.kind, KIND_BYTES_MAX)?;
+        if self.payload.len() > limits.payload_bytes_max {
+            return Err(StoreError::invalid(
+                "payload",
+                format!(
+                    "{} bytes, limit payload_bytes_max = {}",
+                    self.payload.len(),
+                    limits.payload_bytes_max
+                ),
+            ));
+        }
+        if self.symbols.len() > limits.job_symbols_max {
+            return Err(StoreError::invalid(
+                "symbols",
+                format!(
+                    "{} symbols, limit job_symbols_max = {}",
+                    self.symbols.len(),
+                    limits.job_symbols_max
+                ),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_label("idempotency_key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        }
+        if let Some(n) = self.attempts_max
+            && !(1..=ATTEMPTS_MAX_LIMIT).contains(&n)
+        {
+            return Err(StoreError::invalid(
+                "attempts_max",
+                format!("{n}; allowed are 1 to {ATTEMPTS_MAX_LIMIT}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The largest `attempts_max` a job may ask for.
+pub const ATTEMPTS_MAX_LIMIT: u32 = 1000;
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// See [`NewJob::kind`].
+    pub kind: String,
+    /// See [`NewJob::payload`].
+    pub payload: Arc<[u8]>,
+    /// See [`NewJob::symbols`].
+    pub symbols: Vec<Symbol>,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its state.
+    pub state: JobState,
+    /// Attempts started so far (a claim starts one).
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub attempts_max: u32,
+    /// Earliest claim time, ms since the epoch (the retry time when `Failed`).
+    pub run_at_ms: u64,
+    /// When it was enqueued.
+    pub enqueued_ms: u64,
+    /// When the latest attempt started, if any.
+    pub started_ms: Option<u64>,
+    /// When it reached a terminal state.
+    pub finished_ms: Option<u64>,
+    /// While running: when the lease runs out.
+    pub lease_expires_ms: Option<u64>,
+    /// The latest failure message.
+    pub last_error: Option<String>,
+    /// See [`NewJob::idempotency_key`].
+    pub idempotency_key: Option<String>,
+}
+
+/// Proof of a claim: complete, fail and heartbeat must present it, so a worker
+/// whose lease expired (and whose job was handed to someone else) cannot
+/// finish the job a second time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseToken {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt this claim started.
+    pub attempt: u32,
+}
+
+/// A claimed job.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The job, in state `Running`.
+    pub job: Job,
+    /// Present it to complete, fail or heartbeat.
+    pub token: LeaseToken,
+    /// When the lease runs out unless extended.
+    pub expires_ms: u64,
+}
+
+/// What an enqueue did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job.
+    Created(JobId),
+    /// The idempotency key belonged to this unfinished job; nothing was added.
+    Existing(JobId),
+}
+
+impl Enqueued {
+    /// The job id either way.
+    pub fn id(self) -> JobId {
+        match self {
+            Enqueued::Created(id) | Enqueued::Existing(id) => id,
+        }
+    }
+}
+
+/// What a failure report did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Another attempt is scheduled.
+    Retry {
+        /// Not before this time.
+        run_at_ms: u64,
+    },
+    /// Attempts are exhausted; the job is dead.
+    Dead,
+}
+
+/// What a cancel did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued (or awaiting retry) and is now cancelled.
+    Cancelled,
+    /// The job was in this state, which cannot be cancelled.
+    NotCancellable(JobState),
+}
+
+/// Exponential backoff with "equal jitter": attempt `a` waits a deterministic
+/// pseudo-random time in `[d/2, d]` with `d = min(base_ms * 2^(a-1), cap_ms)`.
+/// Deterministic in (job, attempt) so a replay or a model can predict it; the
+/// job id spreads jobs that failed together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first retry's full delay.
+    pub base_ms: u64,
+    /// The largest delay.
+    pub cap_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_ms: 1_000,
+            cap_ms: 300_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the retry that follows failed attempt `attempt` (1-based).
+    pub fn delay_ms(&self, job_id: JobId, attempt: u32) -> u64 {
+        let shift = attempt.saturating_sub(1).min(63);
+        let full = self.base_ms.saturating_mul(1u64 << shift).min(self.cap_ms);
+        let half = full / 2;
+        half + splitmix64(job_id ^ (u64::from(attempt) << 48)) % (full - half + 1)
+    }
+}
+
+/// A fixed, well-mixed hash (SplitMix64's finaliser).
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Where "now" comes from. `Manual` lets tests move time (lease expiry,
+/// delayed jobs, backoff) without sleeping.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// Wall-clock milliseconds since the Unix epoch.
+    #[default]
+    System,
+    /// A shared counter the test advances.
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `start_ms`.
+    pub fn manual(start_ms: u64) -> Self {
+        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward; no effect on the system clock.
+    pub fn advance_ms(&self, ms: u64) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_equal_jitter_bounds_and_caps() {
+        let p = RetryPolicy {
+            base_ms: 100,
+            cap_ms: 1_000,
+        };
+        for id in 0..200 {
+            // Hand-computed full delays: 100, 200, 400, 800, then capped at 1000.
+            for (attempt, full) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1000),
+                (40, 1000),
+            ] {
+                let d = p.delay_ms(id, attempt);
+                assert!(d >= full / 2 && d <= full, "id {id} attempt {attempt}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_jitter_spreads_jobs() {
+        let p = RetryPolicy::default();
+        let distinct: std::collections::HashSet<u64> =
+            (0..100).map(|id| p.delay_ms(id, 3)).collect();
+        assert!(
+            distinct.len() > 50,
+            "only {} distinct delays",
+            distinct.len()
+        );
+    }
+
+    #[test]
+    fn priority_and_state_names_round_trip() {
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>().expect("parse"), p);
+            assert_eq!(Priority::from_u8(p as u8), Some(p));
+        }
+        assert!("urgent".parse::<Priority>().is_err());
+        for s in JobState::ALL {
+            assert_eq!(JobState::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(JobState::from_u8(6), None);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = Clock::manual(1_000);
+        assert_eq!(c.now_ms(), 1_000);
+        c.advance_ms(5);
+        assert_eq!(c.now_ms(), 1_005);
+    }
+}

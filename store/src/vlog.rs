@@ -1,0 +1,443 @@
+//! The value log: large payloads (feature series) appended to checksummed,
+//! aligned records in segment files beside sled, as in WiscKey and Badger.
+//! sled only holds a 28-byte index entry per series. A payload is written and
+//! fsynced here *before* the sled transaction that indexes it commits, so an
+//! index entry never points at bytes that are not on disk; a crash between
+//! the two leaves an unindexed tail, which recovery truncates.
+//!
+//! Segment file `vlog/NNNNNNNNNN.seg`: a 16-byte header (`KILNVLOG`, format
+//! version u32 LE, 4 zero bytes), then records. A record is a 16-byte header
+//! (magic `KREC` u32 LE, payload length u32 LE, CRC-32 of the payload u32 LE,
+//! 4 zero bytes) followed by the payload, padded to 16 bytes; every payload
+//! therefore starts 16-aligned, and since a mapping starts page-aligned, the
+//! archived series can be read in place. Only the writer thread appends;
+//! files are never modified in place, only appended, truncated at open (before
+//! any reader exists) or deleted whole by compaction (a reader's existing
+//! mapping outlives the unlink).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use memmap2::Mmap;
+
+use crate::error::{Result, StoreError};
+use crate::record::{FORMAT_VERSION, IndexEntry, RECORD_ALIGN};
+
+const SEGMENT_MAGIC: &[u8; 8] = b"KILNVLOG";
+const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"KREC");
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
+const RECORD_HEADER_BYTES: u64 = 16;
+
+/// Bytes a record of `len` payload bytes occupies, header and padding included.
+pub(crate) fn record_bytes(len: u32) -> u64 {
+    RECORD_HEADER_BYTES + u64::from(len).next_multiple_of(RECORD_ALIGN as u64)
+}
+
+fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:010}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("fsync directory {}", dir.display()), e))
+}
+
+/// Size and live bytes of one segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SegmentUse {
+    pub len: u64,
+    pub live: u64,
+}
+
+/// What opening the value log repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VlogRecovery {
+    /// Bytes of unindexed tails cut off (written before a crash, never committed).
+    pub truncated_bytes: u64,
+    /// Segments deleted because nothing indexed them.
+    pub removed_segments: u32,
+}
+
+/// The writer's handle: appends, syncs and accounts for live bytes.
+pub(crate) struct Vlog {
+    dir: PathBuf,
+    active_id: u32,
+    active: File,
+    /// Segments rolled over since the last sync, still to be fsynced.
+    unsynced: Vec<File>,
+    dirty: bool,
+    segment_bytes_max: u64,
+    segments: BTreeMap<u32, SegmentUse>,
+    reader: Arc<VlogReader>,
+}
+
+impl Vlog {
+    /// Opens `dir`, keeping exactly what `indexed` references: each segment is
+    /// cut back to the end of its last indexed record and unreferenced
+    /// segments are deleted. Runs before any reader exists.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes_max: u64,
+        indexed: &[IndexEntry],
+    ) -> Result<(Vlog, VlogRecovery)> {
+        fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        let mut on_disk = Vec::new();
+        for entry in
+            fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
+        {
+            let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                on_disk.push(id);
+            }
+        }
+        on_disk.sort_unstable();
+
+        let mut segments: BTreeMap<u32, SegmentUse> = BTreeMap::new();
+        let mut ends: HashMap<u32, u64> = HashMap::new();
+        for e in indexed {
+            let seg = segments.entry(e.segment).or_default();
+            seg.live += record_bytes(e.len);
+            let end = e.offset + u64::from(e.len).next_multiple_of(RECORD_ALIGN as u64);
+            let max = ends.entry(e.segment).or_insert(0);
+            *max = (*max).max(end);
+        }
+        for id in segments.keys() {
+            if on_disk.binary_search(id).is_err() {
+                return Err(StoreError::corrupt(
+                    format!("vlog segment {}", segment_path(dir, *id).display()),
+                    "indexed by the results tree but missing",
+                ));
+            }
+        }
+
+        let mut recovery = VlogRecovery::default();
+        let last = on_disk.last().copied();
+        for &id in &on_disk {
+            let path = segment_path(dir, id);
+            let len = fs::metadata(&path)
+                .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+                .len();
+            match ends.get(&id) {
+                None if Some(id) != last => {
+                    fs::remove_file(&path)
+                        .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+                    recovery.removed_segments += 1;
+                }
+                end => {
+                    let keep = end
+                        .copied()
+                        .unwrap_or(SEGMENT_HEADER_BYTES)
+                        .max(SEGMENT_HEADER_BYTES);
+                    if len < keep {
+                        return Err(StoreError::corrupt(
+                            path.display().to_string(),
+                            format!(
+                                "{len} bytes but the results index references bytes up to {keep}"
+                            ),
+                        ));
+                    }
+                    if len > keep {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+                        f.set_len(keep).and_then(|()| f.sync_all()).map_err(|e| {
+                            StoreError::io(format!("truncate {}", path.display()), e)
+                        })?;
+                        recovery.truncated_bytes += len - keep;
+                    }
+                    segments.entry(id).or_default().len = keep;
+                }
+            }
+        }
+        if recovery.removed_segments > 0 {
+            sync_dir(dir)?;
+        }
+
+        let reader = Arc::new(VlogReader {
+            dir: dir.to_path_buf(),
+            maps: RwLock::new(HashMap::new()),
+        });
+        let (active_id, active) = match last.filter(|id| segments.contains_key(id)) {
+            Some(id) => {
+                let path = segment_path(dir, id);
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+                check_segment_header(&path)?;
+                (id, f)
+            }
+            None => (1, create_segment(dir, 1)?),
+        };
+        segments.entry(active_id).or_insert(SegmentUse {
+            len: SEGMENT_HEADER_BYTES,
+            live: 0,
+        });
+        Ok((
+            Vlog {
+                dir: dir.to_path_buf(),
+                active_id,
+                active,
+                unsynced: Vec::new(),
+                dirty: false,
+                segment_bytes_max,
+                segments,
+                reader,
+            },
+            recovery,
+        ))
+    }
+
+    pub(crate) fn reader(&self) -> Arc<VlogReader> {
+        Arc::clone(&self.reader)
+    }
+
+    /// Appends one payload; it is durable only after [`Vlog::sync`].
+    pub(crate) fn append(&mut self, payload: &[u8], job_id: u64) -> Result<IndexEntry> {
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            StoreError::invalid("series", format!("{} bytes exceeds 4 GiB", payload.len()))
+        })?;
+        let size = record_bytes(len);
+        let active_len = self.segments.get(&self.active_id).map_or(0, |s| s.len);
+        if active_len > SEGMENT_HEADER_BYTES && active_len + size > self.segment_bytes_max {
+            self.roll()?;
+        }
+        let id = self.active_id;
+        let seg = self.segments.entry(id).or_default();
+        let start = seg.len;
+        let crc = crc32fast::hash(payload);
+        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        header[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&len.to_le_bytes());
+        header[8..12].copy_from_slice(&crc.to_le_bytes());
+        let pad = (size - RECORD_HEADER_BYTES - u64::from(len)) as usize;
+        let written = self
+            .active
+            .write_all(&header)
+            .and_then(|()| self.active.write_all(payload))
+            .and_then(|()| self.active.write_all(&[0u8; RECORD_ALIGN][..pad]));
+        written.map_err(|e| {
+            StoreError::io(
+                format!("append to {}", segment_path(&self.dir, id).display()),
+                e,
+            )
+        })?;
+        seg.len += size;
+        seg.live += size;
+        self.dirty = true;
+        Ok(IndexEntry {
+            segment: id,
+            offset: start + RECORD_HEADER_BYTES,
+            len,
+            crc,
+            job_id,
+        })
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        let next = self.active_id + 1;
+        let file = create_segment(&self.dir, next)?;
+        let old = std::mem::replace(&mut self.active, file);
+        self.unsynced.push(old);
+        self.active_id = next;
+        self.segments.insert(
+            next,
+            SegmentUse {
+                len: SEGMENT_HEADER_BYTES,
+                live: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes every append so far durable.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        for f in self.unsynced.drain(..) {
+            f.sync_data()
+                .map_err(|e| StoreError::io(format!("fsync {}", self.dir.display()), e))?;
+        }
+        self.active.sync_data().map_err(|e| {
+            StoreError::io(
+                format!(
+                    "fsync {}",
+                    segment_path(&self.dir, self.active_id).display()
+                ),
+                e,
+            )
+        })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// An index entry stopped referencing its record (overwritten or removed).
+    pub(crate) fn release(&mut self, entry: &IndexEntry) {
+        if let Some(seg) = self.segments.get_mut(&entry.segment) {
+            seg.live = seg.live.saturating_sub(record_bytes(entry.len));
+        }
+    }
+
+    /// Sealed segments whose live fraction is below `live_fraction_min`.
+    pub(crate) fn compaction_candidates(&self, live_fraction_min: f64) -> Vec<u32> {
+        self.segments
+            .iter()
+            .filter(|&(&id, s)| {
+                id != self.active_id && (s.live as f64) < live_fraction_min * s.len as f64
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Deletes a segment nothing references any more.
+    pub(crate) fn remove_segment(&mut self, id: u32) -> Result<()> {
+        let path = segment_path(&self.dir, id);
+        fs::remove_file(&path)
+            .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+        sync_dir(&self.dir)?;
+        self.segments.remove(&id);
+        self.reader.forget(id);
+        Ok(())
+    }
+}
+
+fn create_segment(dir: &Path, id: u32) -> Result<File> {
+    let path = segment_path(dir, id);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    f.write_all(&header)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+fn check_segment_header(path: &Path) -> Result<()> {
+    let mut f =
+        File::open(path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| std::io::Read::read_exact(&mut f, &mut header))
+        .map_err(|e| StoreError::io(format!("read header of {}", path.display()), e))?;
+    if &header[0..8] != SEGMENT_MAGIC {
+        return Err(StoreError::corrupt(
+            path.display().to_string(),
+            "not a kiln value-log segment",
+        ));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != FORMAT_VERSION {
+        return Err(StoreError::FormatVersion {
+            path: path.to_path_buf(),
+            found: version.to_string(),
+            expected: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Shared read access: memory maps of segments, reused across reads.
+pub(crate) struct VlogReader {
+    dir: PathBuf,
+    maps: RwLock<HashMap<u32, Arc<Mmap>>>,
+}
+
+/// Validated payload bytes inside a mapped segment.
+pub(crate) struct Mapped {
+    pub map: Arc<Mmap>,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Mapped {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.map
+            .get(self.start..self.start + self.len)
+            .unwrap_or(&[])
+    }
+}
+
+impl VlogReader {
+    /// Maps the record `entry` points at and checks its header and checksum.
+    /// `Ok(None)` when the segment is gone (compacted away since the caller
+    /// read the index): look the key up again.
+    pub(crate) fn read(&self, entry: &IndexEntry) -> Result<Option<Mapped>> {
+        let location = || format!("vlog segment {} offset {}", entry.segment, entry.offset);
+        let start =
+            usize::try_from(entry.offset).map_err(|_| StoreError::corrupt(location(), "offset"))?;
+        let len = entry.len as usize;
+        let header_start = start
+            .checked_sub(RECORD_HEADER_BYTES as usize)
+            .ok_or_else(|| StoreError::corrupt(location(), "offset inside the segment header"))?;
+        let Some(map) = self.map_covering(entry.segment, start + len)? else {
+            return Ok(None);
+        };
+        let header = map
+            .get(header_start..start)
+            .ok_or_else(|| StoreError::corrupt(location(), "past the end of the segment"))?;
+        let field =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        if field(0) != RECORD_MAGIC || field(4) != entry.len || field(8) != entry.crc {
+            return Err(StoreError::corrupt(
+                location(),
+                "record header does not match the index",
+            ));
+        }
+        let mapped = Mapped { map, start, len };
+        if crc32fast::hash(mapped.bytes()) != entry.crc {
+            return Err(StoreError::corrupt(location(), "checksum mismatch"));
+        }
+        Ok(Some(mapped))
+    }
+
+    fn map_covering(&self, id: u32, end: usize) -> Result<Option<Arc<Mmap>>> {
+        if let Ok(maps) = self.maps.read()
+            && let Some(m) = maps.get(&id)
+            && m.len() >= end
+        {
+            return Ok(Some(Arc::clone(m)));
+        }
+        let path = segment_path(&self.dir, id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
+        };
+        // SAFETY: a mapping is only unsound if the file changes under it. Segment
+        // files are only ever appended to (bytes already mapped never change),
+        // truncated at open before any reader exists, or unlinked whole (the
+        // mapping keeps the pages). Nothing outside kiln writes the data dir.
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| StoreError::io(format!("map {}", path.display()), e))?;
+        let map = Arc::new(map);
+        if let Ok(mut maps) = self.maps.write() {
+            maps.insert(id, Arc::clone(&map));
+        }
+        Ok(Some(map))
+    }
+
+    fn forget(&self, id: u32) {
+        if let Ok(mut maps) = self.maps.write() {
+            maps.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,1069 @@
+//! The single writer thread. It owns every mutation: callers send an [`Op`]
+//! over a bounded channel, the writer takes a group of ops, applies them to
+//! its in-memory view of the unfinished jobs and to a set of pending sled
+//! writes, makes value-log payloads durable, commits all sled writes of the
+//! group in one multi-tree transaction, flushes and fsyncs (in `Sync` mode),
+//! and only then answers every caller of the group (group commit).
+//!
+//! The in-memory view (unfinished jobs, the due and scheduled queues, leases,
+//! idempotency keys, counters, history order, per-symbol aggregates) is
+//! rebuilt from sled at open by [`crate::recovery::recover`]. It can only
+//! diverge from disk when a commit fails, and then the store is poisoned.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rkyv::util::AlignedVec;
+use sled::Transactional;
+
+use crate::Durability;
+use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
+use crate::error::{Result, StoreError};
+use crate::job::{
+    CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
+};
+use crate::keys::{SeriesKey, Symbol, u64_key};
+use crate::record::{IndexEntry, SymbolStats, decode_job, encode_job};
+use crate::vlog::Vlog;
+
+/// Tree indices, in the order of `Writer::trees`.
+pub(crate) const JOBS: usize = 0;
+pub(crate) const PAYLOADS: usize = 1;
+pub(crate) const HISTORY: usize = 2;
+pub(crate) const SYMSTATS: usize = 3;
+pub(crate) const RESULTS: usize = 4;
+pub(crate) const META: usize = 5;
+/// Tree names on disk, by index.
+pub(crate) const TREE_NAMES: [&str; 6] =
+    ["jobs", "payloads", "history", "symstats", "results", "meta"];
+
+pub(crate) const META_NEXT_ID: &[u8] = b"next_id";
+pub(crate) const META_NEXT_FINISH_SEQ: &[u8] = b"next_finish_seq";
+pub(crate) const META_COUNTERS: &[u8] = b"counters";
+pub(crate) const META_PAUSED: &[u8] = b"paused";
+
+/// Longest error message kept on a job, in bytes.
+pub const ERROR_BYTES_MAX: usize = 4096;
+/// Most finished jobs removed by one group's history trim (bounds group size).
+const TRIM_PER_GROUP_MAX: usize = 1024;
+
+/// A series archived by the caller, ready to append.
+pub(crate) struct EncodedSeries {
+    pub key: SeriesKey,
+    pub bytes: AlignedVec,
+}
+
+/// One job's completion with its results.
+pub(crate) struct EncodedCompletion {
+    pub token: LeaseToken,
+    pub results: Vec<EncodedSeries>,
+}
+
+/// An operation for the writer, with the channel its answer goes back on.
+pub(crate) enum Op {
+    Enqueue {
+        jobs: Vec<NewJob>,
+        reply: Sender<Result<Vec<Enqueued>>>,
+    },
+    Claim {
+        max: usize,
+        lease_ms: u64,
+        reply: Sender<Result<Vec<Lease>>>,
+    },
+    Heartbeat {
+        token: LeaseToken,
+        extend_ms: u64,
+        reply: Sender<Result<u64>>,
+    },
+    Complete {
+        items: Vec<EncodedCompletion>,
+        reply: Sender<Result<Vec<Result<()>>>>,
+    },
+    Fail {
+        token: LeaseToken,
+        error: String,
+        reply: Sender<Result<FailOutcome>>,
+    },
+    Cancel {
+        id: JobId,
+        reply: Sender<Result<CancelOutcome>>,
+    },
+    SetPaused {
+        priority: Priority,
+        paused: bool,
+        reply: Sender<Result<()>>,
+    },
+    Purge {
+        older_than_ms: u64,
+        reply: Sender<Result<u64>>,
+    },
+    Sync {
+        reply: Sender<Result<()>>,
+    },
+    Compact {
+        reply: Sender<Result<CompactReport>>,
+    },
+    Check {
+        reply: Sender<Result<CheckReport>>,
+    },
+    FailNextCommit,
+    Shutdown,
+}
+
+/// An answer held back until the group it belongs to has committed.
+trait Ack: Send {
+    fn send(self: Box<Self>, commit_failure: Option<&str>);
+}
+
+struct Reply<T> {
+    tx: Sender<Result<T>>,
+    value: Result<T>,
+}
+
+impl<T: Send> Ack for Reply<T> {
+    fn send(self: Box<Self>, commit_failure: Option<&str>) {
+        let value = match commit_failure {
+            None => self.value,
+            Some(cause) => Err(StoreError::Poisoned {
+                cause: cause.to_owned(),
+            }),
+        };
+        // The caller may have gone away; nothing to do then.
+        let _ = self.tx.send(value);
+    }
+}
+
+fn hold<T: Send + 'static>(acks: &mut Vec<Box<dyn Ack>>, tx: Sender<Result<T>>, value: Result<T>) {
+    acks.push(Box::new(Reply { tx, value }));
+}
+
+/// Jobs per state and waiting jobs per priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub by_state: [u64; 6],
+    pub depth: [u64; 3],
+}
+
+impl Counters {
+    pub(crate) const BYTES: usize = 72;
+
+    pub(crate) fn encode(&self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        for (i, n) in self.by_state.iter().chain(self.depth.iter()).enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
+        }
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::BYTES {
+            return Err(StoreError::corrupt(
+                "meta/counters",
+                format!("{} bytes", b.len()),
+            ));
+        }
+        let mut c = Counters::default();
+        for i in 0..9 {
+            let n = crate::keys::read_u64(&b[i * 8..i * 8 + 8], "meta/counters")?;
+            if i < 6 {
+                c.by_state[i] = n;
+            } else {
+                c.depth[i - 6] = n;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Moves `job` to `new`, keeping the counts right.
+    pub(crate) fn transition(&mut self, job: &mut Job, new: JobState) {
+        self.leave(job);
+        job.state = new;
+        self.enter(job);
+    }
+
+    pub(crate) fn enter(&mut self, job: &Job) {
+        self.by_state[job.state.index()] += 1;
+        if job.state.is_waiting() {
+            self.depth[job.priority.index()] += 1;
+        }
+    }
+
+    fn leave(&mut self, job: &Job) {
+        let s = &mut self.by_state[job.state.index()];
+        *s = s.saturating_sub(1);
+        if job.state.is_waiting() {
+            let d = &mut self.depth[job.priority.index()];
+            *d = d.saturating_sub(1);
+        }
+    }
+}
+
+/// A finished job in history order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finished {
+    pub seq: u64,
+    pub id: JobId,
+    pub finished_ms: u64,
+    /// Its terminal state, so a purge can keep the counters equal to a scan.
+    pub state: JobState,
+}
+
+/// The writer's state. Fields are `pub(crate)` so recovery can rebuild them.
+pub(crate) struct Writer {
+    pub config: StoreConfig,
+    pub db: sled::Db,
+    pub trees: Vec<sled::Tree>,
+    pub sled_dir: PathBuf,
+    pub sled_file: File,
+    pub synced_blobs: HashSet<std::ffi::OsString>,
+    pub vlog: Vlog,
+    pub shared: Arc<Shared>,
+
+    /// Unfinished jobs (queued, running, failed awaiting retry), with payloads.
+    pub active: HashMap<JobId, Job>,
+    /// Claimable jobs per priority, in FIFO (id) order.
+    pub due: [BTreeSet<JobId>; 3],
+    /// Jobs not claimable before a time: (run_at_ms, id).
+    pub scheduled: BTreeSet<(u64, JobId)>,
+    /// Running jobs by lease expiry: (expires_ms, id).
+    pub leases: BTreeSet<(u64, JobId)>,
+    /// Idempotency keys of unfinished jobs.
+    pub idem: HashMap<String, JobId>,
+    pub paused: [bool; 3],
+    /// Finished jobs, oldest first (bounded by `history_max` and retention).
+    pub history: VecDeque<Finished>,
+    pub symstats: HashMap<Symbol, SymbolStats>,
+    pub counters: Counters,
+    pub next_id: JobId,
+    pub next_finish_seq: u64,
+
+    /// This group's pending sled writes per tree (`None` removes the key).
+    pub writes: [HashMap<Vec<u8>, Option<Vec<u8>>>; 6],
+    pub dirty_jobs: HashSet<JobId>,
+    pub dirty_symstats: HashSet<Symbol>,
+    /// A write-path failure during apply (value-log append): fails the group.
+    pub fatal: Option<StoreError>,
+    pub fail_next_commit: bool,
+    /// Relaxed mode: committed but not yet flushed.
+    pub unflushed: bool,
+}
+
+impl Writer {
+    /// The writer loop: runs until `Shutdown` or until every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Op>) {
+        let tick = Duration::from_millis(self.config.tick_ms.max(1));
+        let mut last_flush = Instant::now();
+        loop {
+            let first = match rx.recv_timeout(tick) {
+                Ok(op) => op,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle(&mut last_flush);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut ops = vec![first];
+            while ops.len() < self.config.group_ops_max
+                && !matches!(
+                    ops.last(),
+                    Some(Op::Shutdown | Op::Compact { .. } | Op::Check { .. } | Op::Sync { .. })
+                )
+            {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            if self.group(ops) {
+                break;
+            }
+            if self.unflushed && last_flush.elapsed() >= tick {
+                self.flush_relaxed();
+                last_flush = Instant::now();
+            }
+        }
+        if self.unflushed {
+            self.flush_relaxed();
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.shared.poison_cause()
+    }
+
+    /// Housekeeping when no op arrived for a tick: lease expiry, retention,
+    /// the relaxed-mode flush and automatic compaction.
+    fn idle(&mut self, last_flush: &mut Instant) {
+        if self.poisoned().is_some() {
+            return;
+        }
+        let now = self.config.clock.now_ms();
+        let expiring = self.leases.first().is_some_and(|&(exp, _)| exp <= now);
+        let trimming = self.history_over_limit(now);
+        if expiring || trimming {
+            self.group(Vec::new());
+        }
+        if self.unflushed {
+            self.flush_relaxed();
+            *last_flush = Instant::now();
+        }
+        if !self
+            .vlog
+            .compaction_candidates(self.config.compact_live_fraction_min)
+            .is_empty()
+            && let Err(e) = self.compact()
+        {
+            tracing::error!(error = %e, "automatic value-log compaction failed");
+        }
+    }
+
+    /// Applies and commits one group; returns true on `Shutdown`.
+    fn group(&mut self, ops: Vec<Op>) -> bool {
+        let mut acks: Vec<Box<dyn Ack>> = Vec::with_capacity(ops.len());
+        let mut after: Vec<Op> = Vec::new();
+        let mut shutdown = false;
+        let now = self.config.clock.now_ms();
+        let poisoned = self.poisoned();
+        if poisoned.is_none() {
+            self.expire_leases(now);
+            self.trim_history(now, None);
+        }
+        for op in ops {
+            if matches!(op, Op::Shutdown) {
+                shutdown = true;
+                continue;
+            }
+            if let Some(cause) = &poisoned {
+                reject(op, cause);
+                continue;
+            }
+            match op {
+                Op::Enqueue { jobs, reply } => {
+                    let v = self.enqueue(jobs, now);
+                    hold(&mut acks, reply, v);
+                }
+                Op::Claim {
+                    max,
+                    lease_ms,
+                    reply,
+                } => {
+                    let v = Ok(self.claim(max, lease_ms, now));
+                    hold(&mut acks, reply, v);
+                }
+                Op::Heartbeat {
+                    token,
+                    extend_ms,
+                    reply,
+                } => {
+                    let v = self.heartbeat(token, extend_ms, now);
+                    hold(&mut acks, reply, v);
+                }
+                Op::Complete { items, reply } => {
+                    let v = Ok(items.into_iter().map(|c| self.complete(c, now)).collect());
+                    hold(&mut acks, reply, v);
+                }
+                Op::Fail {
+                    token,
+                    error,
+                    reply,
+                } => {
+                    let v = self.fail(token, error, now);
+                    hold(&mut acks, reply, v);
+                }
+                Op::Cancel { id, reply } => {
+                    let v = self.cancel(id, now);
+                    hold(&mut acks, reply, v);
+                }
+                Op::SetPaused {
+                    priority,
+                    paused,
+                    reply,
+                } => {
+                    self.paused[priority.index()] = paused;
+                    self.put(
+                        META,
+                        META_PAUSED.to_vec(),
+                        self.paused.map(u8::from).to_vec(),
+                    );
+                    hold(&mut acks, reply, Ok(()));
+                }
+                Op::Purge {
+                    older_than_ms,
+                    reply,
+                } => {
+                    let v = Ok(self.trim_history(now, Some(older_than_ms)));
+                    hold(&mut acks, reply, v);
+                }
+                Op::FailNextCommit => self.fail_next_commit = true,
+                Op::Shutdown => {}
+                other @ (Op::Sync { .. } | Op::Compact { .. } | Op::Check { .. }) => {
+                    after.push(other)
+                }
+            }
+        }
+        if poisoned.is_none() {
+            let committed = self.commit();
+            let failure = committed.as_ref().err().map(|e| {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, "commit failed; the store is poisoned");
+                self.shared.poison(&cause);
+                cause
+            });
+            for ack in acks {
+                ack.send(failure.as_deref());
+            }
+        }
+        for op in after {
+            if let Some(cause) = self.poisoned() {
+                reject(op, &cause);
+                continue;
+            }
+            match op {
+                Op::Sync { reply } => {
+                    let v = if self.unflushed {
+                        self.flush_and_fsync()
+                    } else {
+                        Ok(())
+                    };
+                    self.unflushed = v.is_err();
+                    let _ = reply.send(v);
+                }
+                Op::Compact { reply } => {
+                    let _ = reply.send(self.compact());
+                }
+                Op::Check { reply } => {
+                    let _ = reply.send(self.check());
+                }
+                _ => {}
+            }
+        }
+        shutdown
+    }
+
+    // ---- pending writes ------------------------------------------------
+
+    pub(crate) fn put(&mut self, tree: usize, key: Vec<u8>, value: Vec<u8>) {
+        self.writes[tree].insert(key, Some(value));
+    }
+
+    fn delete(&mut self, tree: usize, key: Vec<u8>) {
+        self.writes[tree].insert(key, None);
+    }
+
+    /// Reads through this group's pending writes to the committed tree.
+    fn lookup(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(pending) = self.writes[tree].get(key) {
+            return Ok(pending.clone());
+        }
+        Ok(self.trees[tree].get(key)?.map(|v| v.to_vec()))
+    }
+
+    // ---- transitions -----------------------------------------------------
+
+    fn enqueue(&mut self, jobs: Vec<NewJob>, now: u64) -> Result<Vec<Enqueued>> {
+        let mut fresh_keys = HashSet::new();
+        let created = jobs
+            .iter()
+            .filter(|j| match &j.idempotency_key {
+                Some(k) => !self.idem.contains_key(k) && fresh_keys.insert(k.as_str()),
+                None => true,
+            })
+            .count() as u64;
+        let unfinished = self.active.len() as u64;
+        if unfinished + created > self.config.queue_depth_max {
+            return Err(StoreError::QueueFull {
+                depth: unfinished,
+                max: self.config.queue_depth_max,
+            });
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for new in jobs {
+            if let Some(id) = new.idempotency_key.as_ref().and_then(|k| self.idem.get(k)) {
+                out.push(Enqueued::Existing(*id));
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let run_at_ms = new.run_at_ms.unwrap_or(now);
+            let job = Job {
+                id,
+                kind: new.kind,
+                payload: Arc::from(new.payload),
+                symbols: new.symbols,
+                priority: new.priority,
+                state: JobState::Queued,
+                attempts: 0,
+                attempts_max: new.attempts_max.unwrap_or(self.config.attempts_max),
+                run_at_ms,
+                enqueued_ms: now,
+                started_ms: None,
+                finished_ms: None,
+                lease_expires_ms: None,
+                last_error: None,
+                idempotency_key: new.idempotency_key,
+            };
+            if let Some(k) = &job.idempotency_key {
+                self.idem.insert(k.clone(), id);
+            }
+            self.put(PAYLOADS, u64_key(id).to_vec(), job.payload.to_vec());
+            self.counters.enter(&job);
+            self.make_claimable(&job, now);
+            self.active.insert(id, job);
+            self.dirty_jobs.insert(id);
+            out.push(Enqueued::Created(id));
+        }
+        Ok(out)
+    }
+
+    /// Files a waiting job under `due` or `scheduled` by its `run_at_ms`.
+    pub(crate) fn make_claimable(&mut self, job: &Job, now: u64) {
+        if job.run_at_ms > now {
+            self.scheduled.insert((job.run_at_ms, job.id));
+        } else {
+            self.due[job.priority.index()].insert(job.id);
+        }
+    }
+
+    fn claim(&mut self, max: usize, lease_ms: u64, now: u64) -> Vec<Lease> {
+        while let Some(&(run_at, id)) = self.scheduled.first() {
+            if run_at > now {
+                break;
+            }
+            self.scheduled.pop_first();
+            if let Some(job) = self.active.get(&id) {
+                self.due[job.priority.index()].insert(id);
+            }
+        }
+        let mut out = Vec::new();
+        for p in Priority::ALL {
+            if self.paused[p.index()] {
+                continue;
+            }
+            while out.len() < max {
+                let Some(id) = self.due[p.index()].pop_first() else {
+                    break;
+                };
+                let Some(job) = self.active.get_mut(&id) else {
+                    continue;
+                };
+                self.counters.transition(job, JobState::Running);
+                job.attempts += 1;
+                job.started_ms = Some(now);
+                let expires_ms = now.saturating_add(lease_ms);
+                job.lease_expires_ms = Some(expires_ms);
+                self.leases.insert((expires_ms, id));
+                self.dirty_jobs.insert(id);
+                out.push(Lease {
+                    job: job.clone(),
+                    token: LeaseToken {
+                        job_id: id,
+                        attempt: job.attempts,
+                    },
+                    expires_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// The running job `token` holds, or `LeaseLost`.
+    fn leased(&mut self, token: LeaseToken) -> Result<&mut Job> {
+        match self.active.get_mut(&token.job_id) {
+            Some(job) if job.state == JobState::Running && job.attempts == token.attempt => Ok(job),
+            _ => Err(StoreError::LeaseLost {
+                job_id: token.job_id,
+                attempt: token.attempt,
+            }),
+        }
+    }
+
+    fn heartbeat(&mut self, token: LeaseToken, extend_ms: u64, now: u64) -> Result<u64> {
+        let job = self.leased(token)?;
+        let old = job.lease_expires_ms.unwrap_or(0);
+        let new = now.saturating_add(extend_ms);
+        job.lease_expires_ms = Some(new);
+        self.leases.remove(&(old, token.job_id));
+        self.leases.insert((new, token.job_id));
+        self.dirty_jobs.insert(token.job_id);
+        Ok(new)
+    }
+
+    fn complete(&mut self, c: EncodedCompletion, now: u64) -> Result<()> {
+        self.leased(c.token)?;
+        for series in &c.results {
+            let entry = match self.vlog.append(&series.bytes, c.token.job_id) {
+                Ok(e) => e,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.fatal.get_or_insert(e);
+                    return Err(StoreError::Poisoned { cause: msg });
+                }
+            };
+            let key = series.key.encode();
+            if let Some(old) = self.lookup(RESULTS, &key)? {
+                self.vlog.release(&IndexEntry::decode(&old)?);
+            }
+            self.put(RESULTS, key, entry.encode().to_vec());
+        }
+        self.finish(c.token.job_id, JobState::Succeeded, now, None);
+        Ok(())
+    }
+
+    fn fail(&mut self, token: LeaseToken, error: String, now: u64) -> Result<FailOutcome> {
+        let error = truncate_utf8(error, ERROR_BYTES_MAX);
+        let job = self.leased(token)?;
+        let (id, exhausted) = (job.id, job.attempts >= job.attempts_max);
+        job.last_error = Some(error);
+        let old = job.lease_expires_ms.take().unwrap_or(0);
+        self.leases.remove(&(old, id));
+        self.count_failure(id);
+        if exhausted {
+            self.finish(id, JobState::Dead, now, None);
+            return Ok(FailOutcome::Dead);
+        }
+        let run_at_ms = now.saturating_add(self.config.retry.delay_ms(id, token.attempt));
+        if let Some(job) = self.active.get_mut(&id) {
+            self.counters.transition(job, JobState::Failed);
+            job.run_at_ms = run_at_ms;
+        }
+        self.scheduled.insert((run_at_ms, id));
+        self.dirty_jobs.insert(id);
+        Ok(FailOutcome::Retry { run_at_ms })
+    }
+
+    fn count_failure(&mut self, id: JobId) {
+        let symbols = self
+            .active
+            .get(&id)
+            .map(|j| j.symbols.clone())
+            .unwrap_or_default();
+        for s in symbols {
+            self.symstats.entry(s.clone()).or_default().failures += 1;
+            self.dirty_symstats.insert(s);
+        }
+    }
+
+    fn cancel(&mut self, id: JobId, now: u64) -> Result<CancelOutcome> {
+        match self.active.get(&id).map(|j| j.state) {
+            Some(JobState::Running) => Ok(CancelOutcome::NotCancellable(JobState::Running)),
+            Some(_) => {
+                self.finish(id, JobState::Cancelled, now, None);
+                Ok(CancelOutcome::Cancelled)
+            }
+            None => match self.lookup(JOBS, &u64_key(id))? {
+                Some(bytes) => {
+                    let job = decode_job(id, &bytes, Arc::from(&[][..]))?;
+                    Ok(CancelOutcome::NotCancellable(job.state))
+                }
+                None => Err(StoreError::UnknownJob(id)),
+            },
+        }
+    }
+
+    /// Returns expired leases' jobs to the queue, or kills them when their
+    /// attempts are used up.
+    fn expire_leases(&mut self, now: u64) {
+        while let Some(&(expires, id)) = self.leases.first() {
+            if expires > now {
+                break;
+            }
+            self.leases.pop_first();
+            let Some(job) = self.active.get_mut(&id) else {
+                continue;
+            };
+            job.lease_expires_ms = None;
+            job.last_error = Some(format!("lease expired during attempt {}", job.attempts));
+            let exhausted = job.attempts >= job.attempts_max;
+            self.count_failure(id);
+            if exhausted {
+                self.finish(id, JobState::Dead, now, None);
+            } else {
+                self.requeue(id, now);
+            }
+        }
+    }
+
+    /// Puts an unfinished job back in the queue, due now.
+    pub(crate) fn requeue(&mut self, id: JobId, now: u64) {
+        let Some(mut job) = self.active.remove(&id) else {
+            return;
+        };
+        self.counters.transition(&mut job, JobState::Queued);
+        job.run_at_ms = now;
+        job.lease_expires_ms = None;
+        self.make_claimable(&job, now);
+        self.active.insert(id, job);
+        self.dirty_jobs.insert(id);
+    }
+
+    /// Moves an unfinished job to a terminal state: out of every queue, into
+    /// history and the per-symbol aggregates, its record written now.
+    pub(crate) fn finish(&mut self, id: JobId, state: JobState, now: u64, error: Option<String>) {
+        let Some(mut job) = self.active.remove(&id) else {
+            return;
+        };
+        self.due[job.priority.index()].remove(&id);
+        self.scheduled.remove(&(job.run_at_ms, id));
+        if let Some(exp) = job.lease_expires_ms.take() {
+            self.leases.remove(&(exp, id));
+        }
+        if let Some(k) = &job.idempotency_key
+            && self.idem.get(k) == Some(&id)
+        {
+            self.idem.remove(k);
+        }
+        self.counters.transition(&mut job, state);
+        job.finished_ms = Some(now);
+        if error.is_some() {
+            job.last_error = error;
+        }
+        let duration_ms = job.started_ms.map_or(0, |s| now.saturating_sub(s));
+        for s in &job.symbols {
+            let st = self.symstats.entry(s.clone()).or_default();
+            st.jobs += 1;
+            st.duration_ms_total += duration_ms;
+            self.dirty_symstats.insert(s.clone());
+        }
+        let seq = self.next_finish_seq;
+        self.next_finish_seq += 1;
+        self.history.push_back(Finished {
+            seq,
+            id,
+            finished_ms: now,
+            state,
+        });
+        self.put(HISTORY, u64_key(seq).to_vec(), u64_key(id).to_vec());
+        self.dirty_jobs.remove(&id);
+        match encode_job(&job) {
+            Ok(bytes) => self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec()),
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    fn history_over_limit(&self, now: u64) -> bool {
+        self.history.front().is_some_and(|f| {
+            self.history.len() as u64 > self.config.history_max
+                || self
+                    .config
+                    .retention_ms
+                    .is_some_and(|r| f.finished_ms.saturating_add(r) <= now)
+        })
+    }
+
+    /// Drops the oldest finished jobs beyond `history_max`, past retention, or
+    /// (for an explicit purge) older than `older_than_ms`. Returns how many.
+    fn trim_history(&mut self, now: u64, older_than_ms: Option<u64>) -> u64 {
+        let mut removed = 0;
+        let bounded = older_than_ms.is_none();
+        while let Some(&f) = self.history.front() {
+            if bounded && removed >= TRIM_PER_GROUP_MAX as u64 {
+                break;
+            }
+            let age_limit = older_than_ms.or(self.config.retention_ms);
+            let too_old = age_limit.is_some_and(|a| f.finished_ms.saturating_add(a) <= now);
+            if !(self.history.len() as u64 > self.config.history_max || too_old) {
+                break;
+            }
+            self.history.pop_front();
+            let count = &mut self.counters.by_state[f.state.index()];
+            *count = count.saturating_sub(1);
+            self.delete(HISTORY, u64_key(f.seq).to_vec());
+            self.delete(JOBS, u64_key(f.id).to_vec());
+            self.delete(PAYLOADS, u64_key(f.id).to_vec());
+            removed += 1;
+        }
+        removed
+    }
+
+    // ---- commit -----------------------------------------------------------
+
+    /// Makes this group durable: value log first, then one sled transaction,
+    /// then (in `Sync` mode) sled's flush and our own fsync.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        if std::mem::take(&mut self.fail_next_commit) {
+            return Err(StoreError::io(
+                "commit",
+                std::io::Error::other("injected write failure"),
+            ));
+        }
+        let dirty: Vec<JobId> = self.dirty_jobs.drain().collect();
+        for id in dirty {
+            if let Some(job) = self.active.get(&id) {
+                let bytes = encode_job(job)?;
+                self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec());
+            }
+        }
+        let dirty: Vec<Symbol> = self.dirty_symstats.drain().collect();
+        for s in dirty {
+            let v = self.symstats.get(&s).copied().unwrap_or_default();
+            self.put(
+                SYMSTATS,
+                s.as_str().as_bytes().to_vec(),
+                v.encode().to_vec(),
+            );
+        }
+        if self.writes.iter().all(HashMap::is_empty) {
+            return Ok(());
+        }
+        self.put(
+            META,
+            META_COUNTERS.to_vec(),
+            self.counters.encode().to_vec(),
+        );
+        self.put(META, META_NEXT_ID.to_vec(), u64_key(self.next_id).to_vec());
+        self.put(
+            META,
+            META_NEXT_FINISH_SEQ.to_vec(),
+            u64_key(self.next_finish_seq).to_vec(),
+        );
+
+        self.vlog.sync()?;
+        let writes = &self.writes;
+        self.trees
+            .as_slice()
+            .transaction(|trees| {
+                for (tree, pending) in trees.iter().zip(writes.iter()) {
+                    for (k, v) in pending {
+                        match v {
+                            Some(v) => tree.insert(k.as_slice(), v.as_slice())?,
+                            None => tree.remove(k.as_slice())?,
+                        };
+                    }
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Sled(format!("transaction: {e:?}")))?;
+        for w in &mut self.writes {
+            w.clear();
+        }
+        match self.config.durability {
+            Durability::Sync => self.flush_and_fsync()?,
+            Durability::Relaxed => self.unflushed = true,
+        }
+        self.shared.publish(&self.counters, &self.paused);
+        Ok(())
+    }
+
+    /// sled's flush writes its buffers (ending in `sync_file_range`, which does
+    /// not survive power loss); fsync its files ourselves, including any blob
+    /// files it created for large values, which it never fsyncs.
+    pub(crate) fn flush_and_fsync(&mut self) -> Result<()> {
+        self.db.flush()?;
+        self.sled_file.sync_data().map_err(|e| {
+            StoreError::io(format!("fsync {}", self.sled_dir.join("db").display()), e)
+        })?;
+        let blobs = self.sled_dir.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            let mut new_blob = false;
+            for entry in entries.flatten() {
+                if self.synced_blobs.contains(&entry.file_name()) {
+                    continue;
+                }
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::io(format!("fsync {}", entry.path().display()), e))?;
+                self.synced_blobs.insert(entry.file_name());
+                new_blob = true;
+            }
+            if new_blob {
+                File::open(&blobs)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| StoreError::io(format!("fsync {}", blobs.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_relaxed(&mut self) {
+        match self.flush_and_fsync() {
+            Ok(()) => self.unflushed = false,
+            Err(e) => {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, "background flush failed; the store is poisoned");
+                self.shared.poison(&cause);
+            }
+        }
+    }
+
+    // ---- compaction and checks -------------------------------------------
+
+    /// Rewrites the live records of sparse sealed segments into the active
+    /// segment, re-points their index entries in one transaction, then
+    /// deletes the old segments.
+    pub(crate) fn compact(&mut self) -> Result<CompactReport> {
+        let victims = self
+            .vlog
+            .compaction_candidates(self.config.compact_live_fraction_min);
+        let mut report = CompactReport::default();
+        if victims.is_empty() {
+            return Ok(report);
+        }
+        let result = self.compact_segments(&victims, &mut report);
+        if let Err(e) = &result {
+            self.shared.poison(&e.to_string());
+        }
+        result.map(|()| report)
+    }
+
+    fn compact_segments(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<()> {
+        let reader = self.vlog.reader();
+        for item in self.trees[RESULTS].iter() {
+            let (key, value) = item?;
+            let old = IndexEntry::decode(&value)?;
+            if !victims.contains(&old.segment) {
+                continue;
+            }
+            let mapped = reader.read(&old)?.ok_or_else(|| {
+                StoreError::corrupt(
+                    format!("vlog segment {}", old.segment),
+                    "missing during compaction",
+                )
+            })?;
+            let new = self.vlog.append(mapped.bytes(), old.job_id)?;
+            self.vlog.release(&old);
+            report.moved_bytes += u64::from(old.len);
+            report.moved_records += 1;
+            self.put(RESULTS, key.to_vec(), new.encode().to_vec());
+        }
+        self.commit()?;
+        if self.unflushed {
+            self.flush_and_fsync()?;
+            self.unflushed = false;
+        }
+        for &id in victims {
+            self.vlog.remove_segment(id)?;
+            report.removed_segments += 1;
+        }
+        Ok(())
+    }
+
+    /// Compares the counters and the in-memory queues with a full scan of
+    /// what is committed.
+    pub(crate) fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let mut scanned = Counters::default();
+        let mut terminal = HashSet::new();
+        for item in self.trees[JOBS].iter() {
+            let (k, v) = item?;
+            let id = crate::keys::read_u64(&k, "jobs key")?;
+            let job = decode_job(id, &v, Arc::from(&[][..]))?;
+            scanned.enter(&job);
+            report.jobs += 1;
+            if job.state.is_terminal() {
+                terminal.insert(id);
+            } else if !self.active.contains_key(&id) {
+                report.problems.push(format!(
+                    "job {id} is {} on disk but not in the queue",
+                    job.state.as_str()
+                ));
+            }
+            if let Some(active) = self.active.get(&id)
+                && active.state != job.state
+            {
+                report.problems.push(format!(
+                    "job {id} is {} on disk but {} in memory",
+                    job.state.as_str(),
+                    active.state.as_str()
+                ));
+            }
+        }
+        if scanned != self.counters {
+            report.problems.push(format!(
+                "counters {:?} but a scan finds {:?}",
+                self.counters, scanned
+            ));
+        }
+        let mut in_history = HashSet::new();
+        for item in self.trees[HISTORY].iter() {
+            let (_, v) = item?;
+            let id = crate::keys::read_u64(&v, "history value")?;
+            if !terminal.contains(&id) {
+                report
+                    .problems
+                    .push(format!("history lists job {id}, which is not finished"));
+            }
+            in_history.insert(id);
+        }
+        for id in terminal.difference(&in_history) {
+            report
+                .problems
+                .push(format!("finished job {id} is missing from history"));
+        }
+        for (id, job) in &self.active {
+            let queued = self.due[job.priority.index()].contains(id)
+                || self.scheduled.contains(&(job.run_at_ms, *id));
+            let leased = job
+                .lease_expires_ms
+                .is_some_and(|e| self.leases.contains(&(e, *id)));
+            let ok = match job.state {
+                JobState::Queued | JobState::Failed => queued && !leased,
+                JobState::Running => leased && !queued,
+                _ => false,
+            };
+            if !ok {
+                report.problems.push(format!(
+                    "job {id} ({}) is filed in the wrong queues",
+                    job.state.as_str()
+                ));
+            }
+        }
+        let reader = self.vlog.reader();
+        for item in self.trees[RESULTS].iter() {
+            let (k, v) = item?;
+            let key = SeriesKey::decode(&k)?;
+            let entry = IndexEntry::decode(&v)?;
+            report.series += 1;
+            match reader.read(&entry) {
+                Ok(Some(_)) => {}
+                Ok(None) => report.problems.push(format!(
+                    "{}/{}: segment {} is missing",
+                    key.symbol, key.feature, entry.segment
+                )),
+                Err(e) => report
+                    .problems
+                    .push(format!("{}/{}: {e}", key.symbol, key.feature)),
+            }
+        }
+        report.counters_by_state = scanned.by_state;
+        Ok(report)
+    }
+}
+
+fn reject(op: Op, cause: &str) {
+    let err = || StoreError::Poisoned {
+        cause: cause.to_owned(),
+    };
+    let _ = match op {
+        Op::Enqueue { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Claim { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Heartbeat { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Complete { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Fail { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Cancel { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::SetPaused { reply, .. } | Op::Sync { reply } => reply.send(Err(err())).is_ok(),
+        Op::Purge { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Compact { reply } => reply.send(Err(err())).is_ok(),
+        Op::Check { reply } => reply.send(Err(err())).is_ok(),
+        Op::FailNextCommit | Op::Shutdown => true,
+    };
+}
+
+fn truncate_utf8(mut s: String, bytes_max: usize) -> String {
+    if s.len() > bytes_max {
+        let mut cut = bytes_max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
