@@ -1,0 +1,334 @@
+//! Model test: random sequences of enqueue / claim / heartbeat / complete /
+//! fail / cancel / pause / time passing (lease expiry, backoff, delays) /
+//! close-and-reopen, run against the store and against a deliberately plain
+//! in-memory model (a map scanned linearly). Every answer and, after every
+//! step, every job's state and attempts and the counters must agree.
+
+use std::collections::BTreeMap;
+
+use kiln_store::{
+    CancelOutcome, Clock, Durability, Enqueued, FailOutcome, JobQueue, JobState, LeaseToken,
+    NewJob, Priority, RetryPolicy, Store, StoreConfig, StoreError,
+};
+use proptest::prelude::*;
+
+const T0: u64 = 1_000_000;
+const ATTEMPTS: u32 = 2;
+const POLICY: RetryPolicy = RetryPolicy {
+    base_ms: 1_000,
+    cap_ms: 8_000,
+};
+
+#[derive(Clone, Debug)]
+enum Step {
+    Enqueue {
+        priority: u8,
+        delay_ms: Option<u64>,
+        key: Option<u8>,
+    },
+    Claim {
+        max: usize,
+        lease_ms: u64,
+    },
+    Heartbeat {
+        pick: usize,
+        extend_ms: u64,
+    },
+    Complete {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+    },
+    Cancel {
+        id: u64,
+    },
+    Pause {
+        priority: u8,
+        paused: bool,
+    },
+    Advance {
+        ms: u64,
+    },
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..3, proptest::option::of(0u64..3_000), proptest::option::of(0u8..4))
+            .prop_map(|(priority, delay_ms, key)| Step::Enqueue { priority, delay_ms, key }),
+        3 => (1usize..4, 100u64..2_000).prop_map(|(max, lease_ms)| Step::Claim { max, lease_ms }),
+        1 => (any::<usize>(), 100u64..2_000).prop_map(|(pick, extend_ms)| Step::Heartbeat { pick, extend_ms }),
+        2 => any::<usize>().prop_map(|pick| Step::Complete { pick }),
+        2 => any::<usize>().prop_map(|pick| Step::Fail { pick }),
+        1 => (1u64..12).prop_map(|id| Step::Cancel { id }),
+        1 => (0u8..3, any::<bool>()).prop_map(|(priority, paused)| Step::Pause { priority, paused }),
+        2 => (0u64..3_000).prop_map(|ms| Step::Advance { ms }),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct MJob {
+    priority: u8,
+    state: JobState,
+    attempts: u32,
+    run_at: u64,
+    lease_expires: u64,
+    key: Option<String>,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: BTreeMap<u64, MJob>,
+    next_id: u64,
+    paused: [bool; 3],
+}
+
+impl Model {
+    fn expire(&mut self, now: u64) {
+        for job in self.jobs.values_mut() {
+            if job.state == JobState::Running && job.lease_expires <= now {
+                job.state = if job.attempts >= ATTEMPTS {
+                    JobState::Dead
+                } else {
+                    JobState::Queued
+                };
+                job.run_at = now;
+            }
+        }
+    }
+
+    fn holds(&self, t: LeaseToken) -> bool {
+        self.jobs
+            .get(&t.job_id)
+            .is_some_and(|j| j.state == JobState::Running && j.attempts == t.attempt)
+    }
+
+    fn counts(&self) -> [u64; 6] {
+        let mut c = [0; 6];
+        for j in self.jobs.values() {
+            c[j.state as usize] += 1;
+        }
+        c
+    }
+}
+
+fn config(clock: &Clock) -> StoreConfig {
+    StoreConfig {
+        clock: clock.clone(),
+        attempts_max: ATTEMPTS,
+        retry: POLICY,
+        durability: Durability::Relaxed,
+        history_max: u64::MAX,
+        retention_ms: None,
+        ..StoreConfig::default()
+    }
+}
+
+fn priority(p: u8) -> Priority {
+    Priority::ALL[usize::from(p)]
+}
+
+fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0);
+    let mut store = Store::open(dir.path(), config(&clock)).expect("open");
+    let mut model = Model {
+        next_id: 1,
+        ..Model::default()
+    };
+    let mut tokens: Vec<LeaseToken> = Vec::new();
+    for step in steps {
+        let now = clock.now_ms();
+        model.expire(now);
+        let advanced = matches!(step, Step::Advance { .. });
+        match step {
+            Step::Enqueue {
+                priority: p,
+                delay_ms,
+                key,
+            } => {
+                let key = key.map(|k| format!("key{k}"));
+                let mut job = NewJob::new("t", vec![]).priority(priority(p));
+                if let Some(d) = delay_ms {
+                    job = job.run_at_ms(now + d);
+                }
+                if let Some(k) = &key {
+                    job = job.idempotency_key(k.clone());
+                }
+                let got = store.enqueue(job).expect("enqueue");
+                let existing = key.as_ref().and_then(|k| {
+                    model
+                        .jobs
+                        .iter()
+                        .find(|(_, j)| !j.state.is_terminal() && j.key.as_ref() == Some(k))
+                        .map(|(id, _)| *id)
+                });
+                let want = match existing {
+                    Some(id) => Enqueued::Existing(id),
+                    None => {
+                        let id = model.next_id;
+                        model.next_id += 1;
+                        let run_at = now + delay_ms.unwrap_or(0);
+                        model.jobs.insert(
+                            id,
+                            MJob {
+                                priority: p,
+                                state: JobState::Queued,
+                                attempts: 0,
+                                run_at,
+                                lease_expires: 0,
+                                key,
+                            },
+                        );
+                        Enqueued::Created(id)
+                    }
+                };
+                prop_assert_eq!(got, want);
+            }
+            Step::Claim { max, lease_ms } => {
+                let got: Vec<u64> = store
+                    .claim_with_lease(max, lease_ms)
+                    .expect("claim")
+                    .into_iter()
+                    .map(|l| {
+                        tokens.push(l.token);
+                        l.job.id
+                    })
+                    .collect();
+                let mut due: Vec<(u8, u64)> = model
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| {
+                        j.state.is_waiting()
+                            && j.run_at <= now
+                            && !model.paused[usize::from(j.priority)]
+                    })
+                    .map(|(id, j)| (j.priority, *id))
+                    .collect();
+                due.sort();
+                let want: Vec<u64> = due.into_iter().take(max).map(|(_, id)| id).collect();
+                for id in &want {
+                    if let Some(j) = model.jobs.get_mut(id) {
+                        j.state = JobState::Running;
+                        j.attempts += 1;
+                        j.lease_expires = now + lease_ms;
+                    }
+                }
+                prop_assert_eq!(got, want);
+            }
+            Step::Heartbeat { pick, extend_ms } => {
+                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                    let got = store.heartbeat(t, extend_ms);
+                    if model.holds(t) {
+                        prop_assert_eq!(got.expect("held"), now + extend_ms);
+                        if let Some(j) = model.jobs.get_mut(&t.job_id) {
+                            j.lease_expires = now + extend_ms;
+                        }
+                    } else {
+                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                    }
+                }
+            }
+            Step::Complete { pick } => {
+                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                    let got = store.complete(t, vec![]);
+                    if model.holds(t) {
+                        prop_assert!(got.is_ok(), "{got:?}");
+                        if let Some(j) = model.jobs.get_mut(&t.job_id) {
+                            j.state = JobState::Succeeded;
+                        }
+                    } else {
+                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                    }
+                }
+            }
+            Step::Fail { pick } => {
+                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                    let got = store.fail(t, "err");
+                    if model.holds(t) {
+                        let j = model.jobs.get_mut(&t.job_id).expect("held job");
+                        let want = if j.attempts >= ATTEMPTS {
+                            j.state = JobState::Dead;
+                            FailOutcome::Dead
+                        } else {
+                            j.state = JobState::Failed;
+                            j.run_at = now + POLICY.delay_ms(t.job_id, t.attempt);
+                            FailOutcome::Retry {
+                                run_at_ms: j.run_at,
+                            }
+                        };
+                        prop_assert_eq!(got.expect("held"), want);
+                    } else {
+                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                    }
+                }
+            }
+            Step::Cancel { id } => {
+                let got = store.cancel(id);
+                match model.jobs.get_mut(&id) {
+                    None => prop_assert!(
+                        matches!(got, Err(StoreError::UnknownJob(x)) if x == id),
+                        "{got:?}"
+                    ),
+                    Some(j) if j.state.is_waiting() => {
+                        j.state = JobState::Cancelled;
+                        prop_assert_eq!(got.expect("cancel"), CancelOutcome::Cancelled);
+                    }
+                    Some(j) => prop_assert_eq!(
+                        got.expect("cancel"),
+                        CancelOutcome::NotCancellable(j.state)
+                    ),
+                }
+            }
+            Step::Pause {
+                priority: p,
+                paused,
+            } => {
+                store.set_paused(priority(p), paused).expect("pause");
+                model.paused[usize::from(p)] = paused;
+            }
+            Step::Advance { ms } => clock.advance_ms(ms),
+            Step::Reopen => {
+                drop(store);
+                store = Store::open(dir.path(), config(&clock)).expect("reopen");
+                for j in model.jobs.values_mut() {
+                    if j.state == JobState::Running {
+                        j.state = if j.attempts >= ATTEMPTS {
+                            JobState::Dead
+                        } else {
+                            JobState::Queued
+                        };
+                        j.run_at = now;
+                    }
+                }
+            }
+        }
+        // After time passes, the writer's idle tick may expire leases before
+        // the model does (at the next step); compare after every other step.
+        if !advanced {
+            for (id, j) in &model.jobs {
+                let got = store.job(*id).expect("read").expect("job exists");
+                prop_assert_eq!(
+                    (got.state, got.attempts),
+                    (j.state, j.attempts),
+                    "job {}",
+                    id
+                );
+            }
+            prop_assert_eq!(store.stats().by_state, model.counts());
+        }
+    }
+    let report = store.check().expect("check");
+    prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn store_agrees_with_the_model(steps in proptest::collection::vec(step(), 1..60)) {
+        run(steps)?;
+    }
+}
