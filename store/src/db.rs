@@ -17,14 +17,13 @@ use crate::job::{
 };
 use crate::keys::{SeriesKey, Symbol, symbol_prefix, u64_key};
 use crate::record::{
-    FORMAT_VERSION, IndexEntry, Series, SeriesLayout, SymbolStats, decode_job, encode_series,
-    series_layout,
+    FORMAT_VERSION, INLINE_HEADER_BYTES, ResultValue, Series, SeriesLayout, SymbolStats,
+    decode_job, encode_series, series_aligned, series_layout,
 };
 use crate::recovery::{RecoveryReport, recover};
 use crate::vlog::{Mapped, Vlog, VlogReader};
 use crate::writer::{
-    EncodedCompletion, EncodedSeries, HISTORY, JOBS, Op, PAYLOADS, RESULTS, SYMSTATS, TREE_NAMES,
-    Writer,
+    EncodedCompletion, EncodedSeries, JOBS, Op, RESULTS, SYMSTATS, TREE_NAMES, Writer,
 };
 use crate::{JobQueue, ResultStore};
 
@@ -63,6 +62,9 @@ pub struct StoreConfig {
     pub batch_jobs_max: usize,
     /// Largest archived series.
     pub series_bytes_max: usize,
+    /// Archived series up to this size are kept inline in sled (no value-log
+    /// fsync); larger ones go to the value log.
+    pub inline_series_bytes_max: usize,
     /// Most operations the writer commits as one group.
     pub group_ops_max: usize,
     /// Capacity of the channel to the writer (callers block beyond it).
@@ -95,6 +97,7 @@ impl Default for StoreConfig {
             job_symbols_max: 10_000,
             batch_jobs_max: 10_000,
             series_bytes_max: 64 * 1024 * 1024,
+            inline_series_bytes_max: 2048,
             group_ops_max: 256,
             channel_ops_max: 4096,
             history_max: 100_000,
@@ -211,34 +214,39 @@ pub struct SeriesView {
 }
 
 enum ViewBytes {
+    /// In a mapped value-log segment.
     Mapped(Mapped),
-    /// An aligned copy, used only if mapped bytes were ever misaligned.
+    /// A small series kept inline in its sled value.
+    Inline(sled::IVec),
+    /// An aligned copy, used only when the bytes above are misaligned.
     Copied(rkyv::util::AlignedVec),
 }
 
-impl SeriesView {
-    fn new(mapped: Mapped, location: &dyn Fn() -> String) -> Result<Self> {
-        let bytes =
-            if (mapped.bytes().as_ptr() as usize).is_multiple_of(crate::record::RECORD_ALIGN) {
-                ViewBytes::Mapped(mapped)
-            } else {
-                let mut copy = rkyv::util::AlignedVec::new();
-                copy.extend_from_slice(mapped.bytes());
-                ViewBytes::Copied(copy)
-            };
-        let raw = match &bytes {
+impl ViewBytes {
+    fn raw(&self) -> &[u8] {
+        match self {
             ViewBytes::Mapped(m) => m.bytes(),
+            ViewBytes::Inline(v) => v.get(INLINE_HEADER_BYTES..).unwrap_or(&[]),
             ViewBytes::Copied(c) => c.as_slice(),
+        }
+    }
+}
+
+impl SeriesView {
+    fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
+        let bytes = if series_aligned(bytes.raw()) {
+            bytes
+        } else {
+            let mut copy = rkyv::util::AlignedVec::new();
+            copy.extend_from_slice(bytes.raw());
+            ViewBytes::Copied(copy)
         };
-        let layout = series_layout(raw, location)?;
+        let layout = series_layout(bytes.raw(), location)?;
         Ok(SeriesView { bytes, layout })
     }
 
     fn raw(&self) -> &[u8] {
-        match &self.bytes {
-            ViewBytes::Mapped(m) => m.bytes(),
-            ViewBytes::Copied(c) => c.as_slice(),
-        }
+        self.bytes.raw()
     }
 
     /// The values, in place (no copy).
@@ -364,7 +372,9 @@ impl Store {
         let mut indexed = Vec::new();
         for item in trees[RESULTS].iter() {
             let (_, v) = item?;
-            indexed.push(IndexEntry::decode(&v)?);
+            if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
+                indexed.push(entry);
+            }
         }
         let (vlog, vlog_recovery) =
             Vlog::open(&dir.join("vlog"), config.segment_bytes_max, &indexed)?;
@@ -396,6 +406,7 @@ impl Store {
             dirty_symstats: Default::default(),
             fatal: None,
             fail_next_commit: false,
+            meta_dirty: false,
             unflushed: false,
         };
         let mut recovery = recover(&mut writer)?;
@@ -489,12 +500,13 @@ impl Store {
         })
     }
 
-    /// The most recent finished jobs, newest first.
+    /// The most recent finished jobs (at most `limit`), newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<Job>> {
-        let mut out = Vec::new();
-        for item in self.inner.trees[HISTORY].iter().rev().take(limit) {
-            let (_, v) = item?;
-            if let Some(job) = self.job(crate::keys::read_u64(&v, "history value")?)? {
+        let ids = self.call(|reply| Op::History { limit, reply })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A purge may have removed it since; skip it then.
+            if let Some(job) = self.job(id)? {
                 out.push(job);
             }
         }
@@ -534,6 +546,10 @@ fn check_config(c: &StoreConfig) -> Result<()> {
     }
     if !(0.0..=1.0).contains(&c.compact_live_fraction_min) {
         return bad("compact_live_fraction_min", "must be within 0 and 1");
+    }
+    if c.inline_series_bytes_max > 64 * 1024 {
+        // sled moves values above 128 KiB to blob files; keep well below.
+        return bad("inline_series_bytes_max", "must be at most 65536");
     }
     if c.segment_bytes_max < 4096 {
         return bad("segment_bytes_max", "must be at least 4096");
@@ -668,15 +684,10 @@ impl JobQueue for Store {
     }
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
-        let key = u64_key(id);
-        let Some(meta) = self.inner.trees[JOBS].get(key)? else {
-            return Ok(None);
-        };
-        let payload = self.inner.trees[PAYLOADS]
-            .get(key)?
-            .map(|p| Arc::from(&p[..]))
-            .unwrap_or_else(|| Arc::from(&[][..]));
-        decode_job(id, &meta, payload).map(Some)
+        match self.inner.trees[JOBS].get(u64_key(id))? {
+            Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
+            None => Ok(None),
+        }
     }
 
     fn stats(&self) -> QueueStats {
@@ -692,25 +703,26 @@ impl JobQueue for Store {
 impl ResultStore for Store {
     fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
         let encoded = key.encode();
+        let location = || format!("{}/{}", key.symbol, key.feature);
         // A compaction can delete the segment between the index read and the
         // map; the index then already points elsewhere, so read it again.
         for _ in 0..3 {
             let Some(v) = self.inner.trees[RESULTS].get(&encoded)? else {
                 return Ok(None);
             };
-            let entry = IndexEntry::decode(&v)?;
-            if let Some(mapped) = self.inner.vlog.read(&entry)? {
-                let location = || {
-                    format!(
-                        "{}/{} in vlog segment {}",
-                        key.symbol, key.feature, entry.segment
-                    )
-                };
-                return SeriesView::new(mapped, &location).map(Some);
+            match ResultValue::decode(&v)? {
+                ResultValue::Inline { .. } => {
+                    return SeriesView::new(ViewBytes::Inline(v), &location).map(Some);
+                }
+                ResultValue::Pointer(entry) => {
+                    if let Some(mapped) = self.inner.vlog.read(&entry)? {
+                        return SeriesView::new(ViewBytes::Mapped(mapped), &location).map(Some);
+                    }
+                }
             }
         }
         Err(StoreError::corrupt(
-            format!("{}/{}", key.symbol, key.feature),
+            location(),
             "its value-log segment keeps disappearing",
         ))
     }
@@ -724,7 +736,7 @@ impl ResultStore for Store {
 
     fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>> {
         match self.inner.trees[RESULTS].get(key.encode())? {
-            Some(v) => Ok(Some(IndexEntry::decode(&v)?.job_id)),
+            Some(v) => Ok(Some(ResultValue::decode(&v)?.job_id())),
             None => Ok(None),
         }
     }

@@ -30,6 +30,7 @@
 
 mod db;
 mod error;
+mod floor;
 mod job;
 mod keys;
 mod record;
@@ -42,6 +43,7 @@ pub use db::{
     StoreConfig,
 };
 pub use error::{Result, StoreError};
+pub use floor::SledFloor;
 pub use job::{
     ATTEMPTS_MAX_LIMIT, CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease,
     LeaseToken, NewJob, Priority, RetryPolicy,

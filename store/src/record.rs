@@ -18,15 +18,17 @@ compile_error!("kiln-store's zero-copy series views assume a little-endian host"
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Alignment every archived record is read at (rkyv's `AlignedVec` default).
+/// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
 
-/// A job's metadata as stored in the `jobs` tree (the payload is kept apart,
-/// in `payloads`, because it never changes while the metadata changes on every
-/// transition).
+/// A job as stored in the `jobs` tree, payload included (one write per
+/// transition; payloads are small and bounded by `payload_bytes_max`).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct JobRecord {
     pub kind: String,
+    pub payload: Vec<u8>,
+    /// Position in the finished-jobs history, once terminal.
+    pub finish_seq: Option<u64>,
     pub symbols: Vec<String>,
     pub priority: u8,
     pub state: u8,
@@ -42,9 +44,11 @@ pub(crate) struct JobRecord {
 }
 
 impl JobRecord {
-    pub(crate) fn from_job(job: &Job) -> Self {
+    pub(crate) fn from_job(job: &Job, finish_seq: Option<u64>) -> Self {
         JobRecord {
             kind: job.kind.clone(),
+            payload: job.payload.to_vec(),
+            finish_seq,
             symbols: job.symbols.iter().map(|s| s.as_str().to_owned()).collect(),
             priority: job.priority as u8,
             state: job.state as u8,
@@ -60,7 +64,7 @@ impl JobRecord {
         }
     }
 
-    pub(crate) fn into_job(self, id: u64, payload: std::sync::Arc<[u8]>) -> Result<Job> {
+    pub(crate) fn into_job(self, id: u64) -> Result<(Job, Option<u64>)> {
         let location = || format!("jobs/{id}");
         let priority = Priority::from_u8(self.priority).ok_or_else(|| {
             StoreError::corrupt(location(), format!("priority {}", self.priority))
@@ -72,10 +76,10 @@ impl JobRecord {
             .into_iter()
             .map(Symbol::new)
             .collect::<Result<Vec<_>>>()?;
-        Ok(Job {
+        let job = Job {
             id,
             kind: self.kind,
-            payload,
+            payload: std::sync::Arc::from(self.payload),
             symbols,
             priority,
             state,
@@ -88,18 +92,19 @@ impl JobRecord {
             lease_expires_ms: self.lease_expires_ms,
             last_error: self.last_error,
             idempotency_key: self.idempotency_key,
-        })
+        };
+        Ok((job, self.finish_seq))
     }
 }
 
-/// Serializes a job's metadata.
-pub(crate) fn encode_job(job: &Job) -> Result<AlignedVec> {
-    rkyv::to_bytes::<rancor::Error>(&JobRecord::from_job(job))
+/// Serializes a job, with its history position once it is finished.
+pub(crate) fn encode_job(job: &Job, finish_seq: Option<u64>) -> Result<AlignedVec> {
+    rkyv::to_bytes::<rancor::Error>(&JobRecord::from_job(job, finish_seq))
         .map_err(|e| StoreError::corrupt(format!("jobs/{}", job.id), e.to_string()))
 }
 
-/// Validates and deserializes a job's metadata.
-pub(crate) fn decode_job(id: u64, bytes: &[u8], payload: std::sync::Arc<[u8]>) -> Result<Job> {
+/// Validates and deserializes a job and its history position.
+pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
     let location = || format!("jobs/{id}");
     let record = with_aligned(bytes, |aligned| {
         let archived = rkyv::access::<ArchivedJobRecord, rancor::Error>(aligned)
@@ -107,7 +112,7 @@ pub(crate) fn decode_job(id: u64, bytes: &[u8], payload: std::sync::Arc<[u8]>) -
         rkyv::deserialize::<JobRecord, rancor::Error>(archived)
             .map_err(|e| StoreError::corrupt(location(), e.to_string()))
     })?;
-    record.into_job(id, payload)
+    record.into_job(id)
 }
 
 /// A computed feature series, as the result store keeps it.
@@ -144,7 +149,7 @@ pub(crate) struct SeriesLayout {
 /// Validates an archived series in place (`bytes` must be aligned) and
 /// returns where its parts are.
 pub(crate) fn series_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Result<SeriesLayout> {
-    if !is_aligned(bytes) {
+    if !is_aligned_for::<ArchivedSeries>(bytes) {
         return Err(StoreError::corrupt(
             location(),
             "series bytes are not aligned",
@@ -165,14 +170,21 @@ pub(crate) fn series_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Resu
     })
 }
 
-fn is_aligned(bytes: &[u8]) -> bool {
-    (bytes.as_ptr() as usize).is_multiple_of(RECORD_ALIGN)
+/// Whether `bytes` start where an archived `T` may be read in place.
+pub(crate) fn is_aligned_for<T>(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
 }
 
-/// Runs `f` on `bytes` at `RECORD_ALIGN`: in place when they already are
-/// (sled's values have always been in practice), else on an aligned copy.
+/// Whether archived series bytes can be read in place.
+pub(crate) fn series_aligned(bytes: &[u8]) -> bool {
+    is_aligned_for::<ArchivedSeries>(bytes)
+}
+
+/// Runs `f` on `bytes` aligned for a job record: in place when they already
+/// are (sled's values have always been 8-aligned in practice), else on an
+/// aligned copy.
 pub(crate) fn with_aligned<T>(bytes: &[u8], f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
-    if is_aligned(bytes) {
+    if is_aligned_for::<ArchivedJobRecord>(bytes) {
         f(bytes)
     } else {
         let mut copy = AlignedVec::<RECORD_ALIGN>::with_capacity(bytes.len());
@@ -226,6 +238,62 @@ impl IndexEntry {
             crc: u32_at(16),
             job_id: u64_at(20),
         })
+    }
+}
+
+/// A results-tree value: either a pointer into the value log (large series)
+/// or the archived series itself (small ones, which then need no value-log
+/// fsync). Pointer: tag 0, then the 28-byte [`IndexEntry`]. Inline: tag 1,
+/// 7 zero bytes, the writing job's id (u64 BE), then the archived series,
+/// which starts 16 bytes in so an 8-aligned value keeps it 8-aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResultValue<'a> {
+    Pointer(IndexEntry),
+    Inline { job_id: u64, archived: &'a [u8] },
+}
+
+/// Bytes before an inline series' archived bytes.
+pub(crate) const INLINE_HEADER_BYTES: usize = 16;
+
+impl<'a> ResultValue<'a> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            ResultValue::Pointer(e) => {
+                let mut v = Vec::with_capacity(1 + IndexEntry::BYTES);
+                v.push(0);
+                v.extend_from_slice(&e.encode());
+                v
+            }
+            ResultValue::Inline { job_id, archived } => {
+                let mut v = Vec::with_capacity(INLINE_HEADER_BYTES + archived.len());
+                v.push(1);
+                v.extend_from_slice(&[0; 7]);
+                v.extend_from_slice(&job_id.to_be_bytes());
+                v.extend_from_slice(archived);
+                v
+            }
+        }
+    }
+
+    pub(crate) fn decode(b: &'a [u8]) -> Result<Self> {
+        match b.first() {
+            Some(0) => Ok(ResultValue::Pointer(IndexEntry::decode(&b[1..])?)),
+            Some(1) if b.len() >= INLINE_HEADER_BYTES => Ok(ResultValue::Inline {
+                job_id: crate::keys::read_u64(&b[8..16], "results value")?,
+                archived: &b[INLINE_HEADER_BYTES..],
+            }),
+            _ => Err(StoreError::corrupt(
+                "results value",
+                format!("{} bytes, tag {:?}", b.len(), b.first()),
+            )),
+        }
+    }
+
+    pub(crate) fn job_id(&self) -> u64 {
+        match self {
+            ResultValue::Pointer(e) => e.job_id,
+            ResultValue::Inline { job_id, .. } => *job_id,
+        }
     }
 }
 
@@ -292,28 +360,25 @@ mod tests {
     #[test]
     fn job_record_round_trips() {
         let j = job();
-        let bytes = encode_job(&j).expect("encode");
-        assert_eq!(decode_job(7, &bytes, j.payload.clone()).expect("decode"), j);
+        let bytes = encode_job(&j, Some(3)).expect("encode");
+        assert_eq!(decode_job(7, &bytes).expect("decode"), (j, Some(3)));
     }
 
     #[test]
     fn misaligned_bytes_are_copied_not_rejected() {
         let j = job();
-        let bytes = encode_job(&j).expect("encode");
+        let bytes = encode_job(&j, None).expect("encode");
         let mut shifted = AlignedVec::<16>::new();
         shifted.push(0);
         shifted.extend_from_slice(&bytes);
         let misaligned = &shifted[1..];
-        assert!(!is_aligned(misaligned));
-        assert_eq!(
-            decode_job(7, misaligned, j.payload.clone()).expect("decode"),
-            j
-        );
+        assert!(!is_aligned_for::<ArchivedJobRecord>(misaligned));
+        assert_eq!(decode_job(7, misaligned).expect("decode"), (j, None));
     }
 
     #[test]
     fn garbage_is_a_corrupt_error_not_a_panic() {
-        let e = decode_job(3, &[0xff; 40], std::sync::Arc::from(&b""[..])).expect_err("garbage");
+        let e = decode_job(3, &[0xff; 40]).expect_err("garbage");
         assert!(e.to_string().contains("jobs/3"), "{e}");
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(&[0xffu8; 3]);
@@ -351,6 +416,15 @@ mod tests {
             job_id: 77,
         };
         assert_eq!(IndexEntry::decode(&e.encode()).expect("decode"), e);
+        let p = ResultValue::Pointer(e);
+        assert_eq!(ResultValue::decode(&p.encode()).expect("decode"), p);
+        let i = ResultValue::Inline {
+            job_id: 9,
+            archived: &[1, 2, 3],
+        };
+        assert_eq!(ResultValue::decode(&i.encode()).expect("decode"), i);
+        assert!(ResultValue::decode(&[2, 0]).is_err());
+        assert!(ResultValue::decode(&[]).is_err());
         assert!(IndexEntry::decode(&[0; 5]).is_err());
         let s = SymbolStats {
             jobs: 1,

@@ -5,18 +5,12 @@
 //! them dead when their attempts are used up. The value log's unindexed tail
 //! is cut off before this runs (see `vlog`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use crate::error::Result;
 use crate::job::JobState;
-use crate::keys::{Symbol, read_u64, u64_key};
+use crate::keys::{Symbol, read_u64};
 use crate::record::{SymbolStats, decode_job};
 use crate::vlog::VlogRecovery;
-use crate::writer::{
-    Counters, Finished, HISTORY, JOBS, META, META_COUNTERS, META_NEXT_FINISH_SEQ, META_NEXT_ID,
-    META_PAUSED, PAYLOADS, SYMSTATS, Writer,
-};
+use crate::writer::{Counters, Finished, JOBS, META, META_KEY, Meta, SYMSTATS, Writer};
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,28 +30,14 @@ pub struct RecoveryReport {
 /// Rebuilds `w` from disk and repairs what a crash left behind.
 pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
     let now = w.config.clock.now_ms();
-    let meta = &w.trees[META];
-    let stored_next_id = meta
-        .get(META_NEXT_ID)?
-        .map(|v| read_u64(&v, "meta/next_id"))
-        .transpose()?;
-    let stored_finish_seq = meta
-        .get(META_NEXT_FINISH_SEQ)?
-        .map(|v| read_u64(&v, "meta/next_finish_seq"))
-        .transpose()?;
-    let stored_counters = meta
-        .get(META_COUNTERS)?
-        .map(|v| Counters::decode(&v))
-        .transpose()?;
-    if let Some(p) = meta.get(META_PAUSED)? {
-        for (slot, b) in w.paused.iter_mut().zip(p.iter()) {
-            *slot = *b != 0;
-        }
-    }
+    let stored = match w.trees[META].get(META_KEY)? {
+        Some(v) => Meta::decode(&v)?,
+        None => Meta::default(),
+    };
+    w.paused = stored.paused;
 
     let mut report = RecoveryReport::default();
     let mut scanned = Counters::default();
-    let mut finished: HashMap<u64, (u64, JobState)> = HashMap::new();
     let mut running = Vec::new();
     let mut max_id = 0;
     for item in w.trees[JOBS].iter() {
@@ -65,63 +45,32 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         let id = read_u64(&k, "jobs key")?;
         max_id = max_id.max(id);
         report.jobs_scanned += 1;
-        let terminal_probe = decode_job(id, &v, Arc::from(&[][..]))?;
-        scanned.enter(&terminal_probe);
-        if terminal_probe.state.is_terminal() {
-            finished.insert(
+        let (job, finish_seq) = decode_job(id, &v)?;
+        scanned.enter(&job);
+        if job.state.is_terminal() {
+            w.history.push_back(Finished {
+                seq: finish_seq.unwrap_or(0),
                 id,
-                (
-                    terminal_probe.finished_ms.unwrap_or(0),
-                    terminal_probe.state,
-                ),
-            );
+                finished_ms: job.finished_ms.unwrap_or(0),
+                state: job.state,
+            });
             continue;
         }
-        let payload = w.trees[PAYLOADS]
-            .get(u64_key(id))?
-            .map(|p| Arc::from(&p[..]))
-            .unwrap_or_else(|| Arc::from(&[][..]));
-        let job = crate::job::Job {
-            payload,
-            ..terminal_probe
-        };
         if let Some(key) = &job.idempotency_key {
             w.idem.insert(key.clone(), id);
         }
-        match job.state {
-            JobState::Running => {
-                running.push(id);
-                // Filed under a lease until the requeue below moves it.
-            }
-            _ => w.make_claimable(&job, now),
+        if job.state == JobState::Running {
+            // Requeued (or killed) below, once every job is loaded.
+            running.push(id);
+        } else {
+            w.make_claimable(&job, now);
         }
         w.active.insert(id, job);
     }
-    w.next_id = stored_next_id.unwrap_or(1).max(max_id + 1);
-
-    let mut max_seq = 0;
-    for item in w.trees[HISTORY].iter() {
-        let (k, v) = item?;
-        let seq = read_u64(&k, "history key")?;
-        let id = read_u64(&v, "history value")?;
-        max_seq = max_seq.max(seq);
-        let Some(&(finished_ms, state)) = finished.get(&id) else {
-            tracing::warn!(
-                seq,
-                id,
-                "history names a job that is not finished; dropping the entry"
-            );
-            w.writes[HISTORY].insert(seq.to_be_bytes().to_vec(), None);
-            continue;
-        };
-        w.history.push_back(Finished {
-            seq,
-            id,
-            finished_ms,
-            state,
-        });
-    }
-    w.next_finish_seq = stored_finish_seq.unwrap_or(1).max(max_seq + 1);
+    w.history.make_contiguous().sort_unstable_by_key(|f| f.seq);
+    w.next_id = stored.next_id.max(max_id + 1);
+    let max_seq = w.history.back().map_or(0, |f| f.seq);
+    w.next_finish_seq = stored.next_finish_seq.max(max_seq + 1);
 
     for item in w.trees[SYMSTATS].iter() {
         let (k, v) = item?;
@@ -129,11 +78,11 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         w.symstats.insert(symbol, SymbolStats::decode(&v)?);
     }
 
-    let stored = stored_counters.unwrap_or_default();
-    if stored != scanned {
-        let drift = format!("stored {stored:?}, scan {scanned:?}");
+    if stored.counters != scanned {
+        let drift = format!("stored {:?}, scan {scanned:?}", stored.counters);
         tracing::warn!(%drift, "job counters drifted from the jobs tree; repaired from the scan");
         report.counters_drift = Some(drift);
+        w.meta_dirty = true;
     }
     w.counters = scanned;
 
@@ -153,9 +102,6 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         }
     }
 
-    if report.counters_drift.is_some() {
-        w.put(META, META_COUNTERS.to_vec(), w.counters.encode().to_vec());
-    }
     w.commit()?;
     if w.unflushed {
         w.flush_and_fsync()?;

@@ -27,24 +27,58 @@ use crate::job::{
     CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
 };
 use crate::keys::{SeriesKey, Symbol, u64_key};
-use crate::record::{IndexEntry, SymbolStats, decode_job, encode_job};
+use crate::record::{ResultValue, SymbolStats, decode_job, encode_job, series_layout};
 use crate::vlog::Vlog;
 
 /// Tree indices, in the order of `Writer::trees`.
 pub(crate) const JOBS: usize = 0;
-pub(crate) const PAYLOADS: usize = 1;
-pub(crate) const HISTORY: usize = 2;
-pub(crate) const SYMSTATS: usize = 3;
-pub(crate) const RESULTS: usize = 4;
-pub(crate) const META: usize = 5;
+pub(crate) const SYMSTATS: usize = 1;
+pub(crate) const RESULTS: usize = 2;
+pub(crate) const META: usize = 3;
 /// Tree names on disk, by index.
-pub(crate) const TREE_NAMES: [&str; 6] =
-    ["jobs", "payloads", "history", "symstats", "results", "meta"];
+pub(crate) const TREE_NAMES: [&str; 4] = ["jobs", "symstats", "results", "meta"];
 
-pub(crate) const META_NEXT_ID: &[u8] = b"next_id";
-pub(crate) const META_NEXT_FINISH_SEQ: &[u8] = b"next_finish_seq";
-pub(crate) const META_COUNTERS: &[u8] = b"counters";
-pub(crate) const META_PAUSED: &[u8] = b"paused";
+/// The one key of the `meta` tree.
+pub(crate) const META_KEY: &[u8] = b"state";
+
+/// The writer's scalars, rewritten in every commit: next job id (u64 BE),
+/// next history sequence (u64 BE), the counters (72 bytes), paused flags (3
+/// bytes, 0 or 1 per priority). 91 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub next_id: u64,
+    pub next_finish_seq: u64,
+    pub counters: Counters,
+    pub paused: [bool; 3],
+}
+
+impl Meta {
+    const BYTES: usize = 16 + Counters::BYTES + 3;
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::BYTES);
+        b.extend_from_slice(&self.next_id.to_be_bytes());
+        b.extend_from_slice(&self.next_finish_seq.to_be_bytes());
+        b.extend_from_slice(&self.counters.encode());
+        b.extend(self.paused.map(u8::from));
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::BYTES {
+            return Err(StoreError::corrupt(
+                "meta/state",
+                format!("{} bytes, want {}", b.len(), Self::BYTES),
+            ));
+        }
+        Ok(Meta {
+            next_id: crate::keys::read_u64(&b[0..8], "meta/state")?,
+            next_finish_seq: crate::keys::read_u64(&b[8..16], "meta/state")?,
+            counters: Counters::decode(&b[16..16 + Counters::BYTES])?,
+            paused: std::array::from_fn(|i| b[16 + Counters::BYTES + i] != 0),
+        })
+    }
+}
 
 /// Longest error message kept on a job, in bytes.
 pub const ERROR_BYTES_MAX: usize = 4096;
@@ -109,6 +143,10 @@ pub(crate) enum Op {
     },
     Check {
         reply: Sender<Result<CheckReport>>,
+    },
+    History {
+        limit: usize,
+        reply: Sender<Result<Vec<JobId>>>,
     },
     FailNextCommit,
     Shutdown,
@@ -242,12 +280,14 @@ pub(crate) struct Writer {
     pub next_finish_seq: u64,
 
     /// This group's pending sled writes per tree (`None` removes the key).
-    pub writes: [HashMap<Vec<u8>, Option<Vec<u8>>>; 6],
+    pub writes: [HashMap<Vec<u8>, Option<Vec<u8>>>; 4],
     pub dirty_jobs: HashSet<JobId>,
     pub dirty_symstats: HashSet<Symbol>,
     /// A write-path failure during apply (value-log append): fails the group.
     pub fatal: Option<StoreError>,
     pub fail_next_commit: bool,
+    /// The meta record changed without any other write (a pause).
+    pub meta_dirty: bool,
     /// Relaxed mode: committed but not yet flushed.
     pub unflushed: bool,
 }
@@ -384,11 +424,7 @@ impl Writer {
                     reply,
                 } => {
                     self.paused[priority.index()] = paused;
-                    self.put(
-                        META,
-                        META_PAUSED.to_vec(),
-                        self.paused.map(u8::from).to_vec(),
-                    );
+                    self.meta_dirty = true;
                     hold(&mut acks, reply, Ok(()));
                 }
                 Op::Purge {
@@ -397,6 +433,16 @@ impl Writer {
                 } => {
                     let v = Ok(self.trim_history(now, Some(older_than_ms)));
                     hold(&mut acks, reply, v);
+                }
+                Op::History { limit, reply } => {
+                    let ids = self
+                        .history
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .map(|f| f.id)
+                        .collect();
+                    hold(&mut acks, reply, Ok(ids));
                 }
                 Op::FailNextCommit => self.fail_next_commit = true,
                 Op::Shutdown => {}
@@ -509,7 +555,6 @@ impl Writer {
             if let Some(k) = &job.idempotency_key {
                 self.idem.insert(k.clone(), id);
             }
-            self.put(PAYLOADS, u64_key(id).to_vec(), job.payload.to_vec());
             self.counters.enter(&job);
             self.make_claimable(&job, now);
             self.active.insert(id, job);
@@ -594,20 +639,31 @@ impl Writer {
 
     fn complete(&mut self, c: EncodedCompletion, now: u64) -> Result<()> {
         self.leased(c.token)?;
+        let job_id = c.token.job_id;
         for series in &c.results {
-            let entry = match self.vlog.append(&series.bytes, c.token.job_id) {
-                Ok(e) => e,
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.fatal.get_or_insert(e);
-                    return Err(StoreError::Poisoned { cause: msg });
+            let value = if series.bytes.len() <= self.config.inline_series_bytes_max {
+                ResultValue::Inline {
+                    job_id,
+                    archived: &series.bytes,
+                }
+                .encode()
+            } else {
+                match self.vlog.append(&series.bytes, job_id) {
+                    Ok(entry) => ResultValue::Pointer(entry).encode(),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        self.fatal.get_or_insert(e);
+                        return Err(StoreError::Poisoned { cause: msg });
+                    }
                 }
             };
             let key = series.key.encode();
-            if let Some(old) = self.lookup(RESULTS, &key)? {
-                self.vlog.release(&IndexEntry::decode(&old)?);
+            if let Some(old) = self.lookup(RESULTS, &key)?
+                && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
+            {
+                self.vlog.release(&old);
             }
-            self.put(RESULTS, key, entry.encode().to_vec());
+            self.put(RESULTS, key, value);
         }
         self.finish(c.token.job_id, JobState::Succeeded, now, None);
         Ok(())
@@ -656,7 +712,7 @@ impl Writer {
             }
             None => match self.lookup(JOBS, &u64_key(id))? {
                 Some(bytes) => {
-                    let job = decode_job(id, &bytes, Arc::from(&[][..]))?;
+                    let (job, _) = decode_job(id, &bytes)?;
                     Ok(CancelOutcome::NotCancellable(job.state))
                 }
                 None => Err(StoreError::UnknownJob(id)),
@@ -736,9 +792,8 @@ impl Writer {
             finished_ms: now,
             state,
         });
-        self.put(HISTORY, u64_key(seq).to_vec(), u64_key(id).to_vec());
         self.dirty_jobs.remove(&id);
-        match encode_job(&job) {
+        match encode_job(&job, Some(seq)) {
             Ok(bytes) => self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec()),
             Err(e) => {
                 self.fatal.get_or_insert(e);
@@ -773,9 +828,7 @@ impl Writer {
             self.history.pop_front();
             let count = &mut self.counters.by_state[f.state.index()];
             *count = count.saturating_sub(1);
-            self.delete(HISTORY, u64_key(f.seq).to_vec());
             self.delete(JOBS, u64_key(f.id).to_vec());
-            self.delete(PAYLOADS, u64_key(f.id).to_vec());
             removed += 1;
         }
         removed
@@ -798,7 +851,7 @@ impl Writer {
         let dirty: Vec<JobId> = self.dirty_jobs.drain().collect();
         for id in dirty {
             if let Some(job) = self.active.get(&id) {
-                let bytes = encode_job(job)?;
+                let bytes = encode_job(job, None)?;
                 self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec());
             }
         }
@@ -811,20 +864,17 @@ impl Writer {
                 v.encode().to_vec(),
             );
         }
-        if self.writes.iter().all(HashMap::is_empty) {
+        if self.writes.iter().all(HashMap::is_empty) && !self.meta_dirty {
             return Ok(());
         }
-        self.put(
-            META,
-            META_COUNTERS.to_vec(),
-            self.counters.encode().to_vec(),
-        );
-        self.put(META, META_NEXT_ID.to_vec(), u64_key(self.next_id).to_vec());
-        self.put(
-            META,
-            META_NEXT_FINISH_SEQ.to_vec(),
-            u64_key(self.next_finish_seq).to_vec(),
-        );
+        let meta = Meta {
+            next_id: self.next_id,
+            next_finish_seq: self.next_finish_seq,
+            counters: self.counters,
+            paused: self.paused,
+        };
+        self.put(META, META_KEY.to_vec(), meta.encode());
+        self.meta_dirty = false;
 
         self.vlog.sync()?;
         let writes = &self.writes;
@@ -918,7 +968,9 @@ impl Writer {
         let reader = self.vlog.reader();
         for item in self.trees[RESULTS].iter() {
             let (key, value) = item?;
-            let old = IndexEntry::decode(&value)?;
+            let ResultValue::Pointer(old) = ResultValue::decode(&value)? else {
+                continue;
+            };
             if !victims.contains(&old.segment) {
                 continue;
             }
@@ -932,7 +984,7 @@ impl Writer {
             self.vlog.release(&old);
             report.moved_bytes += u64::from(old.len);
             report.moved_records += 1;
-            self.put(RESULTS, key.to_vec(), new.encode().to_vec());
+            self.put(RESULTS, key.to_vec(), ResultValue::Pointer(new).encode());
         }
         self.commit()?;
         if self.unflushed {
@@ -955,7 +1007,7 @@ impl Writer {
         for item in self.trees[JOBS].iter() {
             let (k, v) = item?;
             let id = crate::keys::read_u64(&k, "jobs key")?;
-            let job = decode_job(id, &v, Arc::from(&[][..]))?;
+            let (job, _) = decode_job(id, &v)?;
             scanned.enter(&job);
             report.jobs += 1;
             if job.state.is_terminal() {
@@ -982,16 +1034,11 @@ impl Writer {
                 self.counters, scanned
             ));
         }
-        let mut in_history = HashSet::new();
-        for item in self.trees[HISTORY].iter() {
-            let (_, v) = item?;
-            let id = crate::keys::read_u64(&v, "history value")?;
-            if !terminal.contains(&id) {
-                report
-                    .problems
-                    .push(format!("history lists job {id}, which is not finished"));
-            }
-            in_history.insert(id);
+        let in_history: HashSet<JobId> = self.history.iter().map(|f| f.id).collect();
+        for id in in_history.difference(&terminal) {
+            report.problems.push(format!(
+                "history lists job {id}, which is not a finished job on disk"
+            ));
         }
         for id in terminal.difference(&in_history) {
             report
@@ -1020,17 +1067,23 @@ impl Writer {
         for item in self.trees[RESULTS].iter() {
             let (k, v) = item?;
             let key = SeriesKey::decode(&k)?;
-            let entry = IndexEntry::decode(&v)?;
             report.series += 1;
-            match reader.read(&entry) {
-                Ok(Some(_)) => {}
-                Ok(None) => report.problems.push(format!(
-                    "{}/{}: segment {} is missing",
-                    key.symbol, key.feature, entry.segment
-                )),
-                Err(e) => report
-                    .problems
-                    .push(format!("{}/{}: {e}", key.symbol, key.feature)),
+            let name = format!("{}/{}", key.symbol, key.feature);
+            match ResultValue::decode(&v)? {
+                ResultValue::Inline { archived, .. } => {
+                    let mut copy = rkyv::util::AlignedVec::<16>::new();
+                    copy.extend_from_slice(archived);
+                    if let Err(e) = series_layout(&copy, &|| name.clone()) {
+                        report.problems.push(e.to_string());
+                    }
+                }
+                ResultValue::Pointer(entry) => match reader.read(&entry) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => report
+                        .problems
+                        .push(format!("{name}: segment {} is missing", entry.segment)),
+                    Err(e) => report.problems.push(format!("{name}: {e}")),
+                },
             }
         }
         report.counters_by_state = scanned.by_state;
@@ -1053,6 +1106,7 @@ fn reject(op: Op, cause: &str) {
         Op::Purge { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Compact { reply } => reply.send(Err(err())).is_ok(),
         Op::Check { reply } => reply.send(Err(err())).is_ok(),
+        Op::History { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::FailNextCommit | Op::Shutdown => true,
     };
 }

@@ -783,7 +783,7 @@ fn unindexed_value_log_tail_is_truncated_at_open() {
         store.enqueue(job("a")).expect("e");
         let lease = store.claim(1).expect("claim").remove(0);
         store
-            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 10]))])
+            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
             .expect("complete");
     }
     let seg = std::fs::read_dir(dir.path().join("vlog"))
@@ -804,7 +804,7 @@ fn unindexed_value_log_tail_is_truncated_at_open() {
     assert_eq!(std::fs::metadata(&seg).expect("stat").len(), len);
     assert_eq!(
         store.series(&key).expect("read").expect("kept").values(),
-        &[1.0; 10]
+        &[1.0; 1000]
     );
 }
 
@@ -817,7 +817,7 @@ fn corrupted_series_bytes_are_reported_not_returned() {
         store.enqueue(job("a")).expect("e");
         let lease = store.claim(1).expect("claim").remove(0);
         store
-            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 100]))])
+            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
             .expect("complete");
     }
     let seg = std::fs::read_dir(dir.path().join("vlog"))
