@@ -21,10 +21,9 @@ use crate::record::{
     decode_job, encode_series, series_aligned, series_layout,
 };
 use crate::recovery::{RecoveryReport, recover};
+use crate::space::Spaces;
 use crate::vlog::{Mapped, Vlog, VlogReader};
-use crate::writer::{
-    EncodedCompletion, EncodedSeries, JOBS, Op, RESULTS, SYMSTATS, TREE_NAMES, Writer,
-};
+use crate::writer::{EncodedCompletion, EncodedSeries, JOBS, Op, RESULTS, SYMSTATS, Writer};
 use crate::{JobQueue, ResultStore};
 
 /// What "acknowledged" means.
@@ -67,6 +66,9 @@ pub struct StoreConfig {
     pub inline_series_bytes_max: usize,
     /// Most operations the writer commits as one group.
     pub group_ops_max: usize,
+    /// How long the writer waits for more callers' ops before committing a
+    /// group, when the previous group had more callers than have arrived.
+    pub group_linger_us: u64,
     /// Capacity of the channel to the writer (callers block beyond it).
     pub channel_ops_max: usize,
     /// Finished jobs kept; older ones are purged.
@@ -99,6 +101,7 @@ impl Default for StoreConfig {
             series_bytes_max: 64 * 1024 * 1024,
             inline_series_bytes_max: 2048,
             group_ops_max: 256,
+            group_linger_us: 200,
             channel_ops_max: 4096,
             history_max: 100_000,
             retention_ms: Some(7 * 24 * 3600 * 1000),
@@ -202,7 +205,7 @@ pub struct CheckReport {
 pub struct Completion {
     /// The claim being completed.
     pub token: LeaseToken,
-    /// Result series, written in the same transaction that marks the job succeeded.
+    /// Result series, written in the same batch that marks the job succeeded.
     pub results: Vec<(SeriesKey, Series)>,
 }
 
@@ -309,7 +312,7 @@ pub struct Store {
 
 struct Inner {
     tx: Sender<Op>,
-    trees: Vec<sled::Tree>,
+    spaces: Spaces,
     vlog: Arc<VlogReader>,
     shared: Arc<Shared>,
     config: StoreConfig,
@@ -362,15 +365,12 @@ impl Store {
                 ),
                 other => StoreError::from(other),
             })?;
-        let trees = TREE_NAMES
-            .iter()
-            .map(|name| db.open_tree(name))
-            .collect::<sled::Result<Vec<_>>>()?;
+        let spaces = Spaces::new(db.open_tree("kiln")?);
         let sled_file = File::open(sled_dir.join("db"))
             .map_err(|e| StoreError::io(format!("open {}", sled_dir.join("db").display()), e))?;
 
         let mut indexed = Vec::new();
-        for item in trees[RESULTS].iter() {
+        for item in spaces.scan(RESULTS, &[]) {
             let (_, v) = item?;
             if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
                 indexed.push(entry);
@@ -384,7 +384,7 @@ impl Store {
         let mut writer = Writer {
             config: config.clone(),
             db,
-            trees: trees.clone(),
+            spaces: spaces.clone(),
             sled_dir,
             sled_file,
             synced_blobs: Default::default(),
@@ -421,7 +421,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
-                trees,
+                spaces,
                 vlog: reader,
                 shared,
                 config,
@@ -515,7 +515,11 @@ impl Store {
 
     /// Aggregates over a symbol's finished jobs.
     pub fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
-        match self.inner.trees[SYMSTATS].get(symbol.as_str().as_bytes())? {
+        match self
+            .inner
+            .spaces
+            .get(SYMSTATS, symbol.as_str().as_bytes())?
+        {
             Some(v) => SymbolStats::decode(&v),
             None => Ok(SymbolStats::default()),
         }
@@ -684,7 +688,7 @@ impl JobQueue for Store {
     }
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
-        match self.inner.trees[JOBS].get(u64_key(id))? {
+        match self.inner.spaces.get(JOBS, &u64_key(id))? {
             Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
             None => Ok(None),
         }
@@ -707,7 +711,7 @@ impl ResultStore for Store {
         // A compaction can delete the segment between the index read and the
         // map; the index then already points elsewhere, so read it again.
         for _ in 0..3 {
-            let Some(v) = self.inner.trees[RESULTS].get(&encoded)? else {
+            let Some(v) = self.inner.spaces.get(RESULTS, &encoded)? else {
                 return Ok(None);
             };
             match ResultValue::decode(&v)? {
@@ -728,14 +732,15 @@ impl ResultStore for Store {
     }
 
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {
-        self.inner.trees[RESULTS]
-            .scan_prefix(symbol_prefix(symbol))
+        self.inner
+            .spaces
+            .scan(RESULTS, &symbol_prefix(symbol))
             .map(|item| SeriesKey::decode(&item?.0))
             .collect()
     }
 
     fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>> {
-        match self.inner.trees[RESULTS].get(key.encode())? {
+        match self.inner.spaces.get(RESULTS, &key.encode())? {
             Some(v) => Ok(Some(ResultValue::decode(&v)?.job_id())),
             None => Ok(None),
         }

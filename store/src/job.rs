@@ -58,7 +58,7 @@ pub enum JobState {
     Queued = 0,
     /// Claimed under a lease.
     Running = 1,
-    /// Finished; its results were stored in the same transaction.
+    /// Finished; its results were stored in the same batch.
     Succeeded = 2,
     /// An attempt failed; a retry is scheduled at `run_at`.
     Failed = 3,

@@ -4,7 +4,7 @@
 //! in a value log beside it (checksummed segment files, read zero-copy
 //! through memory maps). One writer thread applies every mutation and
 //! commits callers' operations in groups: value log fsynced, one sled
-//! transaction, sled flushed and its files fsynced, then every caller of the
+//! batch, sled flushed and its files fsynced, then every caller of the
 //! group is answered. With [`Durability::Sync`] (the default) an answered
 //! call is on disk. See `FORMAT.md` for the on-disk layout.
 //!
@@ -35,6 +35,7 @@ mod job;
 mod keys;
 mod record;
 mod recovery;
+mod space;
 mod vlog;
 mod writer;
 

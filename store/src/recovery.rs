@@ -30,7 +30,7 @@ pub struct RecoveryReport {
 /// Rebuilds `w` from disk and repairs what a crash left behind.
 pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
     let now = w.config.clock.now_ms();
-    let stored = match w.trees[META].get(META_KEY)? {
+    let stored = match w.spaces.get(META, META_KEY)? {
         Some(v) => Meta::decode(&v)?,
         None => Meta::default(),
     };
@@ -40,7 +40,7 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
     let mut scanned = Counters::default();
     let mut running = Vec::new();
     let mut max_id = 0;
-    for item in w.trees[JOBS].iter() {
+    for item in w.spaces.scan(JOBS, &[]) {
         let (k, v) = item?;
         let id = read_u64(&k, "jobs key")?;
         max_id = max_id.max(id);
@@ -72,7 +72,7 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
     let max_seq = w.history.back().map_or(0, |f| f.seq);
     w.next_finish_seq = stored.next_finish_seq.max(max_seq + 1);
 
-    for item in w.trees[SYMSTATS].iter() {
+    for item in w.spaces.scan(SYMSTATS, &[]) {
         let (k, v) = item?;
         let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
         w.symstats.insert(symbol, SymbolStats::decode(&v)?);

@@ -1,7 +1,7 @@
 //! The value log: large payloads (feature series) appended to checksummed,
 //! aligned records in segment files beside sled, as in WiscKey and Badger.
 //! sled only holds a 28-byte index entry per series. A payload is written and
-//! fsynced here *before* the sled transaction that indexes it commits, so an
+//! fsynced here *before* the sled batch that indexes it commits, so an
 //! index entry never points at bytes that are not on disk; a crash between
 //! the two leaves an unindexed tail, which recovery truncates.
 //!

@@ -2,7 +2,7 @@
 //! over a bounded channel, the writer takes a group of ops, applies them to
 //! its in-memory view of the unfinished jobs and to a set of pending sled
 //! writes, makes value-log payloads durable, commits all sled writes of the
-//! group in one multi-tree transaction, flushes and fsyncs (in `Sync` mode),
+//! group in one atomic sled batch, flushes and fsyncs (in `Sync` mode),
 //! and only then answers every caller of the group (group commit).
 //!
 //! The in-memory view (unfinished jobs, the due and scheduled queues, leases,
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
-use sled::Transactional;
 
 use crate::Durability;
 use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
@@ -28,15 +27,14 @@ use crate::job::{
 };
 use crate::keys::{SeriesKey, Symbol, u64_key};
 use crate::record::{ResultValue, SymbolStats, decode_job, encode_job, series_layout};
+use crate::space::{Spaces, Writes};
 use crate::vlog::Vlog;
 
-/// Tree indices, in the order of `Writer::trees`.
+/// Keyspaces (see `space`).
 pub(crate) const JOBS: usize = 0;
 pub(crate) const SYMSTATS: usize = 1;
 pub(crate) const RESULTS: usize = 2;
 pub(crate) const META: usize = 3;
-/// Tree names on disk, by index.
-pub(crate) const TREE_NAMES: [&str; 4] = ["jobs", "symstats", "results", "meta"];
 
 /// The one key of the `meta` tree.
 pub(crate) const META_KEY: &[u8] = b"state";
@@ -254,7 +252,7 @@ pub(crate) struct Finished {
 pub(crate) struct Writer {
     pub config: StoreConfig,
     pub db: sled::Db,
-    pub trees: Vec<sled::Tree>,
+    pub spaces: Spaces,
     pub sled_dir: PathBuf,
     pub sled_file: File,
     pub synced_blobs: HashSet<std::ffi::OsString>,
@@ -280,7 +278,7 @@ pub(crate) struct Writer {
     pub next_finish_seq: u64,
 
     /// This group's pending sled writes per tree (`None` removes the key).
-    pub writes: [HashMap<Vec<u8>, Option<Vec<u8>>>; 4],
+    pub writes: Writes,
     pub dirty_jobs: HashSet<JobId>,
     pub dirty_symstats: HashSet<Symbol>,
     /// A write-path failure during apply (value-log append): fails the group.
@@ -297,6 +295,8 @@ impl Writer {
     pub(crate) fn run(mut self, rx: Receiver<Op>) {
         let tick = Duration::from_millis(self.config.tick_ms.max(1));
         let mut last_flush = Instant::now();
+        // Callers answered by the last group, who will likely send again.
+        let mut expected = 1;
         loop {
             let first = match rx.recv_timeout(tick) {
                 Ok(op) => op,
@@ -306,18 +306,7 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut ops = vec![first];
-            while ops.len() < self.config.group_ops_max
-                && !matches!(
-                    ops.last(),
-                    Some(Op::Shutdown | Op::Compact { .. } | Op::Check { .. } | Op::Sync { .. })
-                )
-            {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+            let ops = self.gather(first, &rx, &mut expected);
             if self.group(ops) {
                 break;
             }
@@ -329,6 +318,34 @@ impl Writer {
         if self.unflushed {
             self.flush_relaxed();
         }
+    }
+
+    /// Collects a group: what is already waiting, plus, when the last group
+    /// had more callers than are here yet, up to `group_linger_us` for the
+    /// rest of them (each caller sends its next op microseconds after its
+    /// answer, usually just after the writer has started the next group).
+    /// A lone caller (expected = 1) never waits.
+    fn gather(&self, first: Op, rx: &Receiver<Op>, expected: &mut usize) -> Vec<Op> {
+        let deadline = Instant::now() + Duration::from_micros(self.config.group_linger_us);
+        let mut ops = vec![first];
+        while ops.len() < self.config.group_ops_max
+            && !matches!(
+                ops.last(),
+                Some(Op::Shutdown | Op::Compact { .. } | Op::Check { .. } | Op::Sync { .. })
+            )
+        {
+            let next = match rx.try_recv() {
+                Ok(op) => Some(op),
+                Err(_) if ops.len() < *expected => rx.recv_deadline(deadline).ok(),
+                Err(_) => None,
+            };
+            match next {
+                Some(op) => ops.push(op),
+                None => break,
+            }
+        }
+        *expected = ops.len();
+        ops
     }
 
     fn poisoned(&self) -> Option<String> {
@@ -505,7 +522,7 @@ impl Writer {
         if let Some(pending) = self.writes[tree].get(key) {
             return Ok(pending.clone());
         }
-        Ok(self.trees[tree].get(key)?.map(|v| v.to_vec()))
+        Ok(self.spaces.get(tree, key)?.map(|v| v.to_vec()))
     }
 
     // ---- transitions -----------------------------------------------------
@@ -836,7 +853,7 @@ impl Writer {
 
     // ---- commit -----------------------------------------------------------
 
-    /// Makes this group durable: value log first, then one sled transaction,
+    /// Makes this group durable: value log first, then one sled batch,
     /// then (in `Sync` mode) sled's flush and our own fsync.
     pub(crate) fn commit(&mut self) -> Result<()> {
         if let Some(e) = self.fatal.take() {
@@ -877,21 +894,7 @@ impl Writer {
         self.meta_dirty = false;
 
         self.vlog.sync()?;
-        let writes = &self.writes;
-        self.trees
-            .as_slice()
-            .transaction(|trees| {
-                for (tree, pending) in trees.iter().zip(writes.iter()) {
-                    for (k, v) in pending {
-                        match v {
-                            Some(v) => tree.insert(k.as_slice(), v.as_slice())?,
-                            None => tree.remove(k.as_slice())?,
-                        };
-                    }
-                }
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| StoreError::Sled(format!("transaction: {e:?}")))?;
+        self.spaces.apply(&self.writes)?;
         for w in &mut self.writes {
             w.clear();
         }
@@ -947,7 +950,7 @@ impl Writer {
     // ---- compaction and checks -------------------------------------------
 
     /// Rewrites the live records of sparse sealed segments into the active
-    /// segment, re-points their index entries in one transaction, then
+    /// segment, re-points their index entries in one batch, then
     /// deletes the old segments.
     pub(crate) fn compact(&mut self) -> Result<CompactReport> {
         let victims = self
@@ -966,7 +969,7 @@ impl Writer {
 
     fn compact_segments(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<()> {
         let reader = self.vlog.reader();
-        for item in self.trees[RESULTS].iter() {
+        for item in self.spaces.scan(RESULTS, &[]) {
             let (key, value) = item?;
             let ResultValue::Pointer(old) = ResultValue::decode(&value)? else {
                 continue;
@@ -1004,7 +1007,7 @@ impl Writer {
         let mut report = CheckReport::default();
         let mut scanned = Counters::default();
         let mut terminal = HashSet::new();
-        for item in self.trees[JOBS].iter() {
+        for item in self.spaces.scan(JOBS, &[]) {
             let (k, v) = item?;
             let id = crate::keys::read_u64(&k, "jobs key")?;
             let (job, _) = decode_job(id, &v)?;
@@ -1064,7 +1067,7 @@ impl Writer {
             }
         }
         let reader = self.vlog.reader();
-        for item in self.trees[RESULTS].iter() {
+        for item in self.spaces.scan(RESULTS, &[]) {
             let (k, v) = item?;
             let key = SeriesKey::decode(&k)?;
             report.series += 1;

@@ -172,7 +172,8 @@ fn read_acks(dir: &Path) -> Acked {
     acked
 }
 
-fn verify(dir: &Path, checked_up_to: &mut HashMap<&'static str, usize>) -> (u64, u64) {
+/// Checks the reopened store; returns (jobs, succeeded jobs, jobs recovery requeued or killed).
+fn verify(dir: &Path, checked_up_to: &mut HashMap<&'static str, usize>) -> (u64, u64, u64) {
     let store = Store::open(dir.join("store"), config()).expect("reopen after kill");
     let report = store.recovery_report().clone();
     assert_eq!(report.counters_drift, None, "counters drifted: {report:?}");
@@ -241,7 +242,7 @@ fn verify(dir: &Path, checked_up_to: &mut HashMap<&'static str, usize>) -> (u64,
             assert!(keys.is_empty(), "job {id} is {state:?} but has results");
         }
     }
-    (check.jobs, succeeded)
+    (check.jobs, succeeded, report.requeued + report.dead)
 }
 
 fn main() {
@@ -271,7 +272,7 @@ fn main() {
     let mut rng = Rng(seed | 1);
     let started = Instant::now();
     let mut checked = HashMap::new();
-    let (mut jobs, mut succeeded) = (0, 0);
+    let (mut jobs, mut succeeded, mut recovered) = (0, 0, 0);
     for i in 0..iterations {
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, dir.path())
@@ -285,7 +286,8 @@ fn main() {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        (jobs, succeeded) = verify(dir.path(), &mut checked);
+        let (j, s, r) = verify(dir.path(), &mut checked);
+        (jobs, succeeded, recovered) = (j, s, recovered + r);
     }
     let acked = read_acks(dir.path());
     assert!(
@@ -294,7 +296,7 @@ fn main() {
         acked.enqueued.len()
     );
     println!(
-        "crash_recovery: {iterations} kills in {:.1} s; {} acknowledged enqueues, {} jobs, {succeeded} succeeded, all verified",
+        "crash_recovery: {iterations} kills in {:.1} s; {} acknowledged enqueues, {} jobs, {succeeded} succeeded, {recovered} running jobs recovered, all verified",
         started.elapsed().as_secs_f64(),
         acked.enqueued.len(),
         jobs

@@ -845,3 +845,88 @@ fn second_open_of_the_same_directory_is_refused() {
         .to_string();
     assert!(e.contains("another kiln"), "{e}");
 }
+
+#[test]
+fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let vlog_bytes = || -> u64 {
+        std::fs::read_dir(dir.path().join("vlog"))
+            .expect("ls")
+            .map(|e| e.expect("entry").metadata().expect("stat").len())
+            .sum()
+    };
+    let empty = vlog_bytes();
+    let small = SeriesKey::new(sym("A"), "rsi(14)").expect("key");
+    let large = SeriesKey::new(sym("A"), "sma(200)").expect("key");
+    store.enqueue(job("a")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(small.clone(), series(vec![0.5; 16]))])
+        .expect("complete");
+    assert_eq!(vlog_bytes(), empty, "a 16-value series is kept inline");
+    store.enqueue(job("b")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(large.clone(), series(vec![0.25; 2000]))])
+        .expect("complete");
+    assert!(
+        vlog_bytes() >= empty + 16_000,
+        "a 2000-value series goes to the value log"
+    );
+    assert_eq!(
+        store
+            .series(&small)
+            .expect("read")
+            .expect("stored")
+            .values(),
+        &[0.5; 16]
+    );
+    assert_eq!(
+        store
+            .series(&large)
+            .expect("read")
+            .expect("stored")
+            .values(),
+        &[0.25; 2000][..]
+    );
+    assert_eq!(
+        store.series_keys(&sym("A")).expect("keys"),
+        vec![small, large]
+    );
+}
+
+#[test]
+fn history_lists_finished_jobs_newest_first_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0);
+    let ids: Vec<u64> = {
+        let store = Store::open(dir.path(), config(&clock)).expect("open");
+        let ids: Vec<u64> = store
+            .enqueue_many((0..4).map(|i| job(&i.to_string())).collect())
+            .expect("enqueue")
+            .into_iter()
+            .map(Enqueued::id)
+            .collect();
+        let leases = store.claim(4).expect("claim");
+        store.complete(leases[2].token, vec![]).expect("complete");
+        store.fail(leases[0].token, "x").expect("fail");
+        store.complete(leases[1].token, vec![]).expect("complete");
+        store
+            .cancel(ids[3])
+            .expect("cancel of a running job is refused, not an error");
+        ids
+    };
+    let store = Store::open(dir.path(), config(&clock)).expect("reopen");
+    let history: Vec<(u64, JobState)> = store
+        .history(10)
+        .expect("history")
+        .iter()
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert_eq!(
+        history,
+        vec![(ids[1], JobState::Succeeded), (ids[2], JobState::Succeeded)]
+    );
+    assert_eq!(store.history(1).expect("history").len(), 1);
+}
