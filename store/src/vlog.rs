@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -30,6 +30,8 @@ const SEGMENT_MAGIC: &[u8; 8] = b"KILNVLOG";
 const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"KREC");
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
 const RECORD_HEADER_BYTES: u64 = 16;
+/// Appends are gathered into writes of this size.
+const APPEND_BUFFER_BYTES: usize = 1 << 20;
 
 /// Bytes a record of `len` payload bytes occupies, header and padding included.
 pub(crate) fn record_bytes(len: u32) -> u64 {
@@ -66,7 +68,8 @@ pub struct VlogRecovery {
 pub(crate) struct Vlog {
     dir: PathBuf,
     active_id: u32,
-    active: File,
+    /// Appends are buffered and written out by `sync`, before the fsync.
+    active: BufWriter<File>,
     /// Segments rolled over since the last sync, still to be fsynced.
     unsynced: Vec<File>,
     dirty: bool,
@@ -188,7 +191,7 @@ impl Vlog {
             Vlog {
                 dir: dir.to_path_buf(),
                 active_id,
-                active,
+                active: BufWriter::with_capacity(APPEND_BUFFER_BYTES, active),
                 unsynced: Vec::new(),
                 dirty: false,
                 segment_bytes_max,
@@ -248,7 +251,13 @@ impl Vlog {
     fn roll(&mut self) -> Result<()> {
         let next = self.active_id + 1;
         let file = create_segment(&self.dir, next)?;
-        let old = std::mem::replace(&mut self.active, file);
+        let old = std::mem::replace(
+            &mut self.active,
+            BufWriter::with_capacity(APPEND_BUFFER_BYTES, file),
+        );
+        let old = old
+            .into_inner()
+            .map_err(|e| StoreError::io(format!("write {}", self.dir.display()), e.into_error()))?;
         self.unsynced.push(old);
         self.active_id = next;
         self.segments.insert(
@@ -270,7 +279,16 @@ impl Vlog {
             f.sync_data()
                 .map_err(|e| StoreError::io(format!("fsync {}", self.dir.display()), e))?;
         }
-        self.active.sync_data().map_err(|e| {
+        self.active.flush().map_err(|e| {
+            StoreError::io(
+                format!(
+                    "write {}",
+                    segment_path(&self.dir, self.active_id).display()
+                ),
+                e,
+            )
+        })?;
+        self.active.get_ref().sync_data().map_err(|e| {
             StoreError::io(
                 format!(
                     "fsync {}",

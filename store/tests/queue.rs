@@ -774,24 +774,29 @@ fn compaction_moves_live_series_and_deletes_sparse_segments() {
     );
 }
 
+/// Stores one 1000-value series (so it goes to the value log) in a store at
+/// `dir`, closes it, and returns the key and the segment file.
+fn store_one_large_series(dir: &std::path::Path) -> (SeriesKey, std::path::PathBuf) {
+    let key = SeriesKey::new(sym("A"), "sma(5)").expect("key");
+    let store = Store::open(dir, StoreConfig::default()).expect("open");
+    store.enqueue(job("a")).expect("e");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
+        .expect("complete");
+    let seg = std::fs::read_dir(dir.join("vlog"))
+        .expect("ls")
+        .next()
+        .expect("one segment")
+        .expect("entry")
+        .path();
+    (key, seg)
+}
+
 #[test]
 fn unindexed_value_log_tail_is_truncated_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = SeriesKey::new(sym("A"), "sma(5)").expect("key");
-    {
-        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
-        store.enqueue(job("a")).expect("e");
-        let lease = store.claim(1).expect("claim").remove(0);
-        store
-            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
-            .expect("complete");
-    }
-    let seg = std::fs::read_dir(dir.path().join("vlog"))
-        .expect("ls")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
+    let (key, seg) = store_one_large_series(dir.path());
     let len = std::fs::metadata(&seg).expect("stat").len();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -811,21 +816,7 @@ fn unindexed_value_log_tail_is_truncated_at_open() {
 #[test]
 fn corrupted_series_bytes_are_reported_not_returned() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = SeriesKey::new(sym("A"), "sma(5)").expect("key");
-    {
-        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
-        store.enqueue(job("a")).expect("e");
-        let lease = store.claim(1).expect("claim").remove(0);
-        store
-            .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
-            .expect("complete");
-    }
-    let seg = std::fs::read_dir(dir.path().join("vlog"))
-        .expect("ls")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
+    let (key, seg) = store_one_large_series(dir.path());
     let mut bytes = std::fs::read(&seg).expect("read");
     let last = bytes.len() - 40;
     bytes[last] ^= 0xff;
