@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::disk::Disk;
 use crate::error::{Result, StoreError};
 use crate::job::{
     CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
@@ -366,8 +367,7 @@ impl Store {
                 other => StoreError::from(other),
             })?;
         let spaces = Spaces::new(db.open_tree("kiln")?);
-        let sled_file = File::open(sled_dir.join("db"))
-            .map_err(|e| StoreError::io(format!("open {}", sled_dir.join("db").display()), e))?;
+        let disk = Arc::new(Disk::new(db, &sled_dir)?);
 
         let mut indexed = Vec::new();
         for item in spaces.scan(RESULTS, &[]) {
@@ -383,11 +383,8 @@ impl Store {
         let shared = Arc::new(Shared::default());
         let mut writer = Writer {
             config: config.clone(),
-            db,
+            disk,
             spaces: spaces.clone(),
-            sled_dir,
-            sled_file,
-            synced_blobs: Default::default(),
             vlog,
             shared: Arc::clone(&shared),
             active: Default::default(),
@@ -408,6 +405,7 @@ impl Store {
             fail_next_commit: false,
             meta_dirty: false,
             unflushed: false,
+            syncer: None,
         };
         let mut recovery = recover(&mut writer)?;
         recovery.vlog = vlog_recovery;

@@ -29,6 +29,7 @@
 //! ```
 
 mod db;
+mod disk;
 mod error;
 mod floor;
 mod job;

@@ -102,9 +102,8 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         }
     }
 
-    w.commit()?;
-    if w.unflushed {
-        w.flush_and_fsync()?;
+    if w.commit()? {
+        w.disk.flush_and_fsync()?;
         w.unflushed = false;
     }
     if report.requeued + report.dead > 0 {

@@ -11,8 +11,6 @@
 //! diverge from disk when a commit fails, and then the store is poisoned.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use rkyv::util::AlignedVec;
 
 use crate::Durability;
 use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
+use crate::disk::Disk;
 use crate::error::{Result, StoreError};
 use crate::job::{
     CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
@@ -75,6 +74,42 @@ impl Meta {
             counters: Counters::decode(&b[16..16 + Counters::BYTES])?,
             paused: std::array::from_fn(|i| b[16 + Counters::BYTES + i] != 0),
         })
+    }
+}
+
+/// An applied group's answers, for the syncer.
+pub(crate) struct SyncGroup {
+    acks: Vec<Box<dyn Ack>>,
+    /// Whether the group wrote anything (else there is nothing to fsync).
+    wrote: bool,
+}
+
+/// Applied groups the syncer may hold before the writer waits for it.
+const SYNC_GROUPS_MAX: usize = 8;
+
+/// The syncer thread: takes every applied group waiting, makes them durable
+/// with one flush + fsync, then answers their callers. Running it beside the
+/// writer lets the writer apply the next group while this one is fsynced.
+fn sync_loop(disk: &Disk, shared: &Shared, groups: &Receiver<SyncGroup>) {
+    while let Ok(first) = groups.recv() {
+        let (mut acks, mut wrote) = (first.acks, first.wrote);
+        while let Ok(more) = groups.try_recv() {
+            acks.extend(more.acks);
+            wrote |= more.wrote;
+        }
+        let failure = match shared.poison_cause() {
+            Some(cause) => Some(cause),
+            None if !wrote => None,
+            None => disk.flush_and_fsync().err().map(|e| {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, "fsync failed; the store is poisoned");
+                shared.poison(&cause);
+                cause
+            }),
+        };
+        for ack in acks {
+            ack.send(failure.as_deref());
+        }
     }
 }
 
@@ -151,7 +186,7 @@ pub(crate) enum Op {
 }
 
 /// An answer held back until the group it belongs to has committed.
-trait Ack: Send {
+pub(crate) trait Ack: Send {
     fn send(self: Box<Self>, commit_failure: Option<&str>);
 }
 
@@ -251,11 +286,8 @@ pub(crate) struct Finished {
 /// The writer's state. Fields are `pub(crate)` so recovery can rebuild them.
 pub(crate) struct Writer {
     pub config: StoreConfig,
-    pub db: sled::Db,
+    pub disk: Arc<Disk>,
     pub spaces: Spaces,
-    pub sled_dir: PathBuf,
-    pub sled_file: File,
-    pub synced_blobs: HashSet<std::ffi::OsString>,
     pub vlog: Vlog,
     pub shared: Arc<Shared>,
 
@@ -288,11 +320,35 @@ pub(crate) struct Writer {
     pub meta_dirty: bool,
     /// Relaxed mode: committed but not yet flushed.
     pub unflushed: bool,
+    /// `Sync` mode: hands each applied group's answers to the syncer thread,
+    /// which flushes and fsyncs and then answers (running while `run` runs).
+    pub syncer: Option<Sender<SyncGroup>>,
 }
 
 impl Writer {
     /// The writer loop: runs until `Shutdown` or until every sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Op>) {
+        let syncer = match self.config.durability {
+            Durability::Sync => {
+                let (tx, groups) = crossbeam_channel::bounded(SYNC_GROUPS_MAX);
+                let (disk, shared) = (Arc::clone(&self.disk), Arc::clone(&self.shared));
+                let spawned = std::thread::Builder::new()
+                    .name("kiln-store-syncer".into())
+                    .spawn(move || sync_loop(&disk, &shared, &groups));
+                match spawned {
+                    Ok(handle) => {
+                        self.syncer = Some(tx);
+                        Some(handle)
+                    }
+                    Err(e) => {
+                        self.shared
+                            .poison(&format!("cannot start the syncer thread: {e}"));
+                        None
+                    }
+                }
+            }
+            Durability::Relaxed => None,
+        };
         let tick = Duration::from_millis(self.config.tick_ms.max(1));
         let mut last_flush = Instant::now();
         // Callers answered by the last group, who will likely send again.
@@ -317,6 +373,11 @@ impl Writer {
         }
         if self.unflushed {
             self.flush_relaxed();
+        }
+        // Let the syncer answer what it holds, then wait for it.
+        self.syncer = None;
+        if let Some(handle) = syncer {
+            let _ = handle.join();
         }
     }
 
@@ -469,15 +530,32 @@ impl Writer {
             }
         }
         if poisoned.is_none() {
-            let committed = self.commit();
-            let failure = committed.as_ref().err().map(|e| {
-                let cause = e.to_string();
-                tracing::error!(error = %cause, "commit failed; the store is poisoned");
-                self.shared.poison(&cause);
-                cause
-            });
-            for ack in acks {
-                ack.send(failure.as_deref());
+            match self.commit() {
+                Err(e) => {
+                    let cause = e.to_string();
+                    tracing::error!(error = %cause, "commit failed; the store is poisoned");
+                    self.shared.poison(&cause);
+                    for ack in acks {
+                        ack.send(Some(&cause));
+                    }
+                }
+                // In Sync mode every answer goes through the syncer, so none
+                // is given before the groups applied ahead of it are on disk.
+                Ok(wrote) if self.syncer.is_some() => {
+                    let group = SyncGroup { acks, wrote };
+                    if let Some(Err(e)) = self.syncer.as_ref().map(|s| s.send(group)) {
+                        let cause = "the syncer thread stopped";
+                        self.shared.poison(cause);
+                        for ack in e.into_inner().acks {
+                            ack.send(Some(cause));
+                        }
+                    }
+                }
+                Ok(_) => {
+                    for ack in acks {
+                        ack.send(None);
+                    }
+                }
             }
         }
         for op in after {
@@ -488,7 +566,7 @@ impl Writer {
             match op {
                 Op::Sync { reply } => {
                     let v = if self.unflushed {
-                        self.flush_and_fsync()
+                        self.disk.flush_and_fsync()
                     } else {
                         Ok(())
                     };
@@ -853,9 +931,11 @@ impl Writer {
 
     // ---- commit -----------------------------------------------------------
 
-    /// Makes this group durable: value log first, then one sled batch,
-    /// then (in `Sync` mode) sled's flush and our own fsync.
-    pub(crate) fn commit(&mut self) -> Result<()> {
+    /// Applies this group: value-log payloads fsynced first, then one sled
+    /// batch. Returns whether anything was written, which then still needs
+    /// [`Disk::flush_and_fsync`] (the syncer's job in `Sync` mode, the
+    /// background flush's in `Relaxed` mode, the caller's otherwise).
+    pub(crate) fn commit(&mut self) -> Result<bool> {
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
@@ -882,7 +962,7 @@ impl Writer {
             );
         }
         if self.writes.iter().all(HashMap::is_empty) && !self.meta_dirty {
-            return Ok(());
+            return Ok(false);
         }
         let meta = Meta {
             next_id: self.next_id,
@@ -898,46 +978,15 @@ impl Writer {
         for w in &mut self.writes {
             w.clear();
         }
-        match self.config.durability {
-            Durability::Sync => self.flush_and_fsync()?,
-            Durability::Relaxed => self.unflushed = true,
+        if self.config.durability == Durability::Relaxed {
+            self.unflushed = true;
         }
         self.shared.publish(&self.counters, &self.paused);
-        Ok(())
-    }
-
-    /// sled's flush writes its buffers (ending in `sync_file_range`, which does
-    /// not survive power loss); fsync its files ourselves, including any blob
-    /// files it created for large values, which it never fsyncs.
-    pub(crate) fn flush_and_fsync(&mut self) -> Result<()> {
-        self.db.flush()?;
-        self.sled_file.sync_data().map_err(|e| {
-            StoreError::io(format!("fsync {}", self.sled_dir.join("db").display()), e)
-        })?;
-        let blobs = self.sled_dir.join("blobs");
-        if let Ok(entries) = std::fs::read_dir(&blobs) {
-            let mut new_blob = false;
-            for entry in entries.flatten() {
-                if self.synced_blobs.contains(&entry.file_name()) {
-                    continue;
-                }
-                File::open(entry.path())
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StoreError::io(format!("fsync {}", entry.path().display()), e))?;
-                self.synced_blobs.insert(entry.file_name());
-                new_blob = true;
-            }
-            if new_blob {
-                File::open(&blobs)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| StoreError::io(format!("fsync {}", blobs.display()), e))?;
-            }
-        }
-        Ok(())
+        Ok(true)
     }
 
     fn flush_relaxed(&mut self) {
-        match self.flush_and_fsync() {
+        match self.disk.flush_and_fsync() {
             Ok(()) => self.unflushed = false,
             Err(e) => {
                 let cause = e.to_string();
@@ -990,10 +1039,8 @@ impl Writer {
             self.put(RESULTS, key.to_vec(), ResultValue::Pointer(new).encode());
         }
         self.commit()?;
-        if self.unflushed {
-            self.flush_and_fsync()?;
-            self.unflushed = false;
-        }
+        self.disk.flush_and_fsync()?;
+        self.unflushed = false;
         for &id in victims {
             self.vlog.remove_segment(id)?;
             report.removed_segments += 1;
