@@ -1,9 +1,11 @@
 //! The single writer thread. It owns every mutation: callers send an [`Op`]
 //! over a bounded channel, the writer takes a group of ops, applies them to
 //! its in-memory view of the unfinished jobs and to a set of pending sled
-//! writes, makes value-log payloads durable, commits all sled writes of the
-//! group in one atomic sled batch, flushes and fsyncs (in `Sync` mode),
-//! and only then answers every caller of the group (group commit).
+//! writes, makes value-log payloads durable, and applies all sled writes of
+//! the group as one atomic sled batch. In `Sync` mode it then hands the
+//! group's answers to the syncer thread, which flushes sled, fsyncs, and only
+//! then answers every caller of the group (group commit); meanwhile the
+//! writer already applies the next group, and one fsync often covers several.
 //!
 //! The in-memory view (unfinished jobs, the due and scheduled queues, leases,
 //! idempotency keys, counters, history order, per-symbol aggregates) is
@@ -35,7 +37,7 @@ pub(crate) const SYMSTATS: usize = 1;
 pub(crate) const RESULTS: usize = 2;
 pub(crate) const META: usize = 3;
 
-/// The one key of the `meta` tree.
+/// The one key of the `meta` keyspace.
 pub(crate) const META_KEY: &[u8] = b"state";
 
 /// The writer's scalars, rewritten in every commit: next job id (u64 BE),
