@@ -62,6 +62,9 @@ pub struct StoreConfig {
     pub batch_jobs_max: usize,
     /// Largest archived series.
     pub series_bytes_max: usize,
+    /// Most archived series bytes in one complete call (bounds the memory a
+    /// call holds and the size of one commit).
+    pub complete_bytes_max: usize,
     /// Archived series up to this size are kept inline in sled (no value-log
     /// fsync); larger ones go to the value log.
     pub inline_series_bytes_max: usize,
@@ -100,6 +103,7 @@ impl Default for StoreConfig {
             job_symbols_max: 10_000,
             batch_jobs_max: 10_000,
             series_bytes_max: 64 * 1024 * 1024,
+            complete_bytes_max: 1024 * 1024 * 1024,
             inline_series_bytes_max: 2048,
             group_ops_max: 256,
             group_linger_us: 200,
@@ -639,6 +643,8 @@ impl JobQueue for Store {
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
         self.check_batch("complete", completions.len())?;
         let max = self.inner.config.series_bytes_max;
+        let total_max = self.inner.config.complete_bytes_max;
+        let mut total = 0usize;
         let mut items = Vec::with_capacity(completions.len());
         for c in completions {
             let mut results = Vec::with_capacity(c.results.len());
@@ -652,6 +658,15 @@ impl JobQueue for Store {
                             key.symbol,
                             key.feature,
                             bytes.len()
+                        ),
+                    ));
+                }
+                total += bytes.len();
+                if total > total_max {
+                    return Err(StoreError::invalid(
+                        "series",
+                        format!(
+                            "one complete call archives more than complete_bytes_max = {total_max} bytes"
                         ),
                     ));
                 }

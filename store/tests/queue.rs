@@ -921,3 +921,29 @@ fn history_lists_finished_jobs_newest_first_and_survives_reopen() {
     );
     assert_eq!(store.history(1).expect("history").len(), 1);
 }
+
+#[test]
+fn a_complete_call_larger_than_its_bound_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        complete_bytes_max: 20_000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    store.enqueue(job("a")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    let results = (0..3)
+        .map(|i| {
+            (
+                SeriesKey::new(sym("A"), format!("f{i}")).expect("key"),
+                series(vec![1.0; 1000]),
+            )
+        })
+        .collect();
+    let e = store
+        .complete(lease.token, results)
+        .expect_err("too much")
+        .to_string();
+    assert!(e.contains("complete_bytes_max = 20000"), "{e}");
+    assert_eq!(store.stats().count(JobState::Running), 1);
+}
