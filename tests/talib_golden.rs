@@ -4,6 +4,9 @@
 //! The fixtures (`tests/fixtures/talib/*.tsv`) are written by
 //! `tests/fixtures/gen_talib_golden.py`; this test only reads them.
 
+// A test reports failure by panicking; unwrap is the point here.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use kiln::features::{Bars, Plan};
