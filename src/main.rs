@@ -1,5 +1,7 @@
 //! The `kiln` command-line front end.
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -54,14 +56,17 @@ fn main() -> Result<()> {
                 bars,
                 runs,
             };
+            // Write (not println!) so a closed pipe is an error, not a panic.
+            let mut out = std::io::stdout().lock();
             for line in kiln::features::bench::run(opts)? {
                 if json {
-                    println!("{}", line.to_json());
+                    writeln!(out, "{}", line.to_json())?;
                 } else {
-                    println!(
+                    writeln!(
+                        out,
                         "features {:<18} {:>16} {}",
                         line.name, line.value, line.unit
-                    );
+                    )?;
                 }
             }
         }
