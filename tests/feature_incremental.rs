@@ -102,6 +102,14 @@ fn kernel_spec() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The spec of an output label: `macd(12,26,9).signal` -> `macd(12,26,9)`.
+fn spec_of(label: &str) -> &str {
+    match label.rfind(").") {
+        Some(i) => &label[..=i],
+        None => label,
+    }
+}
+
 /// Full recompute vs. continuation over `splits`; returns the first differing output.
 fn check(plan: &Plan, s: &Series, splits: &[usize]) -> Result<(), String> {
     let len = s.len();
@@ -151,6 +159,35 @@ proptest! {
     ) {
         let plan = Plan::parse(&[spec.as_str()]).unwrap();
         prop_assert_eq!(check(&plan, &s, &splits), Ok(()));
+    }
+
+    #[test]
+    fn fused_sma_and_ema_groups_continue_bit_for_bit(
+        ns in proptest::collection::vec(1u32..40, 2..7),
+        macd in (1u32..10, 1u32..15, 1u32..10),
+        s in series(),
+        splits in proptest::collection::vec(any::<usize>(), 1..4),
+    ) {
+        // Two or more close SMAs (and EMAs) are computed by one fused pass.
+        let mut specs: Vec<String> = ns.iter().map(|n| format!("sma({n})")).collect();
+        specs.extend(ns.iter().map(|n| format!("ema({n})")));
+        let (f, d, sig) = macd;
+        specs.push(format!("macd({f},{},{sig})", f + d));
+        let plan = Plan::parse(&specs).unwrap();
+        prop_assert_eq!(check(&plan, &s, &splits), Ok(()));
+        // And the fused pass equals each kernel computed alone, bit for bit.
+        let len = s.len();
+        let mut together = plan.new_frame();
+        plan.compute(s.bars(0..len), &mut together).unwrap();
+        for (o, label) in plan.output_labels().iter().enumerate() {
+            let alone_plan = Plan::parse(&[spec_of(label)]).unwrap();
+            let mut alone = alone_plan.new_frame();
+            alone_plan.compute(s.bars(0..len), &mut alone).unwrap();
+            let idx = alone_plan.output_labels().iter().position(|l| l == label).unwrap();
+            let a: Vec<u64> = alone.output(idx).unwrap().iter().map(|x| x.to_bits()).collect();
+            let b: Vec<u64> = together.output(o).unwrap().iter().map(|x| x.to_bits()).collect();
+            prop_assert_eq!(a, b, "{}", label);
+        }
     }
 
     #[test]

@@ -229,3 +229,134 @@ impl Wma {
         self.seen += (len - i) as u64;
     }
 }
+
+/// First bar at or after `start` with a non-NaN value (`x.len()` if none).
+fn first_valid(x: &[f64], start: usize) -> usize {
+    x[start..]
+        .iter()
+        .position(|v| !v.is_nan())
+        .map_or(x.len(), |p| p + start)
+}
+
+impl Sma {
+    /// First bar (≥ `start`) of the steady phase, given the state at `start`.
+    fn steady_from(&self, x: &[f64], start: usize) -> usize {
+        let warm = self.n - 1;
+        if self.seen == 0 {
+            first_valid(x, start).saturating_add(warm)
+        } else {
+            start + warm.saturating_sub(usize::try_from(self.seen).unwrap_or(usize::MAX))
+        }
+    }
+}
+
+impl Ema {
+    /// First bar (≥ `start`) of the recursion phase, given the state at `start`.
+    fn steady_from(&self, x: &[f64], start: usize) -> usize {
+        let seeded = usize::try_from(self.skip).unwrap_or(usize::MAX) + self.n;
+        if self.seen == 0 {
+            first_valid(x, start).saturating_add(seeded)
+        } else {
+            start + seeded.saturating_sub(usize::try_from(self.seen).unwrap_or(usize::MAX))
+        }
+    }
+}
+
+/// Run several SMAs over the same column in one pass.
+///
+/// Each SMA's running sum is a chain of dependent additions, so one SMA per loop leaves
+/// the CPU waiting on add latency; interleaving up to four independent chains keeps it
+/// busy. Each kernel still performs exactly its own sequence of operations, so the
+/// results are bit-identical to running them one by one. Warm-up and leading NaNs are
+/// handled by each kernel's own `run` up to the bar where all are steady.
+pub fn run_sma_group(ks: &mut [&mut Sma], x: &[f64], start: usize, outs: &mut [&mut [f64]]) {
+    let len = x.len();
+    let steady = ks
+        .iter()
+        .map(|k| k.steady_from(x, start))
+        .fold(start, usize::max)
+        .min(len);
+    for (k, o) in ks.iter_mut().zip(outs.iter_mut()) {
+        k.run(&x[..steady], start, &mut o[..steady]);
+    }
+    for (kc, oc) in ks.chunks_mut(4).zip(outs.chunks_mut(4)) {
+        match kc.len() {
+            4 => sma_fused::<4>(kc, x, steady, oc),
+            3 => sma_fused::<3>(kc, x, steady, oc),
+            2 => sma_fused::<2>(kc, x, steady, oc),
+            _ => sma_fused::<1>(kc, x, steady, oc),
+        }
+    }
+}
+
+fn sma_fused<const K: usize>(ks: &mut [&mut Sma], x: &[f64], from: usize, outs: &mut [&mut [f64]]) {
+    let len = x.len();
+    if from >= len {
+        return;
+    }
+    let mut sum = [0.0; K];
+    let mut n = [0.0; K];
+    let mut lag = [0usize; K];
+    for s in 0..K {
+        sum[s] = ks[s].sum;
+        n[s] = ks[s].n as f64;
+        lag[s] = ks[s].n - 1;
+    }
+    for j in from..len {
+        let v = x[j];
+        for s in 0..K {
+            sum[s] += v;
+            outs[s][j] = sum[s] / n[s];
+            sum[s] -= x[j - lag[s]];
+        }
+    }
+    for s in 0..K {
+        ks[s].sum = sum[s];
+        ks[s].seen += (len - from) as u64;
+    }
+}
+
+/// Run several EMAs over the same column in one pass; see [`run_sma_group`] for why.
+pub fn run_ema_group(ks: &mut [&mut Ema], x: &[f64], start: usize, outs: &mut [&mut [f64]]) {
+    let len = x.len();
+    let steady = ks
+        .iter()
+        .map(|k| k.steady_from(x, start))
+        .fold(start, usize::max)
+        .min(len);
+    for (k, o) in ks.iter_mut().zip(outs.iter_mut()) {
+        k.run(&x[..steady], start, &mut o[..steady]);
+    }
+    for (kc, oc) in ks.chunks_mut(4).zip(outs.chunks_mut(4)) {
+        match kc.len() {
+            4 => ema_fused::<4>(kc, x, steady, oc),
+            3 => ema_fused::<3>(kc, x, steady, oc),
+            2 => ema_fused::<2>(kc, x, steady, oc),
+            _ => ema_fused::<1>(kc, x, steady, oc),
+        }
+    }
+}
+
+fn ema_fused<const K: usize>(ks: &mut [&mut Ema], x: &[f64], from: usize, outs: &mut [&mut [f64]]) {
+    let len = x.len();
+    if from >= len {
+        return;
+    }
+    let mut prev = [0.0; K];
+    let mut k = [0.0; K];
+    for s in 0..K {
+        prev[s] = ks[s].acc;
+        k[s] = ks[s].k;
+    }
+    for j in from..len {
+        let v = x[j];
+        for s in 0..K {
+            prev[s] = (v - prev[s]).mul_add(k[s], prev[s]);
+            outs[s][j] = prev[s];
+        }
+    }
+    for s in 0..K {
+        ks[s].acc = prev[s];
+        ks[s].seen += (len - from) as u64;
+    }
+}

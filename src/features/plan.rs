@@ -9,12 +9,18 @@
 //! `volatility(n)` shares the log-return node with `logret`. Nodes are stored in dependency
 //! order, so executing them front to back is a topological walk.
 //!
+//! Walking the columns as few times as possible: all SMAs of the close run in one fused
+//! pass, and so do all EMAs of the close (including MACD's), so their latency-bound
+//! recurrences overlap instead of waiting on each other; every other kernel computes its
+//! whole node (including multi-input ones like ATR, which compute the true range inline)
+//! in one pass over contiguous columns, allocation-free in the loop.
+//!
 //! Incremental continuation: a [`SymbolState`] holds every kernel's scalars plus the last
 //! `history` bars of each column that a kernel reads with a lag. [`Plan::advance`] rebuilds
 //! `tail ++ new bars`, runs the very same kernel code from the tail's end and returns only
 //! the new bars' outputs — bit for bit what a full recompute gives, by construction.
 
-use super::average::{Ema, Sma, Wma};
+use super::average::{Ema, Sma, Wma, run_ema_group, run_sma_group};
 use super::momentum::{LagKind, Lagged, Rsi};
 use super::range::{Atr, Natr, Trange};
 use super::spec::FeatureSpec;
@@ -336,6 +342,56 @@ fn run_node(
     }
 }
 
+/// Which kernels a fused group runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupKind {
+    Sma,
+    Ema,
+}
+
+/// Run a fused group of close-price SMAs or EMAs (`members` ascending) over bars `start..`.
+fn run_group(
+    kind: GroupKind,
+    members: &[usize],
+    kernels: &mut [Kernel],
+    close: &[f64],
+    start: usize,
+    cols: &mut [Vec<f64>],
+) {
+    let mut outs: Vec<&mut [f64]> = cols
+        .iter_mut()
+        .enumerate()
+        .filter(|(j, _)| members.contains(j))
+        .map(|(_, c)| c.as_mut_slice())
+        .collect();
+    let picked = kernels
+        .iter_mut()
+        .enumerate()
+        .filter(|(j, _)| members.contains(j));
+    match kind {
+        GroupKind::Sma => {
+            let mut ks: Vec<&mut Sma> = picked
+                .filter_map(|(_, k)| match k {
+                    Kernel::Sma(k) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            debug_assert_eq!(ks.len(), outs.len());
+            run_sma_group(&mut ks, close, start, &mut outs);
+        }
+        GroupKind::Ema => {
+            let mut ks: Vec<&mut Ema> = picked
+                .filter_map(|(_, k)| match k {
+                    Kernel::Ema(k) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            debug_assert_eq!(ks.len(), outs.len());
+            run_ema_group(&mut ks, close, start, &mut outs);
+        }
+    }
+}
+
 /// One symbol's computed columns: one per plan node, outputs addressed by output index.
 ///
 /// Reuse a frame across symbols and calls: buffers only grow, so a warm frame computes
@@ -408,6 +464,11 @@ pub struct Plan {
     /// Per node: is its column read with a lag by another node (so its tail is kept)?
     keep_tail: Vec<bool>,
     fingerprint: u64,
+    /// SMAs (and EMAs) of the close, run together in one fused pass when there are two or
+    /// more: they depend only on the raw close, so they run before the other nodes.
+    groups: Vec<(GroupKind, Vec<usize>)>,
+    /// Per node: computed by a group rather than on its own.
+    grouped: Vec<bool>,
 }
 
 impl Plan {
@@ -433,6 +494,39 @@ impl Plan {
         }
         let labels: Vec<String> = uniq.iter().flat_map(FeatureSpec::output_labels).collect();
         let fingerprint = fnv1a(labels.join("\n").as_bytes());
+        let mut groups = Vec::new();
+        let mut grouped = vec![false; ops.len()];
+        for kind in [GroupKind::Sma, GroupKind::Ema] {
+            let members: Vec<usize> = ops
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| {
+                    matches!(
+                        (kind, op),
+                        (
+                            GroupKind::Sma,
+                            Op::Sma {
+                                src: Src::Close,
+                                ..
+                            }
+                        ) | (
+                            GroupKind::Ema,
+                            Op::Ema {
+                                src: Src::Close,
+                                ..
+                            }
+                        )
+                    )
+                })
+                .map(|(j, _)| j)
+                .collect();
+            if members.len() >= 2 {
+                for &j in &members {
+                    grouped[j] = true;
+                }
+                groups.push((kind, members));
+            }
+        }
         Self {
             specs: uniq,
             ops,
@@ -441,6 +535,8 @@ impl Plan {
             history,
             keep_tail,
             fingerprint,
+            groups,
+            grouped,
         }
     }
 
@@ -493,7 +589,14 @@ impl Plan {
         let raw: Raw<'_> = [bars.high, bars.low, bars.close, bars.volume];
         frame.outputs.clone_from(&self.outputs);
         frame.reset(self.ops.len(), len);
+        for (kind, members) in &self.groups {
+            let mut kernels: Vec<Kernel> = self.ops.iter().map(Op::kernel).collect();
+            run_group(*kind, members, &mut kernels, bars.close, 0, &mut frame.cols);
+        }
         for (j, op) in self.ops.iter().enumerate() {
+            if self.grouped[j] {
+                continue;
+            }
             let (done, rest) = frame.cols.split_at_mut(j);
             if let Some(out) = rest.first_mut() {
                 run_node(op, &mut op.kernel(), &raw, done, 0, out);
@@ -555,7 +658,13 @@ impl Plan {
                 b
             })
             .collect();
+        for (kind, members) in &self.groups {
+            run_group(*kind, members, &mut state.kernels, raw[2], t, &mut cols);
+        }
         for (j, (op, k)) in self.ops.iter().zip(&mut state.kernels).enumerate() {
+            if self.grouped[j] {
+                continue;
+            }
             let (done, rest) = cols.split_at_mut(j);
             if let Some(out) = rest.first_mut() {
                 run_node(op, k, &raw, done, t, out);
