@@ -9,7 +9,7 @@
 //!   reusable [`Frame`]; also incremental continuation from a [`SymbolState`].
 //! - [`state`]: the versioned byte encoding of a [`SymbolState`].
 //! - [`batch`]: many symbols in parallel on rayon, and the bridge for tokio callers.
-//! - [`bench`]: the `kiln bench features` benchmark.
+//! - [`bench`](mod@bench): the `kiln bench features` benchmark.
 //!
 //! # Conventions shared by every kernel
 //! Inputs are contiguous `&[f64]` columns of equal length. A kernel starts at the first bar

@@ -1,7 +1,7 @@
 //! The plan: a dependency DAG built from a set of specs, so that every intermediate is
 //! computed once per symbol, and the per-symbol execution of that DAG.
 //!
-//! Each node is one column-producing operation ([`Op`]): a kernel over raw columns or over
+//! Each node is one column-producing operation (`Op`): a kernel over raw columns or over
 //! earlier nodes, or an element-wise combination. Building the plan interns nodes by value,
 //! so `sma(20)` and the middle band of `bbands(20,2)` are one node; `bbands(20,2)` and
 //! `stddev(20)` share one variance node; `ema(26)` is also the slow EMA of

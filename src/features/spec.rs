@@ -17,7 +17,9 @@ pub const PERIOD_MAX: u32 = 10_000;
 /// One requested feature with its parameters.
 ///
 /// Periods are bar counts in `PERIOD_MIN..=PERIOD_MAX`; see each variant for what it means
-/// and which TA-Lib function it reproduces.
+/// and which TA-Lib function it reproduces. Where TA-Lib's own minimum is higher (it
+/// rejects `SMA(1)`, `RSI(1)`, `STDDEV(1)`), kiln applies the same formulas to the
+/// smaller period instead of refusing it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum FeatureSpec {

@@ -10,6 +10,16 @@
 //! variance below 1e-12 of the mean squared deviation is exactly 0. Because the periodic
 //! rebuild starts from fresh sums, a NaN that has left the window stops poisoning the
 //! output within 32·n bars, as in TA-Lib.
+//!
+//! Outputs built on [`Var`]:
+//! - `stddev(n)` = `√VAR(close, n)` (TA-Lib `STDDEV(n, 1)`).
+//! - `bbands(n,k)` = SMA(n) ± k·√VAR(close, n) (TA-Lib `BBANDS(n, k, k, SMA)`).
+//! - `volatility(n)` (kiln's own, no TA-Lib function) = the sample standard deviation
+//!   (ddof = 1) of the last n log returns, computed as `√VAR(logret, n) · √(n/(n−1))`:
+//!   the population variance from the same TA-Lib-style kernel, rescaled. This is exactly
+//!   the peer pipeline's `STDDEV(logret, n) * sqrt(n/(n-1))`; it is tested against a
+//!   two-pass sample standard deviation. It starts n bars after the first valid close
+//!   (the first log return needs two closes).
 
 use super::{NAN, skip_leading};
 
