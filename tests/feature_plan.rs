@@ -193,3 +193,27 @@ async fn async_bridge_reports_errors() {
     let res = compute_batch_async(plan, vec![bad].into()).await;
     assert!(matches!(res, Err(FeatureError::RaggedColumns { .. })));
 }
+
+#[test]
+fn scratch_and_frames_reused_across_symbols_of_different_lengths_give_fresh_results() {
+    let plan = bench_plan().unwrap();
+    let mut u = synthetic_universe(3, 500, 8);
+    let short = &mut u[1];
+    for col in [
+        &mut short.open,
+        &mut short.high,
+        &mut short.low,
+        &mut short.close,
+        &mut short.volume,
+    ] {
+        col.truncate(120);
+    }
+    let want = per_symbol(&plan, &u);
+    let mut scratch = kiln::features::Scratch::default();
+    let mut frame = plan.new_frame();
+    for (b, w) in u.iter().zip(&want) {
+        plan.compute_with_scratch(b.view(), &mut frame, &mut scratch)
+            .unwrap();
+        assert_eq!(&bits(std::slice::from_ref(&frame))[0], w);
+    }
+}

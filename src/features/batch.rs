@@ -12,15 +12,17 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::plan::Scratch;
 use super::{Bars, FeatureError, Frame, Plan};
 
 /// Compute `plan` for every symbol in parallel; one new [`Frame`] per symbol, in order.
+/// Intermediate columns stay in per-worker scratch buffers; frames hold the outputs.
 pub fn compute_batch(plan: &Plan, symbols: &[Bars<'_>]) -> Result<Vec<Frame>, FeatureError> {
     symbols
         .par_iter()
-        .map(|bars| {
+        .map_init(Scratch::default, |scratch, bars| {
             let mut frame = plan.new_frame();
-            plan.compute(*bars, &mut frame)?;
+            plan.compute_with_scratch(*bars, &mut frame, scratch)?;
             Ok(frame)
         })
         .collect()
@@ -42,7 +44,9 @@ pub fn compute_batch_into(
     frames
         .par_iter_mut()
         .zip(symbols.par_iter())
-        .try_for_each(|(frame, bars)| plan.compute(*bars, frame))
+        .try_for_each_init(Scratch::default, |scratch, (frame, bars)| {
+            plan.compute_with_scratch(*bars, frame, scratch)
+        })
 }
 
 /// One symbol's bar columns, owned (for handing a batch to another thread).

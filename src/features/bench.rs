@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use super::{FeatureError, Frame, OwnedBars, Plan, compute_batch_into};
+use super::{FeatureError, Frame, OwnedBars, Plan, Scratch, compute_batch_into};
 
 /// The benchmark set: 20 outputs, as in the peer's `features.py`.
 pub const BENCH_SPECS: [&str; 15] = [
@@ -177,9 +177,10 @@ pub fn run(opts: BenchOptions) -> Result<Vec<BenchLine>, FeatureError> {
     let cells = (opts.symbols * opts.bars * outputs) as f64;
 
     let all = time_runs(opts.runs, || compute_batch_into(&plan, &views, &mut frames))?;
+    let mut scratch = Scratch::default();
     let one = time_runs(opts.runs, || {
         for (bars, frame) in views.iter().zip(frames.iter_mut()) {
-            plan.compute(*bars, frame)?;
+            plan.compute_with_scratch(*bars, frame, &mut scratch)?;
         }
         Ok(())
     })?;

@@ -45,7 +45,7 @@ pub mod variance;
 pub mod volume;
 
 pub use batch::{OwnedBars, compute_batch, compute_batch_async, compute_batch_into};
-pub use plan::{Frame, Plan, SymbolState};
+pub use plan::{Frame, Plan, Scratch, SymbolState};
 pub use spec::{FeatureSpec, SpecError};
 pub use state::StateError;
 

@@ -469,6 +469,15 @@ pub struct Plan {
     groups: Vec<(GroupKind, Vec<usize>)>,
     /// Per node: computed by a group rather than on its own.
     grouped: Vec<bool>,
+    /// Nodes that are not outputs (their columns can live in a [`Scratch`]).
+    intermediates: Vec<usize>,
+}
+
+/// Reusable buffers for a plan's intermediate columns; see
+/// [`Plan::compute_with_scratch`]. One per worker thread.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    cols: Vec<Vec<f64>>,
 }
 
 impl Plan {
@@ -527,6 +536,7 @@ impl Plan {
                 groups.push((kind, members));
             }
         }
+        let intermediates = (0..ops.len()).filter(|j| !outputs.contains(j)).collect();
         Self {
             specs: uniq,
             ops,
@@ -535,6 +545,7 @@ impl Plan {
             history,
             keep_tail,
             fingerprint,
+            intermediates,
             groups,
             grouped,
         }
@@ -581,6 +592,31 @@ impl Plan {
             outputs: self.outputs.clone(),
             len: 0,
         }
+    }
+
+    /// Like [`compute`](Self::compute), but intermediate columns (nodes that are not
+    /// outputs, such as MACD's fast EMA or the variance under `bbands`) live in `scratch`
+    /// instead of `frame`. A batch reuses one scratch per worker, so per-symbol memory holds
+    /// only outputs: less memory written per symbol, and smaller frames kept.
+    pub fn compute_with_scratch(
+        &self,
+        bars: Bars<'_>,
+        frame: &mut Frame,
+        scratch: &mut Scratch,
+    ) -> Result<(), FeatureError> {
+        let nodes = self.ops.len();
+        frame.cols.resize_with(nodes, Vec::new);
+        scratch.cols.resize_with(nodes, Vec::new);
+        // Lend the scratch buffers to the frame's intermediate slots (moves, not copies)...
+        for &j in &self.intermediates {
+            std::mem::swap(&mut frame.cols[j], &mut scratch.cols[j]);
+        }
+        let result = self.compute(bars, frame);
+        // ...and take them back, whatever happened.
+        for &j in &self.intermediates {
+            std::mem::swap(&mut frame.cols[j], &mut scratch.cols[j]);
+        }
+        result
     }
 
     /// Compute every output for one symbol's full history into `frame`.
