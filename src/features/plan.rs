@@ -625,17 +625,18 @@ impl Plan {
         let raw: Raw<'_> = [bars.high, bars.low, bars.close, bars.volume];
         frame.outputs.clone_from(&self.outputs);
         frame.reset(self.ops.len(), len);
+        // Fresh kernels: one small allocation per symbol, none per bar.
+        let mut kernels: Vec<Kernel> = self.ops.iter().map(Op::kernel).collect();
         for (kind, members) in &self.groups {
-            let mut kernels: Vec<Kernel> = self.ops.iter().map(Op::kernel).collect();
             run_group(*kind, members, &mut kernels, bars.close, 0, &mut frame.cols);
         }
-        for (j, op) in self.ops.iter().enumerate() {
+        for (j, (op, k)) in self.ops.iter().zip(&mut kernels).enumerate() {
             if self.grouped[j] {
                 continue;
             }
             let (done, rest) = frame.cols.split_at_mut(j);
             if let Some(out) = rest.first_mut() {
-                run_node(op, &mut op.kernel(), &raw, done, 0, out);
+                run_node(op, k, &raw, done, 0, out);
             }
         }
         Ok(())
