@@ -81,7 +81,7 @@ impl<'a> Bars<'a> {
     }
 
     /// The number of bars, after checking that the columns agree.
-    pub fn len(&self) -> Result<usize, FeatureError> {
+    pub fn checked_len(&self) -> Result<usize, FeatureError> {
         let n = self.close.len();
         let ok = self.open.len() == n
             && self.high.len() == n

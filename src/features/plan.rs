@@ -621,7 +621,7 @@ impl Plan {
 
     /// Compute every output for one symbol's full history into `frame`.
     pub fn compute(&self, bars: Bars<'_>, frame: &mut Frame) -> Result<(), FeatureError> {
-        let len = bars.len()?;
+        let len = bars.checked_len()?;
         let raw: Raw<'_> = [bars.high, bars.low, bars.close, bars.volume];
         frame.outputs.clone_from(&self.outputs);
         frame.reset(self.ops.len(), len);
@@ -661,7 +661,7 @@ impl Plan {
         bars: Bars<'_>,
         frame: &mut Frame,
     ) -> Result<(), FeatureError> {
-        let new = bars.len()?;
+        let new = bars.checked_len()?;
         if state.kernels.len() != self.ops.len() || state.node_tails.len() != self.ops.len() {
             return Err(StateError::Invalid("state has another node count than the plan").into());
         }
