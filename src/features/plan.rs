@@ -392,10 +392,11 @@ fn run_group(
     }
 }
 
-/// One symbol's computed columns: one per plan node, outputs addressed by output index.
+/// One symbol's computed columns, addressed by output index. It has a slot per plan node;
+/// intermediate nodes' slots stay empty when computed with a [`Scratch`].
 ///
-/// Reuse a frame across symbols and calls: buffers only grow, so a warm frame computes
-/// without allocating.
+/// Reuse a frame across symbols and calls: buffers keep their capacity, so a warm frame
+/// computes without allocating.
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     cols: Vec<Vec<f64>>,
@@ -417,7 +418,7 @@ impl Frame {
     /// Output `i` (in [`Plan::output_labels`] order), or `None` if out of range.
     pub fn output(&self, i: usize) -> Option<&[f64]> {
         let node = *self.outputs.get(i)?;
-        self.cols.get(node).map(|c| &c[..self.len])
+        self.cols.get(node).and_then(|c| c.get(..self.len))
     }
 
     /// Number of outputs.
