@@ -25,7 +25,7 @@ use super::momentum::{LagKind, Lagged, Rsi};
 use super::range::{Atr, Natr, Trange};
 use super::spec::FeatureSpec;
 use super::state::{Decoder, Encoder, MAGIC, STATE_VERSION, StateError, fnv1a};
-use super::variance::{Var, band, sample_scale, scaled_std};
+use super::variance::{Var, band, sample_scale, scaled_std, std_from_var};
 use super::volume::{Obv, Vwap};
 use super::{Bars, FeatureError, NAN};
 
@@ -53,7 +53,9 @@ pub(crate) enum Op {
         n: usize,
         src: Src,
     },
-    Var {
+    /// Population standard deviation over n bars: TA-Lib's VAR kernel, then `√` once, so
+    /// both Bollinger bands and `stddev` read σ without taking the root again.
+    Sd {
         n: usize,
         src: Src,
     },
@@ -88,16 +90,16 @@ pub(crate) enum Op {
         x: usize,
         mask: usize,
     },
-    /// `mid ± k·√var`.
+    /// `mid ± k·σ`.
     Band {
         mid: usize,
-        var: usize,
+        sd: usize,
         k: f64,
         upper: bool,
     },
-    /// `√var · scale`.
+    /// `σ · scale`.
     Std {
-        var: usize,
+        sd: usize,
         scale: f64,
     },
 }
@@ -106,7 +108,7 @@ impl Op {
     /// Bars of lag with which this op reads its column inputs.
     fn history(&self) -> usize {
         match self {
-            Op::Sma { n, .. } | Op::Wma { n, .. } | Op::Var { n, .. } | Op::Vwap { n } => n - 1,
+            Op::Sma { n, .. } | Op::Wma { n, .. } | Op::Sd { n, .. } | Op::Vwap { n } => n - 1,
             Op::Lagged { n, .. } => *n,
             Op::Rsi { .. } | Op::Trange | Op::Atr { .. } | Op::Obv => 1,
             Op::Ema { .. }
@@ -128,15 +130,15 @@ impl Op {
             Op::Sma { src: s, .. }
             | Op::Ema { src: s, .. }
             | Op::Wma { src: s, .. }
-            | Op::Var { src: s, .. }
+            | Op::Sd { src: s, .. }
             | Op::Rsi { src: s, .. }
             | Op::Lagged { src: s, .. } => src(s),
             Op::Trange | Op::Atr { .. } | Op::Obv | Op::Vwap { .. } => vec![],
             Op::Natr { atr, .. } => vec![*atr],
             Op::Sub { a, b } => vec![*a, *b],
             Op::MaskBy { x, mask } => vec![*x, *mask],
-            Op::Band { mid, var, .. } => vec![*mid, *var],
-            Op::Std { var, .. } => vec![*var],
+            Op::Band { mid, sd, .. } => vec![*mid, *sd],
+            Op::Std { sd, .. } => vec![*sd],
         }
     }
 
@@ -145,7 +147,7 @@ impl Op {
             Op::Sma { n, .. } => Kernel::Sma(Sma::new(n)),
             Op::Ema { n, skip, .. } => Kernel::Ema(Ema::new(n, skip)),
             Op::Wma { n, .. } => Kernel::Wma(Wma::new(n)),
-            Op::Var { n, .. } => Kernel::Var(Var::new(n)),
+            Op::Sd { n, .. } => Kernel::Var(Var::new(n)),
             Op::Rsi { n, .. } => Kernel::Rsi(Rsi::new(n)),
             Op::Lagged { kind, n, .. } => Kernel::Lagged(Lagged::new(kind, n)),
             Op::Trange => Kernel::Trange(Trange::new()),
@@ -303,7 +305,12 @@ fn run_node(
         (Op::Sma { src, .. }, Kernel::Sma(k)) => k.run(column(*src, raw, done), start, out),
         (Op::Ema { src, .. }, Kernel::Ema(k)) => k.run(column(*src, raw, done), start, out),
         (Op::Wma { src, .. }, Kernel::Wma(k)) => k.run(column(*src, raw, done), start, out),
-        (Op::Var { src, .. }, Kernel::Var(k)) => k.run(column(*src, raw, done), start, out),
+        (Op::Sd { src, .. }, Kernel::Var(k)) => {
+            k.run(column(*src, raw, done), start, out);
+            for o in &mut out[start..] {
+                *o = std_from_var(*o);
+            }
+        }
         (Op::Rsi { src, .. }, Kernel::Rsi(k)) => k.run(column(*src, raw, done), start, out),
         (Op::Lagged { src, .. }, Kernel::Lagged(k)) => k.run(column(*src, raw, done), start, out),
         (Op::Trange, Kernel::Trange(k)) => k.run(h, l, c, start, out),
@@ -329,10 +336,10 @@ fn run_node(
                 *o = if m.is_nan() { NAN } else { x };
             }
         }
-        (Op::Band { mid, var, k, upper }, _) => {
-            band(&done[*mid], &done[*var], *k, *upper, start, out)
+        (Op::Band { mid, sd, k, upper }, _) => {
+            band(&done[*mid], &done[*sd], *k, *upper, start, out)
         }
-        (Op::Std { var, scale }, _) => scaled_std(&done[*var], *scale, start, out),
+        (Op::Std { sd, scale }, _) => scaled_std(&done[*sd], *scale, start, out),
         // Kernels are made from their ops (and decoding checks the tags), so a mismatch is a
         // bug; NaN makes it visible without panicking in a worker.
         _ => {
@@ -865,16 +872,16 @@ impl Builder {
             }
             FeatureSpec::Bbands { n, k } => {
                 let mid = self.node(Op::Sma { n: p(n), src: c });
-                let var = self.node(Op::Var { n: p(n), src: c });
+                let sd = self.node(Op::Sd { n: p(n), src: c });
                 let upper = self.node(Op::Band {
                     mid,
-                    var,
+                    sd,
                     k,
                     upper: true,
                 });
                 let lower = self.node(Op::Band {
                     mid,
-                    var,
+                    sd,
                     k,
                     upper: false,
                 });
@@ -898,18 +905,18 @@ impl Builder {
                 src: c,
             })],
             FeatureSpec::Stddev(n) => {
-                let var = self.node(Op::Var { n: p(n), src: c });
-                vec![self.node(Op::Std { var, scale: 1.0 })]
+                // TA-Lib's STDDEV(n, 1) is σ·1.0, i.e. σ itself: the bands' σ column.
+                vec![self.node(Op::Sd { n: p(n), src: c })]
             }
             FeatureSpec::Logret => vec![self.logret()],
             FeatureSpec::Volatility(n) => {
                 let lr = self.logret();
-                let var = self.node(Op::Var {
+                let sd = self.node(Op::Sd {
                     n: p(n),
                     src: Src::Node(lr),
                 });
                 vec![self.node(Op::Std {
-                    var,
+                    sd,
                     scale: sample_scale(p(n)),
                 })]
             }

@@ -134,27 +134,26 @@ pub fn std_from_var(var: f64) -> f64 {
     if var < 0.0 { 0.0 } else { var.sqrt() }
 }
 
-/// `out[i] = √var[i] · scale` for `i >= start`: STDDEV(n) with scale 1, and
-/// `volatility(n)` with scale √(n/(n−1)) (population → sample standard deviation).
-pub fn scaled_std(var: &[f64], scale: f64, start: usize, out: &mut [f64]) {
-    for (o, &v) in out[start..].iter_mut().zip(&var[start..]) {
-        *o = std_from_var(v) * scale;
+/// `out[i] = sd[i] · scale` for `i >= start`, where `sd` is [`std_from_var`] of a
+/// variance: STDDEV(n) with scale 1, and `volatility(n)` with scale √(n/(n−1))
+/// (population → sample standard deviation).
+pub fn scaled_std(sd: &[f64], scale: f64, start: usize, out: &mut [f64]) {
+    for (o, &s) in out[start..].iter_mut().zip(&sd[start..]) {
+        *o = s * scale;
     }
 }
 
-/// One Bollinger band: `mid ± k·σ` for `i >= start` (TA-Lib BBANDS with an SMA middle).
-pub fn band(mid: &[f64], var: &[f64], k: f64, upper: bool, start: usize, out: &mut [f64]) {
-    let it = out[start..]
-        .iter_mut()
-        .zip(&mid[start..])
-        .zip(&var[start..]);
+/// One Bollinger band: `mid ± k·σ` for `i >= start` (TA-Lib BBANDS with an SMA middle),
+/// from the standard deviation column `sd`.
+pub fn band(mid: &[f64], sd: &[f64], k: f64, upper: bool, start: usize, out: &mut [f64]) {
+    let it = out[start..].iter_mut().zip(&mid[start..]).zip(&sd[start..]);
     if upper {
-        for ((o, &m), &v) in it {
-            *o = m + std_from_var(v) * k;
+        for ((o, &m), &s) in it {
+            *o = m + s * k;
         }
     } else {
-        for ((o, &m), &v) in it {
-            *o = m - std_from_var(v) * k;
+        for ((o, &m), &s) in it {
+            *o = m - s * k;
         }
     }
 }
