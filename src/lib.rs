@@ -1,9 +1,15 @@
 //! kiln: a durable, embedded feature-precompute engine for trading systems.
 //!
-//! The durable job queue and result store are in the `kiln-store` crate
-//! (re-exported as [`store`]); this crate adds the benchmarks and, in later
-//! work, the feature kernels, market data, the engine and the HTTP API.
+//! - [`features`]: the indicator catalog, TA-Lib-exact kernels, the plan
+//!   that computes shared intermediates once, incremental continuation and
+//!   parallel batches.
+//! - [`store`]: the durable job queue and result store (the `kiln-store`
+//!   crate, re-exported).
+//! - [`bench`]: the measurements behind `kiln bench …`.
+//!
+//! Market data, the engine and the HTTP API come with later work.
 
 pub mod bench;
+pub mod features;
 
 pub use kiln_store as store;

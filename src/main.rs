@@ -1,5 +1,6 @@
 //! The `kiln` command-line front end: parses arguments, calls the library, prints.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use kiln::bench::BenchLine;
 use kiln::bench::queue::{QueueBenchSize, run as run_queue_bench};
+use kiln::features::bench::{BenchOptions, run as run_features_bench};
 
 /// kiln: a durable, embedded feature-precompute engine for trading systems.
 #[derive(Parser)]
@@ -46,17 +48,35 @@ enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The 20-output feature set (the peers' bench.py set) over a seeded
+    /// synthetic universe, on all cores and on one thread, in bar·features/s.
+    Features {
+        /// Print one JSON object per line: {"bench","name","value","unit"}.
+        #[arg(long)]
+        json: bool,
+        /// Symbols in the synthetic universe.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        symbols: u64,
+        /// Bars per symbol.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        bars: u64,
+        /// Timed runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        runs: u64,
+    },
 }
 
-fn print_line(l: &BenchLine, json: bool) {
+/// Writes one line; a closed pipe (`kiln bench … | head`) is an error, not a panic.
+fn print_line(out: &mut impl Write, l: &BenchLine, json: bool) -> std::io::Result<()> {
     if json {
-        println!("{}", l.to_json());
+        writeln!(out, "{}", l.to_json())
     } else {
-        println!("{:<28} {:>14.1} {}", l.name, l.value, l.unit);
+        writeln!(out, "{:<28} {:>16.1} {}", l.name, l.value, l.unit)
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     match Cli::parse().command {
         Command::Bench(Bench::Queue {
             json,
@@ -70,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 .prefix("kiln-bench-")
                 .tempdir_in(&parent)
                 .with_context(|| format!("create a scratch directory in {}", parent.display()))?;
+            let mut printed = Ok(());
             run_queue_bench(
                 scratch.path(),
                 QueueBenchSize {
@@ -77,9 +98,30 @@ fn main() -> anyhow::Result<()> {
                     symbols,
                     bars,
                 },
-                |l| print_line(l, json),
+                |l| {
+                    if printed.is_ok() {
+                        printed = print_line(&mut out, l, json);
+                    }
+                },
             )
             .context("queue benchmark")?;
+            printed?;
+        }
+        Command::Bench(Bench::Features {
+            json,
+            symbols,
+            bars,
+            runs,
+        }) => {
+            let to_usize = |n: u64| usize::try_from(n).context("size does not fit this platform");
+            let opts = BenchOptions {
+                symbols: to_usize(symbols)?,
+                bars: to_usize(bars)?,
+                runs: to_usize(runs)?,
+            };
+            for line in run_features_bench(opts).context("features benchmark")? {
+                print_line(&mut out, &line, json)?;
+            }
         }
     }
     Ok(())
