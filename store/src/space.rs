@@ -3,15 +3,16 @@
 //! single sled batch, which sled applies atomically across a crash, and which
 //! (unlike a sled transaction) does not read every key before writing it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::error::Result;
 
 /// The keyspace prefixes, indexed by the table constants in `writer`.
 pub(crate) const PREFIXES: [u8; 4] = [b'j', b's', b'r', b'm'];
 
-/// One group's pending writes per keyspace (`None` removes the key).
-pub(crate) type Writes = [HashMap<Vec<u8>, Option<Vec<u8>>>; 4];
+/// One group's pending writes per keyspace (`None` removes the key). Values
+/// are sled's own byte type so the batch takes them without another copy.
+pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 4];
 
 /// The tree all keyspaces share.
 #[derive(Clone)]
@@ -54,7 +55,7 @@ impl Spaces {
         for (space, pending) in writes.iter().enumerate() {
             for (k, v) in pending {
                 match v {
-                    Some(v) => batch.insert(full_key(space, k), v.as_slice()),
+                    Some(v) => batch.insert(full_key(space, k), v.clone()),
                     None => batch.remove(full_key(space, k)),
                 }
             }

@@ -12,7 +12,7 @@
 //! rebuilt from sled at open by [`crate::recovery::recover`]. It can only
 //! diverge from disk when a commit fails, and then the store is poisoned.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -589,8 +589,8 @@ impl Writer {
 
     // ---- pending writes ------------------------------------------------
 
-    pub(crate) fn put(&mut self, tree: usize, key: Vec<u8>, value: Vec<u8>) {
-        self.writes[tree].insert(key, Some(value));
+    pub(crate) fn put(&mut self, tree: usize, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        self.writes[tree].insert(key, Some(value.into()));
     }
 
     fn delete(&mut self, tree: usize, key: Vec<u8>) {
@@ -598,11 +598,11 @@ impl Writer {
     }
 
     /// Reads through this group's pending writes to the committed tree.
-    fn lookup(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn lookup(&self, tree: usize, key: &[u8]) -> Result<Option<sled::IVec>> {
         if let Some(pending) = self.writes[tree].get(key) {
             return Ok(pending.clone());
         }
-        Ok(self.spaces.get(tree, key)?.map(|v| v.to_vec()))
+        self.spaces.get(tree, key)
     }
 
     // ---- transitions -----------------------------------------------------
@@ -891,7 +891,7 @@ impl Writer {
         });
         self.dirty_jobs.remove(&id);
         match encode_job(&job, Some(seq)) {
-            Ok(bytes) => self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec()),
+            Ok(bytes) => self.put(JOBS, u64_key(id).to_vec(), bytes.as_slice()),
             Err(e) => {
                 self.fatal.get_or_insert(e);
             }
@@ -951,7 +951,7 @@ impl Writer {
         for id in dirty {
             if let Some(job) = self.active.get(&id) {
                 let bytes = encode_job(job, None)?;
-                self.put(JOBS, u64_key(id).to_vec(), bytes.to_vec());
+                self.put(JOBS, u64_key(id).to_vec(), bytes.as_slice());
             }
         }
         let dirty: Vec<Symbol> = self.dirty_symstats.drain().collect();
@@ -963,7 +963,7 @@ impl Writer {
                 v.encode().to_vec(),
             );
         }
-        if self.writes.iter().all(HashMap::is_empty) && !self.meta_dirty {
+        if self.writes.iter().all(BTreeMap::is_empty) && !self.meta_dirty {
             return Ok(false);
         }
         let meta = Meta {
