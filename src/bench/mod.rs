@@ -3,6 +3,18 @@
 
 pub mod queue;
 
+/// What can stop a benchmark.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] kiln_store::StoreError),
+    /// The feature plan failed.
+    #[error(transparent)]
+    Feature(#[from] crate::features::FeatureError),
+}
+
 /// One measured figure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchLine {

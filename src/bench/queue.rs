@@ -24,7 +24,7 @@ use kiln_store::{
     Completion, JobQueue, NewJob, Series, SeriesKey, Store, StoreConfig, StoreError, Symbol,
 };
 
-use super::BenchLine;
+use super::{BenchError, BenchLine};
 
 /// How big a run is.
 #[derive(Clone, Copy, Debug)]
@@ -46,29 +46,6 @@ impl Default for QueueBenchSize {
         }
     }
 }
-
-const OUTPUTS: [&str; 20] = [
-    "sma(5)",
-    "sma(10)",
-    "sma(20)",
-    "sma(50)",
-    "sma(200)",
-    "ema(12)",
-    "ema(26)",
-    "ema(50)",
-    "macd(12,26,9).macd",
-    "macd(12,26,9).signal",
-    "macd(12,26,9).hist",
-    "bbands(20,2).upper",
-    "bbands(20,2).middle",
-    "bbands(20,2).lower",
-    "rsi(14)",
-    "mom(10)",
-    "roc(10)",
-    "volatility(20)",
-    "atr(14)",
-    "vwap(20)",
-];
 
 fn line(name: &'static str, value: f64, unit: &'static str) -> BenchLine {
     BenchLine {
@@ -93,7 +70,7 @@ pub fn run(
     root: &Path,
     size: QueueBenchSize,
     mut report: impl FnMut(&BenchLine),
-) -> Result<Vec<BenchLine>, StoreError> {
+) -> Result<Vec<BenchLine>, BenchError> {
     let mut lines = Vec::new();
     let mut emit = |l: BenchLine| {
         report(&l);
@@ -248,7 +225,10 @@ fn lifecycle_worker(
 
 /// Durable series writes: one job per symbol, each completed with 20 series,
 /// from two workers so that archiving overlaps the writer's I/O.
-fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), StoreError> {
+fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> {
+    // The 20 outputs of `kiln bench features` (and of the peers' bench.py).
+    let plan = crate::features::bench::bench_plan()?;
+    let outputs = plan.output_labels();
     let store = fresh_store(root, "results")?;
     let symbols: Vec<Symbol> = (0..size.symbols)
         .map(|i| Symbol::new(format!("S{i:04}")))
@@ -276,7 +256,7 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), StoreError> 
                         for l in leases {
                             let symbol =
                                 l.job.symbols.first().cloned().ok_or(StoreError::Closed)?;
-                            let results = OUTPUTS
+                            let results = outputs
                                 .iter()
                                 .map(|f| {
                                     let series = Series {
@@ -285,7 +265,7 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), StoreError> 
                                         values: values.to_vec(),
                                         state: vec![],
                                     };
-                                    Ok((SeriesKey::new(symbol.clone(), *f)?, series))
+                                    Ok((SeriesKey::new(symbol.clone(), f.as_str())?, series))
                                 })
                                 .collect::<Result<Vec<_>, StoreError>>()?;
                             completions.push(Completion {
@@ -305,7 +285,7 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), StoreError> 
             .try_for_each(|h| h.join().unwrap_or(Err(StoreError::Closed)))
     })?;
     let secs = t.elapsed().as_secs_f64();
-    let bytes = size.symbols * OUTPUTS.len() as u64 * size.bars * 8;
+    let bytes = size.symbols * outputs.len() as u64 * size.bars * 8;
     Ok((bytes as f64 / 1e6 / secs, bytes))
 }
 
