@@ -94,16 +94,7 @@ fn universe() -> Vec<OwnedBars> {
         }
     }
     // A short symbol and an empty one.
-    let short = &mut u[4];
-    for col in [
-        &mut short.open,
-        &mut short.high,
-        &mut short.low,
-        &mut short.close,
-        &mut short.volume,
-    ] {
-        col.truncate(15);
-    }
+    u[4].truncate(15);
     u[5] = OwnedBars::default();
     u
 }

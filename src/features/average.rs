@@ -238,8 +238,19 @@ fn first_valid(x: &[f64], start: usize) -> usize {
         .map_or(x.len(), |p| p + start)
 }
 
-impl Sma {
+/// A close-price kernel that can run interleaved with others of its kind:
+/// each runs its own warm-up alone up to the bar where all are steady, then
+/// the steady phases run side by side (see [`run_sma_group`]).
+trait Fused: Sized {
     /// First bar (≥ `start`) of the steady phase, given the state at `start`.
+    fn steady_from(&self, x: &[f64], start: usize) -> usize;
+    /// The kernel alone (warm-up included).
+    fn run_alone(&mut self, x: &[f64], start: usize, out: &mut [f64]);
+    /// `K` steady kernels side by side from bar `from`.
+    fn fused<const K: usize>(ks: &mut [&mut Self], x: &[f64], from: usize, outs: &mut [&mut [f64]]);
+}
+
+impl Fused for Sma {
     fn steady_from(&self, x: &[f64], start: usize) -> usize {
         let warm = self.n - 1;
         if self.seen == 0 {
@@ -248,16 +259,63 @@ impl Sma {
             start + warm.saturating_sub(usize::try_from(self.seen).unwrap_or(usize::MAX))
         }
     }
+
+    fn run_alone(&mut self, x: &[f64], start: usize, out: &mut [f64]) {
+        self.run(x, start, out);
+    }
+
+    fn fused<const K: usize>(
+        ks: &mut [&mut Self],
+        x: &[f64],
+        from: usize,
+        outs: &mut [&mut [f64]],
+    ) {
+        sma_fused::<K>(ks, x, from, outs);
+    }
 }
 
-impl Ema {
-    /// First bar (≥ `start`) of the recursion phase, given the state at `start`.
+impl Fused for Ema {
     fn steady_from(&self, x: &[f64], start: usize) -> usize {
         let seeded = usize::try_from(self.skip).unwrap_or(usize::MAX) + self.n;
         if self.seen == 0 {
             first_valid(x, start).saturating_add(seeded)
         } else {
             start + seeded.saturating_sub(usize::try_from(self.seen).unwrap_or(usize::MAX))
+        }
+    }
+
+    fn run_alone(&mut self, x: &[f64], start: usize, out: &mut [f64]) {
+        self.run(x, start, out);
+    }
+
+    fn fused<const K: usize>(
+        ks: &mut [&mut Self],
+        x: &[f64],
+        from: usize,
+        outs: &mut [&mut [f64]],
+    ) {
+        ema_fused::<K>(ks, x, from, outs);
+    }
+}
+
+/// Runs kernels of one kind over the same column: each alone up to the bar
+/// where all are steady, then in interleaved chunks of up to four.
+fn run_group<T: Fused>(ks: &mut [&mut T], x: &[f64], start: usize, outs: &mut [&mut [f64]]) {
+    let len = x.len();
+    let steady = ks
+        .iter()
+        .map(|k| k.steady_from(x, start))
+        .fold(start, usize::max)
+        .min(len);
+    for (k, o) in ks.iter_mut().zip(outs.iter_mut()) {
+        k.run_alone(&x[..steady], start, &mut o[..steady]);
+    }
+    for (kc, oc) in ks.chunks_mut(4).zip(outs.chunks_mut(4)) {
+        match kc.len() {
+            4 => T::fused::<4>(kc, x, steady, oc),
+            3 => T::fused::<3>(kc, x, steady, oc),
+            2 => T::fused::<2>(kc, x, steady, oc),
+            _ => T::fused::<1>(kc, x, steady, oc),
         }
     }
 }
@@ -270,23 +328,7 @@ impl Ema {
 /// results are bit-identical to running them one by one. Warm-up and leading NaNs are
 /// handled by each kernel's own `run` up to the bar where all are steady.
 pub fn run_sma_group(ks: &mut [&mut Sma], x: &[f64], start: usize, outs: &mut [&mut [f64]]) {
-    let len = x.len();
-    let steady = ks
-        .iter()
-        .map(|k| k.steady_from(x, start))
-        .fold(start, usize::max)
-        .min(len);
-    for (k, o) in ks.iter_mut().zip(outs.iter_mut()) {
-        k.run(&x[..steady], start, &mut o[..steady]);
-    }
-    for (kc, oc) in ks.chunks_mut(4).zip(outs.chunks_mut(4)) {
-        match kc.len() {
-            4 => sma_fused::<4>(kc, x, steady, oc),
-            3 => sma_fused::<3>(kc, x, steady, oc),
-            2 => sma_fused::<2>(kc, x, steady, oc),
-            _ => sma_fused::<1>(kc, x, steady, oc),
-        }
-    }
+    run_group(ks, x, start, outs);
 }
 
 fn sma_fused<const K: usize>(ks: &mut [&mut Sma], x: &[f64], from: usize, outs: &mut [&mut [f64]]) {
@@ -318,23 +360,7 @@ fn sma_fused<const K: usize>(ks: &mut [&mut Sma], x: &[f64], from: usize, outs: 
 
 /// Run several EMAs over the same column in one pass; see [`run_sma_group`] for why.
 pub fn run_ema_group(ks: &mut [&mut Ema], x: &[f64], start: usize, outs: &mut [&mut [f64]]) {
-    let len = x.len();
-    let steady = ks
-        .iter()
-        .map(|k| k.steady_from(x, start))
-        .fold(start, usize::max)
-        .min(len);
-    for (k, o) in ks.iter_mut().zip(outs.iter_mut()) {
-        k.run(&x[..steady], start, &mut o[..steady]);
-    }
-    for (kc, oc) in ks.chunks_mut(4).zip(outs.chunks_mut(4)) {
-        match kc.len() {
-            4 => ema_fused::<4>(kc, x, steady, oc),
-            3 => ema_fused::<3>(kc, x, steady, oc),
-            2 => ema_fused::<2>(kc, x, steady, oc),
-            _ => ema_fused::<1>(kc, x, steady, oc),
-        }
-    }
+    run_group(ks, x, start, outs);
 }
 
 fn ema_fused<const K: usize>(ks: &mut [&mut Ema], x: &[f64], from: usize, outs: &mut [&mut [f64]]) {

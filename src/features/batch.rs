@@ -65,6 +65,19 @@ pub struct OwnedBars {
 }
 
 impl OwnedBars {
+    /// Keeps the first `bars` bars of every column.
+    pub fn truncate(&mut self, bars: usize) {
+        for col in [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+        ] {
+            col.truncate(bars);
+        }
+    }
+
     /// A borrowed view.
     pub fn view(&self) -> Bars<'_> {
         Bars {

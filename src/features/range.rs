@@ -32,6 +32,27 @@ fn any_nan(h: &[f64], l: &[f64], c: &[f64], j: usize) -> bool {
     h[j].is_nan() || l[j].is_nan() || c[j].is_nan()
 }
 
+/// Skips leading bars with a NaN input, then gives NaN at the first valid
+/// bar (it has no previous close, so no true range) and counts it as seen.
+/// Returns the first bar with a true range.
+fn first_range_bar(
+    seen: &mut u64,
+    h: &[f64],
+    l: &[f64],
+    c: &[f64],
+    start: usize,
+    out: &mut [f64],
+) -> usize {
+    let len = c.len();
+    let mut i = skip_leading(*seen, start, len, out, |j| any_nan(h, l, c, j));
+    if i < len && *seen == 0 {
+        out[i] = NAN;
+        *seen = 1;
+        i += 1;
+    }
+    i
+}
+
 /// True range (TA-Lib `TRANGE`); lookback 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trange {
@@ -53,12 +74,7 @@ impl Trange {
     /// Compute `out[start..]` from the high, low and close columns.
     pub fn run(&mut self, h: &[f64], l: &[f64], c: &[f64], start: usize, out: &mut [f64]) {
         let len = c.len();
-        let mut i = skip_leading(self.seen, start, len, out, |j| any_nan(h, l, c, j));
-        if i < len && self.seen == 0 {
-            out[i] = NAN;
-            self.seen = 1;
-            i += 1;
-        }
+        let i = first_range_bar(&mut self.seen, h, l, c, start, out);
         for j in i..len {
             out[j] = true_range(h[j], l[j], c[j - 1]);
         }
@@ -100,12 +116,7 @@ impl Atr {
     /// Compute `out[start..]` from the high, low and close columns.
     pub fn run(&mut self, h: &[f64], l: &[f64], c: &[f64], start: usize, out: &mut [f64]) {
         let len = c.len();
-        let mut i = skip_leading(self.seen, start, len, out, |j| any_nan(h, l, c, j));
-        if i < len && self.seen == 0 {
-            out[i] = NAN;
-            self.seen = 1;
-            i += 1;
-        }
+        let mut i = first_range_bar(&mut self.seen, h, l, c, start, out);
         let n = self.n as u64;
         while i < len && self.seen <= n {
             self.acc += true_range(h[i], l[i], c[i - 1]);
