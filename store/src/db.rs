@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -19,12 +19,14 @@ use crate::job::{
 use crate::keys::{SeriesKey, Symbol, symbol_prefix, u64_key};
 use crate::record::{
     FORMAT_VERSION, INLINE_HEADER_BYTES, ResultValue, Series, SeriesLayout, SymbolStats,
-    decode_job, encode_series, series_aligned, series_layout,
+    decode_job, encode_series, series_layout,
 };
 use crate::recovery::{RecoveryReport, recover};
 use crate::space::Spaces;
 use crate::vlog::{Mapped, Vlog, VlogReader};
-use crate::writer::{EncodedCompletion, EncodedSeries, JOBS, Op, RESULTS, SYMSTATS, Writer};
+use crate::writer::{
+    EncodedCompletion, EncodedSeries, JOBS, Op, POINTER_SPACES, RESULTS, SYMSTATS, Writer,
+};
 use crate::{JobQueue, ResultStore};
 
 /// What "acknowledged" means.
@@ -127,6 +129,9 @@ pub(crate) struct Shared {
     paused: [AtomicBool; 3],
     poisoned: AtomicBool,
     cause: Mutex<Option<String>>,
+    /// Open bar-ingest sessions; compaction waits while their staged,
+    /// not yet indexed value-log records exist.
+    pub(crate) staging: AtomicUsize,
 }
 
 impl Shared {
@@ -199,6 +204,9 @@ pub struct CheckReport {
     pub jobs: u64,
     /// Series scanned (each read back and checksummed).
     pub series: u64,
+    /// Bar chunks scanned (each read back, checksummed, and summed against
+    /// its symbol's data version).
+    pub bar_chunks: u64,
     /// Jobs per state, by the scan.
     pub counters_by_state: [u64; 6],
     /// Every inconsistency, in words; empty when the store is sound.
@@ -221,7 +229,7 @@ pub struct SeriesView {
     layout: SeriesLayout,
 }
 
-enum ViewBytes {
+pub(crate) enum ViewBytes {
     /// In a mapped value-log segment.
     Mapped(Mapped),
     /// A small series kept inline in its sled value.
@@ -231,7 +239,18 @@ enum ViewBytes {
 }
 
 impl ViewBytes {
-    fn raw(&self) -> &[u8] {
+    /// These bytes, or an aligned copy when they cannot hold a `T` in place.
+    pub(crate) fn aligned_for<T>(self) -> Self {
+        if crate::record::is_aligned_for::<T>(self.raw()) {
+            self
+        } else {
+            let mut copy = rkyv::util::AlignedVec::new();
+            copy.extend_from_slice(self.raw());
+            ViewBytes::Copied(copy)
+        }
+    }
+
+    pub(crate) fn raw(&self) -> &[u8] {
         match self {
             ViewBytes::Mapped(m) => m.bytes(),
             ViewBytes::Inline(v) => v.get(INLINE_HEADER_BYTES..).unwrap_or(&[]),
@@ -242,13 +261,7 @@ impl ViewBytes {
 
 impl SeriesView {
     fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
-        let bytes = if series_aligned(bytes.raw()) {
-            bytes
-        } else {
-            let mut copy = rkyv::util::AlignedVec::new();
-            copy.extend_from_slice(bytes.raw());
-            ViewBytes::Copied(copy)
-        };
+        let bytes = bytes.aligned_for::<crate::record::ArchivedSeries>();
         let layout = series_layout(bytes.raw(), location)?;
         Ok(SeriesView { bytes, layout })
     }
@@ -374,10 +387,12 @@ impl Store {
         let disk = Arc::new(Disk::new(db, &sled_dir)?);
 
         let mut indexed = Vec::new();
-        for item in spaces.scan(RESULTS, &[]) {
-            let (_, v) = item?;
-            if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
-                indexed.push(entry);
+        for space in POINTER_SPACES {
+            for item in spaces.scan(space, &[]) {
+                let (_, v) = item?;
+                if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
+                    indexed.push(entry);
+                }
             }
         }
         let (vlog, vlog_recovery) =
@@ -455,7 +470,24 @@ impl Store {
     }
 
     /// Sends an op to the writer and waits for its group commit.
-    fn call<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Op) -> Result<T> {
+    pub(crate) fn spaces(&self) -> &Spaces {
+        &self.inner.spaces
+    }
+
+    pub(crate) fn vlog_reader(&self) -> &VlogReader {
+        &self.inner.vlog
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Sends an op that has no answer.
+    pub(crate) fn send(&self, op: Op) -> Result<()> {
+        self.inner.tx.send(op).map_err(|_| StoreError::Closed)
+    }
+
+    pub(crate) fn call<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Op) -> Result<T> {
         if let Some(cause) = self.inner.shared.poison_cause() {
             return Err(StoreError::Poisoned { cause });
         }

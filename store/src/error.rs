@@ -69,6 +69,9 @@ pub enum StoreError {
         /// The attempt the caller's lease was for.
         attempt: u32,
     },
+    /// Another writer changed what an ingest was planned against; plan again.
+    #[error("conflicting concurrent change: {0}")]
+    Conflict(String),
     /// Stored bytes failed validation (checksum, rkyv check, length).
     #[error("corrupt record in {location}: {reason}")]
     Corrupt {

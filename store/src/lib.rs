@@ -28,6 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bars;
 mod db;
 mod disk;
 mod error;
@@ -40,6 +41,9 @@ mod space;
 mod vlog;
 mod writer;
 
+pub use bars::{
+    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, BarIngest, BarsView, DataVersion, IngestReport,
+};
 pub use db::{
     CheckReport, CompactReport, Completion, Durability, FORMAT_FILE, QueueStats, SeriesView, Store,
     StoreConfig,

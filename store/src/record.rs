@@ -16,7 +16,7 @@ use crate::keys::Symbol;
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
@@ -173,11 +173,6 @@ pub(crate) fn series_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Resu
 /// Whether `bytes` start where an archived `T` may be read in place.
 pub(crate) fn is_aligned_for<T>(bytes: &[u8]) -> bool {
     (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
-}
-
-/// Whether archived series bytes can be read in place.
-pub(crate) fn series_aligned(bytes: &[u8]) -> bool {
-    is_aligned_for::<ArchivedSeries>(bytes)
 }
 
 /// Runs `f` on `bytes` aligned for a job record: in place when they already

@@ -1,5 +1,6 @@
 //! Keyspaces: every table lives in one sled tree under a one-byte prefix
-//! (`j` jobs, `s` symstats, `r` results, `m` meta). A group commit is then a
+//! (`j` jobs, `s` symstats, `r` results, `m` meta, `b` bar chunks, `d` data
+//! versions). A group commit is then a
 //! single sled batch, which sled applies atomically across a crash, and which
 //! (unlike a sled transaction) does not read every key before writing it.
 
@@ -8,11 +9,11 @@ use std::collections::BTreeMap;
 use crate::error::Result;
 
 /// The keyspace prefixes, indexed by the table constants in `writer`.
-pub(crate) const PREFIXES: [u8; 4] = [b'j', b's', b'r', b'm'];
+pub(crate) const PREFIXES: [u8; 6] = [b'j', b's', b'r', b'm', b'b', b'd'];
 
 /// One group's pending writes per keyspace (`None` removes the key). Values
 /// are sled's own byte type so the batch takes them without another copy.
-pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 4];
+pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 6];
 
 /// The tree all keyspaces share.
 #[derive(Clone)]

@@ -270,6 +270,19 @@ impl Vlog {
         Ok(())
     }
 
+    /// Writes buffered appends to the file (readable, not yet durable).
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.active.flush().map_err(|e| {
+            StoreError::io(
+                format!(
+                    "write {}",
+                    segment_path(&self.dir, self.active_id).display()
+                ),
+                e,
+            )
+        })
+    }
+
     /// Makes every append so far durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
         if !self.dirty {

@@ -14,12 +14,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
 use crate::Durability;
+use crate::bars::{
+    BarColumns, BarPlan, DataVersion, NewChunk, check_symbol, chunk_first_ts, decode_chunk,
+};
 use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
 use crate::disk::Disk;
 use crate::error::{Result, StoreError};
@@ -27,15 +31,19 @@ use crate::job::{
     CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
 };
 use crate::keys::{SeriesKey, Symbol, u64_key};
-use crate::record::{ResultValue, SymbolStats, decode_job, encode_job, series_layout};
+use crate::record::{IndexEntry, ResultValue, SymbolStats, decode_job, encode_job, series_layout};
 use crate::space::{Spaces, Writes};
-use crate::vlog::Vlog;
+use crate::vlog::{Vlog, VlogReader};
 
 /// Keyspaces (see `space`).
 pub(crate) const JOBS: usize = 0;
 pub(crate) const SYMSTATS: usize = 1;
 pub(crate) const RESULTS: usize = 2;
 pub(crate) const META: usize = 3;
+pub(crate) const BARS: usize = 4;
+pub(crate) const DATA_VERSIONS: usize = 5;
+/// Keyspaces whose values may point into the value log.
+pub(crate) const POINTER_SPACES: [usize; 2] = [RESULTS, BARS];
 
 /// The one key of the `meta` keyspace.
 pub(crate) const META_KEY: &[u8] = b"state";
@@ -182,6 +190,20 @@ pub(crate) enum Op {
     History {
         limit: usize,
         reply: Sender<Result<Vec<JobId>>>,
+    },
+    /// Appends bar chunks to the value log, unindexed, for an ingest session.
+    StageBars {
+        payloads: Vec<AlignedVec>,
+        reply: Sender<Result<Vec<IndexEntry>>>,
+    },
+    /// An ingest session ended without indexing these staged records.
+    UnstageBars {
+        entries: Vec<IndexEntry>,
+    },
+    /// Applies an ingest's plans, all or none.
+    IngestBars {
+        plans: Vec<BarPlan>,
+        reply: Sender<Result<()>>,
     },
     FailNextCommit,
     Shutdown,
@@ -524,6 +546,19 @@ impl Writer {
                         .collect();
                     hold(&mut acks, reply, Ok(ids));
                 }
+                Op::StageBars { payloads, reply } => {
+                    let v = self.stage_bars(&payloads);
+                    hold(&mut acks, reply, v);
+                }
+                Op::UnstageBars { entries } => {
+                    for e in &entries {
+                        self.vlog.release(e);
+                    }
+                }
+                Op::IngestBars { plans, reply } => {
+                    let v = self.ingest_bars(plans);
+                    hold(&mut acks, reply, v);
+                }
                 Op::FailNextCommit => self.fail_next_commit = true,
                 Op::Shutdown => {}
                 other @ (Op::Sync { .. } | Op::Compact { .. } | Op::Check { .. }) => {
@@ -755,11 +790,7 @@ impl Writer {
                 }
             };
             let key = series.key.encode();
-            if let Some(old) = self.lookup(RESULTS, &key)?
-                && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
-            {
-                self.vlog.release(&old);
-            }
+            self.release_pointer(RESULTS, &key)?;
             self.put(RESULTS, key, value);
         }
         self.finish(c.token.job_id, JobState::Succeeded, now, None);
@@ -937,6 +968,94 @@ impl Writer {
     /// batch. Returns whether anything was written, which then still needs
     /// [`Disk::flush_and_fsync`] (the syncer's job in `Sync` mode, the
     /// background flush's in `Relaxed` mode, the caller's otherwise).
+    // ---- market data -------------------------------------------------------
+
+    /// Appends staged chunks and writes them out so readers can map them;
+    /// the commit that indexes them fsyncs them first.
+    fn stage_bars(&mut self, payloads: &[AlignedVec]) -> Result<Vec<IndexEntry>> {
+        let mut entries = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            match self.vlog.append(p, 0) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    for done in &entries {
+                        self.vlog.release(done);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.vlog.flush() {
+            let msg = e.to_string();
+            self.fatal.get_or_insert(e);
+            return Err(StoreError::Poisoned { cause: msg });
+        }
+        Ok(entries)
+    }
+
+    fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
+        let location = format!("data version of {symbol}");
+        self.lookup(DATA_VERSIONS, symbol.as_str().as_bytes())?
+            .map(|v| DataVersion::decode(&v, &location))
+            .transpose()
+    }
+
+    /// Checks every plan against the current data versions, then applies them.
+    fn ingest_bars(&mut self, plans: Vec<BarPlan>) -> Result<()> {
+        for p in &plans {
+            if self.data_version(&p.symbol)? != p.expect {
+                return Err(StoreError::Conflict(format!(
+                    "the bars of {} changed while the ingest was planned",
+                    p.symbol
+                )));
+            }
+        }
+        for p in plans {
+            for key in p.remove {
+                self.release_pointer(BARS, &key)?;
+                self.delete(BARS, key);
+            }
+            for (key, chunk) in p.add {
+                self.release_pointer(BARS, &key)?;
+                let value = match chunk {
+                    NewChunk::Staged(entry) => ResultValue::Pointer(entry).encode(),
+                    NewChunk::Bytes(b) if b.len() <= self.config.inline_series_bytes_max => {
+                        ResultValue::Inline {
+                            job_id: 0,
+                            archived: &b,
+                        }
+                        .encode()
+                    }
+                    NewChunk::Bytes(b) => match self.vlog.append(&b, 0) {
+                        Ok(entry) => ResultValue::Pointer(entry).encode(),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            self.fatal.get_or_insert(e);
+                            return Err(StoreError::Poisoned { cause: msg });
+                        }
+                    },
+                };
+                self.put(BARS, key, value);
+            }
+            self.put(
+                DATA_VERSIONS,
+                p.symbol.as_str().as_bytes().to_vec(),
+                p.version.encode().to_vec(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Accounts the value-log record `key` points at (if any) as garbage.
+    fn release_pointer(&mut self, space: usize, key: &[u8]) -> Result<()> {
+        if let Some(old) = self.lookup(space, key)?
+            && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
+        {
+            self.vlog.release(&old);
+        }
+        Ok(())
+    }
+
     pub(crate) fn commit(&mut self) -> Result<bool> {
         if let Some(e) = self.fatal.take() {
             return Err(e);
@@ -1008,7 +1127,9 @@ impl Writer {
             .vlog
             .compaction_candidates(self.config.compact_live_fraction_min);
         let mut report = CompactReport::default();
-        if victims.is_empty() {
+        // Staged bar chunks are live but not yet indexed: moving only the
+        // indexed records would lose them.
+        if victims.is_empty() || self.shared.staging.load(Ordering::SeqCst) > 0 {
             return Ok(report);
         }
         let result = self.compact_segments(&victims, &mut report);
@@ -1020,14 +1141,20 @@ impl Writer {
 
     fn compact_segments(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<()> {
         let reader = self.vlog.reader();
-        for item in self.spaces.scan(RESULTS, &[]) {
+        let pointers = POINTER_SPACES
+            .iter()
+            .flat_map(|&space| self.spaces.scan(space, &[]).map(move |item| (space, item)));
+        let mut moves = Vec::new();
+        for (space, item) in pointers {
             let (key, value) = item?;
             let ResultValue::Pointer(old) = ResultValue::decode(&value)? else {
                 continue;
             };
-            if !victims.contains(&old.segment) {
-                continue;
+            if victims.contains(&old.segment) {
+                moves.push((space, key, old));
             }
+        }
+        for (space, key, old) in moves {
             let mapped = reader.read(&old)?.ok_or_else(|| {
                 StoreError::corrupt(
                     format!("vlog segment {}", old.segment),
@@ -1038,7 +1165,7 @@ impl Writer {
             self.vlog.release(&old);
             report.moved_bytes += u64::from(old.len);
             report.moved_records += 1;
-            self.put(RESULTS, key.to_vec(), ResultValue::Pointer(new).encode());
+            self.put(space, key, ResultValue::Pointer(new).encode());
         }
         self.commit()?;
         self.disk.flush_and_fsync()?;
@@ -1138,8 +1265,53 @@ impl Writer {
                 },
             }
         }
+        self.check_bars(&reader, &mut report)?;
         report.counters_by_state = scanned.by_state;
         Ok(report)
+    }
+
+    /// Reads every bar chunk back and checks each symbol's chunks against
+    /// its data version (count, first and last timestamp, content hash).
+    fn check_bars(&self, reader: &VlogReader, report: &mut CheckReport) -> Result<()> {
+        let mut chunks: BTreeMap<String, Vec<(i64, Result<BarColumns>)>> = BTreeMap::new();
+        for item in self.spaces.scan(BARS, &[]) {
+            let (k, v) = item?;
+            report.bar_chunks += 1;
+            let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            let symbol = String::from_utf8_lossy(&k[..sep]).into_owned();
+            let first_ts = chunk_first_ts(&k, "bar chunk key")?;
+            let location = || format!("bars of {symbol} from ts {first_ts}");
+            let cols = match ResultValue::decode(&v)? {
+                ResultValue::Inline { archived, .. } => decode_chunk(archived, &location),
+                ResultValue::Pointer(entry) => match reader.read(&entry) {
+                    Ok(Some(m)) => decode_chunk(m.bytes(), &location),
+                    Ok(None) => Err(StoreError::corrupt(location(), "segment is missing")),
+                    Err(e) => Err(e),
+                },
+            };
+            chunks.entry(symbol).or_default().push((first_ts, cols));
+        }
+        let mut versions = BTreeMap::new();
+        for item in self.spaces.scan(DATA_VERSIONS, &[]) {
+            let (k, v) = item?;
+            let symbol = String::from_utf8_lossy(&k).into_owned();
+            let version = DataVersion::decode(&v, &format!("data version of {symbol}"))?;
+            versions.insert(symbol, version);
+        }
+        for (symbol, cols) in &chunks {
+            check_symbol(
+                cols,
+                versions.get(symbol).copied(),
+                symbol,
+                &mut report.problems,
+            );
+        }
+        for symbol in versions.keys().filter(|s| !chunks.contains_key(*s)) {
+            report
+                .problems
+                .push(format!("{symbol} has a data version but no bars"));
+        }
+        Ok(())
     }
 }
 
@@ -1159,7 +1331,9 @@ fn reject(op: Op, cause: &str) {
         Op::Compact { reply } => reply.send(Err(err())).is_ok(),
         Op::Check { reply } => reply.send(Err(err())).is_ok(),
         Op::History { reply, .. } => reply.send(Err(err())).is_ok(),
-        Op::FailNextCommit | Op::Shutdown => true,
+        Op::StageBars { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::IngestBars { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::UnstageBars { .. } | Op::FailNextCommit | Op::Shutdown => true,
     };
 }
 
