@@ -642,7 +642,8 @@ fn format_version_mismatch_is_a_clear_error() {
         .expect_err("mismatch")
         .to_string();
     assert!(
-        e.contains("format version kiln-store 999") && e.contains("reads version 1"),
+        e.contains("format version kiln-store 999")
+            && e.contains(&format!("reads version {}", kiln_store::FORMAT_VERSION)),
         "{e}"
     );
 }
