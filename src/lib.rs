@@ -5,11 +5,14 @@
 //!   parallel batches.
 //! - [`store`]: the durable job queue and result store (the `kiln-store`
 //!   crate, re-exported).
+//! - [`market`]: ingest of OHLCV bars from CSV, Arrow IPC and Parquet with
+//!   validation, export, and the synthetic universe.
 //! - [`bench`]: the measurements behind `kiln bench …`.
 //!
-//! Market data, the engine and the HTTP API come with later work.
+//! The engine and the HTTP API come with later work.
 
 pub mod bench;
 pub mod features;
+pub mod market;
 
 pub use kiln_store as store;

@@ -1,6 +1,7 @@
 //! Benchmarks run by `kiln bench …`: measurements, printed as JSON lines
 //! `{"bench":…,"name":…,"value":…,"unit":…}`, never assertions.
 
+pub mod ingest;
 pub mod queue;
 
 /// What can stop a benchmark.
@@ -13,6 +14,15 @@ pub enum BenchError {
     /// The feature plan failed.
     #[error(transparent)]
     Feature(#[from] crate::features::FeatureError),
+    /// Ingest or export failed.
+    #[error(transparent)]
+    Market(#[from] crate::market::MarketError),
+    /// Scratch files or a peer process failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// A peer baseline gave no usable figure.
+    #[error("peer baseline: {0}")]
+    Peer(String),
 }
 
 /// One measured figure.

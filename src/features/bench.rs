@@ -1,8 +1,8 @@
 //! `kiln bench features`: throughput of the 20-output feature set that the Python peer
 //! (`../shared/peers/features/bench.py`) times, over a synthetic universe.
 //!
-//! The universe is geometric Brownian motion from a fixed-seed generator (SplitMix64 +
-//! Box–Muller), the same model as the peer's `gen_ohlcv.py` (per-symbol drift and
+//! The universe is `market::synth`'s geometric Brownian motion from a fixed-seed
+//! generator (SplitMix64 + Box–Muller), the same model as the peer's `gen_ohlcv.py` (per-symbol drift and
 //! volatility, open gaps, intrabar high/low, log-normal volume) but not the same bits:
 //! throughput does not depend on the exact values. Each measurement is one unmeasured
 //! warm-up run (it also first-touches the output frames), then the median of `runs` timed
@@ -67,62 +67,17 @@ pub fn bench_plan() -> Result<Plan, FeatureError> {
     Plan::parse(&specs)
 }
 
-/// Deterministic pseudo-random numbers (SplitMix64), so every run benchmarks the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal (Box–Muller; one of the pair is enough here).
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
-/// A synthetic OHLCV universe: `symbols` × `bars` of geometric Brownian motion, seeded.
+/// A synthetic OHLCV universe: `symbols` × `bars` of geometric Brownian motion, seeded
+/// (see [`crate::market::synth`]), as the kernels' owned columns.
 pub fn synthetic_universe(symbols: usize, bars: usize, seed: u64) -> Vec<OwnedBars> {
-    let mut rng = Rng(seed);
-    let dt: f64 = 1.0 / 252.0;
-    (0..symbols)
-        .map(|_| {
-            let mu = -0.10 + 0.30 * rng.uniform();
-            let sigma = 0.15 + 0.45 * rng.uniform();
-            let mut prev = 10.0 + 490.0 * rng.uniform();
-            let step = sigma * dt.sqrt();
-            let mut b = OwnedBars {
-                open: Vec::with_capacity(bars),
-                high: Vec::with_capacity(bars),
-                low: Vec::with_capacity(bars),
-                close: Vec::with_capacity(bars),
-                volume: Vec::with_capacity(bars),
-            };
-            for _ in 0..bars {
-                let close = prev * ((mu - 0.5 * sigma * sigma) * dt + step * rng.normal()).exp();
-                let open = prev * (rng.normal() * step * 0.2).exp();
-                let high = open.max(close) * (rng.normal().abs() * step * 0.5).exp();
-                let low = open.min(close) * (-rng.normal().abs() * step * 0.5).exp();
-                let volume = (1e6f64.ln() + 0.5 * rng.normal()).exp().round();
-                b.open.push(open);
-                b.high.push(high);
-                b.low.push(low);
-                b.close.push(close);
-                b.volume.push(volume);
-                prev = close;
-            }
-            b
+    crate::market::synth::universe(symbols, bars, seed)
+        .into_iter()
+        .map(|(_, c)| OwnedBars {
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
         })
         .collect()
 }

@@ -262,6 +262,26 @@ impl FromStr for FeatureSpec {
     }
 }
 
+/// Parse a comma-separated list of specs, `rsi(14),macd(12,26,9)`: commas
+/// inside parentheses belong to a spec.
+pub fn parse_list(s: &str) -> Result<Vec<FeatureSpec>, SpecError> {
+    let mut specs = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                specs.push(parse(&s[start..i])?);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    specs.push(parse(&s[start..])?);
+    Ok(specs)
+}
+
 /// Parse a spec such as `sma(20)`, `bbands(20, 2)` or `obv`.
 ///
 /// Surrounding whitespace and whitespace around parameters are allowed; the name is

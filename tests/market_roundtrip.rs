@@ -1,0 +1,298 @@
+//! Market data round trips: write → ingest → read back → export → read with
+//! the arrow-rs readers, per format; files in the shapes pyarrow and polars
+//! write (int64 epochs, dictionary symbols, int volumes); the bundled real
+//! sample; and ingest independence from chunking and file order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, cast::AsArray, types::Int32Type,
+};
+use arrow_schema::{DataType, Field, Schema};
+use kiln::market::export::{ExportFormat, write_bars};
+use kiln::market::{ExportOptions, IngestOptions, ingest_files, synth};
+use kiln::store::{BarColumns, Store, StoreConfig, Symbol};
+use proptest::prelude::*;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreConfig::default()).expect("open store")
+}
+
+fn ingest(store: &Store, files: &[PathBuf]) -> kiln::market::IngestSummary {
+    ingest_files(store, files, &IngestOptions::default(), &mut |_| {}).expect("ingest")
+}
+
+fn assert_same_bars(store: &Store, universe: &[(Symbol, BarColumns)]) {
+    let symbols: Vec<Symbol> = universe.iter().map(|(s, _)| s.clone()).collect();
+    let stored: Vec<Symbol> = store.bar_symbols().expect("symbols").into_iter().map(|(s, _)| s).collect();
+    assert_eq!(stored, symbols);
+    for (symbol, want) in universe {
+        let got = store.bars(symbol, ..).expect("read").expect("bars").to_columns();
+        assert_eq!(got.len(), want.len(), "{symbol}");
+        for i in 0..want.len() {
+            assert!(got.bar(i).same_as(&want.bar(i)), "{symbol} bar {i}: {:?} vs {:?}", got.bar(i), want.bar(i));
+        }
+    }
+}
+
+/// Every batch of an exported Parquet or Arrow file, read by arrow-rs.
+fn read_batches(path: &Path, format: ExportFormat) -> Vec<RecordBatch> {
+    let file = File::open(path).expect("open export");
+    match format {
+        ExportFormat::Parquet => parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("batches"),
+        ExportFormat::Arrow => arrow_ipc::reader::FileReader::try_new(file, None)
+            .expect("ipc")
+            .collect::<Result<_, _>>()
+            .expect("batches"),
+        ExportFormat::Csv => unreachable!("CSV is read back by ingesting it"),
+    }
+}
+
+/// Compares an exported table with the universe, column by column.
+fn assert_export_matches(batches: &[RecordBatch], universe: &[(Symbol, BarColumns)]) {
+    let mut row = 0usize;
+    let flat: Vec<(&Symbol, &BarColumns, usize)> = universe
+        .iter()
+        .flat_map(|(s, c)| (0..c.len()).map(move |i| (s, c, i)))
+        .collect();
+    for batch in batches {
+        let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap"]);
+        let symbol = batch.column(0).as_string::<i32>();
+        let ts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .expect("ts is a ns timestamp");
+        let floats: Vec<&Float64Array> = (2..8)
+            .map(|c| batch.column(c).as_primitive::<arrow_array::types::Float64Type>())
+            .collect();
+        for i in 0..batch.num_rows() {
+            let (s, c, k) = flat[row];
+            assert_eq!(symbol.value(i), s.as_str());
+            assert_eq!(ts.value(i), c.ts[k]);
+            let want = [c.open[k], c.high[k], c.low[k], c.close[k], c.volume[k]];
+            for (f, w) in floats.iter().zip(want) {
+                assert_eq!(f.value(i).to_bits(), w.to_bits());
+            }
+            assert!(floats[5].is_null(i), "a NaN vwap exports as null");
+            row += 1;
+        }
+    }
+    assert_eq!(row, flat.len());
+}
+
+fn gzip(src: &Path, dst: &Path) {
+    let mut enc = flate2::write::GzEncoder::new(File::create(dst).expect("create"), flate2::Compression::fast());
+    std::io::copy(&mut File::open(src).expect("open"), &mut enc).expect("gzip");
+    enc.finish().expect("finish");
+}
+
+fn write_stream(dst: &Path, universe: &[(Symbol, BarColumns)]) {
+    // Via the Arrow file writer's table, re-framed as an IPC stream.
+    let tmp = dst.with_extension("arrow");
+    write_bars(&tmp, ExportFormat::Arrow, universe.iter().map(|(s, c)| (s, c))).expect("write");
+    let batches = read_batches(&tmp, ExportFormat::Arrow);
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(File::create(dst).expect("create"), &batches[0].schema())
+        .expect("stream writer");
+    for b in &batches {
+        w.write(b).expect("write batch");
+    }
+    w.finish().expect("finish");
+}
+
+#[test]
+fn every_format_round_trips_bit_for_bit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let universe = synth::universe(7, 300, 3);
+    let bars = || universe.iter().map(|(s, c)| (s, c));
+    let inputs = {
+        let csv = dir.path().join("in.csv");
+        write_bars(&csv, ExportFormat::Csv, bars()).expect("csv");
+        let gz = dir.path().join("in.csv.gz");
+        gzip(&csv, &gz);
+        let arrow = dir.path().join("in.arrow");
+        write_bars(&arrow, ExportFormat::Arrow, bars()).expect("arrow");
+        let stream = dir.path().join("in.arrows");
+        write_stream(&stream, &universe);
+        let parquet = dir.path().join("in.parquet");
+        write_bars(&parquet, ExportFormat::Parquet, bars()).expect("parquet");
+        [csv, gz, arrow, stream, parquet]
+    };
+    for (n, input) in inputs.iter().enumerate() {
+        let store = open(&dir.path().join(format!("store-{n}")));
+        let s = ingest(&store, std::slice::from_ref(input));
+        assert_eq!((s.rows, s.symbols, s.rejected), (2100, 7, 0), "{}", input.display());
+        assert_same_bars(&store, &universe);
+        for format in [ExportFormat::Parquet, ExportFormat::Arrow, ExportFormat::Csv] {
+            let out = dir.path().join(format!("out-{n}.{format:?}"));
+            let opts = ExportOptions {
+                format,
+                symbols: None,
+                features: Vec::new(),
+            };
+            let e = kiln::market::export(&store, &out, &opts).expect("export");
+            assert_eq!((e.rows, e.symbols), (2100, 7));
+            if format == ExportFormat::Csv {
+                let again = open(&dir.path().join(format!("again-{n}")));
+                let opts = IngestOptions {
+                    format: Some(kiln::market::Format::Csv),
+                    ..IngestOptions::default()
+                };
+                ingest_files(&again, &[out], &opts, &mut |_| {}).expect("re-ingest the CSV export");
+                assert_same_bars(&again, &universe);
+            } else {
+                assert_export_matches(&read_batches(&out, format), &universe);
+            }
+        }
+    }
+}
+
+#[test]
+fn pyarrow_shaped_parquet_with_epochs_dictionaries_and_int_volume_reads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("Ticker", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
+        Field::new("TS", DataType::Int64, false),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Float64, false),
+        Field::new("volume", DataType::Int64, false),
+        Field::new("ignored", DataType::Utf8, true),
+    ]));
+    let symbols: DictionaryArray<Int32Type> = vec!["B", "A", "B"].into_iter().collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(symbols),
+        Arc::new(Int64Array::from(vec![86_400, 0, 0])),
+        Arc::new(Float64Array::from(vec![2.0, 1.0, 3.0])),
+        Arc::new(Float64Array::from(vec![2.5, 1.5, 3.5])),
+        Arc::new(Float64Array::from(vec![1.5, 0.5, 2.5])),
+        Arc::new(Float64Array::from(vec![2.25, 1.25, 3.25])),
+        Arc::new(Int64Array::from(vec![10, 20, 30])),
+        Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).expect("batch");
+    let path = dir.path().join("py.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).expect("create"), schema, None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+
+    let store = open(&dir.path().join("store"));
+    let opts = IngestOptions {
+        map: kiln::market::parse_map("ticker=symbol").expect("map"),
+        ..IngestOptions::default()
+    };
+    ingest_files(&store, &[path], &opts, &mut |_| {}).expect("ingest");
+    let b = store.bars(&Symbol::new("B").expect("sym"), ..).expect("read").expect("bars");
+    // Sorted by time although the file is not; epoch seconds become ns.
+    assert_eq!(b.ts(), &[0, 86_400_000_000_000]);
+    assert_eq!(b.close(), &[3.25, 2.25]);
+    assert_eq!(b.volume(), &[30.0, 10.0]);
+    assert!(b.vwap().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn the_bundled_real_sample_ingests_with_its_values() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/stocks-5-daily.csv.gz");
+    let opts = IngestOptions {
+        map: kiln::market::parse_map("Ticker=symbol,Date=ts").expect("map"),
+        ..IngestOptions::default()
+    };
+    let s = ingest_files(&store, &[sample], &opts, &mut |_| {}).expect("ingest");
+    assert_eq!((s.rows, s.symbols, s.rejected), (12_154, 5, 0));
+    let aapl = store.bars(&Symbol::new("AAPL").expect("sym"), ..).expect("read").expect("bars");
+    assert_eq!(aapl.len(), 3270);
+    // The file's first AAPL row: 2000-03-01,118.56,132.06,118.5,130.31,9616100.
+    assert_eq!(aapl.ts()[0], 951_868_800 * 1_000_000_000);
+    assert_eq!(
+        [aapl.open()[0], aapl.high()[0], aapl.low()[0], aapl.close()[0], aapl.volume()[0]],
+        [118.56, 132.06, 118.5, 130.31, 9_616_100.0]
+    );
+    let fb = store.data_version(&Symbol::new("FB").expect("sym")).expect("v").expect("FB");
+    assert_eq!(fb.bars, 196);
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+/// Writes `rows` (indices into the flattened universe) as one CSV file.
+fn write_rows(path: &Path, universe: &[(Symbol, BarColumns)], rows: &[(usize, usize)]) {
+    let mut w = csv::Writer::from_path(path).expect("csv");
+    w.write_record(["symbol", "ts", "open", "high", "low", "close", "volume"]).expect("header");
+    for &(s, i) in rows {
+        let (sym, c) = &universe[s];
+        let b = c.bar(i);
+        w.write_record([
+            sym.as_str().to_owned(),
+            kiln::market::format_iso(b.ts),
+            b.open.to_string(),
+            b.high.to_string(),
+            b.low.to_string(),
+            b.close.to_string(),
+            b.volume.to_string(),
+        ])
+        .expect("row");
+    }
+    w.flush().expect("flush");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The same bars, cut into files at random, shuffled, ingested in random
+    /// file order, one call or several, with tiny buffers (so rows are staged
+    /// in many pieces), give the same stored bars and data versions.
+    #[test]
+    fn chunking_and_order_do_not_change_what_is_stored(
+        seed in 0u64..1000,
+        files in 1usize..5,
+        calls in 1usize..4,
+        buffer_rows in prop_oneof![Just(7usize), Just(64), Just(1 << 20)],
+    ) {
+        let universe = synth::universe(4, 120, seed);
+        let dir = tempfile::tempdir().expect("dir");
+        let reference = open(&dir.path().join("reference"));
+        let all = dir.path().join("all.csv");
+        let every: Vec<(usize, usize)> = (0..4).flat_map(|s| (0..120).map(move |i| (s, i))).collect();
+        write_rows(&all, &universe, &every);
+        ingest(&reference, &[all]);
+
+        // A seeded shuffle and cut.
+        let mut rows = every.clone();
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for i in (1..rows.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            rows.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let per = rows.len().div_ceil(files);
+        let mut paths: Vec<PathBuf> = rows
+            .chunks(per)
+            .enumerate()
+            .map(|(k, chunk)| {
+                let p = dir.path().join(format!("part-{k}.csv"));
+                write_rows(&p, &universe, chunk);
+                p
+            })
+            .collect();
+        paths.reverse();
+        let store = open(&dir.path().join("store"));
+        let opts = IngestOptions { buffer_rows, ..IngestOptions::default() };
+        for group in paths.chunks(paths.len().div_ceil(calls)) {
+            ingest_files(&store, group, &opts, &mut |_| {}).expect("ingest");
+        }
+        assert_same_bars(&store, &universe);
+        prop_assert_eq!(store.bar_symbols().expect("v"), reference.bar_symbols().expect("v"));
+        prop_assert!(store.check().expect("check").problems.is_empty());
+    }
+}
