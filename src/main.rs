@@ -181,7 +181,9 @@ fn progress_bar(json: bool, message: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% {elapsed}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% {elapsed}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(message.to_owned());
@@ -205,7 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let opts = IngestOptions {
                 format,
-                map: map.as_deref().map(kiln::market::parse_map).transpose()?.unwrap_or_default(),
+                map: map
+                    .as_deref()
+                    .map(kiln::market::parse_map)
+                    .transpose()?
+                    .unwrap_or_default(),
                 ts_unit,
                 on_error,
                 report,
@@ -216,7 +222,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files_n = files.len() as u64;
             let summary = kiln::market::ingest_files(&store, &files, &opts, &mut |p| {
                 // Whole files done, plus the fraction of this one, in 1/1000ths.
-                let frac = if p.total > 0 { (p.done * 1000 / p.total).min(1000) } else { 0 };
+                let frac = (p.done.saturating_mul(1000))
+                    .checked_div(p.total)
+                    .map_or(0, |f| f.min(1000));
                 bar.set_length(files_n * 1000);
                 bar.set_position(p.file as u64 * 1000 + frac);
             });
@@ -255,7 +263,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let store = open_store(&cli.data)?;
-            let s = kiln::market::export(&store, &path, &ExportOptions { format, symbols, features })?;
+            let s = kiln::market::export(
+                &store,
+                &path,
+                &ExportOptions {
+                    format,
+                    symbols,
+                    features,
+                },
+            )?;
             if json {
                 let v = serde_json::json!({
                     "out": path.display().to_string(), "rows": s.rows, "symbols": s.symbols,

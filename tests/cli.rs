@@ -76,3 +76,102 @@ fn help_explains_the_bench() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--json") && text.contains("floor"), "{text}");
 }
+
+#[test]
+fn ingest_then_export_round_trips_the_real_sample() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/data/stocks-5-daily.csv.gz"
+    );
+    let out = kiln(&[
+        "--data",
+        data,
+        "--json",
+        "ingest",
+        "--map",
+        "Ticker=symbol,Date=ts",
+        sample,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(
+        (
+            v["rows"].as_u64(),
+            v["symbols"].as_u64(),
+            v["rejected"].as_u64()
+        ),
+        (Some(12_154), Some(5), Some(0))
+    );
+
+    let csv = scratch.path().join("ibm.csv");
+    let out = kiln(&[
+        "--data",
+        data,
+        "export",
+        "--format",
+        "csv",
+        "--symbols",
+        "IBM",
+        "--out",
+        csv.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        summary.starts_with("exported 3270 rows of 1 symbols"),
+        "{summary}"
+    );
+    let text = std::fs::read_to_string(&csv).expect("export");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("symbol,ts,open,high,low,close,volume,vwap")
+    );
+    assert_eq!(lines.count(), 3270);
+}
+
+#[test]
+fn a_rejected_ingest_is_one_line_and_a_failure() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let bad = scratch.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "symbol,ts,open,high,low,close,volume\nA,2020-01-02,1,0.5,0.4,1,1\n",
+    )
+    .expect("write");
+    let out = kiln(&[
+        "--data",
+        data.to_str().expect("utf-8"),
+        "ingest",
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.csv: line 2, column high: high 0.5 is below max(open, close) = 1"),
+        "{err}"
+    );
+    let out = kiln(&[
+        "--data",
+        data.to_str().expect("utf-8"),
+        "ingest",
+        "--report",
+        "r.csv",
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--on-error skip"));
+}

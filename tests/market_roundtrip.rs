@@ -27,13 +27,27 @@ fn ingest(store: &Store, files: &[PathBuf]) -> kiln::market::IngestSummary {
 
 fn assert_same_bars(store: &Store, universe: &[(Symbol, BarColumns)]) {
     let symbols: Vec<Symbol> = universe.iter().map(|(s, _)| s.clone()).collect();
-    let stored: Vec<Symbol> = store.bar_symbols().expect("symbols").into_iter().map(|(s, _)| s).collect();
+    let stored: Vec<Symbol> = store
+        .bar_symbols()
+        .expect("symbols")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(stored, symbols);
     for (symbol, want) in universe {
-        let got = store.bars(symbol, ..).expect("read").expect("bars").to_columns();
+        let got = store
+            .bars(symbol, ..)
+            .expect("read")
+            .expect("bars")
+            .to_columns();
         assert_eq!(got.len(), want.len(), "{symbol}");
         for i in 0..want.len() {
-            assert!(got.bar(i).same_as(&want.bar(i)), "{symbol} bar {i}: {:?} vs {:?}", got.bar(i), want.bar(i));
+            assert!(
+                got.bar(i).same_as(&want.bar(i)),
+                "{symbol} bar {i}: {:?} vs {:?}",
+                got.bar(i),
+                want.bar(i)
+            );
         }
     }
 }
@@ -42,12 +56,14 @@ fn assert_same_bars(store: &Store, universe: &[(Symbol, BarColumns)]) {
 fn read_batches(path: &Path, format: ExportFormat) -> Vec<RecordBatch> {
     let file = File::open(path).expect("open export");
     match format {
-        ExportFormat::Parquet => parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .expect("parquet")
-            .build()
-            .expect("reader")
-            .collect::<Result<_, _>>()
-            .expect("batches"),
+        ExportFormat::Parquet => {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .collect::<Result<_, _>>()
+                .expect("batches")
+        }
         ExportFormat::Arrow => arrow_ipc::reader::FileReader::try_new(file, None)
             .expect("ipc")
             .collect::<Result<_, _>>()
@@ -64,8 +80,18 @@ fn assert_export_matches(batches: &[RecordBatch], universe: &[(Symbol, BarColumn
         .flat_map(|(s, c)| (0..c.len()).map(move |i| (s, c, i)))
         .collect();
     for batch in batches {
-        let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap"]);
+        let names: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "symbol", "ts", "open", "high", "low", "close", "volume", "vwap"
+            ]
+        );
         let symbol = batch.column(0).as_string::<i32>();
         let ts = batch
             .column(1)
@@ -73,7 +99,11 @@ fn assert_export_matches(batches: &[RecordBatch], universe: &[(Symbol, BarColumn
             .downcast_ref::<TimestampNanosecondArray>()
             .expect("ts is a ns timestamp");
         let floats: Vec<&Float64Array> = (2..8)
-            .map(|c| batch.column(c).as_primitive::<arrow_array::types::Float64Type>())
+            .map(|c| {
+                batch
+                    .column(c)
+                    .as_primitive::<arrow_array::types::Float64Type>()
+            })
             .collect();
         for i in 0..batch.num_rows() {
             let (s, c, k) = flat[row];
@@ -91,7 +121,10 @@ fn assert_export_matches(batches: &[RecordBatch], universe: &[(Symbol, BarColumn
 }
 
 fn gzip(src: &Path, dst: &Path) {
-    let mut enc = flate2::write::GzEncoder::new(File::create(dst).expect("create"), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        File::create(dst).expect("create"),
+        flate2::Compression::fast(),
+    );
     std::io::copy(&mut File::open(src).expect("open"), &mut enc).expect("gzip");
     enc.finish().expect("finish");
 }
@@ -99,10 +132,18 @@ fn gzip(src: &Path, dst: &Path) {
 fn write_stream(dst: &Path, universe: &[(Symbol, BarColumns)]) {
     // Via the Arrow file writer's table, re-framed as an IPC stream.
     let tmp = dst.with_extension("arrow");
-    write_bars(&tmp, ExportFormat::Arrow, universe.iter().map(|(s, c)| (s, c))).expect("write");
+    write_bars(
+        &tmp,
+        ExportFormat::Arrow,
+        universe.iter().map(|(s, c)| (s, c)),
+    )
+    .expect("write");
     let batches = read_batches(&tmp, ExportFormat::Arrow);
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(File::create(dst).expect("create"), &batches[0].schema())
-        .expect("stream writer");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        File::create(dst).expect("create"),
+        &batches[0].schema(),
+    )
+    .expect("stream writer");
     for b in &batches {
         w.write(b).expect("write batch");
     }
@@ -130,9 +171,18 @@ fn every_format_round_trips_bit_for_bit() {
     for (n, input) in inputs.iter().enumerate() {
         let store = open(&dir.path().join(format!("store-{n}")));
         let s = ingest(&store, std::slice::from_ref(input));
-        assert_eq!((s.rows, s.symbols, s.rejected), (2100, 7, 0), "{}", input.display());
+        assert_eq!(
+            (s.rows, s.symbols, s.rejected),
+            (2100, 7, 0),
+            "{}",
+            input.display()
+        );
         assert_same_bars(&store, &universe);
-        for format in [ExportFormat::Parquet, ExportFormat::Arrow, ExportFormat::Csv] {
+        for format in [
+            ExportFormat::Parquet,
+            ExportFormat::Arrow,
+            ExportFormat::Csv,
+        ] {
             let out = dir.path().join(format!("out-{n}.{format:?}"));
             let opts = ExportOptions {
                 format,
@@ -160,7 +210,11 @@ fn every_format_round_trips_bit_for_bit() {
 fn pyarrow_shaped_parquet_with_epochs_dictionaries_and_int_volume_reads() {
     let dir = tempfile::tempdir().expect("dir");
     let schema = Arc::new(Schema::new(vec![
-        Field::new("Ticker", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
+        Field::new(
+            "Ticker",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
         Field::new("TS", DataType::Int64, false),
         Field::new("open", DataType::Float64, false),
         Field::new("high", DataType::Float64, false),
@@ -182,7 +236,9 @@ fn pyarrow_shaped_parquet_with_epochs_dictionaries_and_int_volume_reads() {
     ];
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).expect("batch");
     let path = dir.path().join("py.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).expect("create"), schema, None).expect("writer");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(File::create(&path).expect("create"), schema, None)
+            .expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
 
@@ -192,7 +248,10 @@ fn pyarrow_shaped_parquet_with_epochs_dictionaries_and_int_volume_reads() {
         ..IngestOptions::default()
     };
     ingest_files(&store, &[path], &opts, &mut |_| {}).expect("ingest");
-    let b = store.bars(&Symbol::new("B").expect("sym"), ..).expect("read").expect("bars");
+    let b = store
+        .bars(&Symbol::new("B").expect("sym"), ..)
+        .expect("read")
+        .expect("bars");
     // Sorted by time although the file is not; epoch seconds become ns.
     assert_eq!(b.ts(), &[0, 86_400_000_000_000]);
     assert_eq!(b.close(), &[3.25, 2.25]);
@@ -211,15 +270,27 @@ fn the_bundled_real_sample_ingests_with_its_values() {
     };
     let s = ingest_files(&store, &[sample], &opts, &mut |_| {}).expect("ingest");
     assert_eq!((s.rows, s.symbols, s.rejected), (12_154, 5, 0));
-    let aapl = store.bars(&Symbol::new("AAPL").expect("sym"), ..).expect("read").expect("bars");
+    let aapl = store
+        .bars(&Symbol::new("AAPL").expect("sym"), ..)
+        .expect("read")
+        .expect("bars");
     assert_eq!(aapl.len(), 3270);
     // The file's first AAPL row: 2000-03-01,118.56,132.06,118.5,130.31,9616100.
     assert_eq!(aapl.ts()[0], 951_868_800 * 1_000_000_000);
     assert_eq!(
-        [aapl.open()[0], aapl.high()[0], aapl.low()[0], aapl.close()[0], aapl.volume()[0]],
+        [
+            aapl.open()[0],
+            aapl.high()[0],
+            aapl.low()[0],
+            aapl.close()[0],
+            aapl.volume()[0]
+        ],
         [118.56, 132.06, 118.5, 130.31, 9_616_100.0]
     );
-    let fb = store.data_version(&Symbol::new("FB").expect("sym")).expect("v").expect("FB");
+    let fb = store
+        .data_version(&Symbol::new("FB").expect("sym"))
+        .expect("v")
+        .expect("FB");
     assert_eq!(fb.bars, 196);
     assert!(store.check().expect("check").problems.is_empty());
 }
@@ -227,7 +298,8 @@ fn the_bundled_real_sample_ingests_with_its_values() {
 /// Writes `rows` (indices into the flattened universe) as one CSV file.
 fn write_rows(path: &Path, universe: &[(Symbol, BarColumns)], rows: &[(usize, usize)]) {
     let mut w = csv::Writer::from_path(path).expect("csv");
-    w.write_record(["symbol", "ts", "open", "high", "low", "close", "volume"]).expect("header");
+    w.write_record(["symbol", "ts", "open", "high", "low", "close", "volume"])
+        .expect("header");
     for &(s, i) in rows {
         let (sym, c) = &universe[s];
         let b = c.bar(i);
@@ -295,4 +367,102 @@ proptest! {
         prop_assert_eq!(store.bar_symbols().expect("v"), reference.bar_symbols().expect("v"));
         prop_assert!(store.check().expect("check").problems.is_empty());
     }
+}
+
+#[test]
+fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
+    use kiln::store::{JobQueue, NewJob, Series, SeriesKey};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir.path().join("store"));
+    let universe = synth::universe(2, 50, 11);
+    let input = dir.path().join("in.parquet");
+    write_bars(
+        &input,
+        ExportFormat::Parquet,
+        universe.iter().map(|(s, c)| (s, c)),
+    )
+    .expect("write");
+    ingest(&store, &[input]);
+
+    let specs = kiln::features::spec::parse_list("sma(3),macd(2,3,2)").expect("specs");
+    let labels: Vec<String> = specs.iter().flat_map(|s| s.output_labels()).collect();
+    assert_eq!(
+        labels,
+        [
+            "sma(3)",
+            "macd(2,3,2).macd",
+            "macd(2,3,2).signal",
+            "macd(2,3,2).hist"
+        ]
+    );
+    let mut results = Vec::new();
+    for (k, (symbol, c)) in universe.iter().enumerate() {
+        for (j, label) in labels.iter().enumerate() {
+            let values: Vec<f64> = (0..c.len())
+                .map(|i| {
+                    if i == 0 {
+                        f64::NAN
+                    } else {
+                        (k * 1000 + j * 100 + i) as f64
+                    }
+                })
+                .collect();
+            let series = Series {
+                bar_count: c.len() as u64,
+                last_ts: c.ts[c.len() - 1],
+                values,
+                state: Vec::new(),
+            };
+            results.push((
+                SeriesKey::new(symbol.clone(), label.clone()).expect("key"),
+                series,
+            ));
+        }
+    }
+    store
+        .enqueue(NewJob::new("compute", b"test".to_vec()))
+        .expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store.complete(lease.token, results).expect("complete");
+
+    let out = dir.path().join("features.arrow");
+    let opts = ExportOptions {
+        format: ExportFormat::Arrow,
+        symbols: None,
+        features: specs.clone(),
+    };
+    let s = kiln::market::export(&store, &out, &opts).expect("export");
+    assert_eq!((s.rows, s.columns.clone()), (100, labels.clone()));
+    let batches = read_batches(&out, ExportFormat::Arrow);
+    let names: Vec<String> = batches[0]
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(&names[2..], labels.as_slice());
+    let second = &batches[1];
+    let signal = second
+        .column(4)
+        .as_primitive::<arrow_array::types::Float64Type>();
+    assert!(signal.is_null(0), "NaN exports as null");
+    assert_eq!(signal.value(7), 1207.0);
+
+    // One more bar makes every series stale.
+    let (symbol, c) = &universe[0];
+    let mut next = c.bar(c.len() - 1);
+    next.ts += 86_400_000_000_000;
+    let mut more = BarColumns::default();
+    more.push(next);
+    let mut session = store.bar_ingest();
+    let src = session.source("test");
+    session.stage(symbol, src, &more).expect("stage");
+    session.commit().expect("commit");
+    let e = kiln::market::export(&store, &out, &opts)
+        .expect_err("stale")
+        .to_string();
+    assert!(
+        e.contains("S0000 sma(3) is stale: computed from 50 bars") && e.contains("51 bars"),
+        "{e}"
+    );
 }

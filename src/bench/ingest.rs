@@ -52,28 +52,48 @@ fn time_ingest(dir: &Path, file: &Path, run: usize) -> Result<f64, BenchError> {
     let store_dir = dir.join(format!("store-{run}"));
     let store = Store::open(&store_dir, StoreConfig::default())?;
     let started = Instant::now();
-    ingest_files(&store, &[file.to_path_buf()], &IngestOptions::default(), &mut |_| {})?;
+    ingest_files(
+        &store,
+        &[file.to_path_buf()],
+        &IngestOptions::default(),
+        &mut |_| {},
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     drop(store);
-    std::fs::remove_dir_all(&store_dir).map_err(|e| BenchError::Io(store_dir.display().to_string(), e))?;
+    std::fs::remove_dir_all(&store_dir)
+        .map_err(|e| BenchError::Io(store_dir.display().to_string(), e))?;
     Ok(seconds)
 }
 
 /// Runs the benchmark in `dir` (scratch space, about 400 MB at the default
 /// size), calling `emit` with each figure as it is measured.
-pub fn run(dir: &Path, opts: &IngestBenchOptions, mut emit: impl FnMut(&BenchLine)) -> Result<(), BenchError> {
+pub fn run(
+    dir: &Path,
+    opts: &IngestBenchOptions,
+    mut emit: impl FnMut(&BenchLine),
+) -> Result<(), BenchError> {
     let universe = synth::universe(opts.symbols, opts.bars, 42);
     let rows = (opts.symbols * opts.bars) as f64;
     let parquet = dir.join("universe.parquet");
     let csv = dir.join("universe.csv");
-    write_bars(&parquet, ExportFormat::Parquet, universe.iter().map(|(s, c)| (s, c)))?;
-    write_bars(&csv, ExportFormat::Csv, universe.iter().map(|(s, c)| (s, c)))?;
+    write_bars(
+        &parquet,
+        ExportFormat::Parquet,
+        universe.iter().map(|(s, c)| (s, c)),
+    )?;
+    write_bars(
+        &csv,
+        ExportFormat::Csv,
+        universe.iter().map(|(s, c)| (s, c)),
+    )?;
     drop(universe);
 
     let runs = opts.runs.max(1);
     let mut csv_rate = 0.0;
     for (file, name) in [(&parquet, "parquet_rows_per_s"), (&csv, "csv_rows_per_s")] {
-        let times = (0..runs).map(|r| time_ingest(dir, file, r)).collect::<Result<Vec<_>, _>>()?;
+        let times = (0..runs)
+            .map(|r| time_ingest(dir, file, r))
+            .collect::<Result<Vec<_>, _>>()?;
         let rate = rows / median(times);
         if file == &csv {
             csv_rate = rate;
@@ -83,20 +103,33 @@ pub fn run(dir: &Path, opts: &IngestBenchOptions, mut emit: impl FnMut(&BenchLin
 
     let store_dir = dir.join("store-read");
     let store = Store::open(&store_dir, StoreConfig::default())?;
-    ingest_files(&store, &[parquet.clone()], &IngestOptions::default(), &mut |_| {})?;
+    ingest_files(
+        &store,
+        std::slice::from_ref(&parquet),
+        &IngestOptions::default(),
+        &mut |_| {},
+    )?;
     let symbols: Vec<_> = store.bar_symbols()?.into_iter().map(|(s, _)| s).collect();
     let mut times = Vec::with_capacity(runs);
     let mut zero_copy = 0;
     for _ in 0..runs {
         let started = Instant::now();
         let views = store.bars_batch(&symbols, None)?;
-        let checksum: f64 = views.iter().flatten().map(|v| v.close().last().copied().unwrap_or(0.0)).sum();
+        let checksum: f64 = views
+            .iter()
+            .flatten()
+            .map(|v| v.close().last().copied().unwrap_or(0.0))
+            .sum();
         times.push(started.elapsed().as_secs_f64() * 1e3);
         zero_copy = views.iter().flatten().filter(|v| v.is_zero_copy()).count();
         std::hint::black_box(checksum);
     }
     emit(&line("bars_batch_ms", median(times), "ms"));
-    emit(&line("bars_batch_zero_copy_symbols", zero_copy as f64, "symbols"));
+    emit(&line(
+        "bars_batch_zero_copy_symbols",
+        zero_copy as f64,
+        "symbols",
+    ));
 
     if let Some(python) = &opts.polars_python {
         let script = "import sys, time, polars as pl\nt = time.perf_counter()\ndf = pl.read_csv(sys.argv[1])\nprint(time.perf_counter() - t, df.height)";
@@ -113,12 +146,21 @@ pub fn run(dir: &Path, opts: &IngestBenchOptions, mut emit: impl FnMut(&BenchLin
                 .split_whitespace()
                 .next()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| BenchError::Peer(format!("polars printed {text:?}; stderr: {}", String::from_utf8_lossy(&out.stderr).trim())))?;
+                .ok_or_else(|| {
+                    BenchError::Peer(format!(
+                        "polars printed {text:?}; stderr: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                })?;
             times.push(seconds);
         }
         let polars = rows / median(times);
         emit(&line("polars_read_csv_rows_per_s", polars, "rows/s"));
-        emit(&line("csv_ingest_vs_polars_read_csv", csv_rate / polars, "ratio"));
+        emit(&line(
+            "csv_ingest_vs_polars_read_csv",
+            csv_rate / polars,
+            "ratio",
+        ));
     }
     Ok(())
 }

@@ -32,39 +32,44 @@ pub(crate) fn read(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), MarketError> {
     let file = File::open(path).map_err(|e| MarketError::io(path, e))?;
-    let bad = |e: &dyn std::fmt::Display| MarketError::format(path, format!("not a readable {format:?} file: {e}"));
-    let (batches, total): (Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>, u64) =
-        match format {
-            Format::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
-                let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-                let names = field_names(builder.schema());
-                let cols = resolve_columns(path, &names, &opts.map)?;
-                let wanted: Vec<usize> = cols.iter().flatten().copied().collect();
-                let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-                let reader = builder
-                    .with_projection(mask)
-                    .with_batch_size(BATCH_ROWS)
-                    .build()
-                    .map_err(|e| bad(&e))?;
-                (Box::new(reader), total)
-            }
-            Format::Arrow => {
-                let reader =
-                    arrow_ipc::reader::FileReader::try_new(BufReader::new(file), None).map_err(|e| bad(&e))?;
-                let total = reader.num_batches() as u64;
-                (Box::new(reader), total)
-            }
-            _ => {
-                let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| bad(&e))?;
-                (Box::new(reader), 0)
-            }
-        };
+    let bad = |e: &dyn std::fmt::Display| {
+        MarketError::format(path, format!("not a readable {format:?} file: {e}"))
+    };
+    let (batches, total): (
+        Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
+        u64,
+    ) = match format {
+        Format::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
+            let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+            let names = field_names(builder.schema());
+            let cols = resolve_columns(path, &names, &opts.map)?;
+            let wanted: Vec<usize> = cols.iter().flatten().copied().collect();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| bad(&e))?;
+            (Box::new(reader), total)
+        }
+        Format::Arrow => {
+            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(file), None)
+                .map_err(|e| bad(&e))?;
+            let total = reader.num_batches() as u64;
+            (Box::new(reader), total)
+        }
+        _ => {
+            let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
+                .map_err(|e| bad(&e))?;
+            (Box::new(reader), 0)
+        }
+    };
     let mut epoch = EpochReader::new(opts.ts_unit);
     let mut first_row = 0u64;
     for (batch_no, batch) in batches.enumerate() {
-        let batch = batch.map_err(|e| MarketError::format(path, format!("record batch {batch_no}: {e}")))?;
+        let batch = batch
+            .map_err(|e| MarketError::format(path, format!("record batch {batch_no}: {e}")))?;
         let cols = resolve_columns(path, &field_names(&batch.schema()), &opts.map)?;
         loader.begin_batch(first_row);
         let get = |c: usize| cols[c].map(|i| batch.column(i));
@@ -96,7 +101,14 @@ pub(crate) fn read(
             loader.row(first_row + i as u64, row)?;
         }
         first_row += batch.num_rows() as u64;
-        progress(if total > 0 && format == Format::Arrow { batch_no as u64 + 1 } else { first_row }, total);
+        progress(
+            if total > 0 && format == Format::Arrow {
+                batch_no as u64 + 1
+            } else {
+                first_row
+            },
+            total,
+        );
     }
     Ok(())
 }
@@ -131,9 +143,12 @@ enum Column<'a> {
 
 macro_rules! widened {
     ($array:expr, $t:ty) => {
-        $array
-            .as_primitive_opt::<$t>()
-            .map(|a| Column::Int(a.values().iter().map(|&v| i64::from(v)).collect(), $array.as_ref()))
+        $array.as_primitive_opt::<$t>().map(|a| {
+            Column::Int(
+                a.values().iter().map(|&v| i64::from(v)).collect(),
+                $array.as_ref(),
+            )
+        })
     };
 }
 
@@ -147,7 +162,10 @@ impl<'a> Column<'a> {
             DataType::Dictionary(..) => {
                 let dict = array.as_any_dictionary_opt()?;
                 let values = Column::new(dict.values(), false)?;
-                if !matches!(values, Column::Utf8(_) | Column::LargeUtf8(_) | Column::Utf8View(_)) {
+                if !matches!(
+                    values,
+                    Column::Utf8(_) | Column::LargeUtf8(_) | Column::Utf8View(_)
+                ) {
                     return None;
                 }
                 Column::Dictionary {
@@ -168,17 +186,43 @@ impl<'a> Column<'a> {
             DataType::UInt8 => widened!(array, UInt8Type)?,
             DataType::Timestamp(unit, _) if ts => {
                 let (values, nanos) = match unit {
-                    TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().values().as_ref(), 1_000_000_000),
-                    TimeUnit::Millisecond => (array.as_primitive::<TimestampMillisecondType>().values().as_ref(), 1_000_000),
-                    TimeUnit::Microsecond => (array.as_primitive::<TimestampMicrosecondType>().values().as_ref(), 1_000),
-                    TimeUnit::Nanosecond => (array.as_primitive::<TimestampNanosecondType>().values().as_ref(), 1),
+                    TimeUnit::Second => (
+                        array
+                            .as_primitive::<TimestampSecondType>()
+                            .values()
+                            .as_ref(),
+                        1_000_000_000,
+                    ),
+                    TimeUnit::Millisecond => (
+                        array
+                            .as_primitive::<TimestampMillisecondType>()
+                            .values()
+                            .as_ref(),
+                        1_000_000,
+                    ),
+                    TimeUnit::Microsecond => (
+                        array
+                            .as_primitive::<TimestampMicrosecondType>()
+                            .values()
+                            .as_ref(),
+                        1_000,
+                    ),
+                    TimeUnit::Nanosecond => (
+                        array
+                            .as_primitive::<TimestampNanosecondType>()
+                            .values()
+                            .as_ref(),
+                        1,
+                    ),
                 };
                 Column::Time(values, nanos, any)
             }
             DataType::Date64 if ts => {
                 Column::Time(array.as_primitive::<Date64Type>().values(), 1_000_000, any)
             }
-            DataType::Date32 if ts => Column::Date32(array.as_primitive::<Date32Type>().values(), any),
+            DataType::Date32 if ts => {
+                Column::Date32(array.as_primitive::<Date32Type>().values(), any)
+            }
             _ => return None,
         })
     }
@@ -227,7 +271,9 @@ fn cell(columns: &[Column<'_>], c: usize, i: usize) -> Result<f64, Cell> {
     if column.is_null(i) {
         return Err((COLUMNS[c], "missing value (null)".to_owned()));
     }
-    column.number(i).ok_or_else(|| (COLUMNS[c], "is not a number".to_owned()))
+    column
+        .number(i)
+        .ok_or_else(|| (COLUMNS[c], "is not a number".to_owned()))
 }
 
 fn timestamp(column: &Column<'_>, i: usize, epoch: &mut EpochReader) -> Result<i64, String> {
@@ -239,7 +285,9 @@ fn timestamp(column: &Column<'_>, i: usize, epoch: &mut EpochReader) -> Result<i
         Column::Date32(v, _) => EpochReader::scaled(i64::from(v[i]), 86_400_000_000_000),
         Column::I64(v, _) => epoch.read(v[i]),
         Column::Int(v, _) => epoch.read(v[i]),
-        Column::U64(v, _) => epoch.read(i64::try_from(v[i]).map_err(|_| format!("{} is out of range", v[i]))?),
+        Column::U64(v, _) => {
+            epoch.read(i64::try_from(v[i]).map_err(|_| format!("{} is out of range", v[i]))?)
+        }
         other => match other.text(i) {
             Some(s) => parse_iso(s),
             None => Err("is not a timestamp".to_owned()),
@@ -247,7 +295,11 @@ fn timestamp(column: &Column<'_>, i: usize, epoch: &mut EpochReader) -> Result<i
     }
 }
 
-fn decode<'a>(columns: &[Column<'a>], i: usize, epoch: &mut EpochReader) -> Result<RawRow<'a>, Cell> {
+fn decode<'a>(
+    columns: &[Column<'a>],
+    i: usize,
+    epoch: &mut EpochReader,
+) -> Result<RawRow<'a>, Cell> {
     let symbol = if columns[col::SYMBOL].is_null(i) {
         return Err(("symbol", "missing value (null)".to_owned()));
     } else {

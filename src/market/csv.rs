@@ -62,7 +62,11 @@ pub(crate) fn read(
         .byte_headers()
         .map_err(|e| MarketError::format(path, e))?
         .iter()
-        .map(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').to_owned())
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_owned()
+        })
         .collect();
     let cols = resolve_columns(path, &header, &opts.map)?;
     let mut epoch = EpochReader::new(opts.ts_unit);
@@ -93,7 +97,11 @@ pub(crate) fn read(
     Ok(())
 }
 
-fn field<'r>(record: &'r csv::ByteRecord, cols: &[Option<usize>; 8], c: usize) -> Result<&'r [u8], Cell> {
+fn field<'r>(
+    record: &'r csv::ByteRecord,
+    cols: &[Option<usize>; 8],
+    c: usize,
+) -> Result<&'r [u8], Cell> {
     let i = cols[c].unwrap_or(usize::MAX);
     record
         .get(i)

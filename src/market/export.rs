@@ -60,7 +60,11 @@ pub struct ExportSummary {
 pub const BAR_COLUMNS: [&str; 6] = ["open", "high", "low", "close", "volume", "vwap"];
 
 /// Writes `store`'s bars or feature series to `out`.
-pub fn export(store: &Store, out: &Path, opts: &ExportOptions) -> Result<ExportSummary, MarketError> {
+pub fn export(
+    store: &Store,
+    out: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportSummary, MarketError> {
     let started = Instant::now();
     let symbols = match &opts.symbols {
         Some(s) => s.clone(),
@@ -69,7 +73,10 @@ pub fn export(store: &Store, out: &Path, opts: &ExportOptions) -> Result<ExportS
     let columns: Vec<String> = if opts.features.is_empty() {
         BAR_COLUMNS.iter().map(|c| (*c).to_owned()).collect()
     } else {
-        opts.features.iter().flat_map(FeatureSpec::output_labels).collect()
+        opts.features
+            .iter()
+            .flat_map(FeatureSpec::output_labels)
+            .collect()
     };
     let mut table = TableWriter::create(out, opts.format, &columns)?;
     let mut rows = 0u64;
@@ -79,16 +86,27 @@ pub fn export(store: &Store, out: &Path, opts: &ExportOptions) -> Result<ExportS
             .ok_or_else(|| MarketError::Options(format!("{symbol} has no bars in this store")))?;
         let ts = bars.ts();
         if opts.features.is_empty() {
-            let values = [bars.open(), bars.high(), bars.low(), bars.close(), bars.volume(), bars.vwap()];
+            let values = [
+                bars.open(),
+                bars.high(),
+                bars.low(),
+                bars.close(),
+                bars.volume(),
+                bars.vwap(),
+            ];
             table.write(symbol, ts, &values)?;
         } else {
             let mut views = Vec::with_capacity(columns.len());
             for label in &columns {
                 let key = SeriesKey::new(symbol.clone(), label.clone())?;
                 let view = store.series(&key)?.ok_or_else(|| {
-                    MarketError::Options(format!("{symbol} has no stored {label}; compute it first"))
+                    MarketError::Options(format!(
+                        "{symbol} has no stored {label}; compute it first"
+                    ))
                 })?;
-                if view.bar_count() != ts.len() as u64 || view.last_ts() != ts.last().copied().unwrap_or(0) {
+                if view.bar_count() != ts.len() as u64
+                    || view.last_ts() != ts.last().copied().unwrap_or(0)
+                {
                     return Err(MarketError::Options(format!(
                         "{symbol} {label} is stale: computed from {} bars up to {}, but {} bars up to {} are stored; recompute it first",
                         view.bar_count(),
@@ -129,24 +147,45 @@ pub struct TableWriter {
 
 impl TableWriter {
     /// Starts a table with `symbol, ts` and then `columns` (floats).
-    pub fn create(out: &Path, format: ExportFormat, columns: &[String]) -> Result<Self, MarketError> {
+    pub fn create(
+        out: &Path,
+        format: ExportFormat,
+        columns: &[String],
+    ) -> Result<Self, MarketError> {
         let mut fields = vec![
             Field::new("symbol", DataType::Utf8, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
         ];
-        fields.extend(columns.iter().map(|c| Field::new(c, DataType::Float64, true)));
+        fields.extend(
+            columns
+                .iter()
+                .map(|c| Field::new(c, DataType::Float64, true)),
+        );
         let schema = Arc::new(Schema::new(fields));
-        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = out.with_file_name(format!(".{name}.kiln-tmp"));
         let file = File::create(&tmp).map_err(|e| MarketError::io(&tmp, e))?;
         let fail = |e: &dyn std::fmt::Display| MarketError::format(&tmp, e);
         let sink = match format {
             ExportFormat::Parquet => {
-                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-                Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(|e| fail(&e))?)
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                Sink::Parquet(
+                    ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+                        .map_err(|e| fail(&e))?,
+                )
             }
             ExportFormat::Arrow => Sink::Arrow(
-                arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema).map_err(|e| fail(&e))?,
+                arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema)
+                    .map_err(|e| fail(&e))?,
             ),
             ExportFormat::Csv => {
                 let mut w = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, file));
@@ -164,7 +203,12 @@ impl TableWriter {
     }
 
     /// Appends one symbol's rows: `ts` and one slice per column, each as long as `ts`.
-    pub fn write(&mut self, symbol: &Symbol, ts: &[i64], columns: &[&[f64]]) -> Result<(), MarketError> {
+    pub fn write(
+        &mut self,
+        symbol: &Symbol,
+        ts: &[i64],
+        columns: &[&[f64]],
+    ) -> Result<(), MarketError> {
         let tmp = self.tmp.clone();
         let fail = |e: &dyn std::fmt::Display| MarketError::format(&tmp, e);
         match self.sink.as_mut() {
@@ -193,10 +237,12 @@ impl TableWriter {
                     Arc::new(TimestampNanosecondArray::from(ts.to_vec()).with_timezone("UTC")),
                 ];
                 for c in columns {
-                    let values: Float64Array = c.iter().map(|&v| (!v.is_nan()).then_some(v)).collect();
+                    let values: Float64Array =
+                        c.iter().map(|&v| (!v.is_nan()).then_some(v)).collect();
                     arrays.push(Arc::new(values));
                 }
-                let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(|e| fail(&e))?;
+                let batch =
+                    RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(|e| fail(&e))?;
                 match sink {
                     Sink::Parquet(w) => w.write(&batch).map_err(|e| fail(&e))?,
                     Sink::Arrow(w) => w.write(&batch).map_err(|e| fail(&e))?,
@@ -253,7 +299,11 @@ pub fn write_bars<'a>(
     let mut table = TableWriter::create(out, format, &columns)?;
     let mut rows = 0;
     for (symbol, c) in bars {
-        table.write(symbol, &c.ts, &[&c.open, &c.high, &c.low, &c.close, &c.volume, &c.vwap])?;
+        table.write(
+            symbol,
+            &c.ts,
+            &[&c.open, &c.high, &c.low, &c.close, &c.volume, &c.vwap],
+        )?;
         rows += c.len() as u64;
     }
     table.finish()?;

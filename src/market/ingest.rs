@@ -161,7 +161,10 @@ impl<'s> Loader<'s> {
         if self.lines {
             return Location::Line(at);
         }
-        let batch = self.batch_starts.partition_point(|&s| s <= at).saturating_sub(1);
+        let batch = self
+            .batch_starts
+            .partition_point(|&s| s <= at)
+            .saturating_sub(1);
         let start = self.batch_starts.get(batch).copied().unwrap_or(0);
         Location::Row {
             row: at,
@@ -196,7 +199,11 @@ impl<'s> Loader<'s> {
     }
 
     /// One decoded row at location ordinal `at` (a CSV line or a file row).
-    pub(crate) fn row(&mut self, at: u64, row: Result<RawRow<'_>, Cell>) -> Result<(), MarketError> {
+    pub(crate) fn row(
+        &mut self,
+        at: u64,
+        row: Result<RawRow<'_>, Cell>,
+    ) -> Result<(), MarketError> {
         let checked = row.and_then(|r| {
             let b = check_bar(&r)?;
             Ok((r.symbol, b))

@@ -199,7 +199,9 @@ impl MarketError {
 }
 
 /// The canonical input columns, in order; `vwap` is optional.
-pub const COLUMNS: [&str; 8] = ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap"];
+pub const COLUMNS: [&str; 8] = [
+    "symbol", "ts", "open", "high", "low", "close", "volume", "vwap",
+];
 
 /// Indices into [`COLUMNS`].
 pub(crate) mod col {
@@ -223,7 +225,10 @@ pub(crate) fn resolve_columns(
             .iter()
             .find(|(from, _)| from.eq_ignore_ascii_case(name))
             .map_or(name, |(_, to)| to.as_str());
-        if let Some(c) = COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(canonical)) {
+        if let Some(c) = COLUMNS
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(canonical))
+        {
             if found[c].is_some() {
                 return Err(MarketError::format(
                     path,
@@ -248,9 +253,9 @@ pub fn parse_map(s: &str) -> Result<Vec<(String, String)>, MarketError> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
-            let (from, to) = pair.split_once('=').ok_or_else(|| {
-                MarketError::Options(format!("--map: {pair:?} is not FROM=TO"))
-            })?;
+            let (from, to) = pair
+                .split_once('=')
+                .ok_or_else(|| MarketError::Options(format!("--map: {pair:?} is not FROM=TO")))?;
             let to = to.trim();
             if !COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(to)) {
                 return Err(MarketError::Options(format!(

@@ -145,14 +145,15 @@ fn digits(b: &[u8], i: &mut usize, n: usize) -> Option<i64> {
 /// optional `Z` or `±HH:MM` / `±HHMM` offset (none means UTC), to epoch ns.
 pub fn parse_iso(s: &str) -> Result<i64, String> {
     let bad = || {
-        format!("{s:?} is not a timestamp (want YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.f][Z|±HH:MM], or an integer epoch)")
+        format!(
+            "{s:?} is not a timestamp (want YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.f][Z|±HH:MM], or an integer epoch)"
+        )
     };
     let b = s.trim().as_bytes();
     let mut i = 0;
     let y = digits(b, &mut i, 4).ok_or_else(bad)?;
-    let sep = |b: &[u8], i: &mut usize, c: u8| -> Option<()> {
-        (b.get(*i) == Some(&c)).then(|| *i += 1)
-    };
+    let sep =
+        |b: &[u8], i: &mut usize, c: u8| -> Option<()> { (b.get(*i) == Some(&c)).then(|| *i += 1) };
     sep(b, &mut i, b'-').ok_or_else(bad)?;
     let m = digits(b, &mut i, 2).ok_or_else(bad)?;
     sep(b, &mut i, b'-').ok_or_else(bad)?;
@@ -250,7 +251,10 @@ mod tests {
         assert_eq!(parse_iso("2015-01-02"), Ok(1_420_156_800 * 1_000_000_000));
         assert_eq!(parse_iso("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_iso("1969-12-31T23:59:59Z"), Ok(-1_000_000_000));
-        assert_eq!(parse_iso("2000-02-29 12:30"), Ok((951_782_400 + 45_000) * 1_000_000_000));
+        assert_eq!(
+            parse_iso("2000-02-29 12:30"),
+            Ok((951_782_400 + 45_000) * 1_000_000_000)
+        );
         assert_eq!(parse_iso("1970-01-01T01:00:00+01:00"), Ok(0));
         assert_eq!(parse_iso("1970-01-01T00:00:00.5Z"), Ok(500_000_000));
         assert_eq!(parse_iso("1970-01-01T00:00:00.000000001"), Ok(1));
@@ -258,7 +262,16 @@ mod tests {
 
     #[test]
     fn bad_text_is_an_error_with_the_value() {
-        for s in ["2015-13-01", "2015-02-30", "2015/01/02", "20150102", "2015-01-02T25:00", "x", "2015-01-02Tx", "2015-01-02T10:00Zjunk"] {
+        for s in [
+            "2015-13-01",
+            "2015-02-30",
+            "2015/01/02",
+            "20150102",
+            "2015-01-02T25:00",
+            "x",
+            "2015-01-02Tx",
+            "2015-01-02T10:00Zjunk",
+        ] {
             let e = parse_iso(s).expect_err(s);
             assert!(e.contains(s), "{e}");
         }
@@ -270,7 +283,10 @@ mod tests {
         for ns in [0, 1, -1, 1_420_156_800_000_000_000, 951_827_400_123_000_000] {
             assert_eq!(parse_iso(&format_iso(ns)), Ok(ns), "{}", format_iso(ns));
         }
-        assert_eq!(format_iso(1_420_156_800_000_000_000), "2015-01-02T00:00:00Z");
+        assert_eq!(
+            format_iso(1_420_156_800_000_000_000),
+            "2015-01-02T00:00:00Z"
+        );
     }
 
     #[test]
@@ -282,6 +298,10 @@ mod tests {
         assert_eq!(r.read(1_420_156_800_000), Ok(1_420_156_800_000_000_000));
         let mut r = EpochReader::new(Some(TsUnit::Ns));
         assert_eq!(r.read(5), Ok(5));
-        assert!(EpochReader::new(Some(TsUnit::S)).read(i64::MAX / 10).is_err());
+        assert!(
+            EpochReader::new(Some(TsUnit::S))
+                .read(i64::MAX / 10)
+                .is_err()
+        );
     }
 }

@@ -800,8 +800,15 @@ impl BarIngest {
     }
 
     fn plan(&self, symbol: &Symbol, parts: &[Part]) -> Result<Option<BarPlan>> {
-        let stored = self.store.stored_chunks(symbol)?;
-        let expect = self.store.data_version(symbol)?;
+        // A commit between the two reads would pair old chunks with a new
+        // version; read the version on both sides of the scan until they agree.
+        let (stored, expect) = loop {
+            let before = self.store.data_version(symbol)?;
+            let stored = self.store.stored_chunks(symbol)?;
+            if self.store.data_version(symbol)? == before {
+                break (stored, before);
+            }
+        };
         let mut order: Vec<&Part> = parts.iter().collect();
         order.sort_by_key(|p| p.first_ts);
         let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);

@@ -962,12 +962,6 @@ impl Writer {
         removed
     }
 
-    // ---- commit -----------------------------------------------------------
-
-    /// Applies this group: value-log payloads fsynced first, then one sled
-    /// batch. Returns whether anything was written, which then still needs
-    /// [`Disk::flush_and_fsync`] (the syncer's job in `Sync` mode, the
-    /// background flush's in `Relaxed` mode, the caller's otherwise).
     // ---- market data -------------------------------------------------------
 
     /// Appends staged chunks and writes them out so readers can map them;
@@ -1056,6 +1050,12 @@ impl Writer {
         Ok(())
     }
 
+    // ---- commit -----------------------------------------------------------
+
+    /// Applies this group: value-log payloads fsynced first, then one sled
+    /// batch. Returns whether anything was written, which then still needs
+    /// [`Disk::flush_and_fsync`] (the syncer's job in `Sync` mode, the
+    /// background flush's in `Relaxed` mode, the caller's otherwise).
     pub(crate) fn commit(&mut self) -> Result<bool> {
         if let Some(e) = self.fatal.take() {
             return Err(e);

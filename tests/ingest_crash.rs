@@ -1,0 +1,88 @@
+//! Ingest is all or nothing across a crash: `kiln ingest` is SIGKILLed at
+//! random moments while it reads, stages and commits a 400-symbol file; after
+//! each kill the store opens clean (`check`) and holds either none of the
+//! file or all of it, bit for bit. 8 kills by default;
+//! `KILN_INGEST_CRASH_ITERATIONS` sets more.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::market::export::{ExportFormat, write_bars};
+use kiln::market::synth;
+use kiln::store::{Store, StoreConfig};
+
+fn ingest_cmd(data: &Path, file: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("--data")
+        .arg(data)
+        .arg("ingest")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn a_killed_ingest_leaves_all_or_nothing() {
+    let iterations: u64 = std::env::var("KILN_INGEST_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let dir = tempfile::tempdir().expect("dir");
+    let universe = synth::universe(400, 500, 77);
+    let file = dir.path().join("universe.csv");
+    write_bars(
+        &file,
+        ExportFormat::Csv,
+        universe.iter().map(|(s, c)| (s, c)),
+    )
+    .expect("write");
+
+    // A clean run, for its duration and its result.
+    let reference = dir.path().join("reference");
+    let started = Instant::now();
+    let status = ingest_cmd(&reference, &file).status().expect("run kiln");
+    assert!(status.success());
+    let full = started.elapsed();
+    let want = Store::open(&reference, StoreConfig::default())
+        .expect("open")
+        .bar_symbols()
+        .expect("symbols");
+    assert_eq!(want.len(), 400);
+
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let (mut none, mut all) = (0, 0);
+    for i in 0..iterations {
+        let data = dir.path().join(format!("run-{i}"));
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Anywhere from 30 % into a clean run to just past its end, where
+        // the staging, the commit and its fsync happen.
+        let micros = full.as_micros() as u64;
+        let delay = Duration::from_micros(micros * 3 / 10 + state % (micros * 8 / 10 + 1));
+        let mut child = ingest_cmd(&data, &file).spawn().expect("spawn kiln");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let store = Store::open(&data, StoreConfig::default()).expect("reopen after the kill");
+        let check = store.check().expect("check");
+        assert!(
+            check.problems.is_empty(),
+            "kill {i} after {delay:?}: {:?}",
+            check.problems
+        );
+        let got = store.bar_symbols().expect("symbols");
+        if got.is_empty() {
+            none += 1;
+        } else {
+            assert_eq!(
+                got, want,
+                "kill {i} after {delay:?}: a partial ingest is visible"
+            );
+            all += 1;
+        }
+    }
+    eprintln!("{iterations} kills: {none} left nothing, {all} left everything");
+}
