@@ -263,7 +263,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let store = open_store(&cli.data)?;
-            let s = kiln::market::export(
+            let bar = progress_bar(json, "export");
+            let summary = kiln::market::export(
                 &store,
                 &path,
                 &ExportOptions {
@@ -271,7 +272,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     symbols,
                     features,
                 },
-            )?;
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            );
+            bar.finish_and_clear();
+            let s = summary?;
             if json {
                 let v = serde_json::json!({
                     "out": path.display().to_string(), "rows": s.rows, "symbols": s.symbols,

@@ -189,7 +189,7 @@ fn every_format_round_trips_bit_for_bit() {
                 symbols: None,
                 features: Vec::new(),
             };
-            let e = kiln::market::export(&store, &out, &opts).expect("export");
+            let e = kiln::market::export(&store, &out, &opts, &mut |_, _| {}).expect("export");
             assert_eq!((e.rows, e.symbols), (2100, 7));
             if format == ExportFormat::Csv {
                 let again = open(&dir.path().join(format!("again-{n}")));
@@ -431,7 +431,7 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
         symbols: None,
         features: specs.clone(),
     };
-    let s = kiln::market::export(&store, &out, &opts).expect("export");
+    let s = kiln::market::export(&store, &out, &opts, &mut |_, _| {}).expect("export");
     assert_eq!((s.rows, s.columns.clone()), (100, labels.clone()));
     let batches = read_batches(&out, ExportFormat::Arrow);
     let names: Vec<String> = batches[0]
@@ -458,7 +458,7 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
     let src = session.source("test");
     session.stage(symbol, src, &more).expect("stage");
     session.commit().expect("commit");
-    let e = kiln::market::export(&store, &out, &opts)
+    let e = kiln::market::export(&store, &out, &opts, &mut |_, _| {})
         .expect_err("stale")
         .to_string();
     assert!(

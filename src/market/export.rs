@@ -59,11 +59,13 @@ pub struct ExportSummary {
 /// The bar columns an export of bars writes after `symbol, ts`.
 pub const BAR_COLUMNS: [&str; 6] = ["open", "high", "low", "close", "volume", "vwap"];
 
-/// Writes `store`'s bars or feature series to `out`.
+/// Writes `store`'s bars or feature series to `out`; `progress` hears
+/// (symbols written, symbols in all) after each symbol.
 pub fn export(
     store: &Store,
     out: &Path,
     opts: &ExportOptions,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ExportSummary, MarketError> {
     let started = Instant::now();
     let symbols = match &opts.symbols {
@@ -80,7 +82,7 @@ pub fn export(
     };
     let mut table = TableWriter::create(out, opts.format, &columns)?;
     let mut rows = 0u64;
-    for symbol in &symbols {
+    for (n, symbol) in symbols.iter().enumerate() {
         let bars = store
             .bars(symbol, ..)?
             .ok_or_else(|| MarketError::Options(format!("{symbol} has no bars in this store")))?;
@@ -121,6 +123,7 @@ pub fn export(
             table.write(symbol, ts, &values)?;
         }
         rows += ts.len() as u64;
+        progress(n + 1, symbols.len());
     }
     table.finish()?;
     Ok(ExportSummary {
