@@ -30,6 +30,7 @@ fn series(bars: usize) -> Series {
     Series {
         bar_count: bars as u64,
         last_ts: 0,
+        data_hash: 0,
         values: vec![1.5; bars],
         state: vec![],
     }

@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let series = Series {
             bar_count: closes.len() as u64,
             last_ts: 1_700_000_000,
+            data_hash: 0,
             values: sma3,
             state: vec![],
         };

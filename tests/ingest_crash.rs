@@ -1,8 +1,8 @@
 //! Ingest is all or nothing across a crash: `kiln ingest` is SIGKILLed at
 //! random moments while it reads, stages and commits a 400-symbol file; after
 //! each kill the store opens clean (`check`) and holds either none of the
-//! file or all of it, bit for bit. 8 kills by default;
-//! `KILN_INGEST_CRASH_ITERATIONS` sets more.
+//! file or all of it, bit for bit against the generated universe. 8 kills
+//! by default; `KILN_INGEST_CRASH_ITERATIONS` sets more.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,10 +58,10 @@ fn a_killed_ingest_leaves_all_or_nothing() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        // Anywhere from 30 % into a clean run to just past its end, where
-        // the staging, the commit and its fsync happen.
+        // Anywhere from 30 % into a clean run to half again its length:
+        // reading, staging, the commit and its fsync, and after the exit.
         let micros = full.as_micros() as u64;
-        let delay = Duration::from_micros(micros * 3 / 10 + state % (micros * 8 / 10 + 1));
+        let delay = Duration::from_micros(micros * 3 / 10 + state % (micros * 12 / 10 + 1));
         let mut child = ingest_cmd(&data, &file).spawn().expect("spawn kiln");
         std::thread::sleep(delay);
         let _ = child.kill();
@@ -81,6 +81,20 @@ fn a_killed_ingest_leaves_all_or_nothing() {
                 got, want,
                 "kill {i} after {delay:?}: a partial ingest is visible"
             );
+            for (symbol, c) in &universe {
+                let stored = store
+                    .bars(symbol, ..)
+                    .expect("read")
+                    .expect("bars")
+                    .to_columns();
+                assert_eq!(stored.len(), c.len(), "kill {i}: {symbol}");
+                for k in 0..c.len() {
+                    assert!(
+                        stored.bar(k).same_as(&c.bar(k)),
+                        "kill {i}: {symbol} bar {k}"
+                    );
+                }
+            }
             all += 1;
         }
     }

@@ -333,3 +333,49 @@ fn skip_needs_a_report_and_unknown_formats_are_named() {
     let e = f.reject(not_parquet).to_string();
     assert!(e.contains("fake.parquet") && e.contains("Parquet"), "{e}");
 }
+
+#[test]
+fn duplicates_far_apart_in_one_file_name_both_lines() {
+    let f = Fixture::new();
+    // With a 2-row buffer the two AAA 2020-01-02 rows land in different
+    // staged pieces; the conflict is found at commit and still named.
+    let rows = format!(
+        "{HEADER}{GOOD}BBB,2020-01-02,5,6,4,5,1\nBBB,2020-01-03,5,6,4,5,1\nAAA,2020-01-02,10,11,9,10.75,100\n"
+    );
+    let bad = write(f.dir.path(), "bad.csv", &rows);
+    let opts = IngestOptions {
+        buffer_rows: 2,
+        ..IngestOptions::default()
+    };
+    let e = ingest_files(&f.store, std::slice::from_ref(&bad), &opts, &mut |_| {})
+        .expect_err("conflict")
+        .to_string();
+    assert_names(
+        &e,
+        6,
+        "ts",
+        "appears again with different values (first at line 2)",
+    );
+    assert_eq!(f.store.bar_symbols().expect("symbols"), f.before);
+
+    let report = f.path("report.csv");
+    let skip = IngestOptions {
+        buffer_rows: 2,
+        on_error: OnError::Skip,
+        report: Some(report.clone()),
+        ..IngestOptions::default()
+    };
+    let s = ingest_files(&f.store, &[bad], &skip, &mut |_| {}).expect("skip");
+    assert_eq!((s.rows, s.rejected), (4, 1));
+    let text = std::fs::read_to_string(&report).expect("report");
+    assert!(
+        text.contains("line 6,ts,AAA at 2020-01-02T00:00:00Z appears again"),
+        "{text}"
+    );
+    let aaa = f
+        .store
+        .bars(&Symbol::new("AAA").expect("sym"), ..)
+        .expect("read")
+        .expect("bars");
+    assert_eq!(aaa.close(), &[10.5, 11.0], "the first row is kept");
+}

@@ -410,6 +410,7 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
             let series = Series {
                 bar_count: c.len() as u64,
                 last_ts: c.ts[c.len() - 1],
+                data_hash: c.digest(),
                 values,
                 state: Vec::new(),
             };
@@ -456,13 +457,34 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
     more.push(next);
     let mut session = store.bar_ingest();
     let src = session.source("test");
-    session.stage(symbol, src, &more).expect("stage");
-    session.commit().expect("commit");
+    session.stage(symbol, src, &more, &[]).expect("stage");
+    session.commit(&mut |_| Ok(())).expect("commit");
     let e = kiln::market::export(&store, &out, &opts, &mut |_, _| {})
         .expect_err("stale")
         .to_string();
     assert!(
-        e.contains("S0000 sma(3) is stale: computed from 50 bars") && e.contains("51 bars"),
+        e.contains("S0000 sma(3) is stale: computed from 50 bars") && e.contains("(51 up to"),
+        "{e}"
+    );
+
+    // So does a correction of an earlier bar of the other symbol, which
+    // keeps its count and last timestamp.
+    let (symbol, c) = &universe[1];
+    let mut fixed = c.slice(10, 11);
+    fixed.close[0] = fixed.high[0];
+    let mut session = store.bar_ingest();
+    let src = session.source("correction");
+    session.stage(symbol, src, &fixed, &[]).expect("stage");
+    session.commit(&mut |_| Ok(())).expect("commit");
+    let only_s1 = ExportOptions {
+        symbols: Some(vec![symbol.clone()]),
+        ..opts
+    };
+    let e = kiln::market::export(&store, &out, &only_s1, &mut |_, _| {})
+        .expect_err("stale")
+        .to_string();
+    assert!(
+        e.contains("S0001 sma(3) is stale: computed from 50 bars"),
         "{e}"
     );
 }

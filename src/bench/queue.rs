@@ -206,6 +206,7 @@ fn lifecycle_worker(
                 let series = Series {
                     bar_count: 8,
                     last_ts: 0,
+                    data_hash: 0,
                     values: vec![1.0; 8],
                     state: vec![],
                 };
@@ -262,6 +263,7 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> 
                                     let series = Series {
                                         bar_count: values.len() as u64,
                                         last_ts: 0,
+                                        data_hash: 0,
                                         values: values.to_vec(),
                                         state: vec![],
                                     };

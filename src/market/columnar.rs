@@ -227,6 +227,23 @@ impl<'a> Column<'a> {
         })
     }
 
+    /// Number of values (for a dictionary: of its keys).
+    fn len(&self) -> usize {
+        match self {
+            Column::Absent => 0,
+            Column::Utf8(a) => a.len(),
+            Column::LargeUtf8(a) => a.len(),
+            Column::Utf8View(a) => a.len(),
+            Column::Dictionary { index, .. } => index.len(),
+            Column::F64(v, _) => v.len(),
+            Column::F32(v, _) => v.len(),
+            Column::I64(v, _) | Column::Time(v, _, _) => v.len(),
+            Column::Int(v, _) => v.len(),
+            Column::U64(v, _) => v.len(),
+            Column::Date32(v, _) => v.len(),
+        }
+    }
+
     fn is_null(&self, i: usize) -> bool {
         match self {
             Column::Absent => true,
@@ -249,7 +266,10 @@ impl<'a> Column<'a> {
             Column::Utf8(a) => Some(a.value(i)),
             Column::LargeUtf8(a) => Some(a.value(i)),
             Column::Utf8View(a) => Some(a.value(i)),
-            Column::Dictionary { index, values, .. } => values.text(*index.get(i)?),
+            Column::Dictionary { index, values, .. } => {
+                let k = *index.get(i)?;
+                (k < values.len()).then(|| values.text(k)).flatten()
+            }
             _ => None,
         }
     }

@@ -130,16 +130,12 @@ fn decode<'r>(
     let ts_raw = std::str::from_utf8(field(record, cols, col::TS)?)
         .map_err(|_| ("ts", "is not valid UTF-8".to_owned()))?
         .trim();
-    let integer = !ts_raw.is_empty()
-        && ts_raw
-            .strip_prefix('-')
-            .unwrap_or(ts_raw)
-            .bytes()
-            .all(|b| b.is_ascii_digit());
+    let digits = ts_raw.strip_prefix('-').unwrap_or(ts_raw);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     let ts = if integer {
         let v: i64 = ts_raw
             .parse()
-            .map_err(|_| ("ts", format!("{ts_raw:?} is out of range")))?;
+            .map_err(|_| ("ts", format!("{ts_raw:?} is not a timestamp")))?;
         epoch.read(v)
     } else {
         parse_iso(ts_raw)

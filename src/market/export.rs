@@ -106,15 +106,15 @@ pub fn export(
                         "{symbol} has no stored {label}; compute it first"
                     ))
                 })?;
-                if view.bar_count() != ts.len() as u64
-                    || view.last_ts() != ts.last().copied().unwrap_or(0)
-                {
+                let version = bars.version();
+                if !view.is_current(&version) {
                     return Err(MarketError::Options(format!(
-                        "{symbol} {label} is stale: computed from {} bars up to {}, but {} bars up to {} are stored; recompute it first",
+                        "{symbol} {label} is stale: computed from {} bars up to {}, but the stored bars \
+                         ({} up to {}) are not those; recompute it first",
                         view.bar_count(),
                         format_iso(view.last_ts()),
-                        ts.len(),
-                        ts.last().map_or_else(String::new, |&t| format_iso(t))
+                        version.bars,
+                        format_iso(version.last_ts)
                     )));
                 }
                 views.push(view);

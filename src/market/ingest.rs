@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln_store::{Bar, BarColumns, BarIngest, Store, Symbol};
+use kiln_store::{Bar, BarColumns, BarIngest, Conflict, IngestReport, Store, Symbol};
 
 use super::{Format, Location, MarketError, OnError, RowError, TsUnit};
 
@@ -94,22 +94,80 @@ struct SymbolBuffer {
     at: Vec<u64>,
 }
 
+/// What locating a row of a file needs.
+struct FileInfo {
+    path: PathBuf,
+    /// Whether locations are CSV lines (else rows, with these batch starts).
+    lines: bool,
+    batch_starts: Vec<u64>,
+}
+
+/// Names invalid rows: rejects the ingest, or writes them to the report.
+struct Rejects {
+    report: Option<(PathBuf, csv::Writer<std::io::BufWriter<File>>)>,
+    /// Every file so far, by source id in the session; the last is current.
+    files: Vec<FileInfo>,
+    rejected: u64,
+}
+
+impl Rejects {
+    /// The file and location of ordinal `at` (a line or a row) of `source`.
+    fn locate(&self, source: u32, at: u64) -> (PathBuf, Location) {
+        let Some(f) = self.files.get(source as usize) else {
+            return (PathBuf::new(), Location::Line(at));
+        };
+        if f.lines {
+            return (f.path.clone(), Location::Line(at));
+        }
+        let batch = f
+            .batch_starts
+            .partition_point(|&s| s <= at)
+            .saturating_sub(1);
+        let start = f.batch_starts.get(batch).copied().unwrap_or(0);
+        let location = Location::Row {
+            row: at,
+            batch: batch as u64,
+            in_batch: at.saturating_sub(start),
+        };
+        (f.path.clone(), location)
+    }
+
+    /// An invalid row: rejects the ingest, or reports and skips it.
+    fn invalid(&mut self, source: u32, at: u64, (column, reason): Cell) -> Result<(), MarketError> {
+        let (path, location) = self.locate(source, at);
+        let err = RowError {
+            path,
+            location,
+            column,
+            reason,
+        };
+        match &mut self.report {
+            None => Err(MarketError::Row(Box::new(err))),
+            Some((path, w)) => {
+                self.rejected += 1;
+                let record = [
+                    err.path.display().to_string(),
+                    err.location.to_string(),
+                    err.column.to_owned(),
+                    err.reason,
+                ];
+                w.write_record(&record)
+                    .map_err(|e| MarketError::format(path, e))
+            }
+        }
+    }
+}
+
 /// Validates rows, buffers them per symbol, stages full buffers.
 pub(crate) struct Loader<'s> {
     session: BarIngest,
     opts: &'s IngestOptions,
-    report: Option<csv::Writer<std::io::BufWriter<File>>>,
+    rejects: Rejects,
     index: HashMap<String, usize>,
     buffers: Vec<SymbolBuffer>,
     buffered: usize,
-    /// The current file and its source id in the session.
-    path: PathBuf,
     source: u32,
-    /// Whether locations are CSV lines (else rows, with these batch starts).
-    lines: bool,
-    batch_starts: Vec<u64>,
-    pub rows: u64,
-    pub rejected: u64,
+    rows: u64,
 }
 
 impl<'s> Loader<'s> {
@@ -120,7 +178,7 @@ impl<'s> Loader<'s> {
                 let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
                 w.write_record(["file", "location", "column", "reason"])
                     .map_err(|e| MarketError::format(path, e))?;
-                Some(w)
+                Some((path.clone(), w))
             }
             (OnError::Skip, None) => {
                 return Err(MarketError::Options(
@@ -132,70 +190,38 @@ impl<'s> Loader<'s> {
         Ok(Loader {
             session: store.bar_ingest(),
             opts,
-            report,
+            rejects: Rejects {
+                report,
+                files: Vec::new(),
+                rejected: 0,
+            },
             index: HashMap::new(),
             buffers: Vec::new(),
             buffered: 0,
-            path: PathBuf::new(),
             source: 0,
-            lines: true,
-            batch_starts: Vec::new(),
             rows: 0,
-            rejected: 0,
         })
     }
 
     fn begin_file(&mut self, path: &Path, lines: bool) {
-        self.path = path.to_path_buf();
         self.source = self.session.source(path.display().to_string());
-        self.lines = lines;
-        self.batch_starts.clear();
+        self.rejects.files.push(FileInfo {
+            path: path.to_path_buf(),
+            lines,
+            batch_starts: Vec::new(),
+        });
     }
 
     /// Arrow and Parquet readers call this at each record batch.
     pub(crate) fn begin_batch(&mut self, first_row: u64) {
-        self.batch_starts.push(first_row);
-    }
-
-    fn locate(&self, at: u64) -> Location {
-        if self.lines {
-            return Location::Line(at);
-        }
-        let batch = self
-            .batch_starts
-            .partition_point(|&s| s <= at)
-            .saturating_sub(1);
-        let start = self.batch_starts.get(batch).copied().unwrap_or(0);
-        Location::Row {
-            row: at,
-            batch: batch as u64,
-            in_batch: at - start,
+        if let Some(f) = self.rejects.files.last_mut() {
+            f.batch_starts.push(first_row);
         }
     }
 
-    /// An invalid row: rejects the ingest, or reports and skips it.
-    pub(crate) fn invalid(&mut self, at: u64, (column, reason): Cell) -> Result<(), MarketError> {
-        let err = RowError {
-            path: self.path.clone(),
-            location: self.locate(at),
-            column,
-            reason,
-        };
-        match &mut self.report {
-            None => Err(MarketError::Row(Box::new(err))),
-            Some(w) => {
-                self.rejected += 1;
-                let record = [
-                    err.path.display().to_string(),
-                    err.location.to_string(),
-                    err.column.to_owned(),
-                    err.reason,
-                ];
-                let path = self.opts.report.clone().unwrap_or_default();
-                w.write_record(&record)
-                    .map_err(|e| MarketError::format(&path, e))
-            }
-        }
+    /// An invalid row of the current file: rejects the ingest, or reports and skips it.
+    pub(crate) fn invalid(&mut self, at: u64, cell: Cell) -> Result<(), MarketError> {
+        self.rejects.invalid(self.source, at, cell)
     }
 
     /// One decoded row at location ordinal `at` (a CSV line or a file row).
@@ -251,17 +277,21 @@ impl<'s> Loader<'s> {
         }
         self.buffers = buffers;
         self.buffered = 0;
-        result
+        result?;
+        // Into the value log: what is buffered is all the memory an ingest holds.
+        self.session.flush()?;
+        Ok(())
     }
 
     fn stage(&mut self, buf: &mut SymbolBuffer) -> Result<(), MarketError> {
         let sorted = buf.cols.ts.windows(2).all(|w| w[0] < w[1]);
-        let cols = if sorted {
-            std::mem::take(&mut buf.cols)
+        let (cols, at) = if sorted {
+            (std::mem::take(&mut buf.cols), std::mem::take(&mut buf.at))
         } else {
             let mut order: Vec<usize> = (0..buf.cols.len()).collect();
             order.sort_by_key(|&i| (buf.cols.ts[i], buf.at[i]));
             let mut out = BarColumns::with_capacity(order.len());
+            let mut out_at = Vec::with_capacity(order.len());
             let mut kept: Option<(usize, Bar)> = None;
             for &i in &order {
                 let bar = buf.cols.bar(i);
@@ -273,19 +303,61 @@ impl<'s> Loader<'s> {
                             "{} at {} appears again with different values (first at {})",
                             buf.symbol,
                             super::format_iso(bar.ts),
-                            self.locate(buf.at[first])
+                            self.rejects.locate(self.source, buf.at[first]).1
                         );
                         self.invalid(buf.at[i], ("ts", reason))?;
                     }
                     continue;
                 }
                 out.push(bar);
+                out_at.push(buf.at[i]);
                 kept = Some((i, bar));
             }
-            out
+            (out, out_at)
         };
-        self.session.stage(&buf.symbol, self.source, &cols)?;
+        self.session.stage(&buf.symbol, self.source, &cols, &at)?;
         Ok(())
+    }
+
+    /// Commits the session. A conflict the store finds between rows staged
+    /// in different buffers rejects the ingest, or is reported and skipped.
+    /// Returns the store's report, the rows kept and the rows rejected.
+    fn commit(self) -> Result<(IngestReport, u64, u64), MarketError> {
+        let Loader {
+            session,
+            mut rejects,
+            rows,
+            ..
+        } = self;
+        let mut first_error: Option<MarketError> = None;
+        let committed = session.commit(&mut |c: &Conflict| {
+            let first = c.first_at.map_or_else(
+                || "an earlier row".to_owned(),
+                |a| rejects.locate(c.source, a).1.to_string(),
+            );
+            let reason = format!(
+                "{} at {} appears again with different values (first at {first})",
+                c.symbol,
+                super::format_iso(c.ts)
+            );
+            rejects
+                .invalid(c.source, c.at.unwrap_or(0), ("ts", reason))
+                .map_err(|e| {
+                    let text = e.to_string();
+                    first_error.get_or_insert(e);
+                    kiln_store::StoreError::Conflict(text)
+                })
+        });
+        let report = match (committed, first_error) {
+            (Ok(r), _) => r,
+            (Err(_), Some(e)) => return Err(e),
+            (Err(e), None) => return Err(e.into()),
+        };
+        if let Some((path, mut w)) = rejects.report.take() {
+            w.flush().map_err(|e| MarketError::io(&path, e))?;
+        }
+        let kept = rows - report.conflicts;
+        Ok((report, kept, rejects.rejected))
     }
 }
 
@@ -358,8 +430,9 @@ fn format_of(path: &Path, declared: Option<Format>) -> Result<Format, MarketErro
 }
 
 /// Ingests `paths` as one all-or-nothing change: returns after the group
-/// commit that makes every bar durable, or with an error and nothing changed
-/// (rows skipped under [`OnError::Skip`] aside).
+/// commit that applies every bar (on disk when it returns, under the
+/// store's default `Durability::Sync`), or with an error and nothing
+/// changed (rows skipped under [`OnError::Skip`] aside).
 pub fn ingest_files(
     store: &Store,
     paths: &[PathBuf],
@@ -369,6 +442,17 @@ pub fn ingest_files(
     let started = Instant::now();
     if opts.buffer_rows == 0 {
         return Err(MarketError::Options("buffer_rows must be positive".into()));
+    }
+    if let Some(report) = &opts.report
+        && let Ok(report) = report.canonicalize()
+        && paths
+            .iter()
+            .any(|p| p.canonicalize().is_ok_and(|p| p == report))
+    {
+        return Err(MarketError::Options(format!(
+            "the report file {} is one of the inputs",
+            report.display()
+        )));
     }
     let mut loader = Loader::new(store, opts)?;
     for (file, path) in paths.iter().enumerate() {
@@ -383,12 +467,7 @@ pub fn ingest_files(
         }
         loader.flush()?;
     }
-    if let Some(mut w) = loader.report.take() {
-        let path = opts.report.clone().unwrap_or_default();
-        w.flush().map_err(|e| MarketError::io(&path, e))?;
-    }
-    let (rows, rejected) = (loader.rows, loader.rejected);
-    let report = loader.session.commit()?;
+    let (report, rows, rejected) = loader.commit()?;
     Ok(IngestSummary {
         files: paths.len(),
         rows,

@@ -77,6 +77,12 @@ impl EpochReader {
         let unit = match self.declared {
             Some(u) => u,
             None => {
+                if looks_like_compact_date(value) {
+                    return Err(format!(
+                        "{value} looks like a YYYYMMDD date, not an epoch; write dates as \
+                         YYYY-MM-DD, or declare the epoch unit with --ts-unit"
+                    ));
+                }
                 let here = TsUnit::detect(value);
                 let unit = *self.detected.get_or_insert(here);
                 if here != unit {
@@ -92,6 +98,12 @@ impl EpochReader {
         };
         Self::scaled(value, unit.nanos())
     }
+}
+
+/// Whether an integer reads as a calendar date YYYYMMDD of 1900–2100.
+fn looks_like_compact_date(v: i64) -> bool {
+    let (y, m, d) = (v / 10_000, v / 100 % 100, v % 100);
+    (1900..=2100).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
 }
 
 /// Days from 1970-01-01 to a civil date (proleptic Gregorian).
@@ -190,8 +202,10 @@ pub fn parse_iso(s: &str) -> Result<i64, String> {
                 }
             }
         }
-        if hh > 23 || mm > 59 || ss > 60 {
-            return Err(format!("{s:?} has no such time of day"));
+        if hh > 23 || mm > 59 || ss > 59 {
+            return Err(format!(
+                "{s:?} has no such time of day (leap seconds are not supported)"
+            ));
         }
         secs = hh * 3600 + mm * 60 + ss;
         match b.get(i) {
@@ -202,6 +216,9 @@ pub fn parse_iso(s: &str) -> Result<i64, String> {
                 let oh = digits(b, &mut i, 2).ok_or_else(bad)?;
                 let _ = sep(b, &mut i, b':');
                 let om = digits(b, &mut i, 2).ok_or_else(bad)?;
+                if oh > 23 || om > 59 {
+                    return Err(format!("{s:?} has no such UTC offset"));
+                }
                 let offset = oh * 3600 + om * 60;
                 secs -= if c == b'+' { offset } else { -offset };
             }
@@ -268,6 +285,9 @@ mod tests {
             "2015/01/02",
             "20150102",
             "2015-01-02T25:00",
+            "2015-01-02T23:59:60Z",
+            "2015-01-02T10:00+24:00",
+            "2015-01-02T10:00+01:60",
             "x",
             "2015-01-02Tx",
             "2015-01-02T10:00Zjunk",
@@ -302,6 +322,14 @@ mod tests {
             EpochReader::new(Some(TsUnit::S))
                 .read(i64::MAX / 10)
                 .is_err()
+        );
+        let e = EpochReader::new(None)
+            .read(20_150_102)
+            .expect_err("a compact date");
+        assert!(e.contains("YYYYMMDD"), "{e}");
+        assert_eq!(
+            EpochReader::new(Some(TsUnit::S)).read(20_150_102),
+            Ok(20_150_102_000_000_000)
         );
     }
 }

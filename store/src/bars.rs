@@ -1,29 +1,25 @@
 //! Market data: each symbol's bars as columnar chunks (struct of arrays,
-//! rkyv-archived, inline in sled when small, else in the value log) under
-//! `symbol 0x00 first_ts`, and one [`DataVersion`] per symbol that changes
-//! exactly when the symbol's bars do.
-//!
-//! Writing goes through a [`BarIngest`] session: the caller stages sorted,
-//! validated columns (large ones are appended to the value log at once, so a
-//! session holds little in memory), then `commit` plans every symbol against
-//! what is stored and hands the plans to the writer, which applies them in
-//! one group commit, or none of them. Appending after the last stored bar
-//! adds chunks without reading the old ones; anything else (corrections,
-//! back-fills, re-ingests) merges the symbol and rewrites it only if a value
-//! changed. A dropped session leaves nothing behind.
+//! rkyv-archived, at most [`BAR_CHUNK_ROWS_MAX`] bars each, in the value
+//! log or inline in sled when small) under `symbol 0x00 first_ts`, and one
+//! [`DataVersion`] per symbol that changes exactly when the symbol's bars
+//! do. Reads take a consistent snapshot of a symbol's chunks and hand out
+//! columns in place when the range lies in one chunk. Writing is the
+//! ingest session's job (`ingest`).
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::Ordering;
 
 use rkyv::rancor;
-use rkyv::util::AlignedVec;
 
 use crate::db::{Store, ViewBytes};
 use crate::error::{Result, StoreError};
 use crate::keys::{Symbol, symbol_prefix};
-use crate::record::{IndexEntry, ResultValue, is_aligned_for};
-use crate::writer::{BARS, DATA_VERSIONS, Op};
+use crate::record::{ResultValue, is_aligned_for};
+use crate::vlog::VlogReader;
+use crate::writer::{BARS, DATA_VERSIONS};
+
+/// Most bars in one stored chunk; longer histories are split.
+pub const BAR_CHUNK_ROWS_MAX: usize = 1 << 16;
 
 /// One bar. `vwap` is NaN when the source has none.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,6 +141,30 @@ impl BarColumns {
         }
     }
 
+    /// Appends every bar of a stored chunk.
+    pub(crate) fn extend_from(&mut self, c: &Chunk) {
+        self.ts.extend_from_slice(c.ts());
+        self.open.extend_from_slice(c.column(1));
+        self.high.extend_from_slice(c.column(2));
+        self.low.extend_from_slice(c.column(3));
+        self.close.extend_from_slice(c.column(4));
+        self.volume.extend_from_slice(c.column(5));
+        self.vwap.extend_from_slice(c.column(6));
+    }
+
+    /// Bars `start..end` as new columns.
+    pub fn slice(&self, start: usize, end: usize) -> BarColumns {
+        BarColumns {
+            ts: self.ts[start..end].to_vec(),
+            open: self.open[start..end].to_vec(),
+            high: self.high[start..end].to_vec(),
+            low: self.low[start..end].to_vec(),
+            close: self.close[start..end].to_vec(),
+            volume: self.volume[start..end].to_vec(),
+            vwap: self.vwap[start..end].to_vec(),
+        }
+    }
+
     /// The wrapping sum of the bars' digests.
     pub fn digest(&self) -> u64 {
         (0..self.len()).fold(0u64, |h, i| h.wrapping_add(self.bar(i).digest()))
@@ -228,7 +248,7 @@ impl DataVersion {
         })
     }
 
-    fn of(cols: &BarColumns) -> Option<Self> {
+    pub(crate) fn of(cols: &BarColumns) -> Option<Self> {
         Some(DataVersion {
             bars: cols.len() as u64,
             first_ts: *cols.ts.first()?,
@@ -276,28 +296,35 @@ fn chunk_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Result<ChunkLayo
     if floats.iter().any(|c| c.len() != len) {
         return Err(StoreError::corrupt(location(), "columns of unequal length"));
     }
+    // A corrupt empty vector may hold any pointer: check every offset.
     let base = bytes.as_ptr() as usize;
-    let mut offsets = [a.ts.as_slice().as_ptr() as usize - base; 7];
+    let offset = |p: usize| {
+        p.checked_sub(base)
+            .filter(|o| o + len * 8 <= bytes.len())
+            .ok_or_else(|| StoreError::corrupt(location(), "a column lies outside the record"))
+    };
+    let mut offsets = [offset(a.ts.as_slice().as_ptr() as usize)?; 7];
     for (o, c) in offsets[1..].iter_mut().zip(floats) {
-        *o = c.as_slice().as_ptr() as usize - base;
+        *o = offset(c.as_slice().as_ptr() as usize)?;
     }
     Ok(ChunkLayout { len, offsets })
 }
 
 /// One stored chunk, validated, read in place.
-struct Chunk {
+pub(crate) struct Chunk {
     bytes: ViewBytes,
     layout: ChunkLayout,
 }
 
 impl Chunk {
-    fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
+    pub(crate) fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
         let bytes = bytes.aligned_for::<ArchivedBarColumns>();
         let layout = chunk_layout(bytes.raw(), location)?;
         Ok(Chunk { bytes, layout })
     }
 
-    fn column<T: bytemuck::Pod>(&self, i: usize) -> &[T] {
+    /// Column `i` of ts, open, high, low, close, volume, vwap.
+    pub(crate) fn column<T: bytemuck::Pod>(&self, i: usize) -> &[T] {
         let start = self.layout.offsets[i];
         self.bytes
             .raw()
@@ -306,9 +333,44 @@ impl Chunk {
             .unwrap_or(&[])
     }
 
-    fn ts(&self) -> &[i64] {
+    pub(crate) fn ts(&self) -> &[i64] {
         self.column(0)
     }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.layout.len
+    }
+
+    /// Bar `i` (which must be below `rows()`).
+    pub(crate) fn bar(&self, i: usize) -> Bar {
+        let f = |c: usize| self.column::<f64>(c).get(i).copied().unwrap_or(f64::NAN);
+        Bar {
+            ts: self.ts().get(i).copied().unwrap_or_default(),
+            open: f(1),
+            high: f(2),
+            low: f(3),
+            close: f(4),
+            volume: f(5),
+            vwap: f(6),
+        }
+    }
+}
+
+/// Reads a chunk value (inline or value-log pointer); `None` if its
+/// segment was compacted away since the index was read.
+pub(crate) fn load_chunk_value(
+    reader: &VlogReader,
+    value: sled::IVec,
+    location: &dyn Fn() -> String,
+) -> Result<Option<Chunk>> {
+    let bytes = match ResultValue::decode(&value)? {
+        ResultValue::Inline { .. } => ViewBytes::Inline(value),
+        ResultValue::Pointer(entry) => match reader.read(&entry)? {
+            Some(mapped) => ViewBytes::Mapped(mapped),
+            None => return Ok(None),
+        },
+    };
+    Chunk::new(bytes, location).map(Some)
 }
 
 enum ViewData {
@@ -324,6 +386,7 @@ pub struct BarsView {
     data: ViewData,
     start: usize,
     end: usize,
+    version: DataVersion,
 }
 
 impl BarsView {
@@ -374,6 +437,12 @@ impl BarsView {
         self.start == self.end
     }
 
+    /// The symbol's data version these bars were read at (of all its bars,
+    /// not only those in the view).
+    pub fn version(&self) -> DataVersion {
+        self.version
+    }
+
     /// Whether the columns are read in place (no copy was made).
     pub fn is_zero_copy(&self) -> bool {
         matches!(self.data, ViewData::Chunk(_))
@@ -403,10 +472,20 @@ impl std::fmt::Debug for BarsView {
 }
 
 /// A stored chunk's key, first timestamp and value (as in the results tree).
-struct StoredChunk {
-    key: Vec<u8>,
-    first_ts: i64,
-    value: sled::IVec,
+pub(crate) struct StoredChunk {
+    pub key: Vec<u8>,
+    pub first_ts: i64,
+    pub value: sled::IVec,
+}
+
+impl StoredChunk {
+    /// About how many bars it holds, from its size alone (no read).
+    pub(crate) fn rows_hint(&self) -> usize {
+        match ResultValue::decode(&self.value) {
+            Ok(ResultValue::Pointer(e)) => e.len as usize / 56,
+            _ => 0,
+        }
+    }
 }
 
 /// Which bars of a symbol to read.
@@ -415,14 +494,43 @@ enum Want {
     Last(usize),
 }
 
+/// Decodes a data-versions value.
+pub(crate) fn decode_version(
+    value: Option<sled::IVec>,
+    symbol: &Symbol,
+) -> Result<Option<DataVersion>> {
+    value
+        .map(|v| DataVersion::decode(&v, &format!("data version of {symbol}")))
+        .transpose()
+}
+
+/// Reads a symbol's version and chunk list as one snapshot: an ingest
+/// committing between the reads would pair old chunks with a new version,
+/// so the version is read on both sides of the scan until they agree.
+pub(crate) fn snapshot(
+    store: &Store,
+    symbol: &Symbol,
+) -> Result<(Option<DataVersion>, Vec<StoredChunk>)> {
+    for _ in 0..8 {
+        let before = store.data_version(symbol)?;
+        let stored = store.stored_chunks(symbol)?;
+        if store.data_version(symbol)? == before {
+            return Ok((before, stored));
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "the bars of {symbol} keep changing while they are read"
+    )))
+}
+
 impl Store {
     /// The symbol's data version, if it has bars.
     pub fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
-        let location = format!("data version of {symbol}");
-        self.spaces()
-            .get(DATA_VERSIONS, symbol.as_str().as_bytes())?
-            .map(|v| DataVersion::decode(&v, &location))
-            .transpose()
+        decode_version(
+            self.spaces()
+                .get(DATA_VERSIONS, symbol.as_str().as_bytes())?,
+            symbol,
+        )
     }
 
     /// Every symbol with bars, in name order, with its data version.
@@ -433,8 +541,9 @@ impl Store {
                 let (k, v) = item?;
                 let name = String::from_utf8(k)
                     .map_err(|_| StoreError::corrupt("data versions", "key is not UTF-8"))?;
-                let version = DataVersion::decode(&v, &format!("data version of {name}"))?;
-                Ok((Symbol::new(name)?, version))
+                let symbol = Symbol::new(name)?;
+                let version = DataVersion::decode(&v, &format!("data version of {symbol}"))?;
+                Ok((symbol, version))
             })
             .collect()
     }
@@ -457,7 +566,7 @@ impl Store {
         symbols.iter().map(|s| self.read_bars(s, &want)).collect()
     }
 
-    fn stored_chunks(&self, symbol: &Symbol) -> Result<Vec<StoredChunk>> {
+    pub(crate) fn stored_chunks(&self, symbol: &Symbol) -> Result<Vec<StoredChunk>> {
         let location = format!("bar chunks of {symbol}");
         self.spaces()
             .scan(BARS, &symbol_prefix(symbol))
@@ -473,70 +582,56 @@ impl Store {
             .collect()
     }
 
-    fn load_chunk(&self, symbol: &Symbol, stored: &StoredChunk) -> Result<Chunk> {
-        let location = || format!("bars of {symbol} from ts {}", stored.first_ts);
-        self.load_value(stored.value.clone(), &location)?
-            .ok_or_else(|| StoreError::corrupt(location(), "its value-log segment is missing"))
-    }
-
-    /// Reads a chunk value; `None` if its segment was compacted away.
-    fn load_value(
+    /// Loads a chunk; `None` if its segment was compacted away meanwhile.
+    pub(crate) fn load_chunk(
         &self,
-        value: sled::IVec,
-        location: &dyn Fn() -> String,
+        symbol: &Symbol,
+        stored: &StoredChunk,
     ) -> Result<Option<Chunk>> {
-        let bytes = match ResultValue::decode(&value)? {
-            ResultValue::Inline { .. } => ViewBytes::Inline(value),
-            ResultValue::Pointer(entry) => match self.vlog_reader().read(&entry)? {
-                Some(mapped) => ViewBytes::Mapped(mapped),
-                None => return Ok(None),
-            },
-        };
-        Chunk::new(bytes, location).map(Some)
+        let location = || format!("bars of {symbol} from ts {}", stored.first_ts);
+        load_chunk_value(self.vlog_reader(), stored.value.clone(), &location)
     }
 
     fn read_bars(&self, symbol: &Symbol, want: &Want) -> Result<Option<BarsView>> {
         // A compaction can move a chunk between the scan and the read; the
         // index then points elsewhere, so read it again.
         for _ in 0..3 {
-            let stored = self.stored_chunks(symbol)?;
-            if stored.is_empty() {
+            let (version, stored) = snapshot(self, symbol)?;
+            let Some(version) = version else {
                 return Ok(None);
-            }
-            let mut chunks = Vec::new();
-            let mut gone = false;
+            };
             // Chunks are in time order; pick those the range can touch.
-            let picked: Vec<&StoredChunk> = match want {
+            let picked: &[StoredChunk] = match want {
                 Want::Range(lo, hi) => {
-                    let last_before = |ts: i64| stored.iter().rposition(|c| c.first_ts <= ts);
                     let from = match lo {
-                        Bound::Included(t) | Bound::Excluded(t) => last_before(*t).unwrap_or(0),
+                        Bound::Included(t) | Bound::Excluded(t) => {
+                            stored.iter().rposition(|c| c.first_ts <= *t).unwrap_or(0)
+                        }
                         Bound::Unbounded => 0,
                     };
-                    stored[from..]
-                        .iter()
-                        .filter(|c| match hi {
-                            Bound::Included(t) => c.first_ts <= *t,
-                            Bound::Excluded(t) => c.first_ts < *t,
-                            Bound::Unbounded => true,
-                        })
-                        .collect()
+                    let to = stored.partition_point(|c| match hi {
+                        Bound::Included(t) => c.first_ts <= *t,
+                        Bound::Excluded(t) => c.first_ts < *t,
+                        Bound::Unbounded => true,
+                    });
+                    stored.get(from..to.max(from)).unwrap_or(&[])
                 }
-                Want::Last(_) => stored.iter().collect(),
+                Want::Last(_) => &stored,
             };
             // For a lookback, load from the newest chunk back until enough.
             let mut need = match want {
                 Want::Last(n) => *n,
                 Want::Range(..) => usize::MAX,
             };
+            let mut chunks = Vec::new();
+            let mut gone = false;
             for c in picked.iter().rev() {
                 if need == 0 {
                     break;
                 }
-                let location = || format!("bars of {symbol} from ts {}", c.first_ts);
-                match self.load_value(c.value.clone(), &location)? {
+                match self.load_chunk(symbol, c)? {
                     Some(chunk) => {
-                        need = need.saturating_sub(chunk.layout.len);
+                        need = need.saturating_sub(chunk.rows());
                         chunks.push(chunk);
                     }
                     None => {
@@ -549,46 +644,27 @@ impl Store {
                 continue;
             }
             chunks.reverse();
-            return Ok(Some(view_of(chunks, want)));
+            return Ok(Some(view_of(chunks, want, version)));
         }
         Err(StoreError::corrupt(
             format!("bars of {symbol}"),
             "its value-log segment keeps disappearing",
         ))
     }
-
-    /// Starts an ingest session; nothing is visible until [`BarIngest::commit`].
-    pub fn bar_ingest(&self) -> BarIngest {
-        self.shared().staging.fetch_add(1, Ordering::SeqCst);
-        BarIngest {
-            store: self.clone(),
-            sources: Vec::new(),
-            parts: BTreeMap::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
-            staged: Vec::new(),
-        }
-    }
 }
 
 /// Cuts the wanted bars out of the loaded chunks (in time order).
-fn view_of(mut chunks: Vec<Chunk>, want: &Want) -> BarsView {
+fn view_of(mut chunks: Vec<Chunk>, want: &Want, version: DataVersion) -> BarsView {
     let data = if chunks.len() == 1 {
         match chunks.pop() {
             Some(c) => ViewData::Chunk(c),
             None => ViewData::Owned(BarColumns::default()),
         }
     } else {
-        let n = chunks.iter().map(|c| c.layout.len).sum();
+        let n = chunks.iter().map(Chunk::rows).sum();
         let mut cols = BarColumns::with_capacity(n);
         for c in &chunks {
-            cols.ts.extend_from_slice(c.ts());
-            cols.open.extend_from_slice(c.column(1));
-            cols.high.extend_from_slice(c.column(2));
-            cols.low.extend_from_slice(c.column(3));
-            cols.close.extend_from_slice(c.column(4));
-            cols.volume.extend_from_slice(c.column(5));
-            cols.vwap.extend_from_slice(c.column(6));
+            cols.extend_from(c);
         }
         ViewData::Owned(cols)
     };
@@ -612,468 +688,99 @@ fn view_of(mut chunks: Vec<Chunk>, want: &Want) -> BarsView {
             (start, end.max(start))
         }
     };
-    BarsView { data, start, end }
+    BarsView {
+        data,
+        start,
+        end,
+        version,
+    }
 }
 
-// ---- ingest ---------------------------------------------------------------
+// ---- integrity -----------------------------------------------------------
 
-/// A staged piece of one symbol's new bars: sorted, from one source.
-struct Part {
-    source: u32,
-    first_ts: i64,
-    last_ts: i64,
-    rows: usize,
-    digest: u64,
-    value: PartValue,
-}
-
-enum PartValue {
-    /// Small: archived bytes kept in memory, stored inline at commit.
-    Inline(AlignedVec),
-    /// Large, waiting to be appended to the value log with others.
-    Pending,
-    /// Appended to the value log, indexed at commit.
-    Staged(IndexEntry),
-}
-
-/// A chunk the writer is to store.
-pub(crate) enum NewChunk {
-    /// Already in the value log (staged).
-    Staged(IndexEntry),
-    /// Archived bytes: inline when small, else appended by the writer.
-    Bytes(AlignedVec),
-}
-
-/// One symbol's change, planned against `expect` (the version read when
-/// planning; the writer refuses the whole ingest if it moved meanwhile).
-pub(crate) struct BarPlan {
-    pub symbol: Symbol,
-    pub expect: Option<DataVersion>,
-    pub remove: Vec<Vec<u8>>,
-    pub add: Vec<(Vec<u8>, NewChunk)>,
-    pub version: DataVersion,
-}
-
-/// What a committed ingest changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestReport {
-    /// Symbols whose bars changed, with their new data versions.
-    pub changed: Vec<(Symbol, DataVersion)>,
-    /// Symbols given only bars already stored with the same values.
-    pub unchanged: Vec<Symbol>,
-    /// New bars staged in the session (before merging with stored ones).
-    pub rows: u64,
-}
-
-/// Most bars in one stored chunk; longer histories are split.
-pub const BAR_CHUNK_ROWS_MAX: usize = 1 << 16;
-/// Partial (not full) trailing chunks a symbol may have before an append
-/// merges them into full ones.
-const TAIL_CHUNKS_MAX: usize = 8;
-
-/// An ingest in progress. Stage bars with [`BarIngest::stage`], then
-/// [`BarIngest::commit`]; dropping it without committing changes nothing.
-pub struct BarIngest {
-    store: Store,
-    sources: Vec<String>,
-    parts: BTreeMap<Symbol, Vec<Part>>,
-    /// Large parts' bytes waiting for one value-log append: (symbol, part index, bytes).
-    pending: Vec<(Symbol, usize, AlignedVec)>,
-    pending_bytes: usize,
-    /// Value-log records staged and not (yet) indexed.
-    staged: Vec<IndexEntry>,
-}
-
-/// Staged bytes gathered before one value-log append.
-const STAGE_BATCH_BYTES: usize = 64 << 20;
-
-impl BarIngest {
-    /// Names the next source (a file); returns its id for [`BarIngest::stage`].
-    /// Two bars with one timestamp from one source must agree; between
-    /// sources the later one wins (a correction).
-    pub fn source(&mut self, name: impl Into<String>) -> u32 {
-        self.sources.push(name.into());
-        (self.sources.len() - 1) as u32
-    }
-
-    /// Adds bars of one symbol from `source`: validated, sorted, with unique
-    /// timestamps. Large pieces go to the value log now.
-    pub fn stage(&mut self, symbol: &Symbol, source: u32, cols: &BarColumns) -> Result<()> {
-        if source as usize >= self.sources.len() {
-            return Err(StoreError::invalid("source", format!("no source {source}")));
-        }
-        cols.check(&|| format!("{symbol} from {}", self.sources[source as usize]))?;
-        let Some(version) = DataVersion::of(cols) else {
-            return Ok(());
-        };
-        let bytes = encode_chunk(cols)?;
-        let parts = self.parts.entry(symbol.clone()).or_default();
-        let value = if bytes.len() <= self.store.config().inline_series_bytes_max {
-            PartValue::Inline(bytes)
-        } else {
-            self.pending_bytes += bytes.len();
-            self.pending.push((symbol.clone(), parts.len(), bytes));
-            PartValue::Pending
-        };
-        parts.push(Part {
-            source,
-            first_ts: version.first_ts,
-            last_ts: version.last_ts,
-            rows: cols.len(),
-            digest: version.hash,
-            value,
-        });
-        if self.pending_bytes >= STAGE_BATCH_BYTES {
-            self.flush_pending()?;
-        }
-        Ok(())
-    }
-
-    /// Appends the pending large parts to the value log in one writer call.
-    fn flush_pending(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let (slots, payloads): (Vec<_>, Vec<_>) =
-            pending.into_iter().map(|(s, i, b)| ((s, i), b)).unzip();
-        let entries = self.store.call(|reply| Op::StageBars { payloads, reply })?;
-        for ((symbol, i), entry) in slots.into_iter().zip(entries) {
-            self.staged.push(entry);
-            if let Some(part) = self.parts.get_mut(&symbol).and_then(|p| p.get_mut(i)) {
-                part.value = PartValue::Staged(entry);
+/// Reads every bar chunk back (checksummed, validated) and checks each
+/// symbol's chunks against its data version: count, first and last
+/// timestamp, content hash, order within and across chunks, the chunk size
+/// bound. One symbol's bars are held at a time. Returns chunks scanned.
+pub(crate) fn check_bars(
+    spaces: &crate::space::Spaces,
+    reader: &VlogReader,
+    problems: &mut Vec<String>,
+) -> Result<u64> {
+    let mut versions: BTreeMap<String, DataVersion> = BTreeMap::new();
+    for item in spaces.scan(DATA_VERSIONS, &[]) {
+        let (k, v) = item?;
+        let symbol = String::from_utf8_lossy(&k).into_owned();
+        match DataVersion::decode(&v, &format!("data version of {symbol}")) {
+            Ok(version) => {
+                versions.insert(symbol, version);
             }
-        }
-        Ok(())
-    }
-
-    /// Bars staged so far.
-    pub fn rows(&self) -> u64 {
-        self.parts.values().flatten().map(|p| p.rows as u64).sum()
-    }
-
-    /// Makes every staged bar durable in one group commit, or nothing.
-    pub fn commit(mut self) -> Result<IngestReport> {
-        self.flush_pending()?;
-        let rows = self.rows();
-        for attempt in 0.. {
-            let mut report = IngestReport {
-                rows,
-                ..IngestReport::default()
-            };
-            let mut plans = Vec::new();
-            for (symbol, parts) in &self.parts {
-                match self.plan(symbol, parts)? {
-                    Some(plan) => {
-                        report.changed.push((symbol.clone(), plan.version));
-                        plans.push(plan);
-                    }
-                    None => report.unchanged.push(symbol.clone()),
-                }
-            }
-            if plans.is_empty() {
-                return Ok(report);
-            }
-            let used: std::collections::HashSet<(u32, u64)> = plans
-                .iter()
-                .flat_map(|p| &p.add)
-                .filter_map(|(_, c)| match c {
-                    NewChunk::Staged(e) => Some((e.segment, e.offset)),
-                    NewChunk::Bytes(_) => None,
-                })
-                .collect();
-            match self.store.call(|reply| Op::IngestBars { plans, reply }) {
-                Ok(()) => {
-                    // Staged records a rewrite merged away are garbage now;
-                    // dropping the session releases them.
-                    self.staged
-                        .retain(|e| !used.contains(&(e.segment, e.offset)));
-                    return Ok(report);
-                }
-                // Another ingest changed one of these symbols meanwhile: plan again.
-                Err(StoreError::Conflict(_)) if attempt < 3 => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Closed)
-    }
-
-    fn plan(&self, symbol: &Symbol, parts: &[Part]) -> Result<Option<BarPlan>> {
-        // A commit between the two reads would pair old chunks with a new
-        // version; read the version on both sides of the scan until they agree.
-        let (stored, expect) = loop {
-            let before = self.store.data_version(symbol)?;
-            let stored = self.store.stored_chunks(symbol)?;
-            if self.store.data_version(symbol)? == before {
-                break (stored, before);
-            }
-        };
-        let mut order: Vec<&Part> = parts.iter().collect();
-        order.sort_by_key(|p| p.first_ts);
-        let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
-        let after_stored = expect.is_none_or(|v| v.last_ts < order[0].first_ts);
-        if disjoint && after_stored {
-            let partial_tail = self.partial_tail(symbol, &stored)?;
-            if partial_tail + order.len() <= TAIL_CHUNKS_MAX {
-                return Ok(Some(self.append_plan(symbol, expect, &order)));
-            }
-            // Too many small chunks: merge the partial tail with the new bars.
-            let keep = stored.len() - partial_tail;
-            return self.rewrite_plan(symbol, expect, &stored[keep..], parts, expect);
-        }
-        self.rewrite_plan(symbol, expect, &stored, parts, None)
-    }
-
-    /// Trailing stored chunks holding fewer than [`BAR_CHUNK_ROWS_MAX`] bars.
-    fn partial_tail(&self, symbol: &Symbol, stored: &[StoredChunk]) -> Result<usize> {
-        let mut n = 0;
-        for c in stored.iter().rev() {
-            if self.store.load_chunk(symbol, c)?.layout.len >= BAR_CHUNK_ROWS_MAX {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn append_plan(
-        &self,
-        symbol: &Symbol,
-        expect: Option<DataVersion>,
-        order: &[&Part],
-    ) -> BarPlan {
-        let mut version = expect.unwrap_or(DataVersion {
-            first_ts: order[0].first_ts,
-            ..DataVersion::default()
-        });
-        let mut add = Vec::with_capacity(order.len());
-        for p in order {
-            version.bars += p.rows as u64;
-            version.last_ts = p.last_ts;
-            version.hash = version.hash.wrapping_add(p.digest);
-            add.push((chunk_key(symbol, p.first_ts), self.part_chunk(p)));
-        }
-        BarPlan {
-            symbol: symbol.clone(),
-            expect,
-            remove: Vec::new(),
-            add,
-            version,
+            Err(e) => problems.push(e.to_string()),
         }
     }
-
-    fn part_chunk(&self, p: &Part) -> NewChunk {
-        match &p.value {
-            PartValue::Inline(bytes) => NewChunk::Bytes(bytes.clone()),
-            PartValue::Staged(entry) => NewChunk::Staged(*entry),
-            // `commit` flushes every pending part before planning.
-            PartValue::Pending => NewChunk::Bytes(AlignedVec::new()),
-        }
-    }
-
-    /// Merges `stored` (a suffix of the symbol's chunks, or all of them) with
-    /// the new parts and rewrites them. `base` is the version of the chunks
-    /// before `stored` when `stored` is only a suffix (an append); `None`
-    /// when `stored` is everything. `None` if no value changes.
-    fn rewrite_plan(
-        &self,
-        symbol: &Symbol,
-        expect: Option<DataVersion>,
-        stored: &[StoredChunk],
-        parts: &[Part],
-        base: Option<DataVersion>,
-    ) -> Result<Option<BarPlan>> {
-        let mut old = BarColumns::default();
-        for c in stored {
-            let chunk = self.store.load_chunk(symbol, c)?;
-            append_chunk(&mut old, &chunk);
-        }
-        // Every (ts, rank, bar): stored bars rank 0, then parts in staging order.
-        let mut all: Vec<(i64, usize, u32, Bar)> = (0..old.len())
-            .map(|i| (old.ts[i], 0, u32::MAX, old.bar(i)))
-            .collect();
-        for (rank, p) in parts.iter().enumerate() {
-            let cols = self.part_columns(symbol, p)?;
-            all.extend((0..cols.len()).map(|i| (cols.ts[i], rank + 1, p.source, cols.bar(i))));
-        }
-        all.sort_by_key(|&(ts, rank, ..)| (ts, rank));
-        let mut merged = BarColumns::with_capacity(all.len());
-        let mut i = 0;
-        while i < all.len() {
-            let mut j = i + 1;
-            while j < all.len() && all[j].0 == all[i].0 {
-                j += 1;
+    let mut chunks = 0;
+    let mut current: Option<(String, BarColumns)> = None;
+    let mut finish = |done: Option<(String, BarColumns)>, problems: &mut Vec<String>| {
+        if let Some((symbol, all)) = done {
+            if let Err(e) = all.check(&|| format!("bars of {symbol}")) {
+                problems.push(e.to_string());
             }
-            let group = &all[i..j];
-            if let Some(conflict) = same_source_conflict(group) {
-                return Err(StoreError::invalid(
-                    "bars",
-                    format!(
-                        "{symbol} at ts {} appears twice in {} with different values \
-                         (the rows were far apart in the input, so their lines are not known)",
-                        group[0].0, self.sources[conflict as usize]
-                    ),
+            let found = DataVersion::of(&all);
+            let recorded = versions.remove(&symbol);
+            if found != recorded {
+                problems.push(format!(
+                    "bars of {symbol}: data version {recorded:?} but the chunks give {found:?}"
                 ));
             }
-            if let Some(last) = group.last() {
-                merged.push(last.3);
-            }
-            i = j;
         }
-        if merged == old && base.is_none() {
-            return Ok(None);
+    };
+    for item in spaces.scan(BARS, &[]) {
+        let (k, v) = item?;
+        chunks += 1;
+        let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+        let symbol = String::from_utf8_lossy(&k[..sep]).into_owned();
+        if current.as_ref().is_none_or(|(s, _)| *s != symbol) {
+            finish(current.take(), problems);
+            current = Some((symbol.clone(), BarColumns::default()));
         }
-        let mut version = DataVersion::of(&merged).unwrap_or_default();
-        if let Some(base) = base {
-            version.bars += base.bars - old.len() as u64;
-            version.first_ts = base.first_ts;
-            version.hash = version
-                .hash
-                .wrapping_add(base.hash)
-                .wrapping_sub(old.digest());
-        }
-        if expect == Some(version) {
-            return Ok(None);
-        }
-        let remove = stored.iter().map(|c| c.key.clone()).collect();
-        let mut add = Vec::new();
-        let mut start = 0;
-        while start < merged.len() {
-            let end = (start + BAR_CHUNK_ROWS_MAX).min(merged.len());
-            let piece = slice_columns(&merged, start, end);
-            add.push((
-                chunk_key(symbol, piece.ts[0]),
-                NewChunk::Bytes(encode_chunk(&piece)?),
-            ));
-            start = end;
-        }
-        Ok(Some(BarPlan {
-            symbol: symbol.clone(),
-            expect,
-            remove,
-            add,
-            version,
-        }))
-    }
-
-    fn part_columns(&self, symbol: &Symbol, p: &Part) -> Result<BarColumns> {
-        let location = || format!("staged bars of {symbol}");
-        let bytes = match &p.value {
-            PartValue::Inline(bytes) => ViewBytes::Copied(bytes.clone()),
-            PartValue::Staged(entry) => ViewBytes::Mapped(
-                self.store
-                    .vlog_reader()
-                    .read(entry)?
-                    .ok_or_else(|| StoreError::corrupt(location(), "staged record is gone"))?,
-            ),
-            PartValue::Pending => {
-                return Err(StoreError::corrupt(location(), "part was never staged"));
+        let first_ts = match chunk_first_ts(&k, "bar chunk key") {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("bars of {symbol}: {e}"));
+                continue;
             }
         };
-        let chunk = Chunk::new(bytes, &location)?;
-        let mut cols = BarColumns::default();
-        append_chunk(&mut cols, &chunk);
-        Ok(cols)
-    }
-}
-
-/// The source of two differing bars from the same source in one timestamp
-/// group, if any (stored bars, source `u32::MAX`, never conflict).
-fn same_source_conflict(group: &[(i64, usize, u32, Bar)]) -> Option<u32> {
-    for (n, a) in group.iter().enumerate() {
-        for b in &group[n + 1..] {
-            if a.1 > 0 && a.2 == b.2 && !a.3.same_as(&b.3) {
-                return Some(a.2);
-            }
-        }
-    }
-    None
-}
-
-fn append_chunk(cols: &mut BarColumns, chunk: &Chunk) {
-    cols.ts.extend_from_slice(chunk.ts());
-    cols.open.extend_from_slice(chunk.column(1));
-    cols.high.extend_from_slice(chunk.column(2));
-    cols.low.extend_from_slice(chunk.column(3));
-    cols.close.extend_from_slice(chunk.column(4));
-    cols.volume.extend_from_slice(chunk.column(5));
-    cols.vwap.extend_from_slice(chunk.column(6));
-}
-
-fn slice_columns(c: &BarColumns, start: usize, end: usize) -> BarColumns {
-    BarColumns {
-        ts: c.ts[start..end].to_vec(),
-        open: c.open[start..end].to_vec(),
-        high: c.high[start..end].to_vec(),
-        low: c.low[start..end].to_vec(),
-        close: c.close[start..end].to_vec(),
-        volume: c.volume[start..end].to_vec(),
-        vwap: c.vwap[start..end].to_vec(),
-    }
-}
-
-fn encode_chunk(cols: &BarColumns) -> Result<AlignedVec> {
-    rkyv::to_bytes::<rancor::Error>(cols).map_err(|e| StoreError::corrupt("bars", e.to_string()))
-}
-
-impl Drop for BarIngest {
-    fn drop(&mut self) {
-        if !self.staged.is_empty() {
-            let entries = std::mem::take(&mut self.staged);
-            let _ = self.store.send(Op::UnstageBars { entries });
-        }
-        self.store.shared().staging.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Checks one symbol's stored chunks against its data version (for `check`).
-pub(crate) fn check_symbol(
-    store_chunks: &[(i64, Result<BarColumns>)],
-    version: Option<DataVersion>,
-    symbol: &str,
-    problems: &mut Vec<String>,
-) {
-    let mut all = BarColumns::default();
-    for (first_ts, cols) in store_chunks {
-        match cols {
+        let location = || format!("bars of {symbol} from ts {first_ts}");
+        let chunk = load_chunk_value(reader, v, &location)
+            .and_then(|c| c.ok_or_else(|| StoreError::corrupt(location(), "segment is missing")));
+        match chunk {
             Ok(c) => {
-                if c.ts.first() != Some(first_ts) {
+                if c.ts().first() != Some(&first_ts) {
                     problems.push(format!(
-                        "bars of {symbol}: chunk keyed {first_ts} starts at {:?}",
-                        c.ts.first()
+                        "{}: the chunk starts at {:?}",
+                        location(),
+                        c.ts().first()
                     ));
                 }
-                all.ts.extend_from_slice(&c.ts);
-                all.open.extend_from_slice(&c.open);
-                all.high.extend_from_slice(&c.high);
-                all.low.extend_from_slice(&c.low);
-                all.close.extend_from_slice(&c.close);
-                all.volume.extend_from_slice(&c.volume);
-                all.vwap.extend_from_slice(&c.vwap);
+                if c.rows() > BAR_CHUNK_ROWS_MAX {
+                    problems.push(format!(
+                        "{}: {} bars, more than {BAR_CHUNK_ROWS_MAX}",
+                        location(),
+                        c.rows()
+                    ));
+                }
+                if let Some((_, all)) = current.as_mut() {
+                    all.extend_from(&c);
+                }
             }
-            Err(e) => problems.push(format!("bars of {symbol}: {e}")),
+            Err(e) => problems.push(e.to_string()),
         }
     }
-    if let Err(e) = all.check(&|| format!("bars of {symbol}")) {
-        problems.push(e.to_string());
+    finish(current.take(), problems);
+    for symbol in versions.keys() {
+        problems.push(format!("{symbol} has a data version but no bars"));
     }
-    if DataVersion::of(&all) != version {
-        problems.push(format!(
-            "bars of {symbol}: data version {version:?} but the chunks give {:?}",
-            DataVersion::of(&all)
-        ));
-    }
-}
-
-/// Decodes archived chunk bytes into owned columns (for `check`).
-pub(crate) fn decode_chunk(bytes: &[u8], location: &dyn Fn() -> String) -> Result<BarColumns> {
-    let mut copy = AlignedVec::<16>::new();
-    copy.extend_from_slice(bytes);
-    let chunk = Chunk::new(ViewBytes::Copied(copy), location)?;
-    let mut cols = BarColumns::default();
-    append_chunk(&mut cols, &chunk);
-    Ok(cols)
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -1095,7 +802,7 @@ mod tests {
         for i in 0..10 {
             a.push(bar(i, 1.0 + i as f64));
         }
-        let (x, y) = (slice_columns(&a, 0, 4), slice_columns(&a, 4, 10));
+        let (x, y) = (a.slice(0, 4), a.slice(4, 10));
         assert_eq!(x.digest().wrapping_add(y.digest()), a.digest());
         let mut b = a.clone();
         b.close[3] = f64::from_bits(b.close[3].to_bits() ^ 1);

@@ -239,9 +239,12 @@ pub(crate) enum ViewBytes {
 }
 
 impl ViewBytes {
-    /// These bytes, or an aligned copy when they cannot hold a `T` in place.
+    /// These bytes, or an aligned copy when they cannot hold a `T` in place
+    /// (8-aligned at least: archived f64 and i64 columns need it, whatever
+    /// the container's own alignment).
     pub(crate) fn aligned_for<T>(self) -> Self {
-        if crate::record::is_aligned_for::<T>(self.raw()) {
+        let align = std::mem::align_of::<T>().max(8);
+        if (self.raw().as_ptr() as usize).is_multiple_of(align) {
             self
         } else {
             let mut copy = rkyv::util::AlignedVec::new();
@@ -297,11 +300,24 @@ impl SeriesView {
         self.layout.last_ts
     }
 
+    /// Content hash of the bars it was computed from.
+    pub fn data_hash(&self) -> u64 {
+        self.layout.data_hash
+    }
+
+    /// Whether it was computed from exactly the bars of `version`.
+    pub fn is_current(&self, version: &crate::DataVersion) -> bool {
+        self.bar_count() == version.bars
+            && self.last_ts() == version.last_ts
+            && self.data_hash() == version.hash
+    }
+
     /// An owned copy.
     pub fn to_series(&self) -> Series {
         Series {
             bar_count: self.bar_count(),
             last_ts: self.last_ts(),
+            data_hash: self.data_hash(),
             values: self.values().to_vec(),
             state: self.state().to_vec(),
         }

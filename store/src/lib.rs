@@ -20,7 +20,7 @@
 //!
 //! let lease = store.claim(1)?.remove(0);
 //! let key = SeriesKey::new(aapl, "sma(20)")?;
-//! let series = Series { bar_count: 3, last_ts: 1_700_000_000, values: vec![f64::NAN, 1.5, 2.5], state: vec![] };
+//! let series = Series { bar_count: 3, last_ts: 1_700_000_000, data_hash: 0, values: vec![f64::NAN, 1.5, 2.5], state: vec![] };
 //! store.complete(lease.token, vec![(key.clone(), series)])?;
 //!
 //! let view = store.series(&key)?.expect("stored with the completion");
@@ -33,6 +33,7 @@ mod db;
 mod disk;
 mod error;
 mod floor;
+mod ingest;
 mod job;
 mod keys;
 mod record;
@@ -41,15 +42,14 @@ mod space;
 mod vlog;
 mod writer;
 
-pub use bars::{
-    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, BarIngest, BarsView, DataVersion, IngestReport,
-};
+pub use bars::{BAR_CHUNK_ROWS_MAX, Bar, BarColumns, BarsView, DataVersion};
 pub use db::{
     CheckReport, CompactReport, Completion, Durability, FORMAT_FILE, QueueStats, SeriesView, Store,
     StoreConfig,
 };
 pub use error::{Result, StoreError};
 pub use floor::SledFloor;
+pub use ingest::{BarIngest, Conflict, IngestReport};
 pub use job::{
     ATTEMPTS_MAX_LIMIT, CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease,
     LeaseToken, NewJob, Priority, RetryPolicy,

@@ -16,7 +16,7 @@ use crate::keys::Symbol;
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
@@ -122,6 +122,9 @@ pub struct Series {
     pub bar_count: u64,
     /// Timestamp of the last input bar (the data version).
     pub last_ts: i64,
+    /// Content hash of the input bars ([`crate::DataVersion::hash`]), so a
+    /// correction of an earlier bar shows as well as an appended one.
+    pub data_hash: u64,
     /// One value per bar; NaN where the feature is undefined.
     pub values: Vec<f64>,
     /// Opaque kernel state after the last bar, for incremental continuation.
@@ -140,6 +143,7 @@ pub(crate) fn encode_series(series: &Series) -> Result<AlignedVec> {
 pub(crate) struct SeriesLayout {
     pub bar_count: u64,
     pub last_ts: i64,
+    pub data_hash: u64,
     pub values_offset: usize,
     pub values_len: usize,
     pub state_offset: usize,
@@ -163,6 +167,7 @@ pub(crate) fn series_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Resu
     Ok(SeriesLayout {
         bar_count: archived.bar_count.to_native(),
         last_ts: archived.last_ts.to_native(),
+        data_hash: archived.data_hash.to_native(),
         values_offset: values.as_ptr() as usize - base,
         values_len: values.len(),
         state_offset: state.as_ptr() as usize - base,
@@ -385,6 +390,7 @@ mod tests {
         let s = Series {
             bar_count: 3,
             last_ts: 99,
+            data_hash: 7,
             values: vec![1.0, f64::NAN, 3.5],
             state: vec![9, 8],
         };

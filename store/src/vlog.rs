@@ -292,15 +292,7 @@ impl Vlog {
             f.sync_data()
                 .map_err(|e| StoreError::io(format!("fsync {}", self.dir.display()), e))?;
         }
-        self.active.flush().map_err(|e| {
-            StoreError::io(
-                format!(
-                    "write {}",
-                    segment_path(&self.dir, self.active_id).display()
-                ),
-                e,
-            )
-        })?;
+        self.flush()?;
         self.active.get_ref().sync_data().map_err(|e| {
             StoreError::io(
                 format!(

@@ -21,19 +21,18 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
 use crate::Durability;
-use crate::bars::{
-    BarColumns, BarPlan, DataVersion, NewChunk, check_symbol, chunk_first_ts, decode_chunk,
-};
+use crate::bars::{check_bars, decode_version};
 use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
 use crate::disk::Disk;
 use crate::error::{Result, StoreError};
+use crate::ingest::BarPlan;
 use crate::job::{
     CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
 };
 use crate::keys::{SeriesKey, Symbol, u64_key};
 use crate::record::{IndexEntry, ResultValue, SymbolStats, decode_job, encode_job, series_layout};
 use crate::space::{Spaces, Writes};
-use crate::vlog::{Vlog, VlogReader};
+use crate::vlog::Vlog;
 
 /// Keyspaces (see `space`).
 pub(crate) const JOBS: usize = 0;
@@ -780,14 +779,7 @@ impl Writer {
                 }
                 .encode()
             } else {
-                match self.vlog.append(&series.bytes, job_id) {
-                    Ok(entry) => ResultValue::Pointer(entry).encode(),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        self.fatal.get_or_insert(e);
-                        return Err(StoreError::Poisoned { cause: msg });
-                    }
-                }
+                ResultValue::Pointer(self.append_or_poison(&series.bytes, job_id)?).encode()
             };
             let key = series.key.encode();
             self.release_pointer(RESULTS, &key)?;
@@ -969,67 +961,62 @@ impl Writer {
     fn stage_bars(&mut self, payloads: &[AlignedVec]) -> Result<Vec<IndexEntry>> {
         let mut entries = Vec::with_capacity(payloads.len());
         for p in payloads {
-            match self.vlog.append(p, 0) {
-                Ok(e) => entries.push(e),
-                Err(e) => {
-                    for done in &entries {
-                        self.vlog.release(done);
-                    }
-                    return Err(e);
-                }
-            }
+            entries.push(self.append_or_poison(p, 0)?);
         }
         if let Err(e) = self.vlog.flush() {
-            let msg = e.to_string();
-            self.fatal.get_or_insert(e);
-            return Err(StoreError::Poisoned { cause: msg });
+            return Err(self.poison_with(e));
         }
         Ok(entries)
     }
 
-    fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
-        let location = format!("data version of {symbol}");
-        self.lookup(DATA_VERSIONS, symbol.as_str().as_bytes())?
-            .map(|v| DataVersion::decode(&v, &location))
-            .transpose()
+    /// Appends to the value log; an I/O failure there may leave a partial
+    /// record, so it fails this group and poisons the store.
+    fn append_or_poison(&mut self, payload: &[u8], job_id: u64) -> Result<IndexEntry> {
+        self.vlog
+            .append(payload, job_id)
+            .map_err(|e| self.poison_with(e))
     }
 
-    /// Checks every plan against the current data versions, then applies them.
+    /// Records a write-path failure for this group's commit to report.
+    fn poison_with(&mut self, e: StoreError) -> StoreError {
+        let cause = e.to_string();
+        self.fatal.get_or_insert(e);
+        StoreError::Poisoned { cause }
+    }
+
+    /// Checks every plan against the current data versions and every value
+    /// it replaces, then applies them: all, or (on an error) none.
     fn ingest_bars(&mut self, plans: Vec<BarPlan>) -> Result<()> {
+        let mut released = Vec::new();
         for p in &plans {
-            if self.data_version(&p.symbol)? != p.expect {
+            let current = decode_version(
+                self.lookup(DATA_VERSIONS, p.symbol.as_str().as_bytes())?,
+                &p.symbol,
+            )?;
+            if current != p.expect {
                 return Err(StoreError::Conflict(format!(
                     "the bars of {} changed while the ingest was planned",
                     p.symbol
                 )));
             }
+            for key in p.remove.iter().chain(p.add.iter().map(|(k, _)| k)) {
+                if let Some(old) = self.lookup(BARS, key)?
+                    && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
+                    && !released.contains(&old)
+                {
+                    released.push(old);
+                }
+            }
+        }
+        for old in &released {
+            self.vlog.release(old);
         }
         for p in plans {
             for key in p.remove {
-                self.release_pointer(BARS, &key)?;
                 self.delete(BARS, key);
             }
-            for (key, chunk) in p.add {
-                self.release_pointer(BARS, &key)?;
-                let value = match chunk {
-                    NewChunk::Staged(entry) => ResultValue::Pointer(entry).encode(),
-                    NewChunk::Bytes(b) if b.len() <= self.config.inline_series_bytes_max => {
-                        ResultValue::Inline {
-                            job_id: 0,
-                            archived: &b,
-                        }
-                        .encode()
-                    }
-                    NewChunk::Bytes(b) => match self.vlog.append(&b, 0) {
-                        Ok(entry) => ResultValue::Pointer(entry).encode(),
-                        Err(e) => {
-                            let msg = e.to_string();
-                            self.fatal.get_or_insert(e);
-                            return Err(StoreError::Poisoned { cause: msg });
-                        }
-                    },
-                };
-                self.put(BARS, key, value);
+            for (key, entry) in p.add {
+                self.put(BARS, key, ResultValue::Pointer(entry).encode());
             }
             self.put(
                 DATA_VERSIONS,
@@ -1265,53 +1252,9 @@ impl Writer {
                 },
             }
         }
-        self.check_bars(&reader, &mut report)?;
+        report.bar_chunks = check_bars(&self.spaces, &reader, &mut report.problems)?;
         report.counters_by_state = scanned.by_state;
         Ok(report)
-    }
-
-    /// Reads every bar chunk back and checks each symbol's chunks against
-    /// its data version (count, first and last timestamp, content hash).
-    fn check_bars(&self, reader: &VlogReader, report: &mut CheckReport) -> Result<()> {
-        let mut chunks: BTreeMap<String, Vec<(i64, Result<BarColumns>)>> = BTreeMap::new();
-        for item in self.spaces.scan(BARS, &[]) {
-            let (k, v) = item?;
-            report.bar_chunks += 1;
-            let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());
-            let symbol = String::from_utf8_lossy(&k[..sep]).into_owned();
-            let first_ts = chunk_first_ts(&k, "bar chunk key")?;
-            let location = || format!("bars of {symbol} from ts {first_ts}");
-            let cols = match ResultValue::decode(&v)? {
-                ResultValue::Inline { archived, .. } => decode_chunk(archived, &location),
-                ResultValue::Pointer(entry) => match reader.read(&entry) {
-                    Ok(Some(m)) => decode_chunk(m.bytes(), &location),
-                    Ok(None) => Err(StoreError::corrupt(location(), "segment is missing")),
-                    Err(e) => Err(e),
-                },
-            };
-            chunks.entry(symbol).or_default().push((first_ts, cols));
-        }
-        let mut versions = BTreeMap::new();
-        for item in self.spaces.scan(DATA_VERSIONS, &[]) {
-            let (k, v) = item?;
-            let symbol = String::from_utf8_lossy(&k).into_owned();
-            let version = DataVersion::decode(&v, &format!("data version of {symbol}"))?;
-            versions.insert(symbol, version);
-        }
-        for (symbol, cols) in &chunks {
-            check_symbol(
-                cols,
-                versions.get(symbol).copied(),
-                symbol,
-                &mut report.problems,
-            );
-        }
-        for symbol in versions.keys().filter(|s| !chunks.contains_key(*s)) {
-            report
-                .problems
-                .push(format!("{symbol} has a data version but no bars"));
-        }
-        Ok(())
     }
 }
 

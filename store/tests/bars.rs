@@ -1,6 +1,6 @@
 //! Bar storage: staging, append, merge, corrections, data versions, reads.
 
-use kiln_store::{Bar, BarColumns, DataVersion, Store, StoreConfig, Symbol};
+use kiln_store::{Bar, BarColumns, Conflict, DataVersion, Store, StoreConfig, StoreError, Symbol};
 
 fn sym(s: &str) -> Symbol {
     Symbol::new(s).expect("symbol")
@@ -33,9 +33,14 @@ fn ingest(
     let mut s = store.bar_ingest();
     let src = s.source("test");
     for (name, c) in parts {
-        s.stage(&sym(name), src, c)?;
+        s.stage(&sym(name), src, c, &[])?;
     }
-    s.commit()
+    s.commit(&mut refuse)
+}
+
+/// A conflict handler that rejects the ingest.
+fn refuse(c: &Conflict) -> kiln_store::Result<()> {
+    Err(StoreError::Conflict(format!("{} at ts {}", c.symbol, c.ts)))
 }
 
 fn stored(store: &Store, name: &str) -> BarColumns {
@@ -172,27 +177,168 @@ fn identical_reingest_is_a_no_op_and_a_correction_replaces() {
 }
 
 #[test]
-fn a_conflicting_duplicate_within_one_source_changes_nothing() {
+fn a_conflict_within_one_source_is_reported_with_both_locations() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
     ingest(&store, &[("A", cols(0..10, 0.0))]).expect("first");
     let before = stored(&store, "A");
-    let e = ingest(
-        &store,
-        &[("A", cols(20..30, 0.0)), ("A", cols(25..26, 1.0))],
-    )
-    .expect_err("conflict");
-    let msg = e.to_string();
-    assert!(msg.contains("A at ts 25") && msg.contains("test"), "{msg}");
+    let stage_two = |store: &Store| {
+        let mut s = store.bar_ingest();
+        let src = s.source("file.csv");
+        let at: Vec<u64> = (100..110).collect();
+        s.stage(&sym("A"), src, &cols(20..30, 0.0), &at)
+            .expect("stage");
+        s.stage(&sym("A"), src, &cols(25..26, 1.0), &[500])
+            .expect("stage");
+        s
+    };
+    let mut seen = Vec::new();
+    let e = stage_two(&store)
+        .commit(&mut |c| {
+            seen.push(c.clone());
+            refuse(c)
+        })
+        .expect_err("conflict");
+    assert!(e.to_string().contains("A at ts 25"), "{e}");
+    assert_eq!(
+        seen,
+        [Conflict {
+            symbol: sym("A"),
+            source: 0,
+            ts: 25,
+            at: Some(500),
+            first_at: Some(105)
+        }]
+    );
     assert_bits_eq(&stored(&store, "A"), &before);
 
-    // From a later source the same bar is a correction.
+    // Going on keeps the first bar and drops the later one.
+    let report = stage_two(&store).commit(&mut |_| Ok(())).expect("skip");
+    assert_eq!(report.conflicts, 1);
+    assert_eq!(stored(&store, "A").close[15], 35.0);
+
+    // From a later source the same timestamp is a correction.
     let mut s = store.bar_ingest();
     let (one, two) = (s.source("one"), s.source("two"));
-    s.stage(&sym("A"), one, &cols(20..30, 0.0)).expect("stage");
-    s.stage(&sym("A"), two, &cols(25..26, 1.0)).expect("stage");
-    s.commit().expect("commit");
+    s.stage(&sym("A"), one, &cols(20..30, 0.0), &[])
+        .expect("stage");
+    s.stage(&sym("A"), two, &cols(25..26, 1.0), &[])
+        .expect("stage");
+    s.commit(&mut refuse).expect("commit");
     assert_eq!(stored(&store, "A").close[15], 36.0);
+}
+
+#[test]
+fn long_inputs_are_cut_into_bounded_chunks_and_corrections_touch_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let n = kiln_store::BAR_CHUNK_ROWS_MAX as i64 * 2 + 10;
+    let all = cols(0..n, 0.0);
+    ingest(&store, &[("L", all.clone())]).expect("ingest");
+    assert_eq!(store.check().expect("check").bar_chunks, 3);
+    let mut fix = cols(70_000..70_001, 0.0);
+    fix.close[0] = 1.25;
+    ingest(&store, &[("L", fix)]).expect("correct");
+    let check = store.check().expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(
+        check.bar_chunks, 3,
+        "only the chunk holding the bar is rewritten"
+    );
+    let mut want = all;
+    want.close[70_000] = 1.25;
+    assert_bits_eq(&stored(&store, "L"), &want);
+    assert_eq!(
+        store.data_version(&sym("L")).expect("v"),
+        Some(version_of(&want))
+    );
+    // A window read inside the second chunk is in place.
+    let v = store
+        .bars(&sym("L"), 70_000..70_010)
+        .expect("read")
+        .expect("bars");
+    assert!(v.is_zero_copy());
+    assert_eq!(v.version(), version_of(&want));
+}
+
+#[test]
+fn many_small_appends_and_back_fills_keep_versions_exact() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    // Ten pieces of one source in one session, shuffled: the merge path.
+    let mut s = store.bar_ingest();
+    let src = s.source("shuffled");
+    for k in [3i64, 0, 7, 1, 9, 2, 8, 4, 6, 5] {
+        s.stage(&sym("M"), src, &cols(100 + k * 10..110 + k * 10, 0.0), &[])
+            .expect("stage");
+    }
+    s.commit(&mut refuse).expect("commit");
+    // Then a back-fill before everything stored.
+    ingest(&store, &[("M", cols(0..100, 0.0))]).expect("back-fill");
+    let all = cols(0..200, 0.0);
+    assert_bits_eq(&stored(&store, "M"), &all);
+    assert_eq!(
+        store.data_version(&sym("M")).expect("v"),
+        Some(version_of(&all))
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn compaction_waits_for_staged_records_of_an_open_session() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = StoreConfig {
+        segment_bytes_max: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), config).expect("open");
+    for k in 0..4 {
+        ingest(&store, &[("G", cols(0..1500, k as f64))]).expect("garbage maker");
+    }
+    let mut s = store.bar_ingest();
+    let src = s.source("f");
+    s.stage(&sym("S"), src, &cols(0..3000, 0.0), &[])
+        .expect("stage");
+    s.flush().expect("into the value log");
+    for k in 4..8 {
+        ingest(&store, &[("G", cols(0..1500, k as f64))]).expect("more garbage");
+    }
+    assert_eq!(
+        store.compact().expect("compact").removed_segments,
+        0,
+        "a session is open"
+    );
+    s.commit(&mut refuse).expect("commit");
+    assert!(store.compact().expect("compact").removed_segments > 0);
+    assert_bits_eq(&stored(&store, "S"), &cols(0..3000, 0.0));
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn the_bar_digest_matches_an_independent_implementation() {
+    // Computed by a separate Python implementation of FORMAT.md's
+    // description (multiply-xorshift over the seven words, then
+    // splitmix64's finalizer), not by this crate.
+    let b = Bar {
+        ts: 1_420_156_800_000_000_000,
+        open: 10.0,
+        high: 11.5,
+        low: 9.25,
+        close: 10.5,
+        volume: 1000.0,
+        vwap: f64::NAN,
+    };
+    assert_eq!(b.digest(), DIGEST_OF_B);
+    let z = Bar {
+        ts: 0,
+        open: 0.0,
+        high: 0.0,
+        low: 0.0,
+        close: 0.0,
+        volume: 0.0,
+        vwap: 0.0,
+    };
+    assert_eq!(z.digest(), DIGEST_OF_ZERO);
 }
 
 #[test]
@@ -202,10 +348,11 @@ fn a_dropped_session_leaves_nothing_and_unsorted_input_is_refused() {
     {
         let mut s = store.bar_ingest();
         let src = s.source("f");
-        s.stage(&sym("A"), src, &cols(0..5000, 0.0)).expect("stage");
+        s.stage(&sym("A"), src, &cols(0..5000, 0.0), &[])
+            .expect("stage");
         let mut bad = cols(0..3, 0.0);
         bad.ts.swap(0, 1);
-        let e = s.stage(&sym("B"), src, &bad).expect_err("unsorted");
+        let e = s.stage(&sym("B"), src, &bad, &[]).expect_err("unsorted");
         assert!(e.to_string().contains("strictly increase"), "{e}");
     }
     assert!(store.bar_symbols().expect("symbols").is_empty());
@@ -238,3 +385,6 @@ fn compaction_moves_bar_chunks_and_they_still_read_back() {
     let check = store.check().expect("check");
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }
+
+const DIGEST_OF_B: u64 = 0x9a9a_9891_60c0_87da;
+const DIGEST_OF_ZERO: u64 = 0x6805_6948_53e2_4b77;

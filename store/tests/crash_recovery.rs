@@ -112,6 +112,7 @@ fn child(dir: PathBuf, seed: u64) {
                                 Series {
                                     bar_count: 64,
                                     last_ts: id as i64,
+                                    data_hash: 0,
                                     values,
                                     state: vec![f as u8],
                                 },

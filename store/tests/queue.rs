@@ -39,6 +39,7 @@ fn series(values: Vec<f64>) -> Series {
     Series {
         bar_count: values.len() as u64,
         last_ts: 42,
+        data_hash: 0,
         values,
         state: vec![1, 2, 3],
     }

@@ -1,0 +1,688 @@
+//! Bar ingest sessions. The caller stages sorted, validated columns per
+//! symbol and source (a file); every staged piece goes to the value log at
+//! once (unindexed, in batches of up to 64 MiB), with the input location of
+//! each bar beside it, so a session holds little in memory however large
+//! its input. `commit` then plans every symbol against what is stored and
+//! hands all plans to the writer, which applies them in one group commit,
+//! or none of them.
+//!
+//! Planning a symbol:
+//! - New bars all after the stored ones, in disjoint pieces: the staged
+//!   pieces become chunks as they are (nothing is read or rewritten), unless
+//!   that would leave more than 8 small chunks at the end, which are then
+//!   merged.
+//! - Anything else (a correction, a back-fill, an unsorted input cut into
+//!   several pieces, a re-ingest): a streaming k-way merge of the stored
+//!   chunks the new bars overlap with the new pieces, holding one output
+//!   chunk at a time. Among bars with one timestamp, a later source wins; two
+//!   different bars from one source are a conflict, reported with both input
+//!   locations to the caller, who rejects the ingest or skips the later bar.
+//!   If no stored bar changes, the symbol is left alone.
+//!
+//! Dropping a session without committing releases everything it staged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::bars::{
+    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, Chunk, DataVersion, StoredChunk, chunk_key, snapshot,
+};
+use crate::db::{Store, ViewBytes};
+use crate::error::{Result, StoreError};
+use crate::keys::Symbol;
+use crate::record::IndexEntry;
+use crate::vlog::Mapped;
+use crate::writer::Op;
+
+/// Chunks with fewer bars than this count as small.
+const SMALL_CHUNK_ROWS: usize = 4096;
+/// Small chunks a symbol may end with before an append merges them.
+const TAIL_CHUNKS_MAX: usize = 8;
+/// Staged bytes gathered before one value-log append.
+const STAGE_BATCH_BYTES: usize = 64 << 20;
+
+/// A staged record: waiting for the next batch, or in the value log.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Pending,
+    Staged(IndexEntry),
+}
+
+/// A staged piece of one symbol's new bars: sorted, from one source, at
+/// most [`BAR_CHUNK_ROWS_MAX`] bars.
+struct Part {
+    source: u32,
+    first_ts: i64,
+    last_ts: i64,
+    rows: usize,
+    digest: u64,
+    chunk: Slot,
+    /// Each bar's input location (u64 LE per bar), when the caller gave them.
+    at: Option<Slot>,
+}
+
+/// Which record of which part a pending payload is.
+enum Target {
+    Chunk(Symbol, usize),
+    At(Symbol, usize),
+}
+
+/// One symbol's change, planned against `expect` (the version read when
+/// planning; the writer refuses the whole ingest if it moved meanwhile).
+pub(crate) struct BarPlan {
+    pub symbol: Symbol,
+    pub expect: Option<DataVersion>,
+    /// Chunk keys to remove.
+    pub remove: Vec<Vec<u8>>,
+    /// Chunks to index: key and staged record.
+    pub add: Vec<(Vec<u8>, IndexEntry)>,
+    pub version: DataVersion,
+}
+
+/// Two different bars with one timestamp from one source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// The source both came from (see [`BarIngest::source`]).
+    pub source: u32,
+    /// Their timestamp.
+    pub ts: i64,
+    /// Input location of the later bar, which is dropped if the caller goes on.
+    pub at: Option<u64>,
+    /// Input location of the bar that is kept.
+    pub first_at: Option<u64>,
+}
+
+/// What a committed ingest changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Symbols whose bars changed, with their new data versions.
+    pub changed: Vec<(Symbol, DataVersion)>,
+    /// Symbols given only bars already stored with the same values.
+    pub unchanged: Vec<Symbol>,
+    /// Bars staged in the session (before merging with stored ones).
+    pub rows: u64,
+    /// Staged bars dropped as the later side of a [`Conflict`].
+    pub conflicts: u64,
+}
+
+/// An ingest in progress. Stage bars with [`BarIngest::stage`], then
+/// [`BarIngest::commit`]; dropping it without committing changes nothing.
+pub struct BarIngest {
+    store: Store,
+    sources: Vec<String>,
+    parts: BTreeMap<Symbol, Vec<Part>>,
+    pending: Vec<(Target, AlignedVec)>,
+    pending_bytes: usize,
+    /// Value-log records staged and not (yet) indexed.
+    staged: Vec<IndexEntry>,
+    /// A staging call failed: the session can only be dropped.
+    failed: Option<String>,
+}
+
+impl Store {
+    /// Starts an ingest session; nothing is visible until [`BarIngest::commit`].
+    pub fn bar_ingest(&self) -> BarIngest {
+        self.shared().staging.fetch_add(1, Ordering::SeqCst);
+        BarIngest {
+            store: self.clone(),
+            sources: Vec::new(),
+            parts: BTreeMap::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            staged: Vec::new(),
+            failed: None,
+        }
+    }
+}
+
+fn encode_chunk(cols: &BarColumns) -> Result<AlignedVec> {
+    rkyv::to_bytes::<rancor::Error>(cols).map_err(|e| StoreError::corrupt("bars", e.to_string()))
+}
+
+fn encode_locations(at: &[u64]) -> AlignedVec {
+    let mut v = AlignedVec::with_capacity(at.len() * 8);
+    for a in at {
+        v.extend_from_slice(&a.to_le_bytes());
+    }
+    v
+}
+
+impl BarIngest {
+    /// Names the next source (a file); returns its id for [`BarIngest::stage`].
+    /// Two different bars with one timestamp from one source are a
+    /// [`Conflict`]; between sources the later one wins (a correction).
+    pub fn source(&mut self, name: impl Into<String>) -> u32 {
+        self.sources.push(name.into());
+        (self.sources.len() - 1) as u32
+    }
+
+    /// The name a source was given.
+    pub fn source_name(&self, source: u32) -> &str {
+        self.sources.get(source as usize).map_or("", String::as_str)
+    }
+
+    /// Adds bars of one symbol from `source`: sorted, with unique
+    /// timestamps. `at` is each bar's input location (a line or row number,
+    /// reported with conflicts), or empty when there is none.
+    pub fn stage(
+        &mut self,
+        symbol: &Symbol,
+        source: u32,
+        cols: &BarColumns,
+        at: &[u64],
+    ) -> Result<()> {
+        if let Some(cause) = &self.failed {
+            return Err(StoreError::invalid(
+                "ingest",
+                format!("an earlier staging call failed: {cause}"),
+            ));
+        }
+        if source as usize >= self.sources.len() {
+            return Err(StoreError::invalid("source", format!("no source {source}")));
+        }
+        cols.check(&|| format!("{symbol} from {}", self.sources[source as usize]))?;
+        if !at.is_empty() && at.len() != cols.len() {
+            return Err(StoreError::invalid(
+                "bars",
+                format!("{} locations for {} bars", at.len(), cols.len()),
+            ));
+        }
+        let mut start = 0;
+        while start < cols.len() {
+            let end = (start + BAR_CHUNK_ROWS_MAX).min(cols.len());
+            let piece = cols.slice(start, end);
+            let parts = self.parts.entry(symbol.clone()).or_default();
+            let index = parts.len();
+            parts.push(Part {
+                source,
+                first_ts: piece.ts[0],
+                last_ts: piece.ts[piece.len() - 1],
+                rows: piece.len(),
+                digest: piece.digest(),
+                chunk: Slot::Pending,
+                at: (!at.is_empty()).then_some(Slot::Pending),
+            });
+            let bytes = encode_chunk(&piece)?;
+            self.pending_bytes += bytes.len();
+            self.pending
+                .push((Target::Chunk(symbol.clone(), index), bytes));
+            if !at.is_empty() {
+                let bytes = encode_locations(&at[start..end]);
+                self.pending_bytes += bytes.len();
+                self.pending
+                    .push((Target::At(symbol.clone(), index), bytes));
+            }
+            start = end;
+        }
+        if self.pending_bytes >= STAGE_BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Appends what is staged so far to the value log in one writer call
+    /// (`stage` does this by itself every 64 MiB).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let (targets, payloads): (Vec<Target>, Vec<AlignedVec>) = pending.into_iter().unzip();
+        let entries = self.stage_now(payloads)?;
+        for (target, entry) in targets.into_iter().zip(entries) {
+            let (symbol, i, is_chunk) = match target {
+                Target::Chunk(s, i) => (s, i, true),
+                Target::At(s, i) => (s, i, false),
+            };
+            if let Some(part) = self.parts.get_mut(&symbol).and_then(|p| p.get_mut(i)) {
+                if is_chunk {
+                    part.chunk = Slot::Staged(entry);
+                } else {
+                    part.at = Some(Slot::Staged(entry));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends payloads to the value log now; a failure fails the session.
+    fn stage_now(&mut self, payloads: Vec<AlignedVec>) -> Result<Vec<IndexEntry>> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.store.call(|reply| Op::StageBars { payloads, reply }) {
+            Ok(entries) => {
+                self.staged.extend_from_slice(&entries);
+                Ok(entries)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Bars staged so far.
+    pub fn rows(&self) -> u64 {
+        self.parts.values().flatten().map(|p| p.rows as u64).sum()
+    }
+
+    /// Makes every staged bar durable in one group commit, or nothing.
+    /// `on_conflict` hears each [`Conflict`]: an error from it aborts the
+    /// ingest; `Ok` drops the later bar and goes on.
+    pub fn commit(
+        mut self,
+        on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+    ) -> Result<IngestReport> {
+        self.flush()?;
+        if let Some(cause) = &self.failed {
+            return Err(StoreError::invalid(
+                "ingest",
+                format!("an earlier staging call failed: {cause}"),
+            ));
+        }
+        let rows = self.rows();
+        let parts = std::mem::take(&mut self.parts);
+        for attempt in 0..4 {
+            let mut report = IngestReport {
+                rows,
+                ..IngestReport::default()
+            };
+            let mut plans = Vec::new();
+            for (symbol, parts) in &parts {
+                let mut count = |c: &Conflict| {
+                    report.conflicts += 1;
+                    if attempt == 0 { on_conflict(c) } else { Ok(()) }
+                };
+                match self.plan(symbol, parts, &mut count)? {
+                    Some(plan) => {
+                        report.changed.push((symbol.clone(), plan.version));
+                        plans.push(plan);
+                    }
+                    None => report.unchanged.push(symbol.clone()),
+                }
+            }
+            if plans.is_empty() {
+                return Ok(report);
+            }
+            let used: HashSet<(u32, u64)> = plans
+                .iter()
+                .flat_map(|p| &p.add)
+                .map(|(_, e)| (e.segment, e.offset))
+                .collect();
+            match self.store.call(|reply| Op::IngestBars { plans, reply }) {
+                Ok(()) => {
+                    // What the plans did not index (locations, merged-away
+                    // pieces) is garbage now; dropping the session releases it.
+                    self.staged
+                        .retain(|e| !used.contains(&(e.segment, e.offset)));
+                    return Ok(report);
+                }
+                // Another ingest changed one of these symbols meanwhile: plan again.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(
+            "other ingests keep changing the same symbols".into(),
+        ))
+    }
+
+    /// Plans one symbol, again if a compaction moves a chunk meanwhile.
+    fn plan(
+        &mut self,
+        symbol: &Symbol,
+        parts: &[Part],
+        on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+    ) -> Result<Option<BarPlan>> {
+        for _ in 0..3 {
+            let (expect, stored) = snapshot(&self.store, symbol)?;
+            if let Some(outcome) = self.plan_against(symbol, parts, expect, &stored, on_conflict)? {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::corrupt(
+            format!("bars of {symbol}"),
+            "a value-log segment keeps disappearing",
+        ))
+    }
+
+    /// `None` when a stored chunk vanished (compacted) and planning must
+    /// start over.
+    fn plan_against(
+        &mut self,
+        symbol: &Symbol,
+        parts: &[Part],
+        expect: Option<DataVersion>,
+        stored: &[StoredChunk],
+        on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+    ) -> Result<Option<Option<BarPlan>>> {
+        let (Some(lo), Some(hi)) = (
+            parts.iter().map(|p| p.first_ts).min(),
+            parts.iter().map(|p| p.last_ts).max(),
+        ) else {
+            return Ok(Some(None));
+        };
+        let mut order: Vec<&Part> = parts.iter().collect();
+        order.sort_by_key(|p| p.first_ts);
+        let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
+        if disjoint && expect.is_none_or(|v| v.last_ts < lo) {
+            let small_tail = stored
+                .iter()
+                .rev()
+                .take_while(|c| c.rows_hint() < SMALL_CHUNK_ROWS)
+                .count();
+            let small_new = parts.iter().filter(|p| p.rows < SMALL_CHUNK_ROWS).count();
+            if small_tail + small_new <= TAIL_CHUNKS_MAX {
+                return Ok(Some(Some(append_plan(symbol, expect, &order)?)));
+            }
+            // Merge the small tail with the new bars into full chunks.
+            let from = stored.len() - small_tail;
+            return self.merge_plan(
+                symbol,
+                expect,
+                stored,
+                from..stored.len(),
+                parts,
+                true,
+                on_conflict,
+            );
+        }
+        // Stored chunk i holds timestamps in [first_i, first_{i+1}): it
+        // overlaps [lo, hi] when first_i <= hi and first_{i+1} > lo.
+        let from = stored
+            .partition_point(|c| c.first_ts <= lo)
+            .saturating_sub(1);
+        let to = stored.partition_point(|c| c.first_ts <= hi);
+        self.merge_plan(
+            symbol,
+            expect,
+            stored,
+            from..to.max(from),
+            parts,
+            false,
+            on_conflict,
+        )
+    }
+
+    /// Merges the stored chunks `window` with every part and stages the
+    /// result in full chunks. `force` rewrites even when nothing changes.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_plan(
+        &mut self,
+        symbol: &Symbol,
+        expect: Option<DataVersion>,
+        stored: &[StoredChunk],
+        window: std::ops::Range<usize>,
+        parts: &[Part],
+        force: bool,
+        on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+    ) -> Result<Option<Option<BarPlan>>> {
+        let reader = self.store.vlog_reader();
+        let mut inputs = Vec::with_capacity(window.len() + parts.len());
+        for c in &stored[window.clone()] {
+            match self.store.load_chunk(symbol, c)? {
+                Some(chunk) => inputs.push(Input::new(chunk, None, None)),
+                None => return Ok(None),
+            }
+        }
+        let staged = |slot: Slot, what: &str| -> Result<Mapped> {
+            let missing =
+                || StoreError::corrupt(format!("staged {what} of {symbol}"), "record is gone");
+            match slot {
+                Slot::Staged(e) => reader.read(&e)?.ok_or_else(missing),
+                Slot::Pending => Err(missing()),
+            }
+        };
+        for p in parts {
+            let chunk = Chunk::new(ViewBytes::Mapped(staged(p.chunk, "bars")?), &|| {
+                format!("staged bars of {symbol}")
+            })?;
+            let at = p.at.map(|slot| staged(slot, "locations")).transpose()?;
+            inputs.push(Input::new(chunk, Some(p.source), at));
+        }
+        let mut merge = Merge {
+            inputs,
+            group: Vec::new(),
+        };
+
+        // Pass 1: does anything change, and which bars conflict?
+        let (mut changed, mut old_rows, mut old_digest) = (force, 0usize, 0u64);
+        while let Some(ts) = merge.next_group() {
+            let (winner, old) = merge.resolve(|c| {
+                on_conflict(&Conflict {
+                    symbol: symbol.clone(),
+                    source: c.0,
+                    ts,
+                    at: c.1,
+                    first_at: c.2,
+                })
+            })?;
+            if let Some(o) = old {
+                old_rows += 1;
+                old_digest = old_digest.wrapping_add(o.digest());
+            }
+            changed |= old.is_none_or(|o| !o.same_as(&winner));
+        }
+        if !changed {
+            return Ok(Some(None));
+        }
+        // Pass 2: write the merged bars out in full chunks.
+        merge.rewind();
+        let (mut rows, mut digest, mut first, mut last) = (0usize, 0u64, None, None);
+        let mut out =
+            BarColumns::with_capacity(BAR_CHUNK_ROWS_MAX.min(old_rows + merge.new_rows()));
+        let mut add = Vec::new();
+        let mut payloads: Vec<(i64, AlignedVec)> = Vec::new();
+        let mut payload_bytes = 0usize;
+        while merge.next_group().is_some() {
+            let (bar, _) = merge.resolve(|_| Ok(()))?;
+            rows += 1;
+            digest = digest.wrapping_add(bar.digest());
+            first.get_or_insert(bar.ts);
+            last = Some(bar.ts);
+            out.push(bar);
+            if out.len() == BAR_CHUNK_ROWS_MAX {
+                let bytes = encode_chunk(&out)?;
+                payload_bytes += bytes.len();
+                payloads.push((out.ts[0], bytes));
+                out = BarColumns::with_capacity(BAR_CHUNK_ROWS_MAX);
+            }
+            if payload_bytes >= STAGE_BATCH_BYTES {
+                add.extend(self.stage_keyed(symbol, std::mem::take(&mut payloads))?);
+                payload_bytes = 0;
+            }
+        }
+        if !out.is_empty() {
+            payloads.push((out.ts[0], encode_chunk(&out)?));
+        }
+        add.extend(self.stage_keyed(symbol, payloads)?);
+
+        let corrupt = || {
+            StoreError::corrupt(
+                format!("bars of {symbol}"),
+                "data version and chunks disagree",
+            )
+        };
+        let base = expect.unwrap_or_default();
+        let version = DataVersion {
+            bars: base.bars.checked_sub(old_rows as u64).ok_or_else(corrupt)? + rows as u64,
+            first_ts: if window.start > 0 {
+                base.first_ts
+            } else {
+                first.ok_or_else(corrupt)?
+            },
+            last_ts: if window.end < stored.len() {
+                base.last_ts
+            } else {
+                last.ok_or_else(corrupt)?
+            },
+            hash: base.hash.wrapping_sub(old_digest).wrapping_add(digest),
+        };
+        Ok(Some(Some(BarPlan {
+            symbol: symbol.clone(),
+            expect,
+            remove: stored[window].iter().map(|c| c.key.clone()).collect(),
+            add,
+            version,
+        })))
+    }
+
+    /// Stages merged chunks now and keys them by their first timestamps.
+    fn stage_keyed(
+        &mut self,
+        symbol: &Symbol,
+        payloads: Vec<(i64, AlignedVec)>,
+    ) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
+        let (firsts, bytes): (Vec<i64>, Vec<AlignedVec>) = payloads.into_iter().unzip();
+        let entries = self.stage_now(bytes)?;
+        Ok(firsts
+            .into_iter()
+            .map(|t| chunk_key(symbol, t))
+            .zip(entries)
+            .collect())
+    }
+}
+
+/// New bars all after the stored ones, in disjoint staged pieces: index the
+/// pieces as they are.
+fn append_plan(symbol: &Symbol, expect: Option<DataVersion>, order: &[&Part]) -> Result<BarPlan> {
+    let mut version = expect.unwrap_or(DataVersion {
+        first_ts: order.first().map_or(0, |p| p.first_ts),
+        ..DataVersion::default()
+    });
+    let mut add = Vec::with_capacity(order.len());
+    for p in order {
+        let Slot::Staged(entry) = p.chunk else {
+            return Err(StoreError::corrupt(
+                format!("staged bars of {symbol}"),
+                "never staged",
+            ));
+        };
+        version.bars += p.rows as u64;
+        version.last_ts = p.last_ts;
+        version.hash = version.hash.wrapping_add(p.digest);
+        add.push((chunk_key(symbol, p.first_ts), entry));
+    }
+    Ok(BarPlan {
+        symbol: symbol.clone(),
+        expect,
+        remove: Vec::new(),
+        add,
+        version,
+    })
+}
+
+/// One sorted input of a merge: a stored chunk (no source) or a staged piece.
+struct Input {
+    chunk: Chunk,
+    source: Option<u32>,
+    at: Option<Mapped>,
+    pos: usize,
+}
+
+impl Input {
+    fn new(chunk: Chunk, source: Option<u32>, at: Option<Mapped>) -> Self {
+        Input {
+            chunk,
+            source,
+            at,
+            pos: 0,
+        }
+    }
+
+    fn location(&self, i: usize) -> Option<u64> {
+        let at: &[u64] = bytemuck::try_cast_slice(self.at.as_ref()?.bytes()).ok()?;
+        at.get(i).copied()
+    }
+}
+
+/// A k-way merge by timestamp over sorted inputs (k is small: the stored
+/// chunks in the window plus the staged pieces of one symbol).
+struct Merge {
+    inputs: Vec<Input>,
+    /// Inputs at the current timestamp, in input order (stored first, then
+    /// pieces in staging order), with their positions.
+    group: Vec<(usize, usize)>,
+}
+
+impl Merge {
+    fn new_rows(&self) -> usize {
+        self.inputs
+            .iter()
+            .filter(|i| i.source.is_some())
+            .map(|i| i.chunk.rows())
+            .sum()
+    }
+
+    fn rewind(&mut self) {
+        for i in &mut self.inputs {
+            i.pos = 0;
+        }
+    }
+
+    /// Gathers every input's bar at the next timestamp; `None` at the end.
+    fn next_group(&mut self) -> Option<i64> {
+        let ts = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.chunk.ts().get(i.pos).copied())
+            .min()?;
+        self.group.clear();
+        for (k, input) in self.inputs.iter_mut().enumerate() {
+            if input.chunk.ts().get(input.pos) == Some(&ts) {
+                self.group.push((k, input.pos));
+                input.pos += 1;
+            }
+        }
+        Some(ts)
+    }
+
+    /// The bar that stands at this timestamp and the stored one (if any).
+    /// Two different bars of one source conflict: the later is dropped and
+    /// `conflict` hears (source, its location, the kept bar's location).
+    fn resolve(
+        &self,
+        mut conflict: impl FnMut((u32, Option<u64>, Option<u64>)) -> Result<()>,
+    ) -> Result<(Bar, Option<Bar>)> {
+        let mut winner: Option<(usize, usize, Bar)> = None;
+        let mut old = None;
+        for &(k, pos) in &self.group {
+            let input = &self.inputs[k];
+            let bar = input.chunk.bar(pos);
+            let Some(source) = input.source else {
+                old = Some(bar);
+                winner = Some((k, pos, bar));
+                continue;
+            };
+            if let Some((wk, wpos, w)) = winner
+                && self.inputs[wk].source == Some(source)
+                && !w.same_as(&bar)
+            {
+                conflict((source, input.location(pos), self.inputs[wk].location(wpos)))?;
+                continue;
+            }
+            winner = Some((k, pos, bar));
+        }
+        match winner {
+            Some((_, _, bar)) => Ok((bar, old)),
+            None => Err(StoreError::corrupt("bar merge", "an empty timestamp group")),
+        }
+    }
+}
+
+impl Drop for BarIngest {
+    fn drop(&mut self) {
+        if !self.staged.is_empty() {
+            let entries = std::mem::take(&mut self.staged);
+            let _ = self.store.send(Op::UnstageBars { entries });
+        }
+        self.store.shared().staging.fetch_sub(1, Ordering::SeqCst);
+    }
+}
