@@ -378,4 +378,18 @@ fn duplicates_far_apart_in_one_file_name_both_lines() {
         .expect("read")
         .expect("bars");
     assert_eq!(aaa.close(), &[10.5, 11.0], "the first row is kept");
+
+    // The same file with the default buffer finds the duplicate while
+    // reading, and counts it the same way.
+    let again = f.path("again.csv");
+    std::fs::write(&again, &rows).expect("write");
+    let fresh = tempfile::tempdir().expect("dir");
+    let store = Store::open(fresh.path(), StoreConfig::default()).expect("open");
+    let default_skip = IngestOptions {
+        on_error: OnError::Skip,
+        report: Some(f.path("report2.csv")),
+        ..IngestOptions::default()
+    };
+    let s = ingest_files(&store, &[again], &default_skip, &mut |_| {}).expect("skip");
+    assert_eq!((s.rows, s.rejected), (4, 1));
 }

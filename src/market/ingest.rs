@@ -306,6 +306,7 @@ impl<'s> Loader<'s> {
                             self.rejects.locate(self.source, buf.at[first]).1
                         );
                         self.invalid(buf.at[i], ("ts", reason))?;
+                        self.rows -= 1;
                     }
                     continue;
                 }

@@ -258,6 +258,37 @@ impl DataVersion {
     }
 }
 
+/// The data-versions value: the content version and a generation that
+/// counts every change of the symbol's chunks, so a change that restores
+/// earlier content (with other chunks) is still a change. 40 bytes, BE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VersionRecord {
+    pub version: DataVersion,
+    pub generation: u64,
+}
+
+impl VersionRecord {
+    pub(crate) fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..32].copy_from_slice(&self.version.encode());
+        b[32..].copy_from_slice(&self.generation.to_be_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8], location: &str) -> Result<Self> {
+        if b.len() != 40 {
+            return Err(StoreError::corrupt(
+                location,
+                format!("{} bytes, want 40", b.len()),
+            ));
+        }
+        Ok(VersionRecord {
+            version: DataVersion::decode(&b[..32], location)?,
+            generation: crate::keys::read_u64(&b[32..], location)?,
+        })
+    }
+}
+
 /// `symbol 0x00 first_ts` with the sign bit flipped, so keys sort by time.
 pub(crate) fn chunk_key(symbol: &Symbol, first_ts: i64) -> Vec<u8> {
     let mut k = symbol_prefix(symbol);
@@ -498,9 +529,9 @@ enum Want {
 pub(crate) fn decode_version(
     value: Option<sled::IVec>,
     symbol: &Symbol,
-) -> Result<Option<DataVersion>> {
+) -> Result<Option<VersionRecord>> {
     value
-        .map(|v| DataVersion::decode(&v, &format!("data version of {symbol}")))
+        .map(|v| VersionRecord::decode(&v, &format!("data version of {symbol}")))
         .transpose()
 }
 
@@ -510,11 +541,11 @@ pub(crate) fn decode_version(
 pub(crate) fn snapshot(
     store: &Store,
     symbol: &Symbol,
-) -> Result<(Option<DataVersion>, Vec<StoredChunk>)> {
+) -> Result<(Option<VersionRecord>, Vec<StoredChunk>)> {
     for _ in 0..8 {
-        let before = store.data_version(symbol)?;
+        let before = store.version_record(symbol)?;
         let stored = store.stored_chunks(symbol)?;
-        if store.data_version(symbol)? == before {
+        if store.version_record(symbol)? == before {
             return Ok((before, stored));
         }
     }
@@ -526,6 +557,10 @@ pub(crate) fn snapshot(
 impl Store {
     /// The symbol's data version, if it has bars.
     pub fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
+        Ok(self.version_record(symbol)?.map(|r| r.version))
+    }
+
+    pub(crate) fn version_record(&self, symbol: &Symbol) -> Result<Option<VersionRecord>> {
         decode_version(
             self.spaces()
                 .get(DATA_VERSIONS, symbol.as_str().as_bytes())?,
@@ -542,8 +577,8 @@ impl Store {
                 let name = String::from_utf8(k)
                     .map_err(|_| StoreError::corrupt("data versions", "key is not UTF-8"))?;
                 let symbol = Symbol::new(name)?;
-                let version = DataVersion::decode(&v, &format!("data version of {symbol}"))?;
-                Ok((symbol, version))
+                let record = VersionRecord::decode(&v, &format!("data version of {symbol}"))?;
+                Ok((symbol, record.version))
             })
             .collect()
     }
@@ -644,7 +679,7 @@ impl Store {
                 continue;
             }
             chunks.reverse();
-            return Ok(Some(view_of(chunks, want, version)));
+            return Ok(Some(view_of(chunks, want, version.version)));
         }
         Err(StoreError::corrupt(
             format!("bars of {symbol}"),
@@ -711,9 +746,9 @@ pub(crate) fn check_bars(
     for item in spaces.scan(DATA_VERSIONS, &[]) {
         let (k, v) = item?;
         let symbol = String::from_utf8_lossy(&k).into_owned();
-        match DataVersion::decode(&v, &format!("data version of {symbol}")) {
-            Ok(version) => {
-                versions.insert(symbol, version);
+        match VersionRecord::decode(&v, &format!("data version of {symbol}")) {
+            Ok(record) => {
+                versions.insert(symbol, record.version);
             }
             Err(e) => problems.push(e.to_string()),
         }

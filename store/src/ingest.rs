@@ -21,14 +21,16 @@
 //!
 //! Dropping a session without committing releases everything it staged.
 
-use std::collections::{BTreeMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::atomic::Ordering;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::bars::{
-    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, Chunk, DataVersion, StoredChunk, chunk_key, snapshot,
+    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, Chunk, DataVersion, StoredChunk, VersionRecord, chunk_key,
+    snapshot,
 };
 use crate::db::{Store, ViewBytes};
 use crate::error::{Result, StoreError};
@@ -70,11 +72,12 @@ enum Target {
     At(Symbol, usize),
 }
 
-/// One symbol's change, planned against `expect` (the version read when
-/// planning; the writer refuses the whole ingest if it moved meanwhile).
+/// One symbol's change, planned against `expect` (the version and
+/// generation read when planning; the writer refuses the whole ingest if
+/// either moved meanwhile).
 pub(crate) struct BarPlan {
     pub symbol: Symbol,
-    pub expect: Option<DataVersion>,
+    pub expect: Option<VersionRecord>,
     /// Chunk keys to remove.
     pub remove: Vec<Vec<u8>>,
     /// Chunks to index: key and staged record.
@@ -196,6 +199,7 @@ impl BarIngest {
         while start < cols.len() {
             let end = (start + BAR_CHUNK_ROWS_MAX).min(cols.len());
             let piece = cols.slice(start, end);
+            let bytes = encode_chunk(&piece)?;
             let parts = self.parts.entry(symbol.clone()).or_default();
             let index = parts.len();
             parts.push(Part {
@@ -207,7 +211,6 @@ impl BarIngest {
                 chunk: Slot::Pending,
                 at: (!at.is_empty()).then_some(Slot::Pending),
             });
-            let bytes = encode_chunk(&piece)?;
             self.pending_bytes += bytes.len();
             self.pending
                 .push((Target::Chunk(symbol.clone(), index), bytes));
@@ -359,7 +362,7 @@ impl BarIngest {
         &mut self,
         symbol: &Symbol,
         parts: &[Part],
-        expect: Option<DataVersion>,
+        expect: Option<VersionRecord>,
         stored: &[StoredChunk],
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<Option<BarPlan>>> {
@@ -372,7 +375,7 @@ impl BarIngest {
         let mut order: Vec<&Part> = parts.iter().collect();
         order.sort_by_key(|p| p.first_ts);
         let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
-        if disjoint && expect.is_none_or(|v| v.last_ts < lo) {
+        if disjoint && expect.is_none_or(|r| r.version.last_ts < lo) {
             let small_tail = stored
                 .iter()
                 .rev()
@@ -417,7 +420,7 @@ impl BarIngest {
     fn merge_plan(
         &mut self,
         symbol: &Symbol,
-        expect: Option<DataVersion>,
+        expect: Option<VersionRecord>,
         stored: &[StoredChunk],
         window: std::ops::Range<usize>,
         parts: &[Part],
@@ -425,13 +428,17 @@ impl BarIngest {
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<Option<BarPlan>>> {
         let reader = self.store.vlog_reader();
-        let mut inputs = Vec::with_capacity(window.len() + parts.len());
+        // The window's chunks are disjoint and sorted: one input. Then one
+        // input per piece, grouped by source, in staging order within one.
+        let mut inputs = Vec::with_capacity(1 + parts.len());
+        let mut window_chunks = Vec::with_capacity(window.len());
         for c in &stored[window.clone()] {
             match self.store.load_chunk(symbol, c)? {
-                Some(chunk) => inputs.push(Input::new(chunk, None, None)),
+                Some(chunk) => window_chunks.push(chunk),
                 None => return Ok(None),
             }
         }
+        inputs.push(Input::new(window_chunks, None, None));
         let staged = |slot: Slot, what: &str| -> Result<Mapped> {
             let missing =
                 || StoreError::corrupt(format!("staged {what} of {symbol}"), "record is gone");
@@ -440,17 +447,16 @@ impl BarIngest {
                 Slot::Pending => Err(missing()),
             }
         };
-        for p in parts {
+        let mut by_source: Vec<&Part> = parts.iter().collect();
+        by_source.sort_by_key(|p| p.source);
+        for p in by_source {
             let chunk = Chunk::new(ViewBytes::Mapped(staged(p.chunk, "bars")?), &|| {
                 format!("staged bars of {symbol}")
             })?;
             let at = p.at.map(|slot| staged(slot, "locations")).transpose()?;
-            inputs.push(Input::new(chunk, Some(p.source), at));
+            inputs.push(Input::new(vec![chunk], Some(p.source), at));
         }
-        let mut merge = Merge {
-            inputs,
-            group: Vec::new(),
-        };
+        let mut merge = Merge::new(inputs);
 
         // Pass 1: does anything change, and which bars conflict?
         let (mut changed, mut old_rows, mut old_digest) = (force, 0usize, 0u64);
@@ -510,7 +516,7 @@ impl BarIngest {
                 "data version and chunks disagree",
             )
         };
-        let base = expect.unwrap_or_default();
+        let base = expect.map(|r| r.version).unwrap_or_default();
         let version = DataVersion {
             bars: base.bars.checked_sub(old_rows as u64).ok_or_else(corrupt)? + rows as u64,
             first_ts: if window.start > 0 {
@@ -552,8 +558,8 @@ impl BarIngest {
 
 /// New bars all after the stored ones, in disjoint staged pieces: index the
 /// pieces as they are.
-fn append_plan(symbol: &Symbol, expect: Option<DataVersion>, order: &[&Part]) -> Result<BarPlan> {
-    let mut version = expect.unwrap_or(DataVersion {
+fn append_plan(symbol: &Symbol, expect: Option<VersionRecord>, order: &[&Part]) -> Result<BarPlan> {
+    let mut version = expect.map(|r| r.version).unwrap_or(DataVersion {
         first_ts: order.first().map_or(0, |p| p.first_ts),
         ..DataVersion::default()
     });
@@ -579,99 +585,160 @@ fn append_plan(symbol: &Symbol, expect: Option<DataVersion>, order: &[&Part]) ->
     })
 }
 
-/// One sorted input of a merge: a stored chunk (no source) or a staged piece.
+/// One sorted input of a merge: the stored chunks of the window (no
+/// source), or a staged piece.
 struct Input {
-    chunk: Chunk,
+    chunks: Vec<Chunk>,
     source: Option<u32>,
     at: Option<Mapped>,
+    /// Current chunk and position in it.
+    chunk: usize,
     pos: usize,
 }
 
 impl Input {
-    fn new(chunk: Chunk, source: Option<u32>, at: Option<Mapped>) -> Self {
+    fn new(chunks: Vec<Chunk>, source: Option<u32>, at: Option<Mapped>) -> Self {
         Input {
-            chunk,
+            chunks,
             source,
             at,
+            chunk: 0,
             pos: 0,
         }
     }
 
-    fn location(&self, i: usize) -> Option<u64> {
+    /// The timestamp at the cursor, if any bars are left.
+    fn head(&self) -> Option<i64> {
+        self.chunks.get(self.chunk)?.ts().get(self.pos).copied()
+    }
+
+    fn bar(&self) -> Option<Bar> {
+        let c = self.chunks.get(self.chunk)?;
+        (self.pos < c.rows()).then(|| c.bar(self.pos))
+    }
+
+    /// Moves to the next bar, across chunk ends (and empty chunks).
+    fn advance(&mut self) {
+        self.pos += 1;
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        while self
+            .chunks
+            .get(self.chunk)
+            .is_some_and(|c| self.pos >= c.rows())
+        {
+            self.chunk += 1;
+            self.pos = 0;
+        }
+    }
+
+    fn rewind(&mut self) {
+        self.chunk = 0;
+        self.pos = 0;
+        self.settle();
+    }
+
+    /// Input location of the bar at the cursor (a piece is one chunk).
+    fn location(&self) -> Option<u64> {
         let at: &[u64] = bytemuck::try_cast_slice(self.at.as_ref()?.bytes()).ok()?;
-        at.get(i).copied()
+        at.get(self.pos).copied()
+    }
+
+    fn rows(&self) -> usize {
+        self.chunks.iter().map(Chunk::rows).sum()
     }
 }
 
-/// A k-way merge by timestamp over sorted inputs (k is small: the stored
-/// chunks in the window plus the staged pieces of one symbol).
+/// A k-way merge by timestamp: a min-heap of (timestamp, input), so each
+/// bar costs O(log k) however many pieces a symbol was staged in.
 struct Merge {
     inputs: Vec<Input>,
-    /// Inputs at the current timestamp, in input order (stored first, then
-    /// pieces in staging order), with their positions.
-    group: Vec<(usize, usize)>,
+    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    /// This timestamp's (input, bar, location), in input order.
+    group: Vec<(usize, Bar, Option<u64>)>,
 }
 
 impl Merge {
+    fn new(inputs: Vec<Input>) -> Self {
+        let mut m = Merge {
+            inputs,
+            heap: BinaryHeap::new(),
+            group: Vec::new(),
+        };
+        m.rewind();
+        m
+    }
+
     fn new_rows(&self) -> usize {
         self.inputs
             .iter()
             .filter(|i| i.source.is_some())
-            .map(|i| i.chunk.rows())
+            .map(Input::rows)
             .sum()
     }
 
     fn rewind(&mut self) {
-        for i in &mut self.inputs {
-            i.pos = 0;
+        self.heap.clear();
+        for (k, input) in self.inputs.iter_mut().enumerate() {
+            input.rewind();
+            if let Some(ts) = input.head() {
+                self.heap.push(Reverse((ts, k)));
+            }
         }
     }
 
     /// Gathers every input's bar at the next timestamp; `None` at the end.
+    /// The heap yields equal timestamps by input index, so the group is in
+    /// input order.
     fn next_group(&mut self) -> Option<i64> {
-        let ts = self
-            .inputs
-            .iter()
-            .filter_map(|i| i.chunk.ts().get(i.pos).copied())
-            .min()?;
+        let Reverse((ts, _)) = *self.heap.peek()?;
         self.group.clear();
-        for (k, input) in self.inputs.iter_mut().enumerate() {
-            if input.chunk.ts().get(input.pos) == Some(&ts) {
-                self.group.push((k, input.pos));
-                input.pos += 1;
+        while let Some(&Reverse((t, k))) = self.heap.peek() {
+            if t != ts {
+                break;
+            }
+            self.heap.pop();
+            let input = &mut self.inputs[k];
+            if let Some(bar) = input.bar() {
+                self.group.push((k, bar, input.location()));
+            }
+            input.advance();
+            if let Some(next) = input.head() {
+                self.heap.push(Reverse((next, k)));
             }
         }
         Some(ts)
     }
 
     /// The bar that stands at this timestamp and the stored one (if any).
-    /// Two different bars of one source conflict: the later is dropped and
-    /// `conflict` hears (source, its location, the kept bar's location).
+    /// Inputs are in (stored, then source, then staging) order: a later
+    /// source wins; two different bars of one source conflict, the later is
+    /// dropped and `conflict` hears (source, its location, the kept bar's).
     fn resolve(
         &self,
         mut conflict: impl FnMut((u32, Option<u64>, Option<u64>)) -> Result<()>,
     ) -> Result<(Bar, Option<Bar>)> {
-        let mut winner: Option<(usize, usize, Bar)> = None;
+        let mut winner: Option<(Option<u32>, Bar, Option<u64>)> = None;
         let mut old = None;
-        for &(k, pos) in &self.group {
-            let input = &self.inputs[k];
-            let bar = input.chunk.bar(pos);
-            let Some(source) = input.source else {
-                old = Some(bar);
-                winner = Some((k, pos, bar));
-                continue;
-            };
-            if let Some((wk, wpos, w)) = winner
-                && self.inputs[wk].source == Some(source)
-                && !w.same_as(&bar)
-            {
-                conflict((source, input.location(pos), self.inputs[wk].location(wpos)))?;
-                continue;
+        for &(k, bar, at) in &self.group {
+            let source = self.inputs[k].source;
+            match (source, winner) {
+                (None, _) => old = Some(bar),
+                (Some(s), Some((ws, w, wat))) if ws == Some(s) => {
+                    if !w.same_as(&bar) {
+                        conflict((s, at, wat))?;
+                    }
+                    // Keep the earlier of two bars of one source.
+                    continue;
+                }
+                _ => {}
             }
-            winner = Some((k, pos, bar));
+            winner = Some((source, bar, at));
         }
         match winner {
-            Some((_, _, bar)) => Ok((bar, old)),
+            Some((_, bar, _)) => Ok((bar, old)),
             None => Err(StoreError::corrupt("bar merge", "an empty timestamp group")),
         }
     }

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
 use crate::Durability;
-use crate::bars::{check_bars, decode_version};
+use crate::bars::{VersionRecord, check_bars, decode_version};
 use crate::db::{CheckReport, CompactReport, Shared, StoreConfig};
 use crate::disk::Disk;
 use crate::error::{Result, StoreError};
@@ -1021,7 +1021,12 @@ impl Writer {
             self.put(
                 DATA_VERSIONS,
                 p.symbol.as_str().as_bytes().to_vec(),
-                p.version.encode().to_vec(),
+                VersionRecord {
+                    version: p.version,
+                    generation: p.expect.map_or(1, |r| r.generation + 1),
+                }
+                .encode()
+                .to_vec(),
             );
         }
         Ok(())

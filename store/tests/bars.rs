@@ -229,6 +229,41 @@ fn a_conflict_within_one_source_is_reported_with_both_locations() {
 }
 
 #[test]
+fn a_later_source_wins_even_between_pieces_of_an_earlier_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let mut s = store.bar_ingest();
+    let (a, b) = (s.source("a"), s.source("b"));
+    s.stage(&sym("I"), a, &cols(0..3, 0.0), &[1, 2, 3])
+        .expect("stage");
+    s.stage(&sym("I"), b, &cols(1..2, 5.0), &[7])
+        .expect("stage");
+    s.stage(&sym("I"), a, &cols(1..2, 9.0), &[4])
+        .expect("stage");
+    let mut seen = Vec::new();
+    s.commit(&mut |c| {
+        seen.push(c.clone());
+        Ok(())
+    })
+    .expect("commit");
+    assert_eq!(
+        seen,
+        [Conflict {
+            symbol: sym("I"),
+            source: a,
+            ts: 1,
+            at: Some(4),
+            first_at: Some(2)
+        }]
+    );
+    assert_eq!(
+        stored(&store, "I").close,
+        [10.0, 16.0, 12.0],
+        "b's bar stands"
+    );
+}
+
+#[test]
 fn long_inputs_are_cut_into_bounded_chunks_and_corrections_touch_one() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
