@@ -79,6 +79,8 @@ pub struct StoreConfig {
     pub channel_ops_max: usize,
     /// Finished jobs kept; older ones are purged.
     pub history_max: u64,
+    /// Events kept in the event log; older ones are dropped.
+    pub events_max: u64,
     /// Finished jobs older than this are purged; `None` keeps them (up to `history_max`).
     pub retention_ms: Option<u64>,
     /// A value-log segment is sealed when it reaches this size.
@@ -111,6 +113,7 @@ impl Default for StoreConfig {
             group_linger_us: 200,
             channel_ops_max: 4096,
             history_max: 100_000,
+            events_max: 100_000,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             segment_bytes_max: 256 * 1024 * 1024,
             compact_live_fraction_min: 0.5,
@@ -433,6 +436,8 @@ impl Store {
             counters: Default::default(),
             next_id: 1,
             next_finish_seq: 1,
+            next_event_seq: 1,
+            first_event_seq: 1,
             writes: Default::default(),
             dirty_jobs: Default::default(),
             dirty_symstats: Default::default(),
@@ -486,6 +491,56 @@ impl Store {
     }
 
     /// Sends an op to the writer and waits for its group commit.
+    /// Archives completions' series, checking `series_bytes_max` and
+    /// `complete_bytes_max` (which bounds one call).
+    fn encode_completions(&self, completions: Vec<Completion>) -> Result<Vec<EncodedCompletion>> {
+        let max = self.inner.config.series_bytes_max;
+        let total_max = self.inner.config.complete_bytes_max;
+        let mut total = 0usize;
+        let mut items = Vec::with_capacity(completions.len());
+        for c in completions {
+            let mut results = Vec::with_capacity(c.results.len());
+            for (key, series) in c.results {
+                let bytes = encode_series(&series)?;
+                if bytes.len() > max {
+                    return Err(StoreError::invalid(
+                        "series",
+                        format!(
+                            "{}/{} archives to {} bytes, limit series_bytes_max = {max}",
+                            key.symbol,
+                            key.feature,
+                            bytes.len()
+                        ),
+                    ));
+                }
+                total += bytes.len();
+                if total > total_max {
+                    return Err(StoreError::invalid(
+                        "series",
+                        format!(
+                            "one complete call archives more than complete_bytes_max = {total_max} bytes"
+                        ),
+                    ));
+                }
+                results.push(EncodedSeries { key, bytes });
+            }
+            items.push(EncodedCompletion {
+                token: c.token,
+                results,
+            });
+        }
+        Ok(items)
+    }
+
+    /// Stores part of a running job's results under its lease, durably,
+    /// without finishing the job: a job over many symbols checkpoints each
+    /// finished symbol, so after a crash its next attempt can skip them.
+    pub fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+        let mut items = self.encode_completions(vec![Completion { token, results }])?;
+        let item = items.pop().ok_or(StoreError::Closed)?;
+        self.call(|reply| Op::Checkpoint { item, reply })
+    }
+
     pub(crate) fn spaces(&self) -> &Spaces {
         &self.inner.spaces
     }
@@ -690,41 +745,7 @@ impl JobQueue for Store {
 
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
         self.check_batch("complete", completions.len())?;
-        let max = self.inner.config.series_bytes_max;
-        let total_max = self.inner.config.complete_bytes_max;
-        let mut total = 0usize;
-        let mut items = Vec::with_capacity(completions.len());
-        for c in completions {
-            let mut results = Vec::with_capacity(c.results.len());
-            for (key, series) in c.results {
-                let bytes = encode_series(&series)?;
-                if bytes.len() > max {
-                    return Err(StoreError::invalid(
-                        "series",
-                        format!(
-                            "{}/{} archives to {} bytes, limit series_bytes_max = {max}",
-                            key.symbol,
-                            key.feature,
-                            bytes.len()
-                        ),
-                    ));
-                }
-                total += bytes.len();
-                if total > total_max {
-                    return Err(StoreError::invalid(
-                        "series",
-                        format!(
-                            "one complete call archives more than complete_bytes_max = {total_max} bytes"
-                        ),
-                    ));
-                }
-                results.push(EncodedSeries { key, bytes });
-            }
-            items.push(EncodedCompletion {
-                token: c.token,
-                results,
-            });
-        }
+        let items = self.encode_completions(completions)?;
         self.call(|reply| Op::Complete { items, reply })
     }
 

@@ -32,6 +32,7 @@ mod bars;
 mod db;
 mod disk;
 mod error;
+mod events;
 mod floor;
 mod ingest;
 mod job;
@@ -48,6 +49,7 @@ pub use db::{
     StoreConfig,
 };
 pub use error::{Result, StoreError};
+pub use events::Event;
 pub use floor::SledFloor;
 pub use ingest::{BarIngest, Conflict, IngestReport};
 pub use job::{

@@ -10,7 +10,7 @@ use crate::job::JobState;
 use crate::keys::{Symbol, read_u64};
 use crate::record::{SymbolStats, decode_job};
 use crate::vlog::VlogRecovery;
-use crate::writer::{Counters, Finished, JOBS, META, META_KEY, Meta, SYMSTATS, Writer};
+use crate::writer::{Counters, EVENTS, Finished, JOBS, META, META_KEY, Meta, SYMSTATS, Writer};
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,6 +71,18 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
     w.next_id = stored.next_id.max(max_id + 1);
     let max_seq = w.history.back().map_or(0, |f| f.seq);
     w.next_finish_seq = stored.next_finish_seq.max(max_seq + 1);
+
+    // Events are written with the changes they report: the keys on disk
+    // are exactly the log.
+    let mut events = w.spaces.scan(EVENTS, &[]);
+    if let Some(first) = events.next() {
+        w.first_event_seq = read_u64(&first?.0, "events key")?;
+        let last = match events.next_back() {
+            Some(last) => read_u64(&last?.0, "events key")?,
+            None => w.first_event_seq,
+        };
+        w.next_event_seq = last + 1;
+    }
 
     for item in w.spaces.scan(SYMSTATS, &[]) {
         let (k, v) = item?;

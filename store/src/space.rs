@@ -1,6 +1,6 @@
 //! Keyspaces: every table lives in one sled tree under a one-byte prefix
 //! (`j` jobs, `s` symstats, `r` results, `m` meta, `b` bar chunks, `d` data
-//! versions). A group commit is then a
+//! versions, `e` events). A group commit is then a
 //! single sled batch, which sled applies atomically across a crash, and which
 //! (unlike a sled transaction) does not read every key before writing it.
 
@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use crate::error::Result;
 
 /// The keyspace prefixes, indexed by the table constants in `writer`.
-pub(crate) const PREFIXES: [u8; 6] = [b'j', b's', b'r', b'm', b'b', b'd'];
+pub(crate) const PREFIXES: [u8; 7] = [b'j', b's', b'r', b'm', b'b', b'd', b'e'];
 
 /// One group's pending writes per keyspace (`None` removes the key). Values
 /// are sled's own byte type so the batch takes them without another copy.
-pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 6];
+pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 7];
 
 /// The tree all keyspaces share.
 #[derive(Clone)]
@@ -48,6 +48,22 @@ impl Spaces {
             let (k, v) = item?;
             Ok((k.get(1..).unwrap_or_default().to_vec(), v))
         })
+    }
+
+    /// Entries of `space` from key `start` on, in key order, keys without
+    /// the keyspace byte.
+    pub(crate) fn range_from(
+        &self,
+        space: usize,
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + use<> {
+        let end = [PREFIXES[space] + 1];
+        self.tree
+            .range(full_key(space, start)..end.to_vec())
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.get(1..).unwrap_or_default().to_vec(), v))
+            })
     }
 
     /// Applies a group's writes as one atomic batch.

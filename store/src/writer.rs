@@ -41,6 +41,7 @@ pub(crate) const RESULTS: usize = 2;
 pub(crate) const META: usize = 3;
 pub(crate) const BARS: usize = 4;
 pub(crate) const DATA_VERSIONS: usize = 5;
+pub(crate) const EVENTS: usize = 6;
 /// Keyspaces whose values may point into the value log.
 pub(crate) const POINTER_SPACES: [usize; 2] = [RESULTS, BARS];
 
@@ -158,6 +159,11 @@ pub(crate) enum Op {
     Complete {
         items: Vec<EncodedCompletion>,
         reply: Sender<Result<Vec<Result<()>>>>,
+    },
+    /// Stores a running job's finished part (its lease still held).
+    Checkpoint {
+        item: EncodedCompletion,
+        reply: Sender<Result<()>>,
     },
     Fail {
         token: LeaseToken,
@@ -331,6 +337,9 @@ pub(crate) struct Writer {
     pub counters: Counters,
     pub next_id: JobId,
     pub next_finish_seq: u64,
+    /// The event log's next and oldest kept sequence numbers.
+    pub next_event_seq: u64,
+    pub first_event_seq: u64,
 
     /// This group's pending sled writes per tree (`None` removes the key).
     pub writes: Writes,
@@ -472,6 +481,7 @@ impl Writer {
         if poisoned.is_none() {
             self.expire_leases(now);
             self.trim_history(now, None);
+            self.trim_events();
         }
         for op in ops {
             if matches!(op, Op::Shutdown) {
@@ -505,6 +515,10 @@ impl Writer {
                 }
                 Op::Complete { items, reply } => {
                     let v = Ok(items.into_iter().map(|c| self.complete(c, now)).collect());
+                    hold(&mut acks, reply, v);
+                }
+                Op::Checkpoint { item, reply } => {
+                    let v = self.checkpoint(&item);
                     hold(&mut acks, reply, v);
                 }
                 Op::Fail {
@@ -769,6 +783,13 @@ impl Writer {
     }
 
     fn complete(&mut self, c: EncodedCompletion, now: u64) -> Result<()> {
+        self.checkpoint(&c)?;
+        self.finish(c.token.job_id, JobState::Succeeded, now, None);
+        Ok(())
+    }
+
+    /// Stores results under a held lease, leaving the job running.
+    fn checkpoint(&mut self, c: &EncodedCompletion) -> Result<()> {
         self.leased(c.token)?;
         let job_id = c.token.job_id;
         for series in &c.results {
@@ -785,7 +806,6 @@ impl Writer {
             self.release_pointer(RESULTS, &key)?;
             self.put(RESULTS, key, value);
         }
-        self.finish(c.token.job_id, JobState::Succeeded, now, None);
         Ok(())
     }
 
@@ -805,6 +825,9 @@ impl Writer {
         if let Some(job) = self.active.get_mut(&id) {
             self.counters.transition(job, JobState::Failed);
             job.run_at_ms = run_at_ms;
+        }
+        if let Some(job) = self.active.get(&id).cloned() {
+            self.append_event(&job, JobState::Failed, now);
         }
         self.scheduled.insert((run_at_ms, id));
         self.dirty_jobs.insert(id);
@@ -904,6 +927,7 @@ impl Writer {
             st.duration_ms_total += duration_ms;
             self.dirty_symstats.insert(s.clone());
         }
+        self.append_event(&job, state, now);
         let seq = self.next_finish_seq;
         self.next_finish_seq += 1;
         self.history.push_back(Finished {
@@ -918,6 +942,33 @@ impl Writer {
             Err(e) => {
                 self.fatal.get_or_insert(e);
             }
+        }
+    }
+
+    /// Appends an outcome to the event log, in this group's batch.
+    fn append_event(&mut self, job: &Job, state: JobState, now: u64) {
+        match crate::events::encode_event(job, state, now) {
+            Ok(bytes) => {
+                let seq = self.next_event_seq;
+                self.next_event_seq += 1;
+                self.put(EVENTS, u64_key(seq).to_vec(), bytes);
+            }
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Drops the oldest events beyond `events_max` (at most
+    /// `TRIM_PER_GROUP_MAX` per group; the newest is always kept, so
+    /// sequence numbers continue across a restart).
+    fn trim_events(&mut self) {
+        let keep = self.config.events_max.max(1);
+        let mut removed = 0;
+        while self.next_event_seq - self.first_event_seq > keep && removed < TRIM_PER_GROUP_MAX {
+            self.delete(EVENTS, u64_key(self.first_event_seq).to_vec());
+            self.first_event_seq += 1;
+            removed += 1;
         }
     }
 
@@ -1272,6 +1323,7 @@ fn reject(op: Op, cause: &str) {
         Op::Claim { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Heartbeat { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Complete { reply, .. } => reply.send(Err(err())).is_ok(),
+        Op::Checkpoint { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Fail { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Cancel { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::SetPaused { reply, .. } | Op::Sync { reply } => reply.send(Err(err())).is_ok(),
