@@ -7,11 +7,13 @@
 //!   crate, re-exported).
 //! - [`market`]: ingest of OHLCV bars from CSV, Arrow IPC and Parquet with
 //!   validation, export, and the synthetic universe.
+//! - [`engine`]: jobs to stored features: submit, run, refresh.
 //! - [`bench`]: the measurements behind `kiln bench …`.
 //!
-//! The engine and the HTTP API come with later work.
+//! The HTTP API comes with later work.
 
 pub mod bench;
+pub mod engine;
 pub mod features;
 pub mod market;
 

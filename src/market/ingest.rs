@@ -56,6 +56,8 @@ pub struct IngestSummary {
     pub symbols: usize,
     /// Symbols whose stored bars changed.
     pub changed: usize,
+    /// Which symbols those are.
+    pub changed_symbols: Vec<Symbol>,
     /// Wall time, in seconds.
     pub seconds: f64,
 }
@@ -475,6 +477,7 @@ pub fn ingest_files(
         rejected,
         symbols: report.changed.len() + report.unchanged.len(),
         changed: report.changed.len(),
+        changed_symbols: report.changed.iter().map(|(s, _)| s.clone()).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

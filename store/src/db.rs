@@ -753,6 +753,16 @@ impl JobQueue for Store {
         self.call(|reply| Op::Fail {
             token,
             error: error.to_owned(),
+            permanent: false,
+            reply,
+        })
+    }
+
+    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
+        self.call(|reply| Op::Fail {
+            token,
+            error: error.to_owned(),
+            permanent: true,
             reply,
         })
     }

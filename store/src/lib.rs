@@ -85,6 +85,8 @@ pub trait JobQueue {
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>>;
     /// Records a failed attempt: a retry with backoff, or dead when exhausted.
     fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
+    /// Records a failure that no retry can fix (bad input): dead at once.
+    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
     /// Cancels a queued (or awaiting-retry) job.
     fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
     /// Stops (or restarts) claims of one priority.

@@ -168,6 +168,8 @@ pub(crate) enum Op {
     Fail {
         token: LeaseToken,
         error: String,
+        /// No retry: the job is dead at once (bad input, not bad luck).
+        permanent: bool,
         reply: Sender<Result<FailOutcome>>,
     },
     Cancel {
@@ -524,9 +526,10 @@ impl Writer {
                 Op::Fail {
                     token,
                     error,
+                    permanent,
                     reply,
                 } => {
-                    let v = self.fail(token, error, now);
+                    let v = self.fail(token, error, permanent, now);
                     hold(&mut acks, reply, v);
                 }
                 Op::Cancel { id, reply } => {
@@ -809,10 +812,16 @@ impl Writer {
         Ok(())
     }
 
-    fn fail(&mut self, token: LeaseToken, error: String, now: u64) -> Result<FailOutcome> {
+    fn fail(
+        &mut self,
+        token: LeaseToken,
+        error: String,
+        permanent: bool,
+        now: u64,
+    ) -> Result<FailOutcome> {
         let error = truncate_utf8(error, ERROR_BYTES_MAX);
         let job = self.leased(token)?;
-        let (id, exhausted) = (job.id, job.attempts >= job.attempts_max);
+        let (id, exhausted) = (job.id, permanent || job.attempts >= job.attempts_max);
         job.last_error = Some(error);
         let old = job.lease_expires_ms.take().unwrap_or(0);
         self.leases.remove(&(old, id));

@@ -1,0 +1,487 @@
+//! Running jobs: claim a batch, group it by plan, read bars in one batch,
+//! compute on rayon, commit with the store's group commit.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kiln_store::{
+    Bar, BarsView, Completion, DataVersion, JobQueue, JobState, Lease, ResultStore, Series,
+    SeriesKey, StoreError, Symbol,
+};
+use rayon::prelude::*;
+
+use super::{COMPUTE, Engine, EngineError, REFRESH, STATE_PREFIX, state_key};
+use crate::features::{Bars, FeatureError, Plan, spec::parse_list};
+
+/// Progress of a run, for a progress bar.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunProgress {
+    /// Jobs finished in this run.
+    pub done: u64,
+    /// Jobs finished plus jobs still queued or running.
+    pub total: u64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunReport {
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that ended dead (bad data or specs).
+    pub dead: u64,
+    /// Symbols computed.
+    pub symbols: u64,
+    /// Series stored (outputs and saved states).
+    pub series: u64,
+    /// Plans refreshed by continuing their saved state over new bars.
+    pub continued: u64,
+    /// Plans refreshed by a full recompute (the stored bars were corrected).
+    pub recomputed: u64,
+    /// Wall time, in seconds.
+    pub seconds: f64,
+}
+
+type Results = Vec<(SeriesKey, Series)>;
+
+/// What refreshing one symbol produced.
+#[derive(Default)]
+struct Refreshed {
+    results: Results,
+    continued: u64,
+    recomputed: u64,
+}
+
+/// `text` and the plan's state bytes, as one saved-state payload.
+fn state_payload(text: &str, state: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + text.len() + state.len());
+    v.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v.extend_from_slice(state);
+    v
+}
+
+fn split_state_payload(p: &[u8]) -> Option<(&str, &[u8])> {
+    let len = u32::from_le_bytes(p.get(..4)?.try_into().ok()?) as usize;
+    let text = std::str::from_utf8(p.get(4..4 + len)?).ok()?;
+    Some((text, p.get(4 + len..)?))
+}
+
+fn series(v: &DataVersion, values: Vec<f64>, state: Vec<u8>) -> Series {
+    Series {
+        bar_count: v.bars,
+        last_ts: v.last_ts,
+        data_hash: v.hash,
+        values,
+        state,
+    }
+}
+
+fn bars_of(v: &BarsView, from: usize) -> Bars<'_> {
+    Bars {
+        open: v.open().get(from..).unwrap_or(&[]),
+        high: v.high().get(from..).unwrap_or(&[]),
+        low: v.low().get(from..).unwrap_or(&[]),
+        close: v.close().get(from..).unwrap_or(&[]),
+        volume: v.volume().get(from..).unwrap_or(&[]),
+    }
+}
+
+/// Every output of `plan` over a symbol's full history, and its state; the
+/// error names the symbol.
+fn compute_symbol(
+    plan: &Plan,
+    text: &str,
+    symbol: &Symbol,
+    bars: &BarsView,
+) -> Result<Results, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("{symbol}: {e}");
+    let mut state = plan.new_state();
+    let mut frame = plan.new_frame();
+    plan.advance(&mut state, bars_of(bars, 0), &mut frame)
+        .map_err(|e: FeatureError| fail(&e))?;
+    let v = bars.version();
+    let mut out = Vec::with_capacity(plan.output_labels().len() + 1);
+    for (i, label) in plan.output_labels().iter().enumerate() {
+        let values = frame.output(i).unwrap_or(&[]).to_vec();
+        let key = SeriesKey::new(symbol.clone(), label.clone()).map_err(|e| fail(&e))?;
+        out.push((key, series(&v, values, Vec::new())));
+    }
+    let key = state_key(symbol, plan).map_err(|e| fail(&e))?;
+    out.push((
+        key,
+        series(
+            &v,
+            Vec::new(),
+            state_payload(text, &plan.encode_state(&state)),
+        ),
+    ));
+    Ok(out)
+}
+
+/// The digest sum of a view's first `n` bars (see `DataVersion::hash`).
+fn prefix_digest(v: &BarsView, n: usize) -> u64 {
+    (0..n).fold(0u64, |h, i| {
+        let bar = Bar {
+            ts: v.ts()[i],
+            open: v.open()[i],
+            high: v.high()[i],
+            low: v.low()[i],
+            close: v.close()[i],
+            volume: v.volume()[i],
+            vwap: v.vwap()[i],
+        };
+        h.wrapping_add(bar.digest())
+    })
+}
+
+impl Engine {
+    /// Runs jobs until none is queued, running or waiting for a retry.
+    pub fn run_until_idle(
+        &self,
+        progress: &mut dyn FnMut(RunProgress),
+    ) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        let mut report = RunReport::default();
+        loop {
+            let leases = self.store.claim(self.config.claim_jobs_max)?;
+            if leases.is_empty() {
+                let st = self.store.stats();
+                let pending = st.count(JobState::Queued)
+                    + st.count(JobState::Running)
+                    + st.count(JobState::Failed);
+                if pending == 0 {
+                    break;
+                }
+                // Retries waiting for their time, or leases held elsewhere.
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            self.run_batch(leases, &mut report)?;
+            let st = self.store.stats();
+            let done = report.succeeded + report.dead;
+            let pending = st.count(JobState::Queued)
+                + st.count(JobState::Running)
+                + st.count(JobState::Failed);
+            progress(RunProgress {
+                done,
+                total: done + pending,
+            });
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Runs one claimed batch.
+    fn run_batch(&self, leases: Vec<Lease>, report: &mut RunReport) -> Result<(), EngineError> {
+        let _span = tracing::info_span!("batch", jobs = leases.len()).entered();
+        let mut compute: BTreeMap<Vec<u8>, Vec<Lease>> = BTreeMap::new();
+        let mut refresh = Vec::new();
+        for l in leases {
+            match l.job.kind.as_str() {
+                COMPUTE => compute.entry(l.job.payload.to_vec()).or_default().push(l),
+                REFRESH => refresh.push(l),
+                other => {
+                    let msg = format!("unknown job kind {other:?}");
+                    self.store.fail_permanently(l.token, &msg)?;
+                    report.dead += 1;
+                }
+            }
+        }
+        for (payload, group) in compute {
+            self.run_compute(&payload, group, report)?;
+        }
+        if !refresh.is_empty() {
+            self.run_refresh(refresh, report)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a job dead with `why`.
+    fn kill(&self, lease: &Lease, why: &str, report: &mut RunReport) -> Result<(), EngineError> {
+        tracing::warn!(job = lease.job.id, error = why, "job is dead");
+        match self.store.fail_permanently(lease.token, why) {
+            Ok(_) | Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        report.dead += 1;
+        Ok(())
+    }
+
+    fn run_compute(
+        &self,
+        payload: &[u8],
+        leases: Vec<Lease>,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        let text = String::from_utf8_lossy(payload).into_owned();
+        let plan = match parse_list(&text) {
+            Ok(specs) => Plan::new(&specs),
+            Err(e) => {
+                for l in &leases {
+                    self.kill(l, &format!("bad feature list {text:?}: {e}"), report)?;
+                }
+                return Ok(());
+            }
+        };
+        let (single, many): (Vec<Lease>, Vec<Lease>) =
+            leases.into_iter().partition(|l| l.job.symbols.len() <= 1);
+        // One-symbol jobs: one batch read, one parallel compute, one commit.
+        let symbols: Vec<Symbol> = single
+            .iter()
+            .filter_map(|l| l.job.symbols.first().cloned())
+            .collect();
+        let views = self.store.bars_batch(&symbols, None)?;
+        let computed: Vec<Result<Results, String>> = single
+            .par_iter()
+            .zip(views.par_iter())
+            .map(|(l, view)| {
+                let symbol = l
+                    .job
+                    .symbols
+                    .first()
+                    .ok_or("a compute job without a symbol")?;
+                let view = view
+                    .as_ref()
+                    .ok_or_else(|| format!("{symbol} has no bars"))?;
+                compute_symbol(&plan, &text, symbol, view)
+            })
+            .collect();
+        let mut completions = Vec::with_capacity(single.len());
+        for (l, result) in single.iter().zip(computed) {
+            match result {
+                Ok(results) => {
+                    report.series += results.len() as u64;
+                    report.symbols += 1;
+                    completions.push(Completion {
+                        token: l.token,
+                        results,
+                    });
+                }
+                Err(why) => self.kill(l, &why, report)?,
+            }
+        }
+        self.complete(completions, report)?;
+        for l in many {
+            self.run_many(&plan, &text, l, report)?;
+        }
+        Ok(())
+    }
+
+    fn complete(
+        &self,
+        completions: Vec<Completion>,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        for outcome in self.store.complete_many(completions)? {
+            match outcome {
+                Ok(()) => report.succeeded += 1,
+                // The lease expired and the job went back to the queue.
+                Err(StoreError::LeaseLost { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A job over many symbols: groups of `checkpoint_symbols`, each stored
+    /// as it finishes; symbols already current are skipped.
+    fn run_many(
+        &self,
+        plan: &Plan,
+        text: &str,
+        lease: Lease,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        let mut todo = Vec::new();
+        for s in &lease.job.symbols {
+            let current = match self.store.data_version(s)? {
+                Some(v) => self.is_current(s, plan, &v)?,
+                None => false,
+            };
+            if !current {
+                todo.push(s.clone());
+            }
+        }
+        let chunks: Vec<&[Symbol]> = todo.chunks(self.config.checkpoint_symbols).collect();
+        let mut last = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let views = self.store.bars_batch(chunk, None)?;
+            let computed: Result<Vec<Results>, String> = chunk
+                .par_iter()
+                .zip(views.par_iter())
+                .map(|(s, view)| {
+                    let view = view.as_ref().ok_or_else(|| format!("{s} has no bars"))?;
+                    compute_symbol(plan, text, s, view)
+                })
+                .collect();
+            let results: Results = match computed {
+                Ok(r) => r.into_iter().flatten().collect(),
+                Err(why) => return self.kill(&lease, &why, report),
+            };
+            report.symbols += chunk.len() as u64;
+            report.series += results.len() as u64;
+            if i + 1 < chunks.len() {
+                match self.store.checkpoint(lease.token, results) {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                last = results;
+            }
+        }
+        self.complete(
+            vec![Completion {
+                token: lease.token,
+                results: last,
+            }],
+            report,
+        )
+    }
+
+    /// Refresh jobs: continue each stored plan's state over new bars.
+    fn run_refresh(&self, leases: Vec<Lease>, report: &mut RunReport) -> Result<(), EngineError> {
+        let computed: Vec<Result<Result<Refreshed, String>, EngineError>> =
+            leases.par_iter().map(|l| self.refresh_one(l)).collect();
+        let mut completions = Vec::new();
+        for (l, result) in leases.iter().zip(computed) {
+            match result? {
+                Ok(Refreshed {
+                    results,
+                    continued,
+                    recomputed,
+                }) => {
+                    report.continued += continued;
+                    report.recomputed += recomputed;
+                    report.series += results.len() as u64;
+                    report.symbols += 1;
+                    completions.push(Completion {
+                        token: l.token,
+                        results,
+                    });
+                }
+                Err(why) => self.kill(l, &why, report)?,
+            }
+        }
+        self.complete(completions, report)
+    }
+
+    /// The results of refreshing one symbol; `Ok(Err(why))` for bad data.
+    fn refresh_one(&self, lease: &Lease) -> Result<Result<Refreshed, String>, EngineError> {
+        let Some(symbol) = lease.job.symbols.first() else {
+            return Ok(Err("a refresh job without a symbol".into()));
+        };
+        let Some(bars) = self.store.bars(symbol, ..)? else {
+            return Ok(Err(format!("{symbol} has no bars")));
+        };
+        let version = bars.version();
+        let mut out = Refreshed::default();
+        for key in self.store.series_keys(symbol)? {
+            if !key.feature.starts_with(STATE_PREFIX) {
+                continue;
+            }
+            let Some(saved) = self.store.series(&key)? else {
+                continue;
+            };
+            if saved.is_current(&version) {
+                continue;
+            }
+            let Some((text, state_bytes)) = split_state_payload(saved.state()) else {
+                return Ok(Err(format!(
+                    "{symbol}: saved state {} is unreadable",
+                    key.feature
+                )));
+            };
+            let plan = match parse_list(text) {
+                Ok(specs) => Plan::new(&specs),
+                Err(e) => return Ok(Err(format!("{symbol}: saved plan {text:?}: {e}"))),
+            };
+            let old_n = usize::try_from(saved.bar_count()).unwrap_or(usize::MAX);
+            let grew = old_n > 0
+                && old_n <= bars.len()
+                && bars.ts()[old_n - 1] == saved.last_ts()
+                && prefix_digest(&bars, old_n) == saved.data_hash();
+            let continued = if grew {
+                self.continue_plan(
+                    symbol,
+                    &plan,
+                    text,
+                    state_bytes,
+                    &bars,
+                    saved.data_hash(),
+                    old_n,
+                )?
+            } else {
+                None
+            };
+            let results = match continued {
+                Some(r) => {
+                    out.continued += 1;
+                    r
+                }
+                // A correction, or outputs missing: recompute in full.
+                None => match compute_symbol(&plan, text, symbol, &bars) {
+                    Ok(r) => {
+                        out.recomputed += 1;
+                        r
+                    }
+                    Err(why) => return Ok(Err(why)),
+                },
+            };
+            out.results.extend(results);
+        }
+        Ok(Ok(out))
+    }
+
+    /// Continues a saved state over bars `old_n..`; `None` if any stored
+    /// output is not the one the state belongs to.
+    #[allow(clippy::too_many_arguments)]
+    fn continue_plan(
+        &self,
+        symbol: &Symbol,
+        plan: &Plan,
+        text: &str,
+        state_bytes: &[u8],
+        bars: &BarsView,
+        old_hash: u64,
+        old_n: usize,
+    ) -> Result<Option<Results>, EngineError> {
+        let Ok(mut state) = plan.decode_state(state_bytes) else {
+            return Ok(None);
+        };
+        let mut frame = plan.new_frame();
+        if plan
+            .advance(&mut state, bars_of(bars, old_n), &mut frame)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let v = bars.version();
+        let mut out = Vec::with_capacity(plan.output_labels().len() + 1);
+        for (i, label) in plan.output_labels().iter().enumerate() {
+            let key = SeriesKey::new(symbol.clone(), label.clone())?;
+            let Some(old) = self.store.series(&key)? else {
+                return Ok(None);
+            };
+            if old.values().len() != old_n || old.data_hash() != old_hash {
+                return Ok(None);
+            }
+            let mut values = Vec::with_capacity(bars.len());
+            values.extend_from_slice(old.values());
+            values.extend_from_slice(frame.output(i).unwrap_or(&[]));
+            out.push((key, series(&v, values, Vec::new())));
+        }
+        out.push((
+            state_key(symbol, plan)?,
+            series(
+                &v,
+                Vec::new(),
+                state_payload(text, &plan.encode_state(&state)),
+            ),
+        ));
+        Ok(Some(out))
+    }
+}

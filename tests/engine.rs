@@ -1,0 +1,226 @@
+//! The engine end to end: submit, run, stored features equal to a direct
+//! computation, idempotent submissions, refresh after new bars (continued)
+//! and after a correction (recomputed), many-symbol jobs with checkpoints,
+//! and bad input ending a job dead with a message naming the symbol.
+
+use std::path::{Path, PathBuf};
+
+use kiln::engine::{Engine, EngineConfig};
+use kiln::features::{Bars, Plan, spec::parse_list};
+use kiln::market::{IngestOptions, parse_map};
+use kiln::store::{BarColumns, JobQueue, JobState, NewJob, Priority, ResultStore, Store, Symbol};
+
+const SPECS: &str = "sma(20),ema(12),rsi(14),macd(12,26,9),bbands(20,2),atr(14),obv";
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/stocks-5-daily.csv.gz")
+}
+
+fn sample_opts() -> IngestOptions {
+    IngestOptions {
+        map: parse_map("Ticker=symbol,Date=ts").expect("map"),
+        ..IngestOptions::default()
+    }
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).expect("symbol")
+}
+
+/// Every output computed directly by the plan over `cols`.
+fn direct(plan: &Plan, cols: &BarColumns) -> Vec<Vec<f64>> {
+    let mut frame = plan.new_frame();
+    let bars = Bars {
+        open: &cols.open,
+        high: &cols.high,
+        low: &cols.low,
+        close: &cols.close,
+        volume: &cols.volume,
+    };
+    plan.compute(bars, &mut frame).expect("compute");
+    (0..plan.output_labels().len())
+        .map(|i| frame.output(i).expect("output").to_vec())
+        .collect()
+}
+
+fn assert_stored_equals_direct(engine: &Engine, symbol: &str, plan: &Plan) {
+    let s = sym(symbol);
+    let bars = engine.store().bars(&s, ..).expect("read").expect("bars");
+    let want = direct(plan, &bars.to_columns());
+    for (label, want) in plan.output_labels().iter().zip(want) {
+        let got = engine.feature(&s, label).expect("read").expect("stored");
+        assert!(got.is_current(&bars.version()), "{symbol} {label} is stale");
+        assert_eq!(got.values().len(), want.len(), "{symbol} {label}");
+        for (i, (g, w)) in got.values().iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{symbol} {label} bar {i}: {g} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn submitted_features_are_stored_equal_to_a_direct_computation() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    engine
+        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list(SPECS).expect("specs");
+    let symbols: Vec<Symbol> = ["AAPL", "FB", "GOOG", "IBM", "MSFT"].map(sym).to_vec();
+    let first = engine
+        .submit(&symbols, &specs, Priority::Normal)
+        .expect("submit");
+    let again = engine
+        .submit(&symbols, &specs, Priority::High)
+        .expect("submit again");
+    let ids = |v: &[kiln::store::Enqueued]| v.iter().map(|e| e.id()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&first),
+        ids(&again),
+        "the same request while queued is the same job"
+    );
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!((report.succeeded, report.dead, report.symbols), (5, 0, 5));
+    let plan = Plan::new(&specs);
+    for s in ["AAPL", "FB", "MSFT"] {
+        assert_stored_equals_direct(&engine, s, &plan);
+    }
+    let events = engine.store().events(0, 100).expect("events");
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.state == JobState::Succeeded));
+}
+
+/// The sample cut to its first `n` rows per symbol, as a CSV in `dir`.
+fn cut_sample(dir: &Path, keep: impl Fn(usize) -> bool) -> PathBuf {
+    let text = {
+        use std::io::Read;
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(sample()).expect("open"))
+            .read_to_string(&mut s)
+            .expect("gunzip");
+        s
+    };
+    let mut lines = text.lines();
+    let mut out = String::new();
+    out.push_str(lines.next().expect("header"));
+    out.push('\n');
+    for (i, l) in lines.enumerate() {
+        if keep(i) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    let p = dir.join(format!("cut-{}.csv", out.len()));
+    std::fs::write(&p, out).expect("write");
+    p
+}
+
+#[test]
+fn new_bars_refresh_stored_features_incrementally_and_exactly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path().join("data"), EngineConfig::default()).expect("open");
+    // AAPL is the first 3270 rows: ingest 3000 of them, compute, then the rest.
+    let early = cut_sample(dir.path(), |i| i < 3000);
+    engine
+        .ingest(&[early], &sample_opts(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list(SPECS).expect("specs");
+    engine
+        .submit(&[sym("AAPL")], &specs, Priority::Normal)
+        .expect("submit");
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    let (summary, refresh) = engine
+        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .expect("ingest all");
+    assert!(summary.changed_symbols.contains(&sym("AAPL")));
+    assert_eq!(
+        refresh.len(),
+        1,
+        "one refresh for the one symbol with features"
+    );
+    let report = engine.run_until_idle(&mut |_| {}).expect("refresh");
+    assert_eq!(
+        (report.succeeded, report.continued, report.recomputed),
+        (1, 1, 0)
+    );
+    assert_stored_equals_direct(&engine, "AAPL", &Plan::new(&specs));
+
+    // A correction of an early bar: the refresh recomputes in full.
+    let fix = dir.path().join("fix.csv");
+    std::fs::write(&fix, "Ticker,Date,Open,High,Low,Close,Volume\nAAPL,2000-03-02,127.0,127.94,120.69,123.0,2779100\n")
+        .expect("write");
+    let (_, refresh) = engine
+        .ingest(&[fix], &sample_opts(), &mut |_| {})
+        .expect("correct");
+    assert_eq!(refresh.len(), 1);
+    let report = engine.run_until_idle(&mut |_| {}).expect("refresh");
+    assert_eq!((report.continued, report.recomputed), (0, 1));
+    assert_stored_equals_direct(&engine, "AAPL", &Plan::new(&specs));
+}
+
+#[test]
+fn a_many_symbol_job_checkpoints_and_completes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        job_symbols: 5,
+        checkpoint_symbols: 2,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(dir.path(), config).expect("open");
+    engine
+        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list("rsi(14),sma(5)").expect("specs");
+    let symbols: Vec<Symbol> = ["AAPL", "FB", "GOOG", "IBM", "MSFT"].map(sym).to_vec();
+    let jobs = engine
+        .submit(&symbols, &specs, Priority::Low)
+        .expect("submit");
+    assert_eq!(jobs.len(), 1);
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!((report.succeeded, report.symbols), (1, 5));
+    let plan = Plan::new(&specs);
+    for s in ["AAPL", "GOOG", "MSFT"] {
+        assert_stored_equals_direct(&engine, s, &plan);
+    }
+}
+
+#[test]
+fn bad_requests_and_bad_jobs_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    engine
+        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list("sma(5)").expect("specs");
+    let e = engine
+        .submit(&[sym("NOPE")], &specs, Priority::Normal)
+        .expect_err("no bars");
+    assert!(e.to_string().contains("NOPE has no bars"), "{e}");
+    // A job written by hand with a bad feature list ends dead, named.
+    let store: &Store = engine.store();
+    let id = store
+        .enqueue(NewJob::new("compute", b"sma(0)".to_vec()).symbols(vec![sym("AAPL")]))
+        .expect("enqueue")
+        .id();
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(report.dead, 1);
+    let job = store.job(id).expect("job").expect("exists");
+    assert_eq!(job.state, JobState::Dead);
+    assert!(
+        job.last_error.as_deref().unwrap_or("").contains("sma(0)"),
+        "{:?}",
+        job.last_error
+    );
+    // A job for a symbol without bars too.
+    let id = store
+        .enqueue(NewJob::new("compute", b"sma(5)".to_vec()).symbols(vec![sym("GONE")]))
+        .expect("enqueue")
+        .id();
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    let job = store.job(id).expect("job").expect("exists");
+    assert_eq!(job.last_error.as_deref(), Some("GONE has no bars"));
+    assert!(store.series_keys(&sym("GONE")).expect("keys").is_empty());
+}
