@@ -1,28 +1,41 @@
-//! The `kiln` command-line front end: parses arguments, calls the library,
-//! prints. Errors are one line on stderr and exit status 1.
+//! The `kiln` command-line front end: parses arguments and hands each
+//! command to its handler in `cli`. Errors are one line on stderr and exit
+//! status 1.
 
-use std::io::{IsTerminal, Write};
+mod cli;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cli::Ctx;
+use cli::data::{FeaturesFormat, IngestArgs};
+use cli::jobs::JobsAction;
 use kiln::bench::BenchLine;
 use kiln::bench::ingest::{IngestBenchOptions, run as run_ingest_bench};
 use kiln::bench::queue::{QueueBenchSize, run as run_queue_bench};
+use kiln::engine::EngineConfig;
 use kiln::features::bench::{BenchOptions, run as run_features_bench};
 use kiln::market::export::ExportFormat;
-use kiln::market::{ExportOptions, Format, IngestOptions, OnError, TsUnit};
-use kiln::store::{Store, StoreConfig, Symbol};
+use kiln::market::{Format, OnError, TsUnit};
+use kiln::store::{JobState, Priority};
 
 /// kiln: a durable, embedded feature-precompute engine for trading systems.
+///
+/// Start with `kiln demo`. Every command works on one data directory
+/// (--data, default ./kiln-data); nothing else is needed.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Cli {
-    /// The data directory (created if missing).
-    #[arg(long, global = true, default_value = "./kiln-data")]
-    data: PathBuf,
+    /// The data directory (created if missing; `kiln demo` defaults to ./kiln-demo).
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// A TOML file with bounds and defaults (`kiln config` prints them all).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     /// Machine-readable output: JSON on stdout, no progress bars.
     #[arg(long, global = true)]
     json: bool,
@@ -30,8 +43,62 @@ struct Cli {
     command: Command,
 }
 
+/// Job priorities on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PriorityArg {
+    High,
+    Normal,
+    Low,
+}
+
+impl From<PriorityArg> for Priority {
+    fn from(p: PriorityArg) -> Self {
+        match p {
+            PriorityArg::High => Priority::High,
+            PriorityArg::Normal => Priority::Normal,
+            PriorityArg::Low => Priority::Low,
+        }
+    }
+}
+
+/// Job states on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StateArg {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl From<StateArg> for JobState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Queued => JobState::Queued,
+            StateArg::Running => JobState::Running,
+            StateArg::Succeeded => JobState::Succeeded,
+            StateArg::Failed => JobState::Failed,
+            StateArg::Dead => JobState::Dead,
+            StateArg::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// The whole path in one command: ingest the bundled real sample and a
+    /// synthetic universe, compute the 20-output feature set for every
+    /// symbol through the durable queue, and print what happened. Replaces
+    /// an earlier demo directory.
+    Demo {
+        /// Symbols in the synthetic universe.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        symbols: u64,
+        /// Bars per synthetic symbol.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+        bars: u64,
+    },
     /// Ingest OHLCV bars in long format (symbol, ts, open, high, low, close,
     /// volume[, vwap]) from CSV (plain or gzip), Arrow IPC or Parquet.
     ///
@@ -41,7 +108,7 @@ enum Command {
     /// by default the first invalid row rejects everything, naming the file,
     /// row and column, and the store is left as it was. Re-ingesting stored
     /// bars changes nothing; a bar with a stored timestamp and new values
-    /// replaces the old one.
+    /// replaces the old one. Symbols with stored features get a refresh job.
     Ingest {
         /// Input files.
         #[arg(required = true)]
@@ -79,9 +146,98 @@ enum Command {
         #[arg(long)]
         features: Option<String>,
     },
+    /// Queue feature computations: one durable job per symbol. Asking again
+    /// for the same symbol, features and bars while the job is unfinished
+    /// gives the same job.
+    Submit {
+        /// Symbols, comma-separated.
+        #[arg(long, value_name = "A,B,...", conflicts_with = "all")]
+        symbols: Option<String>,
+        /// Every symbol with bars.
+        #[arg(long)]
+        all: bool,
+        /// Feature specs, e.g. "rsi(14),macd(12,26,9),bbands(20,2)".
+        #[arg(long)]
+        features: String,
+        /// Queue priority (strict: high before normal before low).
+        #[arg(long, value_enum, default_value = "normal")]
+        priority: PriorityArg,
+        /// Run the queue until idle before returning.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run queued jobs: until the queue is idle, or as a worker until killed
+    /// (every acknowledged write is durable; a kill loses nothing).
+    Run {
+        /// Stop when nothing is queued, running or waiting for a retry.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// List, show, cancel or retry jobs.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Print a stored feature series: a label (`macd(12,26,9).signal`) or a
+    /// spec (all its outputs), with the bar timestamps.
+    Features {
+        /// The symbol.
+        symbol: String,
+        /// The feature, e.g. "rsi(14)" or "macd(12,26,9).signal".
+        spec: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: FeaturesFormat,
+        /// Only the last N bars.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Job counters, queue depth per priority, market data, durability mode.
+    Stats,
+    /// Full integrity scan: every record validated and checksummed, counters
+    /// against a scan, bars against their data versions. Exit status 1 on
+    /// any problem.
+    Check,
+    /// Print the durable event log (succeeded, failed, dead, cancelled).
+    Watch {
+        /// Start after this sequence number (0: the oldest kept).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep following new events until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the effective configuration as a documented TOML file.
+    Config,
     /// Run a benchmark and print its measurements.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// The newest jobs, optionally in one state.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One job.
+    Show {
+        /// Job id.
+        id: u64,
+    },
+    /// Cancel a queued (or awaiting-retry) job.
+    Cancel {
+        /// Job id.
+        id: u64,
+    },
+    /// Queue a dead or cancelled job again, as a new job.
+    Retry {
+        /// Job id.
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,30 +326,26 @@ fn scratch_dir(dir: Option<PathBuf>) -> anyhow::Result<tempfile::TempDir> {
         .with_context(|| format!("create a scratch directory in {}", parent.display()))
 }
 
-fn open_store(data: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open(data, StoreConfig::default())
-        .with_context(|| format!("open the data directory {}", data.display()))
-}
-
-/// A progress bar on a terminal (stderr), hidden otherwise and under --json.
-fn progress_bar(json: bool, message: &str) -> indicatif::ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% {elapsed}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(message.to_owned());
-    bar
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<EngineConfig> {
+    let Some(path) = path else {
+        return Ok(EngineConfig::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    kiln::engine::config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let json = cli.json;
+    let ctx = Ctx {
+        data: cli.data,
+        config: load_config(cli.config.as_ref())?,
+        json,
+    };
     match cli.command {
+        Command::Demo { symbols, bars } => {
+            cli::demo::demo(&ctx, &mut out, to_usize(symbols)?, to_usize(bars)?)?
+        }
         Command::Ingest {
             files,
             format,
@@ -201,102 +353,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ts_unit,
             on_error,
             report,
-        } => {
-            if report.is_some() && on_error == OnError::Reject {
-                anyhow::bail!("--report only applies with --on-error skip");
-            }
-            let opts = IngestOptions {
+        } => cli::data::ingest(
+            &ctx,
+            &mut out,
+            IngestArgs {
+                files,
                 format,
-                map: map
-                    .as_deref()
-                    .map(kiln::market::parse_map)
-                    .transpose()?
-                    .unwrap_or_default(),
+                map,
                 ts_unit,
                 on_error,
                 report,
-                ..IngestOptions::default()
-            };
-            let store = open_store(&cli.data)?;
-            let bar = progress_bar(json, "ingest");
-            let files_n = files.len() as u64;
-            let summary = kiln::market::ingest_files(&store, &files, &opts, &mut |p| {
-                // Whole files done, plus the fraction of this one, in 1/1000ths.
-                let frac = (p.done.saturating_mul(1000))
-                    .checked_div(p.total)
-                    .map_or(0, |f| f.min(1000));
-                bar.set_length(files_n * 1000);
-                bar.set_position(p.file as u64 * 1000 + frac);
-            });
-            bar.finish_and_clear();
-            let s = summary?;
-            if json {
-                let v = serde_json::json!({
-                    "files": s.files, "rows": s.rows, "symbols": s.symbols,
-                    "changed": s.changed, "rejected": s.rejected, "seconds": s.seconds,
-                });
-                writeln!(out, "{v}")?;
-            } else {
-                writeln!(
-                    out,
-                    "ingested {} rows of {} symbols from {} file(s) in {:.2} s: {} symbols changed, {} rows rejected",
-                    s.rows, s.symbols, s.files, s.seconds, s.changed, s.rejected
-                )?;
-            }
-        }
+            },
+        )?,
         Command::Export {
             format,
             out: path,
             symbols,
             features,
-        } => {
-            let symbols = symbols
-                .map(|list| {
-                    list.split(',')
-                        .filter(|s| !s.trim().is_empty())
-                        .map(|s| Symbol::new(s.trim()))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()?;
-            let features = match features {
-                Some(f) => kiln::features::spec::parse_list(&f)?,
-                None => Vec::new(),
+        } => cli::data::export(&ctx, &mut out, format, path, symbols, features)?,
+        Command::Submit {
+            symbols,
+            all,
+            features,
+            priority,
+            wait,
+        } => cli::jobs::submit(
+            &ctx,
+            &mut out,
+            symbols,
+            all,
+            &features,
+            priority.into(),
+            wait,
+        )?,
+        Command::Run { until_idle } => cli::jobs::run(&ctx, &mut out, until_idle)?,
+        Command::Jobs(cmd) => {
+            let action = match cmd {
+                JobsCmd::List { state, limit } => JobsAction::List {
+                    state: state.map(Into::into),
+                    limit,
+                },
+                JobsCmd::Show { id } => JobsAction::Show(id),
+                JobsCmd::Cancel { id } => JobsAction::Cancel(id),
+                JobsCmd::Retry { id } => JobsAction::Retry(id),
             };
-            let store = open_store(&cli.data)?;
-            let bar = progress_bar(json, "export");
-            let summary = kiln::market::export(
-                &store,
-                &path,
-                &ExportOptions {
-                    format,
-                    symbols,
-                    features,
-                },
-                &mut |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
-            );
-            bar.finish_and_clear();
-            let s = summary?;
-            if json {
-                let v = serde_json::json!({
-                    "out": path.display().to_string(), "rows": s.rows, "symbols": s.symbols,
-                    "columns": s.columns, "seconds": s.seconds,
-                });
-                writeln!(out, "{v}")?;
-            } else {
-                writeln!(
-                    out,
-                    "exported {} rows of {} symbols ({} value columns) to {} in {:.2} s",
-                    s.rows,
-                    s.symbols,
-                    s.columns.len(),
-                    path.display(),
-                    s.seconds
-                )?;
-            }
+            cli::jobs::jobs(&ctx, &mut out, action)?;
         }
+        Command::Features {
+            symbol,
+            spec,
+            format,
+            tail,
+        } => cli::data::features(&ctx, &mut out, &symbol, &spec, format, tail)?,
+        Command::Stats => cli::admin::stats(&ctx, &mut out)?,
+        Command::Check => cli::admin::check(&ctx, &mut out)?,
+        Command::Watch { from, follow } => cli::jobs::watch(&ctx, &mut out, from, follow)?,
+        Command::Config => cli::admin::config(&ctx, &mut out)?,
         Command::Bench(Bench::Queue {
             jobs,
             symbols,

@@ -175,3 +175,79 @@ fn a_rejected_ingest_is_one_line_and_a_failure() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--on-error skip"));
 }
+
+#[test]
+fn demo_runs_end_to_end_and_the_commands_read_its_results() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("demo");
+    let data = data.to_str().expect("utf-8 path");
+    let out = kiln(&[
+        "--data",
+        data,
+        "--json",
+        "demo",
+        "--symbols",
+        "20",
+        "--bars",
+        "300",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["symbols"], 25);
+    assert_eq!(v["succeeded"], 25);
+    assert_eq!(v["dead"], 0);
+    assert_eq!(
+        v["series"],
+        25 * 21,
+        "20 outputs and one saved state per symbol"
+    );
+    assert_eq!(v["check_problems"], 0);
+    // AAPL's last close is 430.47 (the sample's last AAPL row): its sma(5)
+    // is the mean of the last five closes, 441.642 by hand.
+    let sma5 = v["aapl"]["sma(5)"].as_f64().expect("sma(5)");
+    assert!((sma5 - 441.642).abs() < 1e-9, "{sma5}");
+
+    let out = kiln(&[
+        "--data", data, "features", "AAPL", "rsi(14)", "--format", "csv", "--tail", "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[2].starts_with("2013-03-01T00:00:00Z,"), "{text}");
+
+    let out = kiln(&["--data", data, "--json", "watch"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25);
+
+    let out = kiln(&["--data", data, "jobs", "show", "999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job 999"));
+
+    let out = kiln(&["--data", data, "check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = kiln(&[
+        "--data",
+        data,
+        "submit",
+        "--symbols",
+        "NOPE",
+        "--features",
+        "sma(5)",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE has no bars"));
+}

@@ -20,6 +20,7 @@
 //! job `dead` with a message naming the symbol; store errors retry with the
 //! store's backoff.
 
+pub mod config;
 mod run;
 
 use std::path::Path;
@@ -142,8 +143,37 @@ impl Engine {
         progress: &mut dyn FnMut(crate::market::Progress),
     ) -> Result<(IngestSummary, Vec<Enqueued>), EngineError> {
         let summary = ingest_files(&self.store, paths, opts, progress)?;
+        let enqueued = self.refresh_changed(&summary.changed_symbols)?;
+        Ok((summary, enqueued))
+    }
+
+    /// Stores bars held in memory (the synthetic universe, say) as one
+    /// all-or-nothing ingest, and queues refreshes like [`Engine::ingest`].
+    pub fn ingest_columns(
+        &self,
+        source: &str,
+        bars: &[(Symbol, kiln_store::BarColumns)],
+    ) -> Result<(kiln_store::IngestReport, Vec<Enqueued>), EngineError> {
+        let mut session = self.store.bar_ingest();
+        let src = session.source(source);
+        for (symbol, cols) in bars {
+            session.stage(symbol, src, cols, &[])?;
+        }
+        let report = session.commit(&mut |c| {
+            Err(StoreError::Conflict(format!(
+                "{} at {} appears twice with different values",
+                c.symbol, c.ts
+            )))
+        })?;
+        let changed: Vec<Symbol> = report.changed.iter().map(|(s, _)| s.clone()).collect();
+        let enqueued = self.refresh_changed(&changed)?;
+        Ok((report, enqueued))
+    }
+
+    /// Queues a refresh for each of `symbols` that has stored features.
+    fn refresh_changed(&self, symbols: &[Symbol]) -> Result<Vec<Enqueued>, EngineError> {
         let mut refresh = Vec::new();
-        for symbol in &summary.changed_symbols {
+        for symbol in symbols {
             let has_state = self
                 .store
                 .series_keys(symbol)?
@@ -153,8 +183,7 @@ impl Engine {
                 refresh.push(refresh_job(symbol, &v));
             }
         }
-        let enqueued = self.enqueue_chunked(refresh)?;
-        Ok((summary, enqueued))
+        self.enqueue_chunked(refresh)
     }
 
     /// Queues `compute` jobs for `specs` over `symbols` (all must have bars).

@@ -618,6 +618,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` jobs, newest first, optionally only those in `state`
+    /// (a scan of the jobs table: for listings, not hot paths).
+    pub fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for item in self.inner.spaces.scan(JOBS, &[]).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let id = crate::keys::read_u64(&k, "jobs key")?;
+            let (job, _) = decode_job(id, &v)?;
+            if state.is_none_or(|s| s == job.state) {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
     /// Aggregates over a symbol's finished jobs.
     pub fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
         match self

@@ -1,0 +1,102 @@
+//! `kiln stats`, `kiln check`, `kiln config`.
+
+use std::io::Write;
+
+use kiln::engine::config::render;
+use kiln::store::{Durability, JobQueue, JobState, Priority};
+
+use super::Ctx;
+
+const STATES: [JobState; 6] = [
+    JobState::Queued,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Dead,
+    JobState::Cancelled,
+];
+
+pub fn stats(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+    let engine = ctx.engine()?;
+    let store = engine.store();
+    let st = store.stats();
+    let symbols = store.bar_symbols()?;
+    let bars: u64 = symbols.iter().map(|(_, v)| v.bars).sum();
+    let durability = match store.config().durability {
+        Durability::Sync => "sync",
+        Durability::Relaxed => "relaxed",
+    };
+    let depth = |p: Priority| st.depth(p);
+    if ctx.json {
+        let by_state: serde_json::Map<String, serde_json::Value> = STATES
+            .iter()
+            .map(|s| (s.as_str().to_owned(), st.count(*s).into()))
+            .collect();
+        let v = serde_json::json!({
+            "jobs": by_state,
+            "depth": {"high": depth(Priority::High), "normal": depth(Priority::Normal), "low": depth(Priority::Low)},
+            "symbols": symbols.len(), "bars": bars, "durability": durability,
+            "poisoned": store.poisoned(),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        let jobs: Vec<String> = STATES
+            .iter()
+            .map(|s| format!("{} {}", s.as_str(), st.count(*s)))
+            .collect();
+        writeln!(out, "jobs        {}", jobs.join(", "))?;
+        writeln!(
+            out,
+            "waiting     high {}, normal {}, low {}",
+            depth(Priority::High),
+            depth(Priority::Normal),
+            depth(Priority::Low)
+        )?;
+        writeln!(out, "market data {} symbols, {} bars", symbols.len(), bars)?;
+        writeln!(out, "durability  {durability}")?;
+        if let Some(cause) = store.poisoned() {
+            writeln!(out, "POISONED    {cause}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+    let engine = ctx.engine()?;
+    let report = engine.store().check()?;
+    if ctx.json {
+        let v = serde_json::json!({
+            "jobs": report.jobs, "series": report.series, "bar_chunks": report.bar_chunks,
+            "problems": report.problems,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "checked {} jobs, {} series, {} bar chunks: {}",
+            report.jobs,
+            report.series,
+            report.bar_chunks,
+            if report.problems.is_empty() {
+                "no problems".to_owned()
+            } else {
+                format!("{} problems", report.problems.len())
+            }
+        )?;
+        for p in &report.problems {
+            writeln!(out, "  {p}")?;
+        }
+    }
+    if !report.problems.is_empty() {
+        anyhow::bail!(
+            "the integrity check found {} problems",
+            report.problems.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn config(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+    write!(out, "{}", render(&ctx.config))?;
+    Ok(())
+}
