@@ -387,6 +387,7 @@ impl Store {
         check_format_file(&dir)?;
 
         let sled_dir = dir.join("sled");
+        let partial_snapshots = remove_partial_snapshots(&sled_dir)?;
         let db = sled::Config::new()
             .path(&sled_dir)
             .cache_capacity(config.cache_bytes_max)
@@ -449,6 +450,7 @@ impl Store {
         };
         let mut recovery = recover(&mut writer)?;
         recovery.vlog = vlog_recovery;
+        recovery.partial_snapshots_removed = partial_snapshots;
         shared.publish(&writer.counters, &writer.paused);
 
         let (tx, rx) = bounded(config.channel_ops_max.max(1));
@@ -657,6 +659,39 @@ impl Store {
             .send(Op::FailNextCommit)
             .map_err(|_| StoreError::Closed)
     }
+}
+
+/// Removes sled snapshot files a crash left half-written. sled 0.34 writes
+/// a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it; a kill
+/// before the rename leaves the file behind, and sled's next open picks it
+/// (it sorts last) and fails with "Read corrupted data at file offset None"
+/// (sled issues #1509, #1527, #1533). A snapshot only speeds up recovery:
+/// without it sled replays its log from the previous complete snapshot.
+fn remove_partial_snapshots(sled_dir: &Path) -> Result<u32> {
+    let entries = match fs::read_dir(sled_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(format!("list {}", sled_dir.display()), e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(format!("list {}", sled_dir.display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(file = %path.display(), "removing a half-written sled snapshot left by a crash");
+            fs::remove_file(&path)
+                .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        File::open(sled_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(format!("fsync {}", sled_dir.display()), e))?;
+    }
+    Ok(removed)
 }
 
 fn check_config(c: &StoreConfig) -> Result<()> {

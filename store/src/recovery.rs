@@ -25,6 +25,8 @@ pub struct RecoveryReport {
     pub counters_drift: Option<String>,
     /// What opening the value log repaired.
     pub vlog: VlogRecovery,
+    /// Half-written sled snapshot files a crash left, removed before sled opened.
+    pub partial_snapshots_removed: u32,
 }
 
 /// Rebuilds `w` from disk and repairs what a crash left behind.

@@ -949,3 +949,25 @@ fn a_complete_call_larger_than_its_bound_is_refused() {
     assert!(e.contains("complete_bytes_max = 20000"), "{e}");
     assert_eq!(store.stats().count(JobState::Running), 1);
 }
+
+#[test]
+fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let id = store.enqueue(job("kept")).expect("enqueue").id();
+    drop(store);
+    // What a kill between sled's snapshot write and its rename leaves: a
+    // `.generating` file that sorts after every complete snapshot.
+    let partial = dir
+        .path()
+        .join("sled")
+        .join("snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&partial, b"half a snapshot").expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(store.recovery_report().partial_snapshots_removed, 1);
+    assert!(!partial.exists());
+    assert_eq!(
+        store.job(id).expect("job").map(|j| j.state),
+        Some(JobState::Queued)
+    );
+}
