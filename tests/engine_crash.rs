@@ -40,20 +40,27 @@ fn worker(data: &Path, config: &Path) -> Command {
     c
 }
 
-/// Every stored series of every symbol, as bytes that must match exactly.
-fn snapshot(store: &Store, symbols: &[Symbol]) -> Vec<(String, Vec<u64>, Vec<u8>, u64, i64, u64)> {
+/// One stored series, every part that must match exactly.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    name: String,
+    values: Vec<u64>,
+    state: Vec<u8>,
+    version: (u64, i64, u64),
+}
+
+/// Every stored series of every symbol.
+fn snapshot(store: &Store, symbols: &[Symbol]) -> Vec<Stored> {
     let mut out = Vec::new();
     for s in symbols {
         for key in store.series_keys(s).expect("keys") {
             let v = store.series(&key).expect("read").expect("stored");
-            out.push((
-                format!("{}/{}", key.symbol, key.feature),
-                v.values().iter().map(|x| x.to_bits()).collect(),
-                v.state().to_vec(),
-                v.bar_count(),
-                v.last_ts(),
-                v.data_hash(),
-            ));
+            out.push(Stored {
+                name: format!("{}/{}", key.symbol, key.feature),
+                values: v.values().iter().map(|x| x.to_bits()).collect(),
+                state: v.state().to_vec(),
+                version: (v.bar_count(), v.last_ts(), v.data_hash()),
+            });
         }
     }
     out
@@ -192,7 +199,11 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
         let got = snapshot(&store, &symbols);
         assert_eq!(got.len(), want.len(), "round {rounds}");
         for (g, w) in got.iter().zip(&want) {
-            assert!(g == w, "round {rounds}: {} differs from the clean run", g.0);
+            assert!(
+                g == w,
+                "round {rounds}: {} differs from the clean run",
+                g.name
+            );
         }
         assert_eq!(store.stats().count(JobState::Running), 0);
         drop(store);
