@@ -2,6 +2,8 @@
 //! compute on rayon, commit with the store's group commit.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use kiln_store::{
@@ -42,6 +44,24 @@ pub struct RunReport {
 }
 
 type Results = Vec<(SeriesKey, Series)>;
+
+/// Where finished batches go: the committer thread of [`Engine::run_until_idle`].
+struct Sink {
+    tx: SyncSender<Vec<Completion>>,
+}
+
+impl Sink {
+    fn send(&self, completions: Vec<Completion>) -> Result<(), EngineError> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        // Closed only when the committer stopped on an error, which the
+        // run reports when it joins it.
+        self.tx
+            .send(completions)
+            .map_err(|_| EngineError::Request("the committer stopped".into()))
+    }
+}
 
 /// What refreshing one symbol produced.
 #[derive(Default)]
@@ -136,43 +156,87 @@ fn prefix_digest(v: &BarsView, n: usize) -> u64 {
 
 impl Engine {
     /// Runs jobs until none is queued, running or waiting for a retry.
+    ///
+    /// Commits are pipelined: a committer thread hands each batch's
+    /// completions to the store's group commit while this thread already
+    /// claims, reads and computes the next batch (one batch in flight).
     pub fn run_until_idle(
         &self,
         progress: &mut dyn FnMut(RunProgress),
     ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let mut report = RunReport::default();
-        loop {
-            let leases = self.store.claim(self.config.claim_jobs_max)?;
-            if leases.is_empty() {
-                let st = self.store.stats();
-                let pending = st.count(JobState::Queued)
-                    + st.count(JobState::Running)
-                    + st.count(JobState::Failed);
-                if pending == 0 {
-                    break;
+        let succeeded = AtomicU64::new(0);
+        let (tx, rx) = sync_channel::<Vec<Completion>>(1);
+        let committed = std::thread::scope(|scope| {
+            let committer = scope.spawn(|| -> Result<(), EngineError> {
+                for completions in rx {
+                    for outcome in self.store.complete_many(completions)? {
+                        match outcome {
+                            Ok(()) => {
+                                succeeded.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // The lease expired and the job went back to the queue.
+                            Err(StoreError::LeaseLost { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                 }
-                // Retries waiting for their time, or leases held elsewhere.
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            self.run_batch(leases, &mut report)?;
-            let st = self.store.stats();
-            let done = report.succeeded + report.dead;
-            let pending = st.count(JobState::Queued)
-                + st.count(JobState::Running)
-                + st.count(JobState::Failed);
-            progress(RunProgress {
-                done,
-                total: done + pending,
+                Ok(())
             });
-        }
+            let sink = Sink { tx };
+            let claimed = self.claim_loop(&sink, &mut report, &succeeded, progress);
+            drop(sink);
+            let committed = committer.join().unwrap_or_else(|_| {
+                Err(EngineError::Request("the committer thread panicked".into()))
+            });
+            // The committer's error is the cause when both stopped.
+            committed.and(claimed)
+        });
+        committed?;
+        report.succeeded = succeeded.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
+    fn claim_loop(
+        &self,
+        sink: &Sink,
+        report: &mut RunReport,
+        succeeded: &AtomicU64,
+        progress: &mut dyn FnMut(RunProgress),
+    ) -> Result<(), EngineError> {
+        loop {
+            let leases = self.store.claim(self.config.claim_jobs_max)?;
+            let st = self.store.stats();
+            let pending = st.count(JobState::Queued)
+                + st.count(JobState::Running)
+                + st.count(JobState::Failed);
+            let done = succeeded.load(Ordering::Relaxed) + report.dead;
+            progress(RunProgress {
+                done,
+                total: done + pending,
+            });
+            if leases.is_empty() {
+                if pending == 0 {
+                    return Ok(());
+                }
+                // Retries waiting for their time, completions in flight, or
+                // leases held elsewhere.
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            self.run_batch(leases, report, sink)?;
+        }
+    }
+
     /// Runs one claimed batch.
-    fn run_batch(&self, leases: Vec<Lease>, report: &mut RunReport) -> Result<(), EngineError> {
+    fn run_batch(
+        &self,
+        leases: Vec<Lease>,
+        report: &mut RunReport,
+        sink: &Sink,
+    ) -> Result<(), EngineError> {
         let _span = tracing::info_span!("batch", jobs = leases.len()).entered();
         let mut compute: BTreeMap<Vec<u8>, Vec<Lease>> = BTreeMap::new();
         let mut refresh = Vec::new();
@@ -188,10 +252,10 @@ impl Engine {
             }
         }
         for (payload, group) in compute {
-            self.run_compute(&payload, group, report)?;
+            self.run_compute(&payload, group, report, sink)?;
         }
         if !refresh.is_empty() {
-            self.run_refresh(refresh, report)?;
+            self.run_refresh(refresh, report, sink)?;
         }
         Ok(())
     }
@@ -212,6 +276,7 @@ impl Engine {
         payload: &[u8],
         leases: Vec<Lease>,
         report: &mut RunReport,
+        sink: &Sink,
     ) -> Result<(), EngineError> {
         let text = String::from_utf8_lossy(payload).into_owned();
         let plan = match parse_list(&text) {
@@ -260,28 +325,9 @@ impl Engine {
                 Err(why) => self.kill(l, &why, report)?,
             }
         }
-        self.complete(completions, report)?;
+        sink.send(completions)?;
         for l in many {
-            self.run_many(&plan, &text, l, report)?;
-        }
-        Ok(())
-    }
-
-    fn complete(
-        &self,
-        completions: Vec<Completion>,
-        report: &mut RunReport,
-    ) -> Result<(), EngineError> {
-        if completions.is_empty() {
-            return Ok(());
-        }
-        for outcome in self.store.complete_many(completions)? {
-            match outcome {
-                Ok(()) => report.succeeded += 1,
-                // The lease expired and the job went back to the queue.
-                Err(StoreError::LeaseLost { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.run_many(&plan, &text, l, report, sink)?;
         }
         Ok(())
     }
@@ -294,6 +340,7 @@ impl Engine {
         text: &str,
         lease: Lease,
         report: &mut RunReport,
+        sink: &Sink,
     ) -> Result<(), EngineError> {
         let mut todo = Vec::new();
         for s in &lease.job.symbols {
@@ -333,17 +380,19 @@ impl Engine {
                 last = results;
             }
         }
-        self.complete(
-            vec![Completion {
-                token: lease.token,
-                results: last,
-            }],
-            report,
-        )
+        sink.send(vec![Completion {
+            token: lease.token,
+            results: last,
+        }])
     }
 
     /// Refresh jobs: continue each stored plan's state over new bars.
-    fn run_refresh(&self, leases: Vec<Lease>, report: &mut RunReport) -> Result<(), EngineError> {
+    fn run_refresh(
+        &self,
+        leases: Vec<Lease>,
+        report: &mut RunReport,
+        sink: &Sink,
+    ) -> Result<(), EngineError> {
         let computed: Vec<Result<Result<Refreshed, String>, EngineError>> =
             leases.par_iter().map(|l| self.refresh_one(l)).collect();
         let mut completions = Vec::new();
@@ -366,7 +415,7 @@ impl Engine {
                 Err(why) => self.kill(l, &why, report)?,
             }
         }
-        self.complete(completions, report)
+        sink.send(completions)
     }
 
     /// The results of refreshing one symbol; `Ok(Err(why))` for bad data.
