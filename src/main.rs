@@ -273,6 +273,24 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
         runs: u64,
     },
+    /// End to end, like the peers' seed pipeline: a stored universe, then the
+    /// 20-output set computed for every symbol through the durable queue
+    /// (Sync and Relaxed), a 100-symbol run, and the write+fsync floor.
+    /// Writes about 1.5 GB of scratch data under --dir.
+    E2e {
+        /// Symbols in the synthetic universe.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        symbols: u64,
+        /// Bars per symbol.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+        bars: u64,
+        /// Directory for scratch data (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The peers' Python and seed_pipeline.py, run on the same universe size.
+        #[arg(long, num_args = 2, value_names = ["PYTHON", "SCRIPT"])]
+        seed_pipeline: Option<Vec<PathBuf>>,
+    },
     /// Durable ingest of a synthetic universe from Parquet and from CSV (rows/s,
     /// each into a fresh store) and a batch read of every symbol's bars (ms).
     /// Writes scratch files (about 400 MB at the default size) under --dir.
@@ -446,6 +464,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for line in run_features_bench(opts).context("features benchmark")? {
                 print_line(&mut out, &line, json)?;
             }
+        }
+        Command::Bench(Bench::E2e {
+            symbols,
+            bars,
+            dir,
+            seed_pipeline,
+        }) => {
+            let scratch = scratch_dir(dir)?;
+            let opts = kiln::bench::e2e::E2eOptions {
+                symbols: to_usize(symbols)?,
+                bars: to_usize(bars)?,
+                seed_pipeline: seed_pipeline.and_then(|v| match v.as_slice() {
+                    [python, script] => Some((python.clone(), script.clone())),
+                    _ => None,
+                }),
+            };
+            let mut printed = Ok(());
+            kiln::bench::e2e::run(scratch.path(), &opts, |l| {
+                if printed.is_ok() {
+                    printed = print_line(&mut out, l, json);
+                }
+            })
+            .context("end-to-end benchmark")?;
+            printed?;
         }
         Command::Bench(Bench::Ingest {
             symbols,

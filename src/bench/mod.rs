@@ -1,6 +1,7 @@
 //! Benchmarks run by `kiln bench …`: measurements, printed as JSON lines
 //! `{"bench":…,"name":…,"value":…,"unit":…}`, never assertions.
 
+pub mod e2e;
 pub mod ingest;
 pub mod queue;
 
@@ -14,6 +15,9 @@ pub enum BenchError {
     /// The feature plan failed.
     #[error(transparent)]
     Feature(#[from] crate::features::FeatureError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     /// Ingest or export failed.
     #[error(transparent)]
     Market(#[from] crate::market::MarketError),
