@@ -190,8 +190,13 @@ enum Command {
         #[arg(long)]
         tail: Option<usize>,
     },
-    /// Job counters, queue depth per priority, market data, durability mode.
-    Stats,
+    /// Job counters, queue depth per priority, market data, durability
+    /// mode, breaker state and adaptive sizes.
+    Stats {
+        /// Print Prometheus text metrics instead.
+        #[arg(long)]
+        metrics: bool,
+    },
     /// Full integrity scan: every record validated and checksummed, counters
     /// against a scan, bars against their data versions. Exit status 1 on
     /// any problem.
@@ -423,7 +428,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             tail,
         } => cli::data::features(&ctx, &mut out, &symbol, &spec, format, tail)?,
-        Command::Stats => cli::admin::stats(&ctx, &mut out)?,
+        Command::Stats { metrics } => cli::admin::stats(&ctx, &mut out, metrics)?,
         Command::Check => cli::admin::check(&ctx, &mut out)?,
         Command::Watch { from, follow } => cli::jobs::watch(&ctx, &mut out, from, follow)?,
         Command::Config => cli::admin::config(&ctx, &mut out)?,

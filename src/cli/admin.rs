@@ -16,8 +16,13 @@ const STATES: [JobState; 6] = [
     JobState::Cancelled,
 ];
 
-pub fn stats(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
+    if metrics {
+        write!(out, "{}", engine.metrics())?;
+        return Ok(());
+    }
+    let rt = engine.runtime_stats();
     let store = engine.store();
     let st = store.stats();
     let symbols = store.bar_symbols()?;
@@ -36,7 +41,8 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
             "jobs": by_state,
             "depth": {"high": depth(Priority::High), "normal": depth(Priority::Normal), "low": depth(Priority::Low)},
             "symbols": symbols.len(), "bars": bars, "durability": durability,
-            "poisoned": store.poisoned(),
+            "poisoned": store.poisoned(), "breaker": rt.breaker.as_str(),
+            "claim_jobs": rt.claim_jobs, "inflight_batches": rt.inflight_batches,
         });
         writeln!(out, "{v}")?;
     } else {
@@ -54,6 +60,13 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
         writeln!(out, "market data {} symbols, {} bars", symbols.len(), bars)?;
         writeln!(out, "durability  {durability}")?;
+        writeln!(
+            out,
+            "engine      breaker {}, claim {} jobs, {} batches in flight",
+            rt.breaker.as_str(),
+            rt.claim_jobs,
+            rt.inflight_batches
+        )?;
         if let Some(cause) = store.poisoned() {
             writeln!(out, "POISONED    {cause}")?;
         }

@@ -158,10 +158,11 @@ pub fn features(
         .with_context(|| format!("{symbol} has no bars in this data directory"))?;
     let mut views = Vec::with_capacity(labels.len());
     for label in &labels {
-        let view = engine.feature(&symbol, label)?.with_context(|| {
+        let (view, read) = engine.read_feature(&symbol, label)?;
+        let view = view.with_context(|| {
             format!("{symbol} {label} is not computed; run: kiln submit --symbols {symbol} --features \"{spec}\" --wait")
         })?;
-        if !view.is_current(&bars.version()) {
+        if read == kiln::engine::metrics::ReadResult::Stale {
             eprintln!(
                 "kiln: warning: {symbol} {label} was computed from older bars; kiln run --until-idle refreshes it"
             );

@@ -1,6 +1,8 @@
 //! `kiln submit`, `kiln run`, `kiln jobs`, `kiln watch`.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,7 +65,7 @@ pub fn submit(
         _ => anyhow::bail!("give either --symbols A,B or --all"),
     };
     let specs = kiln::features::spec::parse_list(features)?;
-    let jobs = engine.submit(&symbols, &specs, priority)?;
+    let jobs = engine.submit_as("cli", &symbols, &specs, priority)?;
     let fresh = jobs
         .iter()
         .filter(|j| matches!(j, kiln::store::Enqueued::Created(_)))
@@ -89,19 +91,27 @@ pub fn submit(
 
 pub fn run(ctx: &Ctx, out: &mut impl Write, until_idle: bool) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    if until_idle {
-        let report = run_with_progress(ctx, &engine)?;
-        return print_report(ctx, out, &report);
+    // SIGINT / SIGTERM: stop claiming, finish and commit the batch in hand,
+    // then exit 0. (A SIGKILL loses nothing acknowledged either: unfinished
+    // jobs return to the queue when the store is next opened.)
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))?;
+    let bar = ctx.progress_bar("compute");
+    let report = engine.run(&stop, until_idle, &mut |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    });
+    bar.finish_and_clear();
+    print_report(ctx, out, &report?)?;
+    if stop.load(Ordering::SeqCst) && !ctx.json {
+        writeln!(
+            out,
+            "stopped on a signal; everything computed was committed"
+        )?;
     }
-    // A worker: run what arrives until killed (every acknowledged write is
-    // already durable, so stopping at any moment loses nothing).
-    loop {
-        let report = engine.run_until_idle(&mut |_| {})?;
-        if report.succeeded + report.dead > 0 {
-            print_report(ctx, out, &report)?;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    Ok(())
 }
 
 fn job_line(j: &Job) -> String {

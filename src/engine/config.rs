@@ -37,6 +37,13 @@ struct File {
     claim_jobs_max: Option<usize>,
     job_symbols: Option<usize>,
     checkpoint_symbols: Option<usize>,
+    claim_jobs_min: Option<usize>,
+    inflight_batches_max: Option<usize>,
+    breaker_failures: Option<u32>,
+    breaker_recovery_ms: Option<u64>,
+    submit_symbols_per_s: Option<f64>,
+    submit_burst_symbols: Option<f64>,
+    admit_depth_max: Option<u64>,
 }
 
 /// Reads a configuration file's text over the defaults; the error names
@@ -90,6 +97,13 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
         claim_jobs_max: f.claim_jobs_max.unwrap_or(e.claim_jobs_max),
         job_symbols: f.job_symbols.unwrap_or(e.job_symbols),
         checkpoint_symbols: f.checkpoint_symbols.unwrap_or(e.checkpoint_symbols),
+        claim_jobs_min: f.claim_jobs_min.unwrap_or(e.claim_jobs_min),
+        inflight_batches_max: f.inflight_batches_max.unwrap_or(e.inflight_batches_max),
+        breaker_failures: f.breaker_failures.unwrap_or(e.breaker_failures),
+        breaker_recovery_ms: f.breaker_recovery_ms.unwrap_or(e.breaker_recovery_ms),
+        submit_symbols_per_s: f.submit_symbols_per_s.unwrap_or(e.submit_symbols_per_s),
+        submit_burst_symbols: f.submit_burst_symbols.unwrap_or(e.submit_burst_symbols),
+        admit_depth_max: f.admit_depth_max.unwrap_or(e.admit_depth_max),
     })
 }
 
@@ -226,6 +240,41 @@ pub fn render(c: &EngineConfig) -> String {
             "checkpoint_symbols",
             c.checkpoint_symbols.to_string(),
             "symbols between checkpoints of a many-symbol job",
+        ),
+        (
+            "claim_jobs_min",
+            c.claim_jobs_min.to_string(),
+            "smallest adaptive claim (the claim size moves between this and claim_jobs_max)",
+        ),
+        (
+            "inflight_batches_max",
+            c.inflight_batches_max.to_string(),
+            "most batches committing while the next one computes (adaptive, from 1)",
+        ),
+        (
+            "breaker_failures",
+            c.breaker_failures.to_string(),
+            "consecutive store write failures that open the circuit breaker",
+        ),
+        (
+            "breaker_recovery_ms",
+            c.breaker_recovery_ms.to_string(),
+            "how long an open breaker refuses before one trial call",
+        ),
+        (
+            "submit_symbols_per_s",
+            format!("{:?}", c.submit_symbols_per_s),
+            "symbols per second one client may submit (token bucket)",
+        ),
+        (
+            "submit_burst_symbols",
+            format!("{:?}", c.submit_burst_symbols),
+            "symbols one client may submit at once (bucket size)",
+        ),
+        (
+            "admit_depth_max",
+            c.admit_depth_max.to_string(),
+            "waiting jobs beyond which submissions are refused with a retry-after hint",
         ),
     ];
     let mut out = String::from(

@@ -21,14 +21,23 @@
 //! store's backoff.
 
 pub mod config;
+pub mod guard;
+pub mod metrics;
 mod run;
 
 use std::path::Path;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use kiln_store::{
-    DataVersion, Enqueued, JobQueue, NewJob, Priority, ResultStore, SeriesKey, SeriesView, Store,
-    StoreConfig, StoreError, Symbol,
+    DataVersion, Enqueued, JobQueue, JobState, NewJob, Priority, ResultStore, SeriesKey,
+    SeriesView, Store, StoreConfig, StoreError, Symbol,
 };
+
+use guard::{Admission, BreakerState, CircuitBreaker};
+use metrics::{Metrics, ReadResult};
 
 use crate::features::{FeatureError, FeatureSpec, Plan, SpecError};
 use crate::market::{IngestOptions, IngestSummary, MarketError, ingest_files};
@@ -47,6 +56,21 @@ pub struct EngineConfig {
     pub job_symbols: usize,
     /// Symbols computed between two checkpoints of a many-symbol job.
     pub checkpoint_symbols: usize,
+    /// Smallest claim the adaptive batch size goes down to.
+    pub claim_jobs_min: usize,
+    /// Most batches committing while the next one computes.
+    pub inflight_batches_max: usize,
+    /// Consecutive store write failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses before a trial call.
+    pub breaker_recovery_ms: u64,
+    /// Symbols per second one client key may submit (token bucket rate).
+    pub submit_symbols_per_s: f64,
+    /// Burst of symbols one client key may submit at once.
+    pub submit_burst_symbols: f64,
+    /// Waiting jobs beyond which submissions are refused with a retry-after
+    /// hint (below the store's hard `queue_depth_max`).
+    pub admit_depth_max: u64,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +80,13 @@ impl Default for EngineConfig {
             claim_jobs_max: 256,
             job_symbols: 1,
             checkpoint_symbols: 64,
+            claim_jobs_min: 16,
+            inflight_batches_max: 2,
+            breaker_failures: 5,
+            breaker_recovery_ms: 5_000,
+            submit_symbols_per_s: 50_000.0,
+            submit_burst_symbols: 100_000.0,
+            admit_depth_max: 500_000,
         }
     }
 }
@@ -79,6 +110,14 @@ pub enum EngineError {
     /// A request is wrong (names what and why).
     #[error("{0}")]
     Request(String),
+    /// A submission was refused for now: try again after `retry_after_ms`.
+    #[error("{reason}; retry in {retry_after_ms} ms")]
+    Refused {
+        /// Which limit refused it.
+        reason: String,
+        /// When to try again.
+        retry_after_ms: u64,
+    },
 }
 
 /// The job kinds.
@@ -93,6 +132,34 @@ pub const STATE_PREFIX: &str = "@state:";
 pub struct Engine {
     store: Store,
     config: EngineConfig,
+    runtime: Arc<Runtime>,
+}
+
+/// What an engine shares across clones: guards, counters, adaptive sizes.
+pub(crate) struct Runtime {
+    pub breaker: CircuitBreaker,
+    pub admission: Admission,
+    pub metrics: Metrics,
+    /// The adaptive claim size and in-flight batch limit, now.
+    pub claim_jobs: AtomicUsize,
+    pub inflight: AtomicUsize,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// The engine's live values, for stats and health.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeStats {
+    /// The store write path's circuit breaker.
+    pub breaker: BreakerState,
+    /// Jobs claimed per batch now (adaptive).
+    pub claim_jobs: usize,
+    /// Batches allowed to commit while the next computes, now (adaptive).
+    pub inflight_batches: usize,
 }
 
 /// The canonical payload of a compute job: the plan's specs, comma-separated.
@@ -115,13 +182,34 @@ pub fn state_key(symbol: &Symbol, plan: &Plan) -> Result<SeriesKey, StoreError> 
 impl Engine {
     /// Opens (or creates) the data directory.
     pub fn open(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
-        if config.claim_jobs_max == 0 || config.job_symbols == 0 || config.checkpoint_symbols == 0 {
+        if config.claim_jobs_max == 0
+            || config.claim_jobs_min == 0
+            || config.job_symbols == 0
+            || config.checkpoint_symbols == 0
+            || config.inflight_batches_max == 0
+        {
             return Err(EngineError::Request(
-                "claim_jobs_max, job_symbols and checkpoint_symbols must be positive".into(),
+                "claim_jobs_max, claim_jobs_min, job_symbols, checkpoint_symbols and \
+                 inflight_batches_max must be positive"
+                    .into(),
             ));
         }
         let store = Store::open(dir, config.store.clone())?;
-        Ok(Engine { store, config })
+        let runtime = Arc::new(Runtime {
+            breaker: CircuitBreaker::new(
+                config.breaker_failures,
+                Duration::from_millis(config.breaker_recovery_ms),
+            ),
+            admission: Admission::new(config.submit_symbols_per_s, config.submit_burst_symbols),
+            metrics: Metrics::default(),
+            claim_jobs: AtomicUsize::new(config.claim_jobs_min.clamp(1, config.claim_jobs_max)),
+            inflight: AtomicUsize::new(1),
+        });
+        Ok(Engine {
+            store,
+            config,
+            runtime,
+        })
     }
 
     /// The store underneath.
@@ -195,6 +283,65 @@ impl Engine {
         specs: &[FeatureSpec],
         priority: Priority,
     ) -> Result<Vec<Enqueued>, EngineError> {
+        self.submit_as("local", symbols, specs, priority)
+    }
+
+    /// [`Engine::submit`] on behalf of `client` (a key for rate limiting:
+    /// an API token, an address): refused with a retry-after hint when the
+    /// client's token bucket is empty, the queue is deeper than
+    /// `admit_depth_max`, or the store's breaker is open.
+    pub fn submit_as(
+        &self,
+        client: &str,
+        symbols: &[Symbol],
+        specs: &[FeatureSpec],
+        priority: Priority,
+    ) -> Result<Vec<Enqueued>, EngineError> {
+        let refuse = |reason: String, wait: Duration| {
+            self.runtime.metrics.refused();
+            EngineError::Refused {
+                reason,
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            }
+        };
+        let depth: u64 = Priority::ALL
+            .iter()
+            .map(|&p| self.store.stats().depth(p))
+            .sum();
+        if depth + symbols.len() as u64 > self.config.admit_depth_max {
+            return Err(refuse(
+                format!(
+                    "{depth} jobs are waiting, limit admit_depth_max = {}",
+                    self.config.admit_depth_max
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+        if let Err(wait) = self.runtime.admission.take(client, symbols.len()) {
+            return Err(refuse(
+                format!(
+                    "client {client:?} is over {} symbols/s (burst {})",
+                    self.config.submit_symbols_per_s, self.config.submit_burst_symbols
+                ),
+                wait,
+            ));
+        }
+        if let Err(wait) = self.runtime.breaker.admit() {
+            return Err(refuse("the store's circuit breaker is open".into(), wait));
+        }
+        let result = self.submit_admitted(symbols, specs, priority);
+        self.runtime
+            .breaker
+            .record(!matches!(&result, Err(EngineError::Store(e)) if is_outage(e)));
+        result
+    }
+
+    fn submit_admitted(
+        &self,
+        symbols: &[Symbol],
+        specs: &[FeatureSpec],
+        priority: Priority,
+    ) -> Result<Vec<Enqueued>, EngineError> {
         if specs.is_empty() {
             return Err(EngineError::Request("no features given".into()));
         }
@@ -245,6 +392,101 @@ impl Engine {
         Ok(self.store.series(&key)?)
     }
 
+    /// Reads a feature for a client: the series and whether it was computed
+    /// from the bars stored now (counted in `kiln_feature_reads_total`).
+    pub fn read_feature(
+        &self,
+        symbol: &Symbol,
+        label: &str,
+    ) -> Result<(Option<SeriesView>, ReadResult), EngineError> {
+        let view = self.feature(symbol, label)?;
+        let result = match (&view, self.store.data_version(symbol)?) {
+            (None, _) => ReadResult::Miss,
+            (Some(v), Some(version)) if v.is_current(&version) => ReadResult::Hit,
+            (Some(_), _) => ReadResult::Stale,
+        };
+        self.runtime.metrics.read(result);
+        Ok((view, result))
+    }
+
+    /// The live guard and adaptive values.
+    pub fn runtime_stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            breaker: self.runtime.breaker.state(),
+            claim_jobs: self.runtime.claim_jobs.load(Ordering::Relaxed),
+            inflight_batches: self.runtime.inflight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Prometheus text: job outcomes, compute durations, feature reads,
+    /// refusals, queue depth, breaker state, adaptive sizes, store sizes.
+    pub fn metrics(&self) -> String {
+        let st = self.store.stats();
+        let rt = self.runtime_stats();
+        let mut gauges: Vec<(&str, &str, String, f64)> = Vec::new();
+        for p in Priority::ALL {
+            let name = format!("{p:?}").to_lowercase();
+            gauges.push((
+                "kiln_queue_depth",
+                "Jobs waiting (queued or awaiting a retry), by priority.",
+                format!("priority=\"{name}\""),
+                st.depth(p) as f64,
+            ));
+        }
+        for s in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Dead,
+            JobState::Cancelled,
+        ] {
+            gauges.push((
+                "kiln_jobs",
+                "Jobs in the store, by state.",
+                format!("state=\"{}\"", s.as_str()),
+                st.count(s) as f64,
+            ));
+        }
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            gauges.push((
+                "kiln_breaker_state",
+                "The store write path's circuit breaker (1 = current state).",
+                format!("state=\"{}\"", s.as_str()),
+                f64::from(u8::from(rt.breaker == s)),
+            ));
+        }
+        gauges.push((
+            "kiln_claim_jobs",
+            "Jobs claimed per batch (adaptive).",
+            String::new(),
+            rt.claim_jobs as f64,
+        ));
+        gauges.push((
+            "kiln_inflight_batches",
+            "Batches committing while the next computes (adaptive).",
+            String::new(),
+            rt.inflight_batches as f64,
+        ));
+        for (part, bytes) in store_sizes(self.store.dir()) {
+            gauges.push((
+                "kiln_store_bytes",
+                "Bytes on disk, by part of the data directory.",
+                format!("part=\"{part}\""),
+                bytes as f64,
+            ));
+        }
+        self.runtime.metrics.render(&gauges)
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Whether every output of `plan` stored for `symbol` was computed from
     /// `version`.
     pub fn is_current(
@@ -268,6 +510,38 @@ fn refresh_job(symbol: &Symbol, v: &DataVersion) -> NewJob {
         .symbols(vec![symbol.clone()])
         .priority(Priority::Normal)
         .idempotency_key(format!("{REFRESH}:{symbol}@{:016x}", v.hash))
+}
+
+/// Whether a store error means the store itself is failing (what the
+/// breaker counts), not that one request was wrong.
+pub(crate) fn is_outage(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Io { .. }
+            | StoreError::Sled(_)
+            | StoreError::Poisoned { .. }
+            | StoreError::Closed
+    )
+}
+
+/// Bytes under `sled/` and `vlog/` of a data directory.
+fn store_sizes(dir: &std::path::Path) -> Vec<(&'static str, u64)> {
+    fn walk(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+    }
+    vec![
+        ("sled", walk(&dir.join("sled"))),
+        ("vlog", walk(&dir.join("vlog"))),
+    ]
 }
 
 /// 64-bit FNV-1a, to shorten over-long idempotency keys.

@@ -2,13 +2,13 @@
 //! compute on rayon, commit with the store's group commit.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use kiln_store::{
-    Bar, BarsView, Completion, DataVersion, JobQueue, JobState, Lease, ResultStore, Series,
-    SeriesKey, StoreError, Symbol,
+    Bar, BarsView, Completion, DataVersion, JobQueue, JobState, Lease, Priority, ResultStore,
+    Series, SeriesKey, StoreError, Symbol,
 };
 use rayon::prelude::*;
 
@@ -45,21 +45,49 @@ pub struct RunReport {
 
 type Results = Vec<(SeriesKey, Series)>;
 
-/// Where finished batches go: the committer thread of [`Engine::run_until_idle`].
-struct Sink {
-    tx: SyncSender<Vec<Completion>>,
+/// A batch of completions for the committer, with each job's priority.
+struct Batch {
+    completions: Vec<Completion>,
+    priorities: Vec<Priority>,
 }
 
-impl Sink {
-    fn send(&self, completions: Vec<Completion>) -> Result<(), EngineError> {
+/// What the run loop and its committer share.
+#[derive(Default)]
+struct Shared {
+    succeeded: AtomicU64,
+    /// Batches sent and not yet committed.
+    outstanding: AtomicUsize,
+    /// The last commit's duration, in microseconds.
+    commit_us: AtomicU64,
+}
+
+/// A batch should take about this long, compute and commit.
+const BATCH_TARGET: Duration = Duration::from_millis(250);
+
+/// Where finished batches go: the committer thread of [`Engine::run`].
+struct Sink<'a> {
+    tx: SyncSender<Batch>,
+    outstanding: &'a AtomicUsize,
+}
+
+impl Sink<'_> {
+    fn send(&self, completions: Vec<(Completion, Priority)>) -> Result<(), EngineError> {
         if completions.is_empty() {
             return Ok(());
         }
+        let (completions, priorities) = completions.into_iter().unzip();
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
         // Closed only when the committer stopped on an error, which the
         // run reports when it joins it.
         self.tx
-            .send(completions)
-            .map_err(|_| EngineError::Request("the committer stopped".into()))
+            .send(Batch {
+                completions,
+                priorities,
+            })
+            .map_err(|_| {
+                self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                EngineError::Request("the committer stopped".into())
+            })
     }
 }
 
@@ -156,25 +184,47 @@ fn prefix_digest(v: &BarsView, n: usize) -> u64 {
 
 impl Engine {
     /// Runs jobs until none is queued, running or waiting for a retry.
-    ///
-    /// Commits are pipelined: a committer thread hands each batch's
-    /// completions to the store's group commit while this thread already
-    /// claims, reads and computes the next batch (one batch in flight).
     pub fn run_until_idle(
         &self,
         progress: &mut dyn FnMut(RunProgress),
     ) -> Result<RunReport, EngineError> {
+        self.run(&AtomicBool::new(false), true, progress)
+    }
+
+    /// Runs jobs until `stop` is set, or (with `until_idle`) until nothing
+    /// is queued, running or waiting for a retry. On `stop` it claims no
+    /// more, finishes the batch in hand and commits everything computed
+    /// before returning (a graceful shutdown).
+    ///
+    /// Commits are pipelined: a committer thread hands finished batches to
+    /// the store's group commit while this thread claims, reads and
+    /// computes the next. The claim size and the number of batches
+    /// committing at once adapt (additive increase, multiplicative
+    /// decrease) to keep a batch near `BATCH_TARGET` end to end.
+    pub fn run(
+        &self,
+        stop: &AtomicBool,
+        until_idle: bool,
+        progress: &mut dyn FnMut(RunProgress),
+    ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let mut report = RunReport::default();
-        let succeeded = AtomicU64::new(0);
-        let (tx, rx) = sync_channel::<Vec<Completion>>(1);
+        let shared = Shared::default();
+        let (tx, rx) = sync_channel::<Batch>(self.config.inflight_batches_max);
         let committed = std::thread::scope(|scope| {
             let committer = scope.spawn(|| -> Result<(), EngineError> {
-                for completions in rx {
-                    for outcome in self.store.complete_many(completions)? {
+                for batch in rx {
+                    let t = Instant::now();
+                    let outcomes = self.guarded(|| self.store.complete_many(batch.completions));
+                    shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    shared
+                        .commit_us
+                        .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    for (outcome, priority) in outcomes?.into_iter().zip(batch.priorities) {
                         match outcome {
                             Ok(()) => {
-                                succeeded.fetch_add(1, Ordering::Relaxed);
+                                shared.succeeded.fetch_add(1, Ordering::Relaxed);
+                                self.runtime().metrics.job(JobState::Succeeded, priority);
                             }
                             // The lease expired and the job went back to the queue.
                             Err(StoreError::LeaseLost { .. }) => {}
@@ -184,8 +234,11 @@ impl Engine {
                 }
                 Ok(())
             });
-            let sink = Sink { tx };
-            let claimed = self.claim_loop(&sink, &mut report, &succeeded, progress);
+            let sink = Sink {
+                tx,
+                outstanding: &shared.outstanding,
+            };
+            let claimed = self.claim_loop(&sink, &mut report, &shared, stop, until_idle, progress);
             drop(sink);
             let committed = committer.join().unwrap_or_else(|_| {
                 Err(EngineError::Request("the committer thread panicked".into()))
@@ -194,31 +247,57 @@ impl Engine {
             committed.and(claimed)
         });
         committed?;
-        report.succeeded = succeeded.load(Ordering::Relaxed);
+        report.succeeded = shared.succeeded.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Calls the store's write path through the circuit breaker, waiting
+    /// while it is open (the run loop waits; submissions are refused).
+    fn guarded<T>(&self, call: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let breaker = &self.runtime().breaker;
+        while let Err(wait) = breaker.admit() {
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        }
+        let result = call();
+        breaker.record(!matches!(&result, Err(e) if super::is_outage(e)));
+        result
     }
 
     fn claim_loop(
         &self,
         sink: &Sink,
         report: &mut RunReport,
-        succeeded: &AtomicU64,
+        shared: &Shared,
+        stop: &AtomicBool,
+        until_idle: bool,
         progress: &mut dyn FnMut(RunProgress),
     ) -> Result<(), EngineError> {
-        loop {
-            let leases = self.store.claim(self.config.claim_jobs_max)?;
+        let rt = self.runtime();
+        let (min, max) = (
+            self.config.claim_jobs_min.min(self.config.claim_jobs_max),
+            self.config.claim_jobs_max,
+        );
+        while !stop.load(Ordering::SeqCst) {
+            // Backpressure: no more batches committing than allowed now.
+            let waited = Instant::now();
+            while shared.outstanding.load(Ordering::SeqCst) >= rt.inflight.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            let waited = waited.elapsed();
+            let claim = rt.claim_jobs.load(Ordering::Relaxed).clamp(min, max);
+            let leases = self.store.claim(claim)?;
             let st = self.store.stats();
             let pending = st.count(JobState::Queued)
                 + st.count(JobState::Running)
                 + st.count(JobState::Failed);
-            let done = succeeded.load(Ordering::Relaxed) + report.dead;
+            let done = shared.succeeded.load(Ordering::Relaxed) + report.dead;
             progress(RunProgress {
                 done,
                 total: done + pending,
             });
             if leases.is_empty() {
-                if pending == 0 {
+                if until_idle && pending == 0 && shared.outstanding.load(Ordering::SeqCst) == 0 {
                     return Ok(());
                 }
                 // Retries waiting for their time, completions in flight, or
@@ -226,8 +305,35 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
+            let full = leases.len() == claim;
+            let t = Instant::now();
             self.run_batch(leases, report, sink)?;
+            let compute = t.elapsed();
+            let commit = Duration::from_micros(shared.commit_us.load(Ordering::Relaxed));
+            // AIMD on the claim size: grow while a batch stays under target,
+            // halve when it takes twice as long.
+            let latency = compute + commit;
+            let next = if latency > BATCH_TARGET * 2 {
+                (claim / 2).max(min)
+            } else if full && latency < BATCH_TARGET {
+                (claim + min).min(max)
+            } else {
+                claim
+            };
+            rt.claim_jobs.store(next, Ordering::Relaxed);
+            // In-flight batches: one more while computing waits on commits
+            // that are still quick; back to one when commits get slow.
+            let inflight = rt.inflight.load(Ordering::Relaxed);
+            let inflight = if commit > BATCH_TARGET * 2 {
+                1
+            } else if waited > compute / 4 && commit < BATCH_TARGET {
+                (inflight + 1).min(self.config.inflight_batches_max)
+            } else {
+                inflight
+            };
+            rt.inflight.store(inflight, Ordering::Relaxed);
         }
+        Ok(())
     }
 
     /// Runs one claimed batch.
@@ -246,7 +352,7 @@ impl Engine {
                 REFRESH => refresh.push(l),
                 other => {
                     let msg = format!("unknown job kind {other:?}");
-                    self.store.fail_permanently(l.token, &msg)?;
+                    self.guarded(|| self.store.fail_permanently(l.token, &msg))?;
                     report.dead += 1;
                 }
             }
@@ -263,8 +369,12 @@ impl Engine {
     /// Ends a job dead with `why`.
     fn kill(&self, lease: &Lease, why: &str, report: &mut RunReport) -> Result<(), EngineError> {
         tracing::warn!(job = lease.job.id, error = why, "job is dead");
-        match self.store.fail_permanently(lease.token, why) {
-            Ok(_) | Err(StoreError::LeaseLost { .. }) => {}
+        match self.guarded(|| self.store.fail_permanently(lease.token, why)) {
+            Ok(_) => self
+                .runtime()
+                .metrics
+                .job(JobState::Dead, lease.job.priority),
+            Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         report.dead += 1;
@@ -308,7 +418,12 @@ impl Engine {
                 let view = view
                     .as_ref()
                     .ok_or_else(|| format!("{symbol} has no bars"))?;
-                compute_symbol(&plan, &text, symbol, view)
+                let t = Instant::now();
+                let results = compute_symbol(&plan, &text, symbol, view);
+                self.runtime()
+                    .metrics
+                    .compute(&text, t.elapsed().as_secs_f64());
+                results
             })
             .collect();
         let mut completions = Vec::with_capacity(single.len());
@@ -317,10 +432,13 @@ impl Engine {
                 Ok(results) => {
                     report.series += results.len() as u64;
                     report.symbols += 1;
-                    completions.push(Completion {
-                        token: l.token,
-                        results,
-                    });
+                    completions.push((
+                        Completion {
+                            token: l.token,
+                            results,
+                        },
+                        l.job.priority,
+                    ));
                 }
                 Err(why) => self.kill(l, &why, report)?,
             }
@@ -371,7 +489,7 @@ impl Engine {
             report.symbols += chunk.len() as u64;
             report.series += results.len() as u64;
             if i + 1 < chunks.len() {
-                match self.store.checkpoint(lease.token, results) {
+                match self.guarded(|| self.store.checkpoint(lease.token, results)) {
                     Ok(()) => {}
                     Err(StoreError::LeaseLost { .. }) => return Ok(()),
                     Err(e) => return Err(e.into()),
@@ -380,10 +498,13 @@ impl Engine {
                 last = results;
             }
         }
-        sink.send(vec![Completion {
-            token: lease.token,
-            results: last,
-        }])
+        sink.send(vec![(
+            Completion {
+                token: lease.token,
+                results: last,
+            },
+            lease.job.priority,
+        )])
     }
 
     /// Refresh jobs: continue each stored plan's state over new bars.
@@ -407,10 +528,13 @@ impl Engine {
                     report.recomputed += recomputed;
                     report.series += results.len() as u64;
                     report.symbols += 1;
-                    completions.push(Completion {
-                        token: l.token,
-                        results,
-                    });
+                    completions.push((
+                        Completion {
+                            token: l.token,
+                            results,
+                        },
+                        l.job.priority,
+                    ));
                 }
                 Err(why) => self.kill(l, &why, report)?,
             }

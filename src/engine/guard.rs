@@ -1,0 +1,214 @@
+//! The engine's guards: a circuit breaker around the store's write path,
+//! and admission control for submissions (a token bucket per client key and
+//! a bound on queue depth), each refusing with a retry-after hint instead of
+//! letting work pile up.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through; failures are counted.
+    Closed,
+    /// Calls are refused until the recovery timeout has passed.
+    Open,
+    /// One trial call goes through: success closes, failure opens again.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+struct BreakerInner {
+    state: BreakerState,
+    failures: u32,
+    opened: Option<Instant>,
+    trial_out: bool,
+}
+
+/// Closed / open / half-open around a dependency: after `threshold`
+/// consecutive failures it opens and refuses calls for `recovery`, then lets
+/// one trial through.
+pub struct CircuitBreaker {
+    threshold: u32,
+    recovery: Duration,
+    inner: Mutex<BreakerInner>,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(threshold: u32, recovery: Duration) -> Self {
+        CircuitBreaker {
+            threshold: threshold.max(1),
+            recovery,
+            inner: Mutex::new(BreakerInner {
+                state: BreakerState::Closed,
+                failures: 0,
+                opened: None,
+                trial_out: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current state (an open breaker past its timeout reads half-open).
+    pub fn state(&self) -> BreakerState {
+        let g = self.lock();
+        match (g.state, g.opened) {
+            (BreakerState::Open, Some(t)) if t.elapsed() >= self.recovery => BreakerState::HalfOpen,
+            (s, _) => s,
+        }
+    }
+
+    /// Asks to make a call: `Err(retry_after)` while open (or while the
+    /// half-open trial is out).
+    pub fn admit(&self) -> Result<(), Duration> {
+        let mut g = self.lock();
+        match g.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open => {
+                let elapsed = g.opened.map_or(self.recovery, |t| t.elapsed());
+                if elapsed < self.recovery {
+                    return Err(self.recovery - elapsed);
+                }
+                g.state = BreakerState::HalfOpen;
+                g.trial_out = true;
+                Ok(())
+            }
+            BreakerState::HalfOpen if g.trial_out => Err(self.recovery),
+            BreakerState::HalfOpen => {
+                g.trial_out = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Records an admitted call's outcome.
+    pub fn record(&self, ok: bool) {
+        let mut g = self.lock();
+        g.trial_out = false;
+        if ok {
+            g.state = BreakerState::Closed;
+            g.failures = 0;
+            g.opened = None;
+            return;
+        }
+        g.failures = g.failures.saturating_add(1);
+        if g.state == BreakerState::HalfOpen || g.failures >= self.threshold {
+            if g.state != BreakerState::Open {
+                tracing::warn!(failures = g.failures, "circuit breaker opens");
+            }
+            g.state = BreakerState::Open;
+            g.opened = Some(Instant::now());
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second up to `burst`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Admission control for submissions.
+pub struct Admission {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Most distinct client keys tracked; the idlest are forgotten beyond it.
+const CLIENTS_MAX: usize = 10_000;
+
+impl Admission {
+    /// `rate` submissions (symbols) per second per client, bursts up to `burst`.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Admission {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `n` tokens from `client`'s bucket, or says how long until there
+    /// are enough.
+    pub fn take(&self, client: &str, n: usize) -> Result<(), Duration> {
+        let n = n as f64;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= CLIENTS_MAX && !buckets.contains_key(client) {
+            // Forget buckets that have refilled: they hold no debt.
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| b.tokens + b.at.elapsed().as_secs_f64() * rate < burst);
+        }
+        let now = Instant::now();
+        let b = buckets.entry(client.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
+        b.at = now;
+        if n > self.burst {
+            return Err(Duration::from_secs_f64(n / self.rate));
+        }
+        if b.tokens >= n {
+            b.tokens -= n;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((n - b.tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_recovers_half_open_and_closes() {
+        let b = CircuitBreaker::new(2, Duration::from_millis(30));
+        b.record(false);
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.record(false);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.admit().is_err());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.admit().is_ok(), "one trial");
+        assert!(b.admit().is_err(), "only one");
+        b.record(false);
+        assert_eq!(b.state(), BreakerState::Open, "a failed trial opens again");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok());
+        b.record(true);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.admit().is_ok());
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate_and_keep_clients_apart() {
+        let a = Admission::new(100.0, 10.0);
+        assert!(a.take("x", 10).is_ok());
+        let wait = a.take("x", 5).expect_err("empty");
+        assert!(
+            wait > Duration::from_millis(30) && wait <= Duration::from_millis(50),
+            "{wait:?}"
+        );
+        assert!(a.take("y", 10).is_ok(), "another client has its own bucket");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(a.take("x", 5).is_ok());
+        assert!(a.take("x", 11).is_err(), "more than a burst never fits");
+    }
+}

@@ -1,0 +1,183 @@
+//! Admission control, rate limiting, the circuit breaker, metrics, and a
+//! graceful stop on SIGINT.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kiln::engine::guard::BreakerState;
+use kiln::engine::{Engine, EngineConfig, EngineError};
+use kiln::features::spec::parse_list;
+use kiln::market::synth;
+use kiln::store::{JobQueue, JobState, Priority, Store, StoreConfig, Symbol};
+
+fn engine(dir: &Path, config: EngineConfig, symbols: usize) -> (Engine, Vec<Symbol>) {
+    let engine = Engine::open(dir, config).expect("open");
+    let universe = synth::universe(symbols, 50, 3);
+    engine
+        .ingest_columns("synthetic", &universe)
+        .expect("ingest");
+    let names = universe.into_iter().map(|(s, _)| s).collect();
+    (engine, names)
+}
+
+#[test]
+fn a_client_over_its_rate_is_refused_with_a_retry_hint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        submit_symbols_per_s: 1.0,
+        submit_burst_symbols: 3.0,
+        ..EngineConfig::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config, 5);
+    let specs = parse_list("sma(3)").expect("specs");
+    engine
+        .submit_as("a", &symbols[..3], &specs, Priority::Normal)
+        .expect("within the burst");
+    match engine.submit_as("a", &symbols[3..4], &specs, Priority::Normal) {
+        Err(EngineError::Refused {
+            reason,
+            retry_after_ms,
+        }) => {
+            assert!(reason.contains("client \"a\""), "{reason}");
+            assert!((500..=1000).contains(&retry_after_ms), "{retry_after_ms}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    engine
+        .submit_as("b", &symbols[3..4], &specs, Priority::Normal)
+        .expect("another client");
+    assert!(
+        engine
+            .metrics()
+            .contains("kiln_submissions_refused_total 1\n")
+    );
+}
+
+#[test]
+fn a_deep_queue_refuses_submissions_instead_of_growing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        admit_depth_max: 4,
+        ..EngineConfig::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config, 6);
+    let specs = parse_list("sma(3)").expect("specs");
+    engine
+        .submit(&symbols[..3], &specs, Priority::Normal)
+        .expect("room");
+    let e = engine
+        .submit(&symbols[3..5], &specs, Priority::Normal)
+        .expect_err("full");
+    assert!(
+        e.to_string().contains("admit_depth_max = 4") && e.to_string().contains("retry in"),
+        "{e}"
+    );
+    assert_eq!(
+        engine.store().stats().depth(Priority::Normal),
+        3,
+        "nothing was added"
+    );
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    engine
+        .submit(&symbols[3..5], &specs, Priority::Normal)
+        .expect("room again");
+}
+
+#[test]
+fn store_outages_open_the_breaker_and_it_shows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        breaker_failures: 2,
+        breaker_recovery_ms: 60_000,
+        ..EngineConfig::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config, 3);
+    let specs = parse_list("sma(3)").expect("specs");
+    engine.store().inject_commit_failure().expect("inject");
+    for _ in 0..2 {
+        let e = engine
+            .submit(&symbols[..1], &specs, Priority::Normal)
+            .expect_err("poisoned");
+        assert!(matches!(e, EngineError::Store(_)), "{e}");
+    }
+    assert_eq!(engine.runtime_stats().breaker, BreakerState::Open);
+    let e = engine
+        .submit(&symbols[..1], &specs, Priority::Normal)
+        .expect_err("open");
+    assert!(e.to_string().contains("circuit breaker is open"), "{e}");
+    let metrics = engine.metrics();
+    assert!(
+        metrics.contains("kiln_breaker_state{state=\"open\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn metrics_count_what_a_run_did() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 4);
+    let specs = parse_list("rsi(3)").expect("specs");
+    engine
+        .submit(&symbols, &specs, Priority::High)
+        .expect("submit");
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    engine.read_feature(&symbols[0], "rsi(3)").expect("read");
+    engine.read_feature(&symbols[0], "rsi(4)").expect("read");
+    let m = engine.metrics();
+    for line in [
+        "kiln_jobs_total{status=\"succeeded\",priority=\"high\"} 4\n",
+        "kiln_feature_reads_total{result=\"hit\"} 1\n",
+        "kiln_feature_reads_total{result=\"miss\"} 1\n",
+        "kiln_compute_duration_seconds_count{feature=\"rsi(3)\"} 4\n",
+        "kiln_queue_depth{priority=\"high\"} 0\n",
+        "kiln_jobs{state=\"succeeded\"} 4\n",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    assert!(m.contains("kiln_store_bytes{part=\"vlog\"}"));
+}
+
+#[test]
+fn sigint_stops_a_worker_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let symbols = {
+        let (engine, symbols) = engine(&data, EngineConfig::default(), 300);
+        let specs = parse_list("sma(3),rsi(14),macd(12,26,9)").expect("specs");
+        engine
+            .submit(&symbols, &specs, Priority::Normal)
+            .expect("submit");
+        symbols
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--data")
+        .arg(&data)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&data, StoreConfig::default()).expect("open");
+    assert_eq!(
+        store.recovery_report().requeued,
+        0,
+        "nothing was left running"
+    );
+    assert_eq!(store.stats().count(JobState::Running), 0);
+    assert!(store.check().expect("check").problems.is_empty());
+    assert_eq!(symbols.len(), 300);
+}
