@@ -172,6 +172,9 @@ enum Command {
         /// Stop when nothing is queued, running or waiting for a retry.
         #[arg(long)]
         until_idle: bool,
+        /// First queue a refresh for every symbol whose stored features are stale.
+        #[arg(long)]
+        warm_up: bool,
     },
     /// List, show, cancel or retry jobs.
     #[command(subcommand)]
@@ -327,7 +330,30 @@ fn print_line(out: &mut impl Write, l: &BenchLine, json: bool) -> std::io::Resul
     }
 }
 
+/// Logs to stderr at the level `KILN_LOG` names (error, warn, info, debug,
+/// trace; default warn).
+fn init_logging() -> anyhow::Result<()> {
+    let level = match std::env::var("KILN_LOG").as_deref() {
+        Err(_) | Ok("") | Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        Ok("info") => tracing::Level::INFO,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok(other) => anyhow::bail!("KILN_LOG={other:?}: want error, warn, info, debug or trace"),
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = init_logging() {
+        eprintln!("kiln: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -409,7 +435,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             priority.into(),
             wait,
         )?,
-        Command::Run { until_idle } => cli::jobs::run(&ctx, &mut out, until_idle)?,
+        Command::Run {
+            until_idle,
+            warm_up,
+        } => cli::jobs::run(&ctx, &mut out, until_idle, warm_up)?,
         Command::Jobs(cmd) => {
             let action = match cmd {
                 JobsCmd::List { state, limit } => JobsAction::List {

@@ -224,3 +224,38 @@ fn bad_requests_and_bad_jobs_are_named() {
     assert_eq!(job.last_error.as_deref(), Some("GONE has no bars"));
     assert!(store.series_keys(&sym("GONE")).expect("keys").is_empty());
 }
+
+#[test]
+fn warm_up_refreshes_what_went_stale_behind_the_engine() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    engine
+        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list("sma(5),rsi(14)").expect("specs");
+    engine
+        .submit(&[sym("IBM")], &specs, Priority::Normal)
+        .expect("submit");
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(engine.check_results().expect("check"), (vec![], 0));
+    // New bars through the store directly: no refresh is queued for them.
+    let bars = engine
+        .store()
+        .bars(&sym("IBM"), ..)
+        .expect("read")
+        .expect("bars");
+    let mut next = bars.to_columns().slice(bars.len() - 1, bars.len());
+    next.ts[0] += 86_400_000_000_000;
+    let mut session = engine.store().bar_ingest();
+    let src = session.source("direct");
+    session.stage(&sym("IBM"), src, &next, &[]).expect("stage");
+    session.commit(&mut |_| Ok(())).expect("commit");
+    let (problems, stale) = engine.check_results().expect("check");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(stale, 3, "two outputs and the saved state");
+    assert_eq!(engine.warm_up().expect("warm up").len(), 1);
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(report.continued, 1);
+    assert_eq!(engine.check_results().expect("check"), (vec![], 0));
+    assert_stored_equals_direct(&engine, "IBM", &Plan::new(&specs));
+}

@@ -76,28 +76,34 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
 
 pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    let report = engine.store().check()?;
+    let mut report = engine.store().check()?;
+    let (results, stale) = engine.check_results()?;
+    report.problems.extend(results);
     if ctx.json {
         let v = serde_json::json!({
             "jobs": report.jobs, "series": report.series, "bar_chunks": report.bar_chunks,
-            "problems": report.problems,
+            "stale_series": stale, "problems": report.problems,
         });
         writeln!(out, "{v}")?;
     } else {
+        let verdict = if report.problems.is_empty() {
+            "no problems".to_owned()
+        } else {
+            format!("{} problems", report.problems.len())
+        };
         writeln!(
             out,
-            "checked {} jobs, {} series, {} bar chunks: {}",
-            report.jobs,
-            report.series,
-            report.bar_chunks,
-            if report.problems.is_empty() {
-                "no problems".to_owned()
-            } else {
-                format!("{} problems", report.problems.len())
-            }
+            "checked {} jobs, {} series, {} bar chunks: {verdict}",
+            report.jobs, report.series, report.bar_chunks
         )?;
         for p in &report.problems {
             writeln!(out, "  {p}")?;
+        }
+        if stale > 0 {
+            writeln!(
+                out,
+                "{stale} series are stale (the bars changed since); kiln run --warm-up --until-idle refreshes them"
+            )?;
         }
     }
     if !report.problems.is_empty() {

@@ -89,8 +89,18 @@ pub fn submit(
     Ok(())
 }
 
-pub fn run(ctx: &Ctx, out: &mut impl Write, until_idle: bool) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, out: &mut impl Write, until_idle: bool, warm_up: bool) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
+    if warm_up {
+        let queued = engine.warm_up()?;
+        if !ctx.json {
+            writeln!(
+                out,
+                "warm-up: queued {} refresh jobs for stale features",
+                queued.len()
+            )?;
+        }
+    }
     // SIGINT / SIGTERM: stop claiming, finish and commit the batch in hand,
     // then exit 0. (A SIGKILL loses nothing acknowledged either: unfinished
     // jobs return to the queue when the store is next opened.)

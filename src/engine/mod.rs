@@ -258,6 +258,57 @@ impl Engine {
         Ok((report, enqueued))
     }
 
+    /// Warm-up: queues a refresh for every symbol whose stored features were
+    /// computed from other bars than those stored now.
+    pub fn warm_up(&self) -> Result<Vec<Enqueued>, EngineError> {
+        let mut stale = Vec::new();
+        for (symbol, version) in self.store.bar_symbols()? {
+            for key in self.store.series_keys(&symbol)? {
+                if !key.feature.starts_with(STATE_PREFIX) {
+                    continue;
+                }
+                if let Some(view) = self.store.series(&key)?
+                    && !view.is_current(&version)
+                {
+                    stale.push(symbol.clone());
+                    break;
+                }
+            }
+        }
+        self.refresh_changed(&stale)
+    }
+
+    /// The engine's part of an integrity check: series written by a job
+    /// that did not succeed (and is not running), as problems; and how many
+    /// stored series are stale (computed from other bars than stored now),
+    /// which `kiln run` refreshes and which are not a fault.
+    pub fn check_results(&self) -> Result<(Vec<String>, u64), EngineError> {
+        let (mut problems, mut stale) = (Vec::new(), 0);
+        for (symbol, version) in self.store.bar_symbols()? {
+            for key in self.store.series_keys(&symbol)? {
+                if let Some(view) = self.store.series(&key)?
+                    && !view.is_current(&version)
+                {
+                    stale += 1;
+                }
+                let Some(writer) = self.store.series_writer(&key)? else {
+                    continue;
+                };
+                if let Some(job) = self.store.job(writer)?
+                    && !matches!(job.state, JobState::Succeeded | JobState::Running)
+                {
+                    problems.push(format!(
+                        "{}/{} was written by job {writer}, which is {}",
+                        key.symbol,
+                        key.feature,
+                        job.state.as_str()
+                    ));
+                }
+            }
+        }
+        Ok((problems, stale))
+    }
+
     /// Queues a refresh for each of `symbols` that has stored features.
     fn refresh_changed(&self, symbols: &[Symbol]) -> Result<Vec<Enqueued>, EngineError> {
         let mut refresh = Vec::new();
