@@ -175,6 +175,9 @@ enum Command {
         /// First queue a refresh for every symbol whose stored features are stale.
         #[arg(long)]
         warm_up: bool,
+        /// Stream the event log to stderr while running.
+        #[arg(long)]
+        watch: bool,
     },
     /// List, show, cancel or retry jobs.
     #[command(subcommand)]
@@ -205,13 +208,11 @@ enum Command {
     /// any problem.
     Check,
     /// Print the durable event log (succeeded, failed, dead, cancelled).
+    /// To follow it live, run the worker with `kiln run --watch`.
     Watch {
         /// Start after this sequence number (0: the oldest kept).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Keep following new events until interrupted.
-        #[arg(long)]
-        follow: bool,
     },
     /// Print the effective configuration as a documented TOML file.
     Config,
@@ -438,7 +439,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             until_idle,
             warm_up,
-        } => cli::jobs::run(&ctx, &mut out, until_idle, warm_up)?,
+            watch,
+        } => cli::jobs::run(&ctx, &mut out, until_idle, warm_up, watch)?,
         Command::Jobs(cmd) => {
             let action = match cmd {
                 JobsCmd::List { state, limit } => JobsAction::List {
@@ -459,7 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cli::data::features(&ctx, &mut out, &symbol, &spec, format, tail)?,
         Command::Stats { metrics } => cli::admin::stats(&ctx, &mut out, metrics)?,
         Command::Check => cli::admin::check(&ctx, &mut out)?,
-        Command::Watch { from, follow } => cli::jobs::watch(&ctx, &mut out, from, follow)?,
+        Command::Watch { from } => cli::jobs::watch(&ctx, &mut out, from)?,
         Command::Config => cli::admin::config(&ctx, &mut out)?,
         Command::Bench(Bench::Queue {
             jobs,

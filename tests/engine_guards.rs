@@ -181,3 +181,58 @@ fn sigint_stops_a_worker_cleanly() {
     assert!(store.check().expect("check").problems.is_empty());
     assert_eq!(symbols.len(), 300);
 }
+
+#[tokio::test]
+async fn async_submissions_and_a_background_runner() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 8);
+    let runner = engine.spawn_runner().expect("runner");
+    let specs = parse_list("ema(5)").expect("specs");
+    let jobs = engine
+        .submit_async("async".into(), symbols.clone(), specs, Priority::High)
+        .await
+        .expect("submit");
+    assert_eq!(jobs.len(), 8);
+    // The runner picks them up by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.store().stats().count(JobState::Succeeded) < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = runner.stop().expect("stop");
+    assert_eq!(report.succeeded, 8);
+    assert!(
+        engine
+            .feature(&symbols[7], "ema(5)")
+            .expect("read")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_store_failure_during_a_run_ends_it_with_the_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 40);
+    let specs = parse_list("sma(3),rsi(5)").expect("specs");
+    engine
+        .submit(&symbols, &specs, Priority::Normal)
+        .expect("submit");
+    engine.store().inject_commit_failure().expect("inject");
+    let e = engine.run_until_idle(&mut |_| {}).expect_err("poisoned");
+    assert!(
+        e.to_string().contains("poisoned") || e.to_string().contains("injected"),
+        "{e}"
+    );
+    // Reopening recovers: the jobs run.
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(
+        engine.store().stats().count(JobState::Succeeded),
+        40,
+        "{report:?}"
+    );
+}

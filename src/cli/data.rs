@@ -184,6 +184,11 @@ pub fn features(
             format!("{v}")
         }
     };
+    let format = if ctx.json {
+        FeaturesFormat::Json
+    } else {
+        format
+    };
     match format {
         FeaturesFormat::Json => {
             let columns: Vec<Vec<Option<f64>>> = views

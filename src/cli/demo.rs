@@ -25,6 +25,9 @@ const SAMPLE: &[u8] = include_bytes!(concat!(
 /// The demo's default directory.
 pub const DEMO_DIR: &str = "./kiln-demo";
 
+/// The file that marks a data directory as the demo's own.
+const DEMO_MARKER: &str = "KILN_DEMO";
+
 /// Starts from an empty directory: removes an earlier demo's, refuses anything else.
 fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
@@ -32,9 +35,14 @@ fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("list {}", dir.display()))?
             .next()
             .is_none();
-        if !empty && !dir.join(FORMAT_FILE).exists() {
+        if !empty && !dir.join(DEMO_MARKER).exists() {
+            let what = if dir.join(FORMAT_FILE).exists() {
+                "a kiln data directory the demo did not create"
+            } else {
+                "not empty"
+            };
             anyhow::bail!(
-                "{} exists and is not a kiln data directory; choose another with --data",
+                "{} is {what}; the demo replaces only its own directory, choose another with --data",
                 dir.display()
             );
         }
@@ -50,6 +58,11 @@ pub fn demo(ctx: &Ctx, out: &mut impl Write, symbols: usize, bars: usize) -> any
     let started = Instant::now();
     let engine = Engine::open(&dir, ctx.config.clone())
         .with_context(|| format!("open the data directory {}", dir.display()))?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "created by kiln demo; replaced by the next one\n",
+    )
+    .with_context(|| format!("write {}", dir.join(DEMO_MARKER).display()))?;
     let say = |out: &mut dyn Write, line: String| -> anyhow::Result<()> {
         if !ctx.json {
             writeln!(out, "{line}")?;

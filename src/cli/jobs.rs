@@ -89,8 +89,35 @@ pub fn submit(
     Ok(())
 }
 
-pub fn run(ctx: &Ctx, out: &mut impl Write, until_idle: bool, warm_up: bool) -> anyhow::Result<()> {
+pub fn run(
+    ctx: &Ctx,
+    out: &mut impl Write,
+    until_idle: bool,
+    warm_up: bool,
+    watch: bool,
+) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
+    // Events stream to stderr while the runner works (sled's lock keeps
+    // other processes out of the data directory, so following happens here).
+    let watching = Arc::new(AtomicBool::new(watch));
+    let watcher = watch.then(|| {
+        let (engine, watching, json) = (engine.clone(), Arc::clone(&watching), ctx.json);
+        std::thread::spawn(move || {
+            let mut after = 0;
+            let mut err = std::io::stderr();
+            loop {
+                let running = watching.load(Ordering::SeqCst);
+                match print_events(&engine, json, &mut err, after) {
+                    Ok(last) => after = last,
+                    Err(_) => return,
+                }
+                if !running {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    });
     if warm_up {
         let queued = engine.warm_up()?;
         if !ctx.json {
@@ -114,6 +141,10 @@ pub fn run(ctx: &Ctx, out: &mut impl Write, until_idle: bool, warm_up: bool) -> 
         bar.set_position(p.done);
     });
     bar.finish_and_clear();
+    watching.store(false, Ordering::SeqCst);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
     print_report(ctx, out, &report?)?;
     if stop.load(Ordering::SeqCst) && !ctx.json {
         writeln!(
@@ -238,15 +269,28 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
     Ok(())
 }
 
-/// Follows the event log from `from` (0: the oldest kept), printing each event.
-pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64, follow: bool) -> anyhow::Result<()> {
+/// Prints the event log after `from` (0: the oldest kept).
+pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    let mut after = from;
+    print_events(&engine, ctx.json, out, from)?;
+    Ok(())
+}
+
+/// Prints events after `after`; returns the last one's sequence number.
+fn print_events(
+    engine: &Engine,
+    json: bool,
+    out: &mut dyn Write,
+    mut after: u64,
+) -> anyhow::Result<u64> {
     loop {
         let events = engine.store().events(after, 1000)?;
+        if events.is_empty() {
+            return Ok(after);
+        }
         for e in &events {
             after = e.seq;
-            if ctx.json {
+            if json {
                 let v = serde_json::json!({
                     "seq": e.seq, "job": e.job_id, "state": e.state.as_str(), "kind": e.kind,
                     "attempts": e.attempts, "at_ms": e.at_ms, "symbols": e.symbols,
@@ -271,11 +315,5 @@ pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64, follow: bool) -> anyhow
             }
         }
         out.flush()?;
-        if events.is_empty() {
-            if !follow {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 }

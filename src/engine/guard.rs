@@ -135,10 +135,19 @@ const CLIENTS_MAX: usize = 10_000;
 
 impl Admission {
     /// `rate` submissions (symbols) per second per client, bursts up to `burst`.
+    /// `rate` must be finite and positive (checked when the engine opens).
     pub fn new(rate: f64, burst: f64) -> Self {
         Admission {
-            rate: rate.max(f64::MIN_POSITIVE),
-            burst: burst.max(1.0),
+            rate: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                1.0
+            },
+            burst: if burst.is_finite() {
+                burst.max(1.0)
+            } else {
+                1.0
+            },
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -160,14 +169,14 @@ impl Admission {
         });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
         b.at = now;
-        if n > self.burst {
-            return Err(Duration::from_secs_f64(n / self.rate));
-        }
-        if b.tokens >= n {
+        // A request larger than a burst is let through on a full bucket and
+        // leaves it in debt, so the client then waits for it to refill.
+        let need = n.min(self.burst);
+        if b.tokens >= need {
             b.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((n - b.tokens) / self.rate))
+            Err(Duration::try_from_secs_f64((need - b.tokens) / self.rate).unwrap_or(Duration::MAX))
         }
     }
 }
@@ -209,6 +218,12 @@ mod tests {
         assert!(a.take("y", 10).is_ok(), "another client has its own bucket");
         std::thread::sleep(Duration::from_millis(60));
         assert!(a.take("x", 5).is_ok());
-        assert!(a.take("x", 11).is_err(), "more than a burst never fits");
+        assert!(
+            a.take("x", 11).is_err(),
+            "more than a burst needs a full bucket"
+        );
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(a.take("x", 30).is_ok(), "a full bucket lets it through");
+        assert!(a.take("x", 1).is_err(), "and owes the rest");
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod guard;
 pub mod metrics;
 mod run;
+mod runner;
 
 use std::path::Path;
 
@@ -43,6 +44,7 @@ use crate::features::{FeatureError, FeatureSpec, Plan, SpecError};
 use crate::market::{IngestOptions, IngestSummary, MarketError, ingest_files};
 
 pub use run::{RunProgress, RunReport};
+pub use runner::Runner;
 
 /// The engine's bounds and defaults (the store's are inside).
 #[derive(Clone, Debug)]
@@ -194,6 +196,28 @@ impl Engine {
                     .into(),
             ));
         }
+        if config.claim_jobs_max > config.store.batch_jobs_max {
+            return Err(EngineError::Request(format!(
+                "claim_jobs_max = {} is above the store's batch_jobs_max = {}",
+                config.claim_jobs_max, config.store.batch_jobs_max
+            )));
+        }
+        if config.inflight_batches_max > 64 {
+            return Err(EngineError::Request(format!(
+                "inflight_batches_max = {} is above 64",
+                config.inflight_batches_max
+            )));
+        }
+        for (name, v) in [
+            ("submit_symbols_per_s", config.submit_symbols_per_s),
+            ("submit_burst_symbols", config.submit_burst_symbols),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(EngineError::Request(format!(
+                    "{name} = {v} must be a positive number"
+                )));
+            }
+        }
         let store = Store::open(dir, config.store.clone())?;
         let runtime = Arc::new(Runtime {
             breaker: CircuitBreaker::new(
@@ -279,7 +303,8 @@ impl Engine {
     }
 
     /// The engine's part of an integrity check: series written by a job
-    /// that did not succeed (and is not running), as problems; and how many
+    /// that ended dead or cancelled (results without a succeeded job), as
+    /// problems; and how many
     /// stored series are stale (computed from other bars than stored now),
     /// which `kiln run` refreshes and which are not a fault.
     pub fn check_results(&self) -> Result<(Vec<String>, u64), EngineError> {
@@ -295,7 +320,7 @@ impl Engine {
                     continue;
                 };
                 if let Some(job) = self.store.job(writer)?
-                    && !matches!(job.state, JobState::Succeeded | JobState::Running)
+                    && matches!(job.state, JobState::Dead | JobState::Cancelled)
                 {
                     problems.push(format!(
                         "{}/{} was written by job {writer}, which is {}",
@@ -348,6 +373,7 @@ impl Engine {
         specs: &[FeatureSpec],
         priority: Priority,
     ) -> Result<Vec<Enqueued>, EngineError> {
+        let jobs = self.compute_jobs(symbols, specs, priority)?;
         let refuse = |reason: String, wait: Duration| {
             self.runtime.metrics.refused();
             EngineError::Refused {
@@ -359,7 +385,7 @@ impl Engine {
             .iter()
             .map(|&p| self.store.stats().depth(p))
             .sum();
-        if depth + symbols.len() as u64 > self.config.admit_depth_max {
+        if depth + jobs.len() as u64 > self.config.admit_depth_max {
             return Err(refuse(
                 format!(
                     "{depth} jobs are waiting, limit admit_depth_max = {}",
@@ -380,19 +406,20 @@ impl Engine {
         if let Err(wait) = self.runtime.breaker.admit() {
             return Err(refuse("the store's circuit breaker is open".into(), wait));
         }
-        let result = self.submit_admitted(symbols, specs, priority);
+        let result = self.enqueue_chunked(jobs);
         self.runtime
             .breaker
             .record(!matches!(&result, Err(EngineError::Store(e)) if is_outage(e)));
         result
     }
 
-    fn submit_admitted(
+    /// The compute jobs of a submission, checked (every symbol has bars).
+    fn compute_jobs(
         &self,
         symbols: &[Symbol],
         specs: &[FeatureSpec],
         priority: Priority,
-    ) -> Result<Vec<Enqueued>, EngineError> {
+    ) -> Result<Vec<NewJob>, EngineError> {
         if specs.is_empty() {
             return Err(EngineError::Request("no features given".into()));
         }
@@ -420,7 +447,7 @@ impl Engine {
                     .idempotency_key(key),
             );
         }
-        self.enqueue_chunked(jobs)
+        Ok(jobs)
     }
 
     fn enqueue_chunked(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, EngineError> {

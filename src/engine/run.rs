@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use kiln_store::{
@@ -55,6 +55,8 @@ struct Batch {
 #[derive(Default)]
 struct Shared {
     succeeded: AtomicU64,
+    /// The committer stopped on an error.
+    failed: AtomicBool,
     /// Batches sent and not yet committed.
     outstanding: AtomicUsize,
     /// The last commit's duration, in microseconds.
@@ -68,10 +70,37 @@ const BATCH_TARGET: Duration = Duration::from_millis(250);
 struct Sink<'a> {
     tx: SyncSender<Batch>,
     outstanding: &'a AtomicUsize,
+    /// Most series bytes in one batch (half the store's `complete_bytes_max`).
+    bytes_max: usize,
+}
+
+/// About how many bytes a completion's series archive to.
+fn completion_bytes(c: &Completion) -> usize {
+    c.results
+        .iter()
+        .map(|(_, s)| s.values.len() * 8 + s.state.len() + 64)
+        .sum()
 }
 
 impl Sink<'_> {
+    /// Sends completions to the committer, cut into batches that stay
+    /// within the store's per-call byte bound.
     fn send(&self, completions: Vec<(Completion, Priority)>) -> Result<(), EngineError> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for c in completions {
+            let b = completion_bytes(&c.0);
+            if !batch.is_empty() && bytes + b > self.bytes_max {
+                self.send_one(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+            bytes += b;
+            batch.push(c);
+        }
+        self.send_one(batch)
+    }
+
+    fn send_one(&self, completions: Vec<(Completion, Priority)>) -> Result<(), EngineError> {
         if completions.is_empty() {
             return Ok(());
         }
@@ -212,33 +241,21 @@ impl Engine {
         let shared = Shared::default();
         let (tx, rx) = sync_channel::<Batch>(self.config.inflight_batches_max);
         let committed = std::thread::scope(|scope| {
-            let committer = scope.spawn(|| -> Result<(), EngineError> {
-                for batch in rx {
-                    let t = Instant::now();
-                    let outcomes = self.guarded(|| self.store.complete_many(batch.completions));
-                    shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-                    shared
-                        .commit_us
-                        .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    for (outcome, priority) in outcomes?.into_iter().zip(batch.priorities) {
-                        match outcome {
-                            Ok(()) => {
-                                shared.succeeded.fetch_add(1, Ordering::Relaxed);
-                                self.runtime().metrics.job(JobState::Succeeded, priority);
-                            }
-                            // The lease expired and the job went back to the queue.
-                            Err(StoreError::LeaseLost { .. }) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
+            let shared = &shared;
+            let committer = scope.spawn(move || -> Result<(), EngineError> {
+                let result = self.commit_loop(&rx, shared);
+                if result.is_err() {
+                    // The claim loop stops at its next check.
+                    shared.failed.store(true, Ordering::SeqCst);
                 }
-                Ok(())
+                result
             });
             let sink = Sink {
                 tx,
                 outstanding: &shared.outstanding,
+                bytes_max: self.config.store.complete_bytes_max / 2,
             };
-            let claimed = self.claim_loop(&sink, &mut report, &shared, stop, until_idle, progress);
+            let claimed = self.claim_loop(&sink, &mut report, shared, stop, until_idle, progress);
             drop(sink);
             let committed = committer.join().unwrap_or_else(|_| {
                 Err(EngineError::Request("the committer thread panicked".into()))
@@ -250,6 +267,30 @@ impl Engine {
         report.succeeded = shared.succeeded.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// The committer: commits each batch it is sent, in order.
+    fn commit_loop(&self, rx: &Receiver<Batch>, shared: &Shared) -> Result<(), EngineError> {
+        for batch in rx {
+            let t = Instant::now();
+            let outcomes = self.guarded(|| self.store.complete_many(batch.completions));
+            shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+            shared
+                .commit_us
+                .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            for (outcome, priority) in outcomes?.into_iter().zip(batch.priorities) {
+                match outcome {
+                    Ok(()) => {
+                        shared.succeeded.fetch_add(1, Ordering::Relaxed);
+                        self.runtime().metrics.job(JobState::Succeeded, priority);
+                    }
+                    // The lease expired and the job went back to the queue.
+                    Err(StoreError::LeaseLost { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Calls the store's write path through the circuit breaker, waiting
@@ -281,10 +322,16 @@ impl Engine {
         while !stop.load(Ordering::SeqCst) {
             // Backpressure: no more batches committing than allowed now.
             let waited = Instant::now();
-            while shared.outstanding.load(Ordering::SeqCst) >= rt.inflight.load(Ordering::Relaxed) {
+            while shared.outstanding.load(Ordering::SeqCst) >= rt.inflight.load(Ordering::Relaxed)
+                && !shared.failed.load(Ordering::SeqCst)
+            {
                 std::thread::sleep(Duration::from_micros(500));
             }
             let waited = waited.elapsed();
+            if shared.failed.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+                // The committer's error (if any) is reported when it is joined.
+                return Ok(());
+            }
             let claim = rt.claim_jobs.load(Ordering::Relaxed).clamp(min, max);
             let leases = self.store.claim(claim)?;
             let st = self.store.stats();
@@ -352,8 +399,7 @@ impl Engine {
                 REFRESH => refresh.push(l),
                 other => {
                     let msg = format!("unknown job kind {other:?}");
-                    self.guarded(|| self.store.fail_permanently(l.token, &msg))?;
-                    report.dead += 1;
+                    self.kill(&l, &msg, report)?;
                 }
             }
         }
@@ -370,14 +416,16 @@ impl Engine {
     fn kill(&self, lease: &Lease, why: &str, report: &mut RunReport) -> Result<(), EngineError> {
         tracing::warn!(job = lease.job.id, error = why, "job is dead");
         match self.guarded(|| self.store.fail_permanently(lease.token, why)) {
-            Ok(_) => self
-                .runtime()
-                .metrics
-                .job(JobState::Dead, lease.job.priority),
+            Ok(_) => {
+                self.runtime()
+                    .metrics
+                    .job(JobState::Dead, lease.job.priority);
+                report.dead += 1;
+            }
+            // The lease expired meanwhile: the job is back in the queue.
             Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        report.dead += 1;
         Ok(())
     }
 
@@ -398,8 +446,13 @@ impl Engine {
                 return Ok(());
             }
         };
+        let (empty, leases): (Vec<Lease>, Vec<Lease>) =
+            leases.into_iter().partition(|l| l.job.symbols.is_empty());
+        for l in &empty {
+            self.kill(l, "a compute job without a symbol", report)?;
+        }
         let (single, many): (Vec<Lease>, Vec<Lease>) =
-            leases.into_iter().partition(|l| l.job.symbols.len() <= 1);
+            leases.into_iter().partition(|l| l.job.symbols.len() == 1);
         // One-symbol jobs: one batch read, one parallel compute, one commit.
         let symbols: Vec<Symbol> = single
             .iter()
@@ -410,6 +463,7 @@ impl Engine {
             .par_iter()
             .zip(views.par_iter())
             .map(|(l, view)| {
+                let _span = tracing::debug_span!("job", id = l.job.id).entered();
                 let symbol = l
                     .job
                     .symbols
@@ -460,6 +514,9 @@ impl Engine {
         report: &mut RunReport,
         sink: &Sink,
     ) -> Result<(), EngineError> {
+        let _span =
+            tracing::debug_span!("job", id = lease.job.id, symbols = lease.job.symbols.len())
+                .entered();
         let mut todo = Vec::new();
         for s in &lease.job.symbols {
             let current = match self.store.data_version(s)? {
@@ -473,6 +530,15 @@ impl Engine {
         let chunks: Vec<&[Symbol]> = todo.chunks(self.config.checkpoint_symbols).collect();
         let mut last = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
+            // Keep the lease while a long job runs.
+            match self
+                .store
+                .heartbeat(lease.token, self.config.store.lease_ms)
+            {
+                Ok(_) => {}
+                Err(StoreError::LeaseLost { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
             let views = self.store.bars_batch(chunk, None)?;
             let computed: Result<Vec<Results>, String> = chunk
                 .par_iter()
@@ -514,8 +580,13 @@ impl Engine {
         report: &mut RunReport,
         sink: &Sink,
     ) -> Result<(), EngineError> {
-        let computed: Vec<Result<Result<Refreshed, String>, EngineError>> =
-            leases.par_iter().map(|l| self.refresh_one(l)).collect();
+        let computed: Vec<Result<Result<Refreshed, String>, EngineError>> = leases
+            .par_iter()
+            .map(|l| {
+                let _span = tracing::debug_span!("job", id = l.job.id, kind = REFRESH).entered();
+                self.refresh_one(l)
+            })
+            .collect();
         let mut completions = Vec::new();
         for (l, result) in leases.iter().zip(computed) {
             match result? {

@@ -356,6 +356,8 @@ struct Inner {
     recovery: RecoveryReport,
     dir: PathBuf,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The directory's lock, released when the last handle is dropped.
+    _lock: File,
 }
 
 impl std::fmt::Debug for Store {
@@ -386,6 +388,7 @@ impl Store {
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         check_format_file(&dir)?;
 
+        let lock = lock_dir(&dir)?;
         let sled_dir = dir.join("sled");
         let partial_snapshots = remove_partial_snapshots(&sled_dir)?;
         let db = sled::Config::new()
@@ -468,6 +471,7 @@ impl Store {
                 recovery,
                 dir,
                 writer: Mutex::new(Some(handle)),
+                _lock: lock,
             }),
         })
     }
@@ -658,6 +662,32 @@ impl Store {
             .tx
             .send(Op::FailNextCommit)
             .map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Takes the data directory's lock file, held while the store is open, so
+/// that no second process touches the directory (not even the repairs made
+/// before sled takes its own lock).
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::io(
+            format!(
+                "lock {} (is another kiln using this directory?)",
+                path.display()
+            ),
+            std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(StoreError::io(format!("lock {}", path.display()), e))
+        }
     }
 }
 
