@@ -7,15 +7,6 @@ use kiln::store::{Durability, JobQueue, JobState, Priority};
 
 use super::Ctx;
 
-const STATES: [JobState; 6] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Dead,
-    JobState::Cancelled,
-];
-
 pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
     if metrics {
@@ -33,7 +24,7 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
     };
     let depth = |p: Priority| st.depth(p);
     if ctx.json {
-        let by_state: serde_json::Map<String, serde_json::Value> = STATES
+        let by_state: serde_json::Map<String, serde_json::Value> = JobState::ALL
             .iter()
             .map(|s| (s.as_str().to_owned(), st.count(*s).into()))
             .collect();
@@ -46,7 +37,7 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
         });
         writeln!(out, "{v}")?;
     } else {
-        let jobs: Vec<String> = STATES
+        let jobs: Vec<String> = JobState::ALL
             .iter()
             .map(|s| format!("{} {}", s.as_str(), st.count(*s)))
             .collect();

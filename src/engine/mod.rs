@@ -511,14 +511,7 @@ impl Engine {
                 st.depth(p) as f64,
             ));
         }
-        for s in [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Dead,
-            JobState::Cancelled,
-        ] {
+        for s in JobState::ALL {
             gauges.push((
                 "kiln_jobs",
                 "Jobs in the store, by state.",

@@ -195,6 +195,17 @@ fn compute_symbol(
     Ok(out)
 }
 
+/// A job's completion for the committer, counted in the report.
+fn done(lease: &Lease, results: Results, report: &mut RunReport) -> (Completion, Priority) {
+    report.series += results.len() as u64;
+    report.symbols += 1;
+    let completion = Completion {
+        token: lease.token,
+        results,
+    };
+    (completion, lease.job.priority)
+}
+
 /// The digest sum of a view's first `n` bars (see `DataVersion::hash`).
 fn prefix_digest(v: &BarsView, n: usize) -> u64 {
     (0..n).fold(0u64, |h, i| {
@@ -484,15 +495,7 @@ impl Engine {
         for (l, result) in single.iter().zip(computed) {
             match result {
                 Ok(results) => {
-                    report.series += results.len() as u64;
-                    report.symbols += 1;
-                    completions.push((
-                        Completion {
-                            token: l.token,
-                            results,
-                        },
-                        l.job.priority,
-                    ));
+                    completions.push(done(l, results, report));
                 }
                 Err(why) => self.kill(l, &why, report)?,
             }
@@ -597,15 +600,7 @@ impl Engine {
                 }) => {
                     report.continued += continued;
                     report.recomputed += recomputed;
-                    report.series += results.len() as u64;
-                    report.symbols += 1;
-                    completions.push((
-                        Completion {
-                            token: l.token,
-                            results,
-                        },
-                        l.job.priority,
-                    ));
+                    completions.push(done(l, results, report));
                 }
                 Err(why) => self.kill(l, &why, report)?,
             }
