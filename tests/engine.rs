@@ -259,3 +259,32 @@ fn warm_up_refreshes_what_went_stale_behind_the_engine() {
     assert_eq!(engine.check_results().expect("check"), (vec![], 0));
     assert_stored_equals_direct(&engine, "IBM", &Plan::new(&specs));
 }
+
+#[test]
+fn non_finite_bars_staged_through_the_library_end_the_job_naming_symbol_and_bar() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    // The store's own session checks order, not values: a NaN gets in.
+    let mut cols = kiln::market::synth::universe(1, 30, 9).remove(0).1;
+    cols.close[17] = f64::NAN;
+    let mut session = engine.store().bar_ingest();
+    let src = session.source("library");
+    session
+        .stage(&sym("NANCO"), src, &cols, &[])
+        .expect("stage");
+    session.commit(&mut |_| Ok(())).expect("commit");
+    let specs = parse_list("sma(3)").expect("specs");
+    let id = engine
+        .submit(&[sym("NANCO")], &specs, Priority::Normal)
+        .expect("submit")[0]
+        .id();
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(report.dead, 1);
+    let job = engine.store().job(id).expect("job").expect("exists");
+    assert_eq!(job.state, JobState::Dead);
+    let error = job.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("NANCO: bar 17 (2015-01-27T00:00:00Z) has close NaN"),
+        "{error}"
+    );
+}

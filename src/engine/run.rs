@@ -163,6 +163,30 @@ fn bars_of(v: &BarsView, from: usize) -> Bars<'_> {
     }
 }
 
+/// The first bar from `from` on whose prices or volume are not finite (the
+/// store's own ingest refuses them, but bars staged through the library
+/// API are only checked for order): the error names the symbol and bar.
+fn check_bars(symbol: &Symbol, v: &BarsView, from: usize) -> Result<(), String> {
+    let columns = [
+        ("open", v.open()),
+        ("high", v.high()),
+        ("low", v.low()),
+        ("close", v.close()),
+        ("volume", v.volume()),
+    ];
+    for (name, column) in columns {
+        if let Some(i) = column.iter().skip(from).position(|x| !x.is_finite()) {
+            let i = from + i;
+            return Err(format!(
+                "{symbol}: bar {i} ({}) has {name} {}; fix the bars and submit again",
+                crate::market::format_iso(v.ts()[i]),
+                column[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every output of `plan` over a symbol's full history, and its state; the
 /// error names the symbol.
 fn compute_symbol(
@@ -172,6 +196,7 @@ fn compute_symbol(
     bars: &BarsView,
 ) -> Result<Results, String> {
     let fail = |e: &dyn std::fmt::Display| format!("{symbol}: {e}");
+    check_bars(symbol, bars, 0)?;
     let mut state = plan.new_state();
     let mut frame = plan.new_frame();
     plan.advance(&mut state, bars_of(bars, 0), &mut frame)
@@ -617,6 +642,9 @@ impl Engine {
             return Ok(Err(format!("{symbol} has no bars")));
         };
         let version = bars.version();
+        if let Err(why) = check_bars(symbol, &bars, 0) {
+            return Ok(Err(why));
+        }
         let mut out = Refreshed::default();
         for key in self.store.series_keys(symbol)? {
             if !key.feature.starts_with(STATE_PREFIX) {
