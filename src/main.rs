@@ -350,6 +350,24 @@ fn init_logging() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
 }
 
+/// Runs a benchmark that reports each figure as it is measured, printing
+/// each at once; a closed pipe stops the printing, not the benchmark.
+fn print_streamed<E: std::error::Error + Send + Sync + 'static>(
+    out: &mut impl Write,
+    json: bool,
+    what: &'static str,
+    run: impl FnOnce(&mut dyn FnMut(&BenchLine)) -> Result<(), E>,
+) -> anyhow::Result<()> {
+    let mut printed = Ok(());
+    run(&mut |l| {
+        if printed.is_ok() {
+            printed = print_line(out, l, json);
+        }
+    })
+    .context(what)?;
+    Ok(printed?)
+}
+
 fn main() -> ExitCode {
     if let Err(e) = init_logging() {
         eprintln!("kiln: {e:#}");
@@ -470,22 +488,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
         }) => {
             let scratch = scratch_dir(dir)?;
-            let mut printed = Ok(());
-            run_queue_bench(
-                scratch.path(),
-                QueueBenchSize {
-                    jobs,
-                    symbols,
-                    bars,
-                },
-                |l| {
-                    if printed.is_ok() {
-                        printed = print_line(&mut out, l, json);
-                    }
-                },
-            )
-            .context("queue benchmark")?;
-            printed?;
+            let size = QueueBenchSize {
+                jobs,
+                symbols,
+                bars,
+            };
+            print_streamed(&mut out, json, "queue benchmark", |emit| {
+                run_queue_bench(scratch.path(), size, emit).map(drop)
+            })?;
         }
         Command::Bench(Bench::Features {
             symbols,
@@ -516,14 +526,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => None,
                 }),
             };
-            let mut printed = Ok(());
-            kiln::bench::e2e::run(scratch.path(), &opts, |l| {
-                if printed.is_ok() {
-                    printed = print_line(&mut out, l, json);
-                }
-            })
-            .context("end-to-end benchmark")?;
-            printed?;
+            print_streamed(&mut out, json, "end-to-end benchmark", |emit| {
+                kiln::bench::e2e::run(scratch.path(), &opts, emit)
+            })?;
         }
         Command::Bench(Bench::Ingest {
             symbols,
@@ -539,14 +544,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 runs: to_usize(runs)?,
                 polars_python: polars,
             };
-            let mut printed = Ok(());
-            run_ingest_bench(scratch.path(), &opts, |l| {
-                if printed.is_ok() {
-                    printed = print_line(&mut out, l, json);
-                }
-            })
-            .context("ingest benchmark")?;
-            printed?;
+            print_streamed(&mut out, json, "ingest benchmark", |emit| {
+                run_ingest_bench(scratch.path(), &opts, emit)
+            })?;
         }
     }
     Ok(())
