@@ -21,11 +21,12 @@ use crate::record::{
     FORMAT_VERSION, INLINE_HEADER_BYTES, ResultValue, Series, SeriesLayout, SymbolStats,
     decode_job, encode_series, series_layout,
 };
-use crate::recovery::{RecoveryReport, recover};
+use crate::recovery::{LostRecord, RecoveryReport, recover};
 use crate::space::Spaces;
-use crate::vlog::{Mapped, Vlog, VlogReader};
+use crate::vlog::{Mapped, Vlog, VlogPosition, VlogReader};
 use crate::writer::{
-    EncodedCompletion, EncodedSeries, JOBS, Op, POINTER_SPACES, RESULTS, SYMSTATS, Writer,
+    EncodedCompletion, EncodedSeries, JOBS, META, Op, POINTER_SPACES, RESULTS, SYMSTATS,
+    VLOG_SYNCED_KEY, Writer,
 };
 use crate::{JobQueue, ResultStore};
 
@@ -39,7 +40,9 @@ pub enum Durability {
     /// Acknowledged = applied: visible to readers at once, flushed and fsynced
     /// in the background within about `tick_ms`. A process crash or power
     /// loss can lose that window of acknowledged writes (never a torn group:
-    /// what survives is always a prefix of whole groups).
+    /// what survives is always a prefix of whole groups). Feature series go
+    /// to the value log without an fsync on the commit path; results whose
+    /// bytes a power loss took are found at open and their jobs run again.
     Relaxed,
 }
 
@@ -410,17 +413,35 @@ impl Store {
         let disk = Arc::new(Disk::new(db, &sled_dir)?);
 
         let mut indexed = Vec::new();
+        let mut keys = Vec::new();
         for space in POINTER_SPACES {
             for item in spaces.scan(space, &[]) {
-                let (_, v) = item?;
+                let (k, v) = item?;
                 if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
                     indexed.push(entry);
+                    keys.push((space, k));
                 }
             }
         }
-        let (vlog, vlog_recovery) =
-            Vlog::open(&dir.join("vlog"), config.segment_bytes_max, &indexed)?;
-        drop(indexed);
+        let synced = match spaces.get(META, VLOG_SYNCED_KEY)? {
+            Some(v) => Some(VlogPosition::decode(&v)?),
+            None => None,
+        };
+        let (vlog, vlog_recovery, lost) = Vlog::open(
+            &dir.join("vlog"),
+            config.segment_bytes_max,
+            &indexed,
+            synced,
+        )?;
+        let lost: Vec<LostRecord> = lost
+            .into_iter()
+            .map(|i| LostRecord {
+                space: keys[i].0,
+                key: keys[i].1.to_vec(),
+                job_id: indexed[i].job_id,
+            })
+            .collect();
+        drop((indexed, keys));
         let reader = vlog.reader();
         let shared = Arc::new(Shared::default());
         let mut writer = Writer {
@@ -448,10 +469,13 @@ impl Store {
             fatal: None,
             fail_next_commit: false,
             meta_dirty: false,
-            unflushed: false,
+            recorded_synced: VlogPosition::default(),
+            vlog_sync_required: false,
+            flusher: None,
+            power_lost: false,
             syncer: None,
         };
-        let mut recovery = recover(&mut writer)?;
+        let mut recovery = recover(&mut writer, &lost)?;
         recovery.vlog = vlog_recovery;
         recovery.partial_snapshots_removed = partial_snapshots;
         shared.publish(&writer.counters, &writer.paused);
@@ -662,6 +686,14 @@ impl Store {
             .tx
             .send(Op::FailNextCommit)
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Test hook: stops the store as a power loss right now could leave it
+    /// in `Relaxed` mode: sled's index on disk, the value log cut back to the
+    /// synced mark. Every later call answers `Closed`; drop it and reopen.
+    #[doc(hidden)]
+    pub fn simulate_power_loss(&self) -> Result<()> {
+        self.call(|reply| Op::PowerLoss { reply })
     }
 }
 

@@ -3,14 +3,30 @@
 //! against a full scan (repairing them, with a warning, if they drifted),
 //! and returns the jobs a dead process left `running` to the queue, or marks
 //! them dead when their attempts are used up. The value log's unindexed tail
-//! is cut off before this runs (see `vlog`).
+//! is cut off before this runs (see `vlog`); results whose value-log records
+//! did not reach the disk (a power loss in `Relaxed` mode) are dropped here
+//! and the jobs that stored them run again.
 
-use crate::error::Result;
+use std::collections::BTreeSet;
+
+use crate::db::Durability;
+use crate::error::{Result, StoreError};
 use crate::job::JobState;
-use crate::keys::{Symbol, read_u64};
-use crate::record::{SymbolStats, decode_job};
+use crate::keys::{Symbol, read_u64, u64_key};
+use crate::record::{SymbolStats, decode_job, encode_job};
+use crate::space::Writes;
 use crate::vlog::VlogRecovery;
-use crate::writer::{Counters, EVENTS, Finished, JOBS, META, META_KEY, Meta, SYMSTATS, Writer};
+use crate::writer::{
+    Counters, EVENTS, Finished, JOBS, META, META_KEY, Meta, RESULTS, SYMSTATS, VLOG_SYNCED_KEY,
+    Writer,
+};
+
+/// An indexed value-log record that is not on disk whole.
+pub(crate) struct LostRecord {
+    pub space: usize,
+    pub key: Vec<u8>,
+    pub job_id: u64,
+}
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,18 +43,25 @@ pub struct RecoveryReport {
     pub vlog: VlogRecovery,
     /// Half-written sled snapshot files a crash left, removed before sled opened.
     pub partial_snapshots_removed: u32,
+    /// Finished jobs queued again because results they stored were lost
+    /// (see [`VlogRecovery::lost_records`]).
+    pub rerun_lost: u64,
 }
 
 /// Rebuilds `w` from disk and repairs what a crash left behind.
-pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
+pub(crate) fn recover(w: &mut Writer, lost: &[LostRecord]) -> Result<RecoveryReport> {
     let now = w.config.clock.now_ms();
+    let rerun_lost = forget_lost(w, lost, now)?;
     let stored = match w.spaces.get(META, META_KEY)? {
         Some(v) => Meta::decode(&v)?,
         None => Meta::default(),
     };
     w.paused = stored.paused;
 
-    let mut report = RecoveryReport::default();
+    let mut report = RecoveryReport {
+        rerun_lost,
+        ..RecoveryReport::default()
+    };
     let mut scanned = Counters::default();
     let mut running = Vec::new();
     let mut max_id = 0;
@@ -116,9 +139,22 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         }
     }
 
+    // The value log is all on disk now (`Vlog::open` fsynced it): the synced
+    // mark starts at its end, or goes when this session fsyncs every commit.
+    match w.config.durability {
+        Durability::Relaxed => {
+            let end = w.vlog.end();
+            w.put(META, VLOG_SYNCED_KEY.to_vec(), end.encode().to_vec());
+            w.recorded_synced = end;
+        }
+        Durability::Sync => {
+            if w.spaces.get(META, VLOG_SYNCED_KEY)?.is_some() {
+                w.delete(META, VLOG_SYNCED_KEY.to_vec());
+            }
+        }
+    }
     if w.commit()? {
         w.disk.flush_and_fsync()?;
-        w.unflushed = false;
     }
     if report.requeued + report.dead > 0 {
         tracing::info!(
@@ -128,4 +164,53 @@ pub(crate) fn recover(w: &mut Writer) -> Result<RecoveryReport> {
         );
     }
     Ok(report)
+}
+
+/// Drops the index entries of lost records and queues the jobs that stored
+/// them again (a job that ended dead or cancelled stays so); returns how
+/// many were queued. A lost bar chunk is an error: bars are fsynced before
+/// they are indexed, so the disk itself lost acknowledged writes.
+fn forget_lost(w: &mut Writer, lost: &[LostRecord], now: u64) -> Result<u64> {
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    let mut writes = Writes::default();
+    for r in lost {
+        if r.space != RESULTS {
+            return Err(StoreError::corrupt(
+                format!("bar chunk {}", String::from_utf8_lossy(&r.key)),
+                "indexed, but its value-log record is not on disk although it was fsynced first: the disk lost acknowledged writes; restore the data directory from a backup",
+            ));
+        }
+        writes[RESULTS].insert(r.key.clone(), None);
+    }
+    let jobs: BTreeSet<u64> = lost.iter().map(|r| r.job_id).collect();
+    let mut rerun = 0;
+    for id in jobs {
+        let Some(bytes) = w.spaces.get(JOBS, &u64_key(id))? else {
+            continue;
+        };
+        let (mut job, _) = decode_job(id, &bytes)?;
+        if matches!(job.state, JobState::Dead | JobState::Cancelled) {
+            continue;
+        }
+        job.state = JobState::Queued;
+        job.run_at_ms = now;
+        job.finished_ms = None;
+        job.lease_expires_ms = None;
+        job.last_error = Some(
+            "results it stored were lost by a power loss before they reached the disk (relaxed durability); running it again"
+                .into(),
+        );
+        let record = encode_job(&job, None)?;
+        writes[JOBS].insert(u64_key(id).to_vec(), Some(record.as_slice().into()));
+        rerun += 1;
+    }
+    w.spaces.apply(&writes)?;
+    tracing::warn!(
+        records = lost.len(),
+        jobs = rerun,
+        "results lost before they reached the disk; their jobs run again"
+    );
+    Ok(rerun)
 }

@@ -1,9 +1,16 @@
 //! The value log: large payloads (feature series) appended to checksummed,
 //! aligned records in segment files beside sled, as in WiscKey and Badger.
-//! sled only holds a 28-byte index entry per series. A payload is written and
-//! fsynced here *before* the sled batch that indexes it commits, so an
-//! index entry never points at bytes that are not on disk; a crash between
-//! the two leaves an unindexed tail, which recovery truncates.
+//! sled only holds a 28-byte index entry per series. In `Sync` mode a payload
+//! is written and fsynced here *before* the sled batch that indexes it
+//! commits, so an index entry never points at bytes that are not on disk; a
+//! crash between the two leaves an unindexed tail, which recovery truncates.
+//! In `Relaxed` mode feature series are only written (the page cache keeps
+//! them through a process crash) and a background flusher fsyncs them; the
+//! position it reached, the *synced mark*, is stored in sled. After a power
+//! loss, open checks every indexed record past the mark and reports the
+//! ones that did not reach the disk, whose jobs recovery runs again. Bar
+//! chunks and compaction always fsync before indexing: they cannot be
+//! recomputed.
 //!
 //! Segment file `vlog/NNNNNNNNNN.seg`: a 16-byte header (`KILNVLOG`, format
 //! version u32 LE, 4 zero bytes), then records. A record is a 16-byte header
@@ -38,6 +45,45 @@ pub(crate) fn record_bytes(len: u32) -> u64 {
     RECORD_HEADER_BYTES + u64::from(len).next_multiple_of(RECORD_ALIGN as u64)
 }
 
+/// A place in the value log: segment, then byte offset (ordered that way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct VlogPosition {
+    pub segment: u32,
+    pub offset: u64,
+}
+
+impl VlogPosition {
+    pub(crate) const BYTES: usize = 12;
+
+    pub(crate) fn encode(&self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        b[0..4].copy_from_slice(&self.segment.to_be_bytes());
+        b[4..12].copy_from_slice(&self.offset.to_be_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::BYTES {
+            return Err(StoreError::corrupt(
+                "meta/vlog_synced",
+                format!("{} bytes, want {}", b.len(), Self::BYTES),
+            ));
+        }
+        Ok(VlogPosition {
+            segment: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            offset: crate::keys::read_u64(&b[4..12], "meta/vlog_synced")?,
+        })
+    }
+
+    /// The position just past `entry`'s record.
+    fn end_of(entry: &IndexEntry) -> VlogPosition {
+        VlogPosition {
+            segment: entry.segment,
+            offset: entry.offset + u64::from(entry.len).next_multiple_of(RECORD_ALIGN as u64),
+        }
+    }
+}
+
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:010}.seg"))
 }
@@ -46,6 +92,52 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(format!("fsync directory {}", dir.display()), e))
+}
+
+/// fsyncs segment `id` through a handle of its own (a segment compaction
+/// removed meanwhile needs nothing).
+pub(crate) fn fsync_segment(dir: &Path, id: u32) -> Result<()> {
+    let path = segment_path(dir, id);
+    match File::open(&path) {
+        Ok(f) => f
+            .sync_data()
+            .map_err(|e| StoreError::io(format!("fsync {}", path.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(format!("open {}", path.display()), e)),
+    }
+}
+
+/// Whether `entry`'s record is on disk whole: header and checksum match.
+fn record_on_disk(
+    dir: &Path,
+    files: &mut HashMap<u32, Option<File>>,
+    entry: &IndexEntry,
+) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let path = segment_path(dir, entry.segment);
+    let file = match files
+        .entry(entry.segment)
+        .or_insert_with(|| File::open(&path).ok())
+    {
+        Some(f) => f,
+        None => return Ok(false),
+    };
+    let Some(header_at) = entry.offset.checked_sub(RECORD_HEADER_BYTES) else {
+        return Ok(false);
+    };
+    let mut record = vec![0u8; RECORD_HEADER_BYTES as usize + entry.len as usize];
+    match file.read_exact_at(&mut record, header_at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(StoreError::io(format!("read {}", path.display()), e)),
+    }
+    let (header, payload) = record.split_at(RECORD_HEADER_BYTES as usize);
+    let field =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    Ok(field(0) == RECORD_MAGIC
+        && field(4) == entry.len
+        && field(8) == entry.crc
+        && crc32fast::hash(payload) == entry.crc)
 }
 
 /// Size and live bytes of one segment.
@@ -62,6 +154,9 @@ pub struct VlogRecovery {
     pub truncated_bytes: u64,
     /// Segments deleted because nothing indexed them.
     pub removed_segments: u32,
+    /// Indexed records past the synced mark that did not reach the disk
+    /// (a power loss in `Relaxed` mode); their index entries are dropped.
+    pub lost_records: u64,
 }
 
 /// The writer's handle: appends, syncs and accounts for live bytes.
@@ -71,7 +166,7 @@ pub(crate) struct Vlog {
     /// Appends are buffered and written out by `sync`, before the fsync.
     active: BufWriter<File>,
     /// Segments rolled over since the last sync, still to be fsynced.
-    unsynced: Vec<File>,
+    unsynced: Vec<(u32, File)>,
     dirty: bool,
     segment_bytes_max: u64,
     segments: BTreeMap<u32, SegmentUse>,
@@ -81,12 +176,17 @@ pub(crate) struct Vlog {
 impl Vlog {
     /// Opens `dir`, keeping exactly what `indexed` references: each segment is
     /// cut back to the end of its last indexed record and unreferenced
-    /// segments are deleted. Runs before any reader exists.
+    /// segments are deleted. With a synced mark (the last session ran in
+    /// `Relaxed` mode), every record past it is read back and checked first;
+    /// the indexes into `indexed` of those that fail are returned, and what
+    /// remains is fsynced, so the whole log is durable when this returns.
+    /// Runs before any reader exists.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes_max: u64,
         indexed: &[IndexEntry],
-    ) -> Result<(Vlog, VlogRecovery)> {
+        synced: Option<VlogPosition>,
+    ) -> Result<(Vlog, VlogRecovery, Vec<usize>)> {
         fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut on_disk = Vec::new();
@@ -105,9 +205,21 @@ impl Vlog {
         }
         on_disk.sort_unstable();
 
+        let mut lost = Vec::new();
+        if let Some(mark) = synced {
+            let mut files = HashMap::new();
+            for (i, e) in indexed.iter().enumerate() {
+                if VlogPosition::end_of(e) > mark && !record_on_disk(dir, &mut files, e)? {
+                    lost.push(i);
+                }
+            }
+        }
         let mut segments: BTreeMap<u32, SegmentUse> = BTreeMap::new();
         let mut ends: HashMap<u32, u64> = HashMap::new();
-        for e in indexed {
+        for (i, e) in indexed.iter().enumerate() {
+            if lost.binary_search(&i).is_ok() {
+                continue;
+            }
             let seg = segments.entry(e.segment).or_default();
             seg.live += record_bytes(e.len);
             let end = e.offset + u64::from(e.len).next_multiple_of(RECORD_ALIGN as u64);
@@ -123,7 +235,10 @@ impl Vlog {
             }
         }
 
-        let mut recovery = VlogRecovery::default();
+        let mut recovery = VlogRecovery {
+            lost_records: lost.len() as u64,
+            ..VlogRecovery::default()
+        };
         let last = on_disk.last().copied();
         for &id in &on_disk {
             let path = segment_path(dir, id);
@@ -166,6 +281,13 @@ impl Vlog {
         if recovery.removed_segments > 0 {
             sync_dir(dir)?;
         }
+        // A process that crashed in `Relaxed` mode left records past the mark
+        // in the page cache only.
+        if let Some(mark) = synced {
+            for &id in on_disk.iter().filter(|&&id| id >= mark.segment) {
+                fsync_segment(dir, id)?;
+            }
+        }
 
         let reader = Arc::new(VlogReader {
             dir: dir.to_path_buf(),
@@ -199,7 +321,27 @@ impl Vlog {
                 reader,
             },
             recovery,
+            lost,
         ))
+    }
+
+    /// Where the next append goes (everything before it is written, once
+    /// [`Vlog::flush`] has run).
+    pub(crate) fn end(&self) -> VlogPosition {
+        VlogPosition {
+            segment: self.active_id,
+            offset: self.segments.get(&self.active_id).map_or(0, |s| s.len),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The background flusher fsynced everything before `mark`: rolled
+    /// segments before it need no fsync from [`Vlog::sync`] any more.
+    pub(crate) fn synced_to(&mut self, mark: VlogPosition) {
+        self.unsynced.retain(|(id, _)| *id >= mark.segment);
     }
 
     pub(crate) fn reader(&self) -> Arc<VlogReader> {
@@ -258,7 +400,7 @@ impl Vlog {
         let old = old
             .into_inner()
             .map_err(|e| StoreError::io(format!("write {}", self.dir.display()), e.into_error()))?;
-        self.unsynced.push(old);
+        self.unsynced.push((self.active_id, old));
         self.active_id = next;
         self.segments.insert(
             next,
@@ -288,7 +430,7 @@ impl Vlog {
         if !self.dirty {
             return Ok(());
         }
-        for f in self.unsynced.drain(..) {
+        for (_, f) in self.unsynced.drain(..) {
             f.sync_data()
                 .map_err(|e| StoreError::io(format!("fsync {}", self.dir.display()), e))?;
         }
@@ -303,6 +445,26 @@ impl Vlog {
             )
         })?;
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Test support (a simulated power loss): cuts every segment back to
+    /// `mark`, as if nothing written after it had reached the disk.
+    pub(crate) fn truncate_past(&mut self, mark: VlogPosition) -> Result<()> {
+        self.flush()?;
+        for &id in self.segments.keys().filter(|&&id| id >= mark.segment) {
+            let len = if id == mark.segment {
+                mark.offset
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
+            let path = segment_path(&self.dir, id);
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(len))
+                .map_err(|e| StoreError::io(format!("truncate {}", path.display()), e))?;
+        }
         Ok(())
     }
 

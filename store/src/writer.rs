@@ -6,6 +6,9 @@
 //! group's answers to the syncer thread, which flushes sled, fsyncs, and only
 //! then answers every caller of the group (group commit); meanwhile the
 //! writer already applies the next group, and one fsync often covers several.
+//! In `Relaxed` mode it answers at once, and the flusher thread fsyncs the
+//! value log and flushes sled every tick, recording how far the value log is
+//! on disk (the synced mark, see `vlog`).
 //!
 //! The in-memory view (unfinished jobs, the due and scheduled queues, leases,
 //! idempotency keys, counters, history order, per-symbol aggregates) is
@@ -13,8 +16,10 @@
 //! diverge from disk when a commit fails, and then the store is poisoned.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -32,7 +37,7 @@ use crate::job::{
 use crate::keys::{SeriesKey, Symbol, u64_key};
 use crate::record::{IndexEntry, ResultValue, SymbolStats, decode_job, encode_job, series_layout};
 use crate::space::{Spaces, Writes};
-use crate::vlog::Vlog;
+use crate::vlog::{Vlog, VlogPosition, fsync_segment};
 
 /// Keyspaces (see `space`).
 pub(crate) const JOBS: usize = 0;
@@ -45,8 +50,11 @@ pub(crate) const EVENTS: usize = 6;
 /// Keyspaces whose values may point into the value log.
 pub(crate) const POINTER_SPACES: [usize; 2] = [RESULTS, BARS];
 
-/// The one key of the `meta` keyspace.
+/// The key of the writer's scalars in the `meta` keyspace.
 pub(crate) const META_KEY: &[u8] = b"state";
+/// The synced mark's key in the `meta` keyspace, present in `Relaxed` mode:
+/// the value log is on disk up to this [`VlogPosition`].
+pub(crate) const VLOG_SYNCED_KEY: &[u8] = b"vlog_synced";
 
 /// The writer's scalars, rewritten in every commit: next job id (u64 BE),
 /// next history sequence (u64 BE), the counters (72 bytes), paused flags (3
@@ -119,6 +127,55 @@ fn sync_loop(disk: &Disk, shared: &Shared, groups: &Receiver<SyncGroup>) {
         };
         for ack in acks {
             ack.send(failure.as_deref());
+        }
+    }
+}
+
+/// What the writer and the `Relaxed`-mode flusher share.
+#[derive(Default)]
+pub(crate) struct FlushState {
+    /// Commits applied so far, and the value log's end after the last one.
+    written: Mutex<(u64, VlogPosition)>,
+    /// How far the flusher has fsynced the value log.
+    synced: Mutex<VlogPosition>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The flusher (`Relaxed` mode): every tick in which something was
+/// committed, fsyncs the value log up to the last commit's end, publishes
+/// that as the synced mark, then flushes and fsyncs sled. Runs until `stop`
+/// closes.
+fn flush_loop(
+    disk: &Disk,
+    shared: &Shared,
+    state: &FlushState,
+    vlog_dir: &std::path::Path,
+    stop: &Receiver<()>,
+    tick: Duration,
+) {
+    let mut seen = 0;
+    let mut from = locked(&state.synced).segment;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+        let (commits, end) = *locked(&state.written);
+        if commits == seen || shared.poison_cause().is_some() {
+            continue;
+        }
+        let flushed = (from..=end.segment)
+            .try_for_each(|id| fsync_segment(vlog_dir, id))
+            .and_then(|()| {
+                *locked(&state.synced) = end;
+                disk.flush_and_fsync()
+            });
+        match flushed {
+            Ok(()) => (seen, from) = (commits, end.segment),
+            Err(e) => {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, "background flush failed; the store is poisoned");
+                shared.poison(&cause);
+            }
         }
     }
 }
@@ -213,6 +270,10 @@ pub(crate) enum Op {
         reply: Sender<Result<()>>,
     },
     FailNextCommit,
+    /// Test support: see [`Writer::lose_unsynced`].
+    PowerLoss {
+        reply: Sender<Result<()>>,
+    },
     Shutdown,
 }
 
@@ -352,8 +413,15 @@ pub(crate) struct Writer {
     pub fail_next_commit: bool,
     /// The meta record changed without any other write (a pause).
     pub meta_dirty: bool,
-    /// Relaxed mode: committed but not yet flushed.
-    pub unflushed: bool,
+    /// The synced mark as the last commit recorded it (`Relaxed` mode).
+    pub recorded_synced: VlogPosition,
+    /// The next commit fsyncs the value log whatever the mode (bar chunks
+    /// and compaction moves cannot be recomputed).
+    pub vlog_sync_required: bool,
+    /// `Relaxed` mode: the flusher's shared state and how to stop it.
+    pub flusher: Option<(Arc<FlushState>, Sender<()>, JoinHandle<()>)>,
+    /// A test simulated a power loss: exit without the final sync.
+    pub power_lost: bool,
     /// `Sync` mode: hands each applied group's answers to the syncer thread,
     /// which flushes and fsyncs and then answers (running while `run` runs).
     pub syncer: Option<Sender<SyncGroup>>,
@@ -381,17 +449,19 @@ impl Writer {
                     }
                 }
             }
-            Durability::Relaxed => None,
+            Durability::Relaxed => {
+                self.start_flusher();
+                None
+            }
         };
         let tick = Duration::from_millis(self.config.tick_ms.max(1));
-        let mut last_flush = Instant::now();
         // Callers answered by the last group, who will likely send again.
         let mut expected = 1;
         loop {
             let first = match rx.recv_timeout(tick) {
                 Ok(op) => op,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.idle(&mut last_flush);
+                    self.idle();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -400,13 +470,14 @@ impl Writer {
             if self.group(ops) {
                 break;
             }
-            if self.unflushed && last_flush.elapsed() >= tick {
-                self.flush_relaxed();
-                last_flush = Instant::now();
-            }
         }
-        if self.unflushed {
-            self.flush_relaxed();
+        self.stop_flusher();
+        if self.config.durability == Durability::Relaxed
+            && !self.power_lost
+            && self.poisoned().is_none()
+            && let Err(e) = self.sync_now()
+        {
+            tracing::error!(error = %e, "the final flush failed");
         }
         // Let the syncer answer what it holds, then wait for it.
         self.syncer = None;
@@ -426,7 +497,13 @@ impl Writer {
         while ops.len() < self.config.group_ops_max
             && !matches!(
                 ops.last(),
-                Some(Op::Shutdown | Op::Compact { .. } | Op::Check { .. } | Op::Sync { .. })
+                Some(
+                    Op::Shutdown
+                        | Op::Compact { .. }
+                        | Op::Check { .. }
+                        | Op::Sync { .. }
+                        | Op::PowerLoss { .. }
+                )
             )
         {
             let next = match rx.try_recv() {
@@ -447,21 +524,76 @@ impl Writer {
         self.shared.poison_cause()
     }
 
+    fn start_flusher(&mut self) {
+        let state = Arc::new(FlushState::default());
+        *locked(&state.synced) = self.recorded_synced;
+        *locked(&state.written) = (0, self.recorded_synced);
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (disk, shared, st) = (
+            Arc::clone(&self.disk),
+            Arc::clone(&self.shared),
+            Arc::clone(&state),
+        );
+        let dir: PathBuf = self.vlog.dir().to_path_buf();
+        let tick = Duration::from_millis(self.config.tick_ms.max(1));
+        let spawned = std::thread::Builder::new()
+            .name("kiln-store-flusher".into())
+            .spawn(move || flush_loop(&disk, &shared, &st, &dir, &stopped, tick));
+        match spawned {
+            Ok(handle) => self.flusher = Some((state, stop, handle)),
+            Err(e) => self
+                .shared
+                .poison(&format!("cannot start the flusher thread: {e}")),
+        }
+    }
+
+    fn stop_flusher(&mut self) {
+        if let Some((_, stop, handle)) = self.flusher.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+    }
+
+    /// Makes everything committed durable now: in `Relaxed` mode a commit
+    /// that fsyncs the value log and records the synced mark, then a sled
+    /// flush (in `Sync` mode every answered group already is on disk).
+    fn sync_now(&mut self) -> Result<()> {
+        if self.config.durability == Durability::Sync {
+            return Ok(());
+        }
+        self.vlog_sync_required = true;
+        self.meta_dirty = true;
+        self.commit()?;
+        self.disk.flush_and_fsync()
+    }
+
+    /// Test support: what a power loss right now may leave. sled is flushed
+    /// (its index reaches the disk) but the value log loses everything past
+    /// the synced mark sled holds, as if never written back; the writer then
+    /// stops without its final sync.
+    fn lose_unsynced(&mut self) -> Result<()> {
+        self.stop_flusher();
+        self.power_lost = true;
+        self.vlog.flush()?;
+        self.disk.flush_and_fsync()?;
+        self.vlog.truncate_past(self.recorded_synced)
+    }
+
     /// Housekeeping when no op arrived for a tick: lease expiry, retention,
-    /// the relaxed-mode flush and automatic compaction.
-    fn idle(&mut self, last_flush: &mut Instant) {
+    /// recording the flusher's synced mark and automatic compaction.
+    fn idle(&mut self) {
         if self.poisoned().is_some() {
             return;
         }
         let now = self.config.clock.now_ms();
         let expiring = self.leases.first().is_some_and(|&(exp, _)| exp <= now);
         let trimming = self.history_over_limit(now);
-        if expiring || trimming {
-            self.group(Vec::new());
+        let mark_behind = self.flusher_synced() > self.recorded_synced;
+        if mark_behind {
+            self.meta_dirty = true;
         }
-        if self.unflushed {
-            self.flush_relaxed();
-            *last_flush = Instant::now();
+        if expiring || trimming || mark_behind {
+            self.group(Vec::new());
         }
         if !self
             .vlog
@@ -577,9 +709,10 @@ impl Writer {
                 }
                 Op::FailNextCommit => self.fail_next_commit = true,
                 Op::Shutdown => {}
-                other @ (Op::Sync { .. } | Op::Compact { .. } | Op::Check { .. }) => {
-                    after.push(other)
-                }
+                other @ (Op::Sync { .. }
+                | Op::PowerLoss { .. }
+                | Op::Compact { .. }
+                | Op::Check { .. }) => after.push(other),
             }
         }
         if poisoned.is_none() {
@@ -618,13 +751,15 @@ impl Writer {
             }
             match op {
                 Op::Sync { reply } => {
-                    let v = if self.unflushed {
-                        self.disk.flush_and_fsync()
-                    } else {
-                        Ok(())
-                    };
-                    self.unflushed = v.is_err();
+                    let v = self.sync_now();
+                    if let Err(e) = &v {
+                        self.shared.poison(&e.to_string());
+                    }
                     let _ = reply.send(v);
+                }
+                Op::PowerLoss { reply } => {
+                    let _ = reply.send(self.lose_unsynced());
+                    shutdown = true;
                 }
                 Op::Compact { reply } => {
                     let _ = reply.send(self.compact());
@@ -644,7 +779,7 @@ impl Writer {
         self.writes[tree].insert(key, Some(value.into()));
     }
 
-    fn delete(&mut self, tree: usize, key: Vec<u8>) {
+    pub(crate) fn delete(&mut self, tree: usize, key: Vec<u8>) {
         self.writes[tree].insert(key, None);
     }
 
@@ -1071,6 +1206,7 @@ impl Writer {
         for old in &released {
             self.vlog.release(old);
         }
+        self.vlog_sync_required = true;
         for p in plans {
             for key in p.remove {
                 self.delete(BARS, key);
@@ -1146,26 +1282,41 @@ impl Writer {
         self.put(META, META_KEY.to_vec(), meta.encode());
         self.meta_dirty = false;
 
-        self.vlog.sync()?;
+        let relaxed = self.config.durability == Durability::Relaxed;
+        if !relaxed || std::mem::take(&mut self.vlog_sync_required) {
+            self.vlog.sync()?;
+            if relaxed {
+                self.record_synced(self.vlog.end());
+            }
+        } else {
+            self.vlog.flush()?;
+            self.record_synced(self.flusher_synced());
+        }
         self.spaces.apply(&self.writes)?;
         for w in &mut self.writes {
             w.clear();
         }
-        if self.config.durability == Durability::Relaxed {
-            self.unflushed = true;
+        if let Some((state, _, _)) = &self.flusher {
+            let mut written = locked(&state.written);
+            *written = (written.0 + 1, self.vlog.end());
         }
         self.shared.publish(&self.counters, &self.paused);
         Ok(true)
     }
 
-    fn flush_relaxed(&mut self) {
-        match self.disk.flush_and_fsync() {
-            Ok(()) => self.unflushed = false,
-            Err(e) => {
-                let cause = e.to_string();
-                tracing::error!(error = %cause, "background flush failed; the store is poisoned");
-                self.shared.poison(&cause);
-            }
+    /// How far the flusher has fsynced the value log (`Relaxed` mode).
+    fn flusher_synced(&self) -> VlogPosition {
+        self.flusher
+            .as_ref()
+            .map_or(self.recorded_synced, |(state, _, _)| *locked(&state.synced))
+    }
+
+    /// Puts a synced mark that moved forward into this commit.
+    fn record_synced(&mut self, mark: VlogPosition) {
+        if mark > self.recorded_synced {
+            self.vlog.synced_to(mark);
+            self.put(META, VLOG_SYNCED_KEY.to_vec(), mark.encode().to_vec());
+            self.recorded_synced = mark;
         }
     }
 
@@ -1219,9 +1370,9 @@ impl Writer {
             report.moved_records += 1;
             self.put(space, key, ResultValue::Pointer(new).encode());
         }
+        self.vlog_sync_required = true;
         self.commit()?;
         self.disk.flush_and_fsync()?;
-        self.unflushed = false;
         for &id in victims {
             self.vlog.remove_segment(id)?;
             report.removed_segments += 1;
@@ -1335,7 +1486,9 @@ fn reject(op: Op, cause: &str) {
         Op::Checkpoint { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Fail { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Cancel { reply, .. } => reply.send(Err(err())).is_ok(),
-        Op::SetPaused { reply, .. } | Op::Sync { reply } => reply.send(Err(err())).is_ok(),
+        Op::SetPaused { reply, .. } | Op::Sync { reply } | Op::PowerLoss { reply } => {
+            reply.send(Err(err())).is_ok()
+        }
         Op::Purge { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Compact { reply } => reply.send(Err(err())).is_ok(),
         Op::Check { reply } => reply.send(Err(err())).is_ok(),

@@ -612,6 +612,85 @@ fn everything_acknowledged_survives_reopen_in_relaxed_mode_after_sync() {
 }
 
 #[test]
+fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        // The background flusher never runs: only `sync` makes bytes durable.
+        tick_ms: 3_600_000,
+        ..StoreConfig::default()
+    };
+    // 4096 values archive to about 32 KiB: value-log records, not inline.
+    let big = |x: f64| series(vec![x; 4096]);
+    let key = |s: &str| SeriesKey::new(sym(s), "close").expect("key");
+    let ids: Vec<u64> = {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        let ids: Vec<u64> = store
+            .enqueue_many(vec![job("a"), job("b"), job("c")])
+            .expect("enqueue")
+            .into_iter()
+            .map(Enqueued::id)
+            .collect();
+        let leases = store.claim(3).expect("claim");
+        store
+            .complete(leases[0].token, vec![(key("A"), big(1.0))])
+            .expect("complete a");
+        store.sync().expect("sync");
+        store
+            .complete(leases[1].token, vec![(key("B"), big(2.0))])
+            .expect("complete b");
+        store
+            .complete(
+                leases[2].token,
+                vec![(key("C"), big(3.0)), (key("A"), big(4.0))],
+            )
+            .expect("complete c");
+        store.simulate_power_loss().expect("power loss");
+        ids
+    };
+    // The next session may run in either mode.
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (3, 2), "{r:?}");
+    assert_eq!(
+        store.job(ids[0]).expect("read").expect("a").state,
+        JobState::Succeeded
+    );
+    for &id in &ids[1..] {
+        let j = store.job(id).expect("read").expect("exists");
+        assert_eq!(j.state, JobState::Queued);
+        assert!(j.last_error.unwrap_or_default().contains("power loss"));
+    }
+    // A's newer series was lost with job c; its index entry is gone with it.
+    assert!(store.series(&key("A")).expect("read").is_none());
+    assert!(store.series(&key("B")).expect("read").is_none());
+    assert!(store.check().expect("check").problems.is_empty());
+
+    // The requeued jobs run again and their results are stored for good.
+    let leases = store.claim(5).expect("claim");
+    assert_eq!(leases.len(), 2);
+    for l in &leases {
+        let (s, x) = if l.job.id == ids[1] {
+            ("B", 2.0)
+        } else {
+            ("C", 3.0)
+        };
+        store
+            .complete(l.token, vec![(key(s), big(x))])
+            .expect("complete");
+    }
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(store.recovery_report().vlog.lost_records, 0);
+    assert_eq!(store.stats().count(JobState::Succeeded), 3);
+    for (s, x) in [("B", 2.0), ("C", 3.0)] {
+        let view = store.series(&key(s)).expect("read").expect("stored");
+        assert!(view.values().iter().all(|&v| v == x), "{s}");
+    }
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
 fn failed_commit_poisons_the_store_until_reopened() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
