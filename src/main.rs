@@ -207,8 +207,9 @@ enum Command {
     /// against a scan, bars against their data versions. Exit status 1 on
     /// any problem.
     Check,
-    /// Print the durable event log (succeeded, failed, dead, cancelled).
-    /// To follow it live, run the worker with `kiln run --watch`.
+    /// Follow the event log (succeeded, failed, dead, cancelled) of the kiln
+    /// process using the data directory (`kiln run`, `kiln serve`) until it
+    /// ends; with none running, print the stored log.
     Watch {
         /// Start after this sequence number (0: the oldest kept).
         #[arg(long, default_value_t = 0)]

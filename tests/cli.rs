@@ -251,3 +251,97 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE has no bars"));
 }
+
+#[test]
+fn watch_follows_a_running_worker_from_another_process() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/data/stocks-5-daily.csv.gz"
+    );
+    for args in [
+        vec![
+            "--data",
+            data,
+            "ingest",
+            sample,
+            "--map",
+            "Ticker=symbol,Date=ts",
+        ],
+        vec!["--data", data, "submit", "--all", "--features", "sma(3)"],
+    ] {
+        let out = kiln(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--data", data, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the worker");
+    let socket = std::path::Path::new(data).join("events.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the worker serves no event feed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--data", data, "--json", "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the watcher");
+    let stdout = watcher.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.expect("line")).is_err() {
+                return;
+            }
+        }
+    });
+    // The five jobs' events arrive while the worker still runs.
+    let mut jobs = std::collections::BTreeSet::new();
+    while jobs.len() < 5 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an event from the feed");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+        assert_eq!(v["state"], "succeeded", "{line}");
+        assert_eq!(v["kind"], "compute", "{line}");
+        jobs.insert(v["job"].as_u64().expect("job id"));
+    }
+    assert!(
+        worker.try_wait().expect("poll").is_none(),
+        "the worker still runs"
+    );
+    let sent = Command::new("kill")
+        .args(["-INT", &worker.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = worker.wait_with_output().expect("worker");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The worker's end closes the feed, which ends the watcher.
+    let status = watcher.wait().expect("watcher");
+    assert!(status.success());
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_err(),
+        "no more events"
+    );
+    assert!(!socket.exists(), "the socket is removed");
+}

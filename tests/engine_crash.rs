@@ -3,7 +3,9 @@
 //! restarted until the queue is idle. Then every submitted job has
 //! succeeded exactly once (one `succeeded` event each), every stored series
 //! is byte-identical to an uninterrupted run's, and the integrity check is
-//! clean. At least 20 kills by default; `KILN_ENGINE_CRASH_KILLS` sets more.
+//! clean. Every other round runs in `Relaxed` mode, where a kill loses the
+//! unflushed window and its jobs run again. At least 20 kills by default;
+//! `KILN_ENGINE_CRASH_KILLS` sets more.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -75,11 +77,10 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("kiln.toml");
     // Small claims and checkpoints, so a kill lands in every phase.
-    std::fs::write(
-        &config,
-        "claim_jobs_max = 16\ncheckpoint_symbols = 3\nlease_ms = 60000\n",
-    )
-    .expect("config");
+    let bounds = "claim_jobs_max = 16\ncheckpoint_symbols = 3\nlease_ms = 60000\n";
+    std::fs::write(&config, bounds).expect("config");
+    let relaxed = dir.path().join("relaxed.toml");
+    std::fs::write(&relaxed, format!("{bounds}durability = \"relaxed\"\n")).expect("config");
 
     // The base: bars ingested, jobs submitted, nothing run.
     let base = dir.path().join("base");
@@ -149,9 +150,10 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
         rounds += 1;
         let run = dir.path().join(format!("round-{rounds}"));
         copy_dir(&base, &run);
+        let config = if rounds % 2 == 0 { &relaxed } else { &config };
         // Kill a few times, then let it finish.
         for _ in 0..1 + random(4) {
-            let mut child = worker(&run, &config).spawn().expect("spawn");
+            let mut child = worker(&run, config).spawn().expect("spawn");
             std::thread::sleep(Duration::from_micros(random(full.as_micros() as u64 + 1)));
             if child.try_wait().expect("poll").is_none() {
                 child.kill().expect("kill");
@@ -159,7 +161,7 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
             }
             child.wait().expect("reap");
         }
-        let last = worker(&run, &config)
+        let last = worker(&run, config)
             .stderr(Stdio::piped())
             .output()
             .expect("run");

@@ -6,10 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln::engine::guard::BreakerState;
-use kiln::engine::{Engine, EngineConfig, EngineError};
+use kiln::engine::{Engine, EngineConfig, EngineError, RunObserver, run_reopening};
 use kiln::features::spec::parse_list;
 use kiln::market::synth;
-use kiln::store::{JobQueue, JobState, Priority, Store, StoreConfig, Symbol};
+use kiln::store::{JobQueue, JobState, Priority, RetryPolicy, Store, StoreConfig, Symbol};
 
 fn engine(dir: &Path, config: EngineConfig, symbols: usize) -> (Engine, Vec<Symbol>) {
     let engine = Engine::open(dir, config).expect("open");
@@ -235,4 +235,117 @@ fn a_store_failure_during_a_run_ends_it_with_the_error() {
         40,
         "{report:?}"
     );
+}
+
+#[test]
+fn a_read_failure_fails_only_its_job_which_retries_then_ends_dead() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        store: StoreConfig {
+            attempts_max: 3,
+            retry: RetryPolicy {
+                base_ms: 1,
+                cap_ms: 5,
+            },
+            ..StoreConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config.clone(), 8);
+    // Corrupt one stored close price of the fourth symbol in the value log.
+    let bad = symbols[3].clone();
+    let needle = engine
+        .store()
+        .bars(&bad, ..)
+        .expect("read")
+        .expect("bars")
+        .close()[10]
+        .to_le_bytes();
+    drop(engine);
+    let mut hit = false;
+    for entry in std::fs::read_dir(dir.path().join("vlog")).expect("vlog") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read segment");
+        if let Some(at) = bytes.windows(8).position(|w| w == needle) {
+            bytes[at] ^= 0xff;
+            std::fs::write(&path, bytes).expect("write segment");
+            hit = true;
+        }
+    }
+    assert!(hit, "the close price is in a segment");
+
+    let engine = Engine::open(dir.path(), config).expect("reopen");
+    let specs = parse_list("sma(3)").expect("specs");
+    let ids: Vec<u64> = engine
+        .submit(&symbols, &specs, Priority::Normal)
+        .expect("submit")
+        .into_iter()
+        .map(|e| e.id())
+        .collect();
+    let report = engine
+        .run_until_idle(&mut |_| {})
+        .expect("the run goes on past the bad record");
+    assert_eq!((report.succeeded, report.dead), (7, 1), "{report:?}");
+    let dead = engine.store().job(ids[3]).expect("read").expect("job");
+    assert_eq!((dead.state, dead.attempts), (JobState::Dead, 3));
+    let why = dead.last_error.unwrap_or_default();
+    assert!(
+        why.contains(bad.as_str()) && why.contains("checksum"),
+        "{why}"
+    );
+    let failed = engine
+        .store()
+        .events(0, 1000)
+        .expect("events")
+        .iter()
+        .filter(|e| e.job_id == ids[3] && e.state == JobState::Failed)
+        .count();
+    assert_eq!(failed, 2, "two retries before it ended dead");
+    assert!(
+        engine
+            .metrics()
+            .contains("kiln_jobs_total{status=\"failed\",priority=\"normal\"} 2\n")
+    );
+}
+
+struct Recorder {
+    reopens: Vec<(String, u32)>,
+}
+
+impl RunObserver for Recorder {
+    fn progress(&mut self, _: &Engine, _: kiln::engine::RunProgress) {}
+    fn reopening(&mut self, error: &EngineError, attempt: u32, wait: Duration) {
+        assert!(wait >= Duration::from_millis(10), "{wait:?}");
+        self.reopens.push((error.to_string(), attempt));
+    }
+}
+
+#[test]
+fn a_worker_reopens_the_store_after_a_write_failure_and_finishes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EngineConfig {
+        breaker_recovery_ms: 10,
+        ..EngineConfig::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config, 40);
+    let specs = parse_list("sma(3),rsi(5)").expect("specs");
+    engine
+        .submit(&symbols, &specs, Priority::Normal)
+        .expect("submit");
+    engine.store().inject_commit_failure().expect("inject");
+    let mut recorder = Recorder {
+        reopens: Vec::new(),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (engine, _) =
+        run_reopening(engine, &stop, true, 3, &mut recorder).expect("the worker recovers");
+    assert_eq!(recorder.reopens.len(), 1, "{:?}", recorder.reopens);
+    assert!(
+        recorder.reopens[0].0.contains("injected"),
+        "{:?}",
+        recorder.reopens
+    );
+    assert!(engine.store().poisoned().is_none());
+    assert_eq!(engine.store().stats().count(JobState::Succeeded), 40);
+    assert!(engine.store().check().expect("check").problems.is_empty());
 }

@@ -1,12 +1,14 @@
 //! `kiln submit`, `kiln run`, `kiln jobs`, `kiln watch`.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use kiln::engine::{Engine, RunReport};
+use kiln::engine::feed::{event_json, feed_path};
+use kiln::engine::{Engine, RunObserver, RunProgress, RunReport, run_reopening};
 use kiln::store::{CancelOutcome, Job, JobQueue, JobState, NewJob, Priority, Symbol};
 
 use super::Ctx;
@@ -89,6 +91,51 @@ pub fn submit(
     Ok(())
 }
 
+/// Reopening attempts in a row after the store fails, before `kiln run` gives up.
+const REOPENS_MAX: u32 = 5;
+
+/// `kiln run`'s view of the run: the progress bar, the event feed for
+/// `kiln watch` in other processes, and `--watch` printing.
+struct Worker {
+    bar: indicatif::ProgressBar,
+    feed: Option<kiln::engine::feed::EventFeed>,
+    feed_failed: bool,
+    /// `--watch`: the last event printed.
+    watching: Option<u64>,
+    json: bool,
+}
+
+impl RunObserver for Worker {
+    fn progress(&mut self, engine: &Engine, p: RunProgress) {
+        self.bar.set_length(p.total);
+        self.bar.set_position(p.done);
+        if self.feed.is_none() && !self.feed_failed {
+            match engine.serve_events() {
+                Ok(feed) => self.feed = Some(feed),
+                Err(e) => {
+                    // `kiln watch` elsewhere cannot follow; the run goes on.
+                    tracing::warn!(error = %e, "cannot serve the event feed");
+                    self.feed_failed = true;
+                }
+            }
+        }
+        if let Some(after) = self.watching {
+            let printed = print_events(engine, self.json, &mut std::io::stderr(), after);
+            self.watching = Some(printed.unwrap_or(after));
+        }
+    }
+
+    fn reopening(&mut self, error: &kiln::engine::EngineError, attempt: u32, wait: Duration) {
+        self.feed = None;
+        self.bar.suspend(|| {
+            eprintln!(
+                "kiln: the store failed: {error}; reopening it in {:.1} s (attempt {attempt} of {REOPENS_MAX})",
+                wait.as_secs_f64()
+            );
+        });
+    }
+}
+
 pub fn run(
     ctx: &Ctx,
     out: &mut impl Write,
@@ -97,27 +144,6 @@ pub fn run(
     watch: bool,
 ) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    // Events stream to stderr while the runner works (sled's lock keeps
-    // other processes out of the data directory, so following happens here).
-    let watching = Arc::new(AtomicBool::new(watch));
-    let watcher = watch.then(|| {
-        let (engine, watching, json) = (engine.clone(), Arc::clone(&watching), ctx.json);
-        std::thread::spawn(move || {
-            let mut after = 0;
-            let mut err = std::io::stderr();
-            loop {
-                let running = watching.load(Ordering::SeqCst);
-                match print_events(&engine, json, &mut err, after) {
-                    Ok(last) => after = last,
-                    Err(_) => return,
-                }
-                if !running {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    });
     if warm_up {
         let queued = engine.warm_up()?;
         if !ctx.json {
@@ -135,17 +161,21 @@ pub fn run(
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))?;
-    let bar = ctx.progress_bar("compute");
-    let report = engine.run(&stop, until_idle, &mut |p| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-    });
-    bar.finish_and_clear();
-    watching.store(false, Ordering::SeqCst);
-    if let Some(w) = watcher {
-        let _ = w.join();
+    let mut worker = Worker {
+        bar: ctx.progress_bar("compute"),
+        feed: None,
+        feed_failed: false,
+        watching: watch.then_some(0),
+        json: ctx.json,
+    };
+    let result = run_reopening(engine, &stop, until_idle, REOPENS_MAX, &mut worker);
+    worker.bar.finish_and_clear();
+    let (engine, report) = result?;
+    if let Some(after) = worker.watching {
+        print_events(&engine, ctx.json, &mut std::io::stderr(), after)?;
     }
-    print_report(ctx, out, &report?)?;
+    drop(worker.feed.take());
+    print_report(ctx, out, &report)?;
     if stop.load(Ordering::SeqCst) && !ctx.json {
         writeln!(
             out,
@@ -269,10 +299,47 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints the event log after `from` (0: the oldest kept).
+/// Follows the events of the kiln process using the data directory through
+/// its event feed, until that process ends; when none is running, prints
+/// the stored log.
 pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64) -> anyhow::Result<()> {
+    let dir = ctx.dir(super::DATA_DEFAULT);
+    if let Ok(stream) = UnixStream::connect(feed_path(&dir)) {
+        return follow(ctx, out, stream, from);
+    }
     let engine = ctx.engine()?;
     print_events(&engine, ctx.json, out, from)?;
+    if !ctx.json {
+        eprintln!(
+            "kiln: no kiln process is using {}; `kiln run` and `kiln serve` stream events live to `kiln watch`",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints what the feed streams until the process serving it ends.
+fn follow(
+    ctx: &Ctx,
+    out: &mut impl Write,
+    mut stream: UnixStream,
+    from: u64,
+) -> anyhow::Result<()> {
+    writeln!(stream, "{from}")?;
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        if ctx.json {
+            writeln!(out, "{line}")?;
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("the event feed sent {line:?}"))?;
+            writeln!(out, "{}", event_line(&v))?;
+        }
+        out.flush()?;
+    }
+    if !ctx.json {
+        eprintln!("kiln: the kiln process serving the events has ended");
+    }
     Ok(())
 }
 
@@ -290,30 +357,34 @@ fn print_events(
         }
         for e in &events {
             after = e.seq;
+            let v = event_json(e);
             if json {
-                let v = serde_json::json!({
-                    "seq": e.seq, "job": e.job_id, "state": e.state.as_str(), "kind": e.kind,
-                    "attempts": e.attempts, "at_ms": e.at_ms, "symbols": e.symbols,
-                    "symbols_total": e.symbols_total, "error": e.error,
-                });
                 writeln!(out, "{v}")?;
             } else {
-                let error = e
-                    .error
-                    .as_deref()
-                    .map_or(String::new(), |x| format!("  {x}"));
-                writeln!(
-                    out,
-                    "{:>8}  job {:<8} {:<9} {} {}{}",
-                    e.seq,
-                    e.job_id,
-                    e.state.as_str(),
-                    e.kind,
-                    e.symbols.join(","),
-                    error
-                )?;
+                writeln!(out, "{}", event_line(&v))?;
             }
         }
         out.flush()?;
     }
+}
+
+/// One event (as [`event_json`] renders it) as a line of text.
+fn event_line(v: &serde_json::Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let symbols: Vec<&str> = v["symbols"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    let error = v["error"]
+        .as_str()
+        .map_or(String::new(), |x| format!("  {x}"));
+    format!(
+        "{:>8}  job {:<8} {:<9} {} {}{}",
+        v["seq"],
+        v["job"],
+        text("state"),
+        text("kind"),
+        symbols.join(","),
+        error
+    )
 }

@@ -17,10 +17,11 @@
 //! A job over many symbols stores each finished group of symbols with
 //! [`Store::checkpoint`] as it goes; a later attempt skips symbols whose
 //! outputs are already current. Bad data (no bars, a kernel error) ends the
-//! job `dead` with a message naming the symbol; store errors retry with the
-//! store's backoff.
+//! job `dead` with a message naming the symbol; a failed read retries the
+//! job with the store's backoff (see `run`).
 
 pub mod config;
+pub mod feed;
 pub mod guard;
 pub mod metrics;
 mod run;
@@ -44,7 +45,7 @@ use crate::features::{FeatureError, FeatureSpec, Plan, SpecError};
 use crate::market::{IngestOptions, IngestSummary, MarketError, ingest_files};
 
 pub use run::{RunProgress, RunReport};
-pub use runner::Runner;
+pub use runner::{RunObserver, Runner, run_reopening};
 
 /// The engine's bounds and defaults (the store's are inside).
 #[derive(Clone, Debug)]

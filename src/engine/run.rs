@@ -1,5 +1,11 @@
 //! Running jobs: claim a batch, group it by plan, read bars in one batch,
 //! compute on rayon, commit with the store's group commit.
+//!
+//! A job whose data is wrong (bad bars, an unreadable saved state) ends
+//! dead with a message naming the symbol; one whose reads failed (an I/O or
+//! integrity error on the store's read path) fails its attempt and retries
+//! with the store's backoff, so one bad record never stops the run. A
+//! failure of the store's write path poisons the store and ends the run.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -7,8 +13,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use kiln_store::{
-    Bar, BarsView, Completion, DataVersion, JobQueue, JobState, Lease, Priority, ResultStore,
-    Series, SeriesKey, StoreError, Symbol,
+    Bar, BarsView, Completion, DataVersion, FailOutcome, JobQueue, JobState, Lease, Priority,
+    ResultStore, Series, SeriesKey, StoreError, Symbol,
 };
 use rayon::prelude::*;
 
@@ -44,6 +50,26 @@ pub struct RunReport {
 }
 
 type Results = Vec<(SeriesKey, Series)>;
+
+/// Why a job's attempt produced no results.
+enum Setback {
+    /// Its data is wrong: the job ends dead.
+    Data(String),
+    /// Reading the store failed: the attempt fails and the job retries.
+    Read(String),
+}
+
+impl From<StoreError> for Setback {
+    fn from(e: StoreError) -> Self {
+        Setback::Read(e.to_string())
+    }
+}
+
+impl From<EngineError> for Setback {
+    fn from(e: EngineError) -> Self {
+        Setback::Read(e.to_string())
+    }
+}
 
 /// A batch of completions for the committer, with each job's priority.
 struct Batch {
@@ -450,19 +476,49 @@ impl Engine {
 
     /// Ends a job dead with `why`.
     fn kill(&self, lease: &Lease, why: &str, report: &mut RunReport) -> Result<(), EngineError> {
-        tracing::warn!(job = lease.job.id, error = why, "job is dead");
-        match self.guarded(|| self.store.fail_permanently(lease.token, why)) {
-            Ok(_) => {
-                self.runtime()
-                    .metrics
-                    .job(JobState::Dead, lease.job.priority);
-                report.dead += 1;
+        self.settle(lease, Setback::Data(why.to_owned()), report)
+    }
+
+    /// Ends a job's attempt without results: dead for bad data; failed, to
+    /// retry after the store's backoff (dead once its attempts are used
+    /// up), when a read failed.
+    fn settle(
+        &self,
+        lease: &Lease,
+        setback: Setback,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        let outcome = match &setback {
+            Setback::Data(why) => {
+                tracing::warn!(job = lease.job.id, error = %why, "job is dead");
+                self.guarded(|| self.store.fail_permanently(lease.token, why))
             }
+            Setback::Read(why) => {
+                tracing::warn!(job = lease.job.id, error = %why, "reading failed; the job retries");
+                self.guarded(|| self.store.fail(lease.token, why))
+            }
+        };
+        let state = match outcome {
+            Ok(FailOutcome::Dead) => JobState::Dead,
+            Ok(FailOutcome::Retry { .. }) => JobState::Failed,
             // The lease expired meanwhile: the job is back in the queue.
-            Err(StoreError::LeaseLost { .. }) => {}
+            Err(StoreError::LeaseLost { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
+        };
+        self.runtime().metrics.job(state, lease.job.priority);
+        if state == JobState::Dead {
+            report.dead += 1;
         }
         Ok(())
+    }
+
+    /// Each symbol's bars; when the batch read fails, each symbol's on its
+    /// own, so a bad record only fails the jobs that need it.
+    fn read_bars(&self, symbols: &[Symbol]) -> Vec<Result<Option<BarsView>, StoreError>> {
+        match self.store.bars_batch(symbols, None) {
+            Ok(views) => views.into_iter().map(Ok).collect(),
+            Err(_) => symbols.iter().map(|s| self.store.bars(s, ..)).collect(),
+        }
     }
 
     fn run_compute(
@@ -494,26 +550,26 @@ impl Engine {
             .iter()
             .filter_map(|l| l.job.symbols.first().cloned())
             .collect();
-        let views = self.store.bars_batch(&symbols, None)?;
-        let computed: Vec<Result<Results, String>> = single
+        let views = self.read_bars(&symbols);
+        let computed: Vec<Result<Results, Setback>> = single
             .par_iter()
             .zip(views.par_iter())
             .map(|(l, view)| {
                 let _span = tracing::debug_span!("job", id = l.job.id).entered();
-                let symbol = l
-                    .job
-                    .symbols
-                    .first()
-                    .ok_or("a compute job without a symbol")?;
-                let view = view
-                    .as_ref()
-                    .ok_or_else(|| format!("{symbol} has no bars"))?;
+                let (symbol, view) = match (l.job.symbols.first(), view) {
+                    (Some(s), Ok(Some(v))) => (s, v),
+                    (Some(s), Ok(None)) => return Err(Setback::Data(format!("{s} has no bars"))),
+                    (Some(s), Err(e)) => return Err(Setback::Read(format!("{s}: {e}"))),
+                    (None, _) => {
+                        return Err(Setback::Data("a compute job without a symbol".into()));
+                    }
+                };
                 let t = Instant::now();
                 let results = compute_symbol(&plan, &text, symbol, view);
                 self.runtime()
                     .metrics
                     .compute(&text, t.elapsed().as_secs_f64());
-                results
+                results.map_err(Setback::Data)
             })
             .collect();
         let mut completions = Vec::with_capacity(single.len());
@@ -522,7 +578,7 @@ impl Engine {
                 Ok(results) => {
                     completions.push(done(l, results, report));
                 }
-                Err(why) => self.kill(l, &why, report)?,
+                Err(setback) => self.settle(l, setback, report)?,
             }
         }
         sink.send(completions)?;
@@ -545,16 +601,10 @@ impl Engine {
         let _span =
             tracing::debug_span!("job", id = lease.job.id, symbols = lease.job.symbols.len())
                 .entered();
-        let mut todo = Vec::new();
-        for s in &lease.job.symbols {
-            let current = match self.store.data_version(s)? {
-                Some(v) => self.is_current(s, plan, &v)?,
-                None => false,
-            };
-            if !current {
-                todo.push(s.clone());
-            }
-        }
+        let todo = match self.not_current(plan, &lease.job.symbols) {
+            Ok(todo) => todo,
+            Err(setback) => return self.settle(&lease, setback, report),
+        };
         let chunks: Vec<&[Symbol]> = todo.chunks(self.config.checkpoint_symbols).collect();
         let mut last = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
@@ -567,18 +617,19 @@ impl Engine {
                 Err(StoreError::LeaseLost { .. }) => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
-            let views = self.store.bars_batch(chunk, None)?;
-            let computed: Result<Vec<Results>, String> = chunk
+            let views = self.read_bars(chunk);
+            let computed: Result<Vec<Results>, Setback> = chunk
                 .par_iter()
                 .zip(views.par_iter())
-                .map(|(s, view)| {
-                    let view = view.as_ref().ok_or_else(|| format!("{s} has no bars"))?;
-                    compute_symbol(plan, text, s, view)
+                .map(|(s, view)| match view {
+                    Ok(Some(v)) => compute_symbol(plan, text, s, v).map_err(Setback::Data),
+                    Ok(None) => Err(Setback::Data(format!("{s} has no bars"))),
+                    Err(e) => Err(Setback::Read(format!("{s}: {e}"))),
                 })
                 .collect();
             let results: Results = match computed {
                 Ok(r) => r.into_iter().flatten().collect(),
-                Err(why) => return self.kill(&lease, &why, report),
+                Err(setback) => return self.settle(&lease, setback, report),
             };
             report.symbols += chunk.len() as u64;
             report.series += results.len() as u64;
@@ -601,6 +652,21 @@ impl Engine {
         )])
     }
 
+    /// The symbols whose outputs of `plan` are missing or stale.
+    fn not_current(&self, plan: &Plan, symbols: &[Symbol]) -> Result<Vec<Symbol>, Setback> {
+        let mut todo = Vec::new();
+        for s in symbols {
+            let current = match self.store.data_version(s)? {
+                Some(v) => self.is_current(s, plan, &v)?,
+                None => false,
+            };
+            if !current {
+                todo.push(s.clone());
+            }
+        }
+        Ok(todo)
+    }
+
     /// Refresh jobs: continue each stored plan's state over new bars.
     fn run_refresh(
         &self,
@@ -608,7 +674,7 @@ impl Engine {
         report: &mut RunReport,
         sink: &Sink,
     ) -> Result<(), EngineError> {
-        let computed: Vec<Result<Result<Refreshed, String>, EngineError>> = leases
+        let computed: Vec<Result<Refreshed, Setback>> = leases
             .par_iter()
             .map(|l| {
                 let _span = tracing::debug_span!("job", id = l.job.id, kind = REFRESH).entered();
@@ -617,7 +683,7 @@ impl Engine {
             .collect();
         let mut completions = Vec::new();
         for (l, result) in leases.iter().zip(computed) {
-            match result? {
+            match result {
                 Ok(Refreshed {
                     results,
                     continued,
@@ -627,24 +693,22 @@ impl Engine {
                     report.recomputed += recomputed;
                     completions.push(done(l, results, report));
                 }
-                Err(why) => self.kill(l, &why, report)?,
+                Err(setback) => self.settle(l, setback, report)?,
             }
         }
         sink.send(completions)
     }
 
-    /// The results of refreshing one symbol; `Ok(Err(why))` for bad data.
-    fn refresh_one(&self, lease: &Lease) -> Result<Result<Refreshed, String>, EngineError> {
+    /// The results of refreshing one symbol.
+    fn refresh_one(&self, lease: &Lease) -> Result<Refreshed, Setback> {
         let Some(symbol) = lease.job.symbols.first() else {
-            return Ok(Err("a refresh job without a symbol".into()));
+            return Err(Setback::Data("a refresh job without a symbol".into()));
         };
         let Some(bars) = self.store.bars(symbol, ..)? else {
-            return Ok(Err(format!("{symbol} has no bars")));
+            return Err(Setback::Data(format!("{symbol} has no bars")));
         };
         let version = bars.version();
-        if let Err(why) = check_bars(symbol, &bars, 0) {
-            return Ok(Err(why));
-        }
+        check_bars(symbol, &bars, 0).map_err(Setback::Data)?;
         let mut out = Refreshed::default();
         for key in self.store.series_keys(symbol)? {
             if !key.feature.starts_with(STATE_PREFIX) {
@@ -657,14 +721,16 @@ impl Engine {
                 continue;
             }
             let Some((text, state_bytes)) = split_state_payload(saved.state()) else {
-                return Ok(Err(format!(
+                return Err(Setback::Data(format!(
                     "{symbol}: saved state {} is unreadable",
                     key.feature
                 )));
             };
             let plan = match parse_list(text) {
                 Ok(specs) => Plan::new(&specs),
-                Err(e) => return Ok(Err(format!("{symbol}: saved plan {text:?}: {e}"))),
+                Err(e) => {
+                    return Err(Setback::Data(format!("{symbol}: saved plan {text:?}: {e}")));
+                }
             };
             let old_n = usize::try_from(saved.bar_count()).unwrap_or(usize::MAX);
             let grew = old_n > 0
@@ -695,12 +761,12 @@ impl Engine {
                         out.recomputed += 1;
                         r
                     }
-                    Err(why) => return Ok(Err(why)),
+                    Err(why) => return Err(Setback::Data(why)),
                 },
             };
             out.results.extend(results);
         }
-        Ok(Ok(out))
+        Ok(out)
     }
 
     /// Continues a saved state over bars `old_n..`; `None` if any stored
@@ -715,7 +781,7 @@ impl Engine {
         bars: &BarsView,
         old_hash: u64,
         old_n: usize,
-    ) -> Result<Option<Results>, EngineError> {
+    ) -> Result<Option<Results>, StoreError> {
         let Ok(mut state) = plan.decode_state(state_bytes) else {
             return Ok(None);
         };

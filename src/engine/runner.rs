@@ -4,14 +4,20 @@
 //! points for tokio callers (the HTTP API), which run the store's blocking
 //! calls on tokio's blocking pool so no compute or fsync wait ever occupies
 //! a tokio worker thread.
+//!
+//! [`run_reopening`] is the long-running worker's loop (`kiln run`): when
+//! the store's write path fails, the store is poisoned until reopened, so it
+//! closes the engine, waits, reopens the directory (recovery returns the
+//! interrupted jobs to the queue) and goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kiln_store::{Enqueued, Priority, Symbol};
 
-use super::{Engine, EngineError, RunReport};
+use super::{Engine, EngineError, RunProgress, RunReport, is_outage};
 use crate::features::FeatureSpec;
 
 /// A runner working the queue in the background until stopped.
@@ -72,5 +78,76 @@ impl Engine {
         tokio::task::spawn_blocking(move || engine.submit_as(&client, &symbols, &specs, priority))
             .await
             .map_err(|e| EngineError::Request(format!("the submit task failed: {e}")))?
+    }
+}
+
+/// What [`run_reopening`] tells its caller.
+pub trait RunObserver {
+    /// Progress of the run, with the engine doing it.
+    fn progress(&mut self, engine: &Engine, progress: RunProgress);
+    /// The store failed with `error`; the engine is about to close (drop
+    /// anything holding it now) and reopen after `wait`.
+    fn reopening(&mut self, error: &EngineError, attempt: u32, wait: Duration);
+}
+
+/// The longest wait between reopening attempts.
+const REOPEN_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Runs like [`Engine::run`]; when the store fails (an I/O or sled error,
+/// or the store poisoned by a failed write), closes the engine, waits
+/// (`breaker_recovery_ms`, doubling, at most 30 s), reopens the data
+/// directory and goes on, up to `reopens_max` times in a row (a run that
+/// gets jobs done in between starts the count again). Returns the engine
+/// last used and what every run did together.
+pub fn run_reopening(
+    mut engine: Engine,
+    stop: &AtomicBool,
+    until_idle: bool,
+    reopens_max: u32,
+    observer: &mut dyn RunObserver,
+) -> Result<(Engine, RunReport), EngineError> {
+    let started = Instant::now();
+    let mut total = RunReport::default();
+    let mut attempt = 0;
+    loop {
+        let mut done = 0;
+        let result = engine.run(stop, until_idle, &mut |p| {
+            done = p.done;
+            observer.progress(&engine, p);
+        });
+        let report = match result {
+            Ok(report) => report,
+            Err(e)
+                if matches!(&e, EngineError::Store(s) if is_outage(s))
+                    && !stop.load(Ordering::SeqCst) =>
+            {
+                attempt = if done > 0 { 1 } else { attempt + 1 };
+                if attempt > reopens_max {
+                    return Err(e);
+                }
+                let base = Duration::from_millis(engine.config().breaker_recovery_ms.max(1));
+                let wait = base
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(REOPEN_WAIT_MAX);
+                observer.reopening(&e, attempt, wait);
+                let (dir, config) = (engine.store().dir().to_path_buf(), engine.config().clone());
+                drop(engine);
+                let deadline = Instant::now() + wait;
+                while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                engine = Engine::open(&dir, config)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        total.succeeded += report.succeeded;
+        total.dead += report.dead;
+        total.symbols += report.symbols;
+        total.series += report.series;
+        total.continued += report.continued;
+        total.recomputed += report.recomputed;
+        total.seconds = started.elapsed().as_secs_f64();
+        return Ok((engine, total));
     }
 }
