@@ -41,8 +41,10 @@ pub enum Durability {
     /// in the background within about `tick_ms`. A process crash or power
     /// loss can lose that window of acknowledged writes (never a torn group:
     /// what survives is always a prefix of whole groups). Feature series go
-    /// to the value log without an fsync on the commit path; results whose
-    /// bytes a power loss took are found at open and their jobs run again.
+    /// to the value log without an fsync on the commit path; after a power
+    /// loss, open finds the results whose bytes did not reach the disk and
+    /// takes back their jobs' completions (results dropped, job queued
+    /// again), each job's completion staying all or nothing.
     Relaxed,
 }
 
@@ -689,11 +691,13 @@ impl Store {
     }
 
     /// Test hook: stops the store as a power loss right now could leave it
-    /// in `Relaxed` mode: sled's index on disk, the value log cut back to the
-    /// synced mark. Every later call answers `Closed`; drop it and reopen.
+    /// in `Relaxed` mode: sled's index on disk, and with `truncate` the value
+    /// log cut back to the synced mark (without, the value log is left as it
+    /// is for the test to damage). Every later call answers `Closed`; drop it
+    /// and reopen.
     #[doc(hidden)]
-    pub fn simulate_power_loss(&self) -> Result<()> {
-        self.call(|reply| Op::PowerLoss { reply })
+    pub fn simulate_power_loss(&self, truncate: bool) -> Result<()> {
+        self.call(|reply| Op::PowerLoss { truncate, reply })
     }
 }
 

@@ -115,7 +115,8 @@ pub(crate) fn recover(w: &mut Writer, lost: &[LostRecord]) -> Result<RecoveryRep
         w.symstats.insert(symbol, SymbolStats::decode(&v)?);
     }
 
-    if stored.counters != scanned {
+    // Jobs queued again above leave the stored counters behind on purpose.
+    if stored.counters != scanned && rerun_lost == 0 {
         let drift = format!("stored {:?}, scan {scanned:?}", stored.counters);
         tracing::warn!(%drift, "job counters drifted from the jobs tree; repaired from the scan");
         report.counters_drift = Some(drift);
@@ -166,10 +167,14 @@ pub(crate) fn recover(w: &mut Writer, lost: &[LostRecord]) -> Result<RecoveryRep
     Ok(report)
 }
 
-/// Drops the index entries of lost records and queues the jobs that stored
-/// them again (a job that ended dead or cancelled stays so); returns how
-/// many were queued. A lost bar chunk is an error: bars are fsynced before
-/// they are indexed, so the disk itself lost acknowledged writes.
+/// Drops the index entries of lost records and queues the succeeded jobs
+/// that stored them again, the lost attempt not counted; returns how many.
+/// A job still running or awaiting a retry needs nothing more (it computes
+/// what is not stored when it next runs); one that ended dead or cancelled,
+/// or was purged from the history, stays so, and its lost results are
+/// simply gone (`kiln check` stays clean; a new submission recomputes
+/// them). A lost bar chunk is an error: bars are fsynced before they are
+/// indexed, so the disk itself lost acknowledged writes.
 fn forget_lost(w: &mut Writer, lost: &[LostRecord], now: u64) -> Result<u64> {
     if lost.is_empty() {
         return Ok(0);
@@ -191,10 +196,11 @@ fn forget_lost(w: &mut Writer, lost: &[LostRecord], now: u64) -> Result<u64> {
             continue;
         };
         let (mut job, _) = decode_job(id, &bytes)?;
-        if matches!(job.state, JobState::Dead | JobState::Cancelled) {
+        if job.state != JobState::Succeeded {
             continue;
         }
         job.state = JobState::Queued;
+        job.attempts = job.attempts.saturating_sub(1);
         job.run_at_ms = now;
         job.finished_ms = None;
         job.lease_expires_ms = None;

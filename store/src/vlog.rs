@@ -22,7 +22,7 @@
 //! any reader exists) or deleted whole by compaction (a reader's existing
 //! mapping outlives the unlink).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,9 @@ impl VlogPosition {
     fn end_of(entry: &IndexEntry) -> VlogPosition {
         VlogPosition {
             segment: entry.segment,
-            offset: entry.offset + u64::from(entry.len).next_multiple_of(RECORD_ALIGN as u64),
+            offset: entry
+                .offset
+                .saturating_add(u64::from(entry.len).next_multiple_of(RECORD_ALIGN as u64)),
         }
     }
 }
@@ -107,7 +109,9 @@ pub(crate) fn fsync_segment(dir: &Path, id: u32) -> Result<()> {
     }
 }
 
-/// Whether `entry`'s record is on disk whole: header and checksum match.
+/// Whether `entry`'s record is on disk whole: header and checksum match. A
+/// missing segment or a short file means the record was lost; any other
+/// error is reported, not taken for a loss.
 fn record_on_disk(
     dir: &Path,
     files: &mut HashMap<u32, Option<File>>,
@@ -115,29 +119,49 @@ fn record_on_disk(
 ) -> Result<bool> {
     use std::os::unix::fs::FileExt;
     let path = segment_path(dir, entry.segment);
-    let file = match files
-        .entry(entry.segment)
-        .or_insert_with(|| File::open(&path).ok())
-    {
-        Some(f) => f,
-        None => return Ok(false),
+    let io = |e| StoreError::io(format!("read {}", path.display()), e);
+    let file = match files.entry(entry.segment) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => v.insert(match File::open(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        }),
+    };
+    let Some(file) = file.as_ref() else {
+        return Ok(false);
     };
     let Some(header_at) = entry.offset.checked_sub(RECORD_HEADER_BYTES) else {
         return Ok(false);
     };
-    let mut record = vec![0u8; RECORD_HEADER_BYTES as usize + entry.len as usize];
-    match file.read_exact_at(&mut record, header_at) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(StoreError::io(format!("read {}", path.display()), e)),
+    let read = |buf: &mut [u8], at: u64| match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io(e)),
+    };
+    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+    if !read(&mut header, header_at)? {
+        return Ok(false);
     }
-    let (header, payload) = record.split_at(RECORD_HEADER_BYTES as usize);
     let field =
         |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-    Ok(field(0) == RECORD_MAGIC
-        && field(4) == entry.len
-        && field(8) == entry.crc
-        && crc32fast::hash(payload) == entry.crc)
+    if field(0) != RECORD_MAGIC || field(4) != entry.len || field(8) != entry.crc {
+        return Ok(false);
+    }
+    // The payload, checksummed a piece at a time.
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; APPEND_BUFFER_BYTES];
+    let (mut at, mut left) = (entry.offset, u64::from(entry.len));
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        if !read(&mut buf[..n], at)? {
+            return Ok(false);
+        }
+        crc.update(&buf[..n]);
+        at += n as u64;
+        left -= n as u64;
+    }
+    Ok(crc.finalize() == entry.crc)
 }
 
 /// Size and live bytes of one segment.
@@ -155,7 +179,8 @@ pub struct VlogRecovery {
     /// Segments deleted because nothing indexed them.
     pub removed_segments: u32,
     /// Indexed records past the synced mark that did not reach the disk
-    /// (a power loss in `Relaxed` mode); their index entries are dropped.
+    /// (a power loss in `Relaxed` mode), with every other record past the
+    /// mark their jobs wrote; their index entries are dropped.
     pub lost_records: u64,
 }
 
@@ -207,12 +232,23 @@ impl Vlog {
 
         let mut lost = Vec::new();
         if let Some(mark) = synced {
+            let past: Vec<usize> = (0..indexed.len())
+                .filter(|&i| VlogPosition::end_of(&indexed[i]) > mark)
+                .collect();
             let mut files = HashMap::new();
-            for (i, e) in indexed.iter().enumerate() {
-                if VlogPosition::end_of(e) > mark && !record_on_disk(dir, &mut files, e)? {
-                    lost.push(i);
+            let mut lost_jobs = HashSet::new();
+            for &i in &past {
+                if !record_on_disk(dir, &mut files, &indexed[i])? {
+                    lost_jobs.insert(indexed[i].job_id);
                 }
             }
+            // A commit is all or nothing: every record past the mark that a
+            // job with a lost record wrote goes with it (its saved state
+            // must not outlive its outputs, nor the reverse).
+            lost = past
+                .into_iter()
+                .filter(|&i| lost_jobs.contains(&indexed[i].job_id))
+                .collect();
         }
         let mut segments: BTreeMap<u32, SegmentUse> = BTreeMap::new();
         let mut ends: HashMap<u32, u64> = HashMap::new();

@@ -272,6 +272,7 @@ pub(crate) enum Op {
     FailNextCommit,
     /// Test support: see [`Writer::lose_unsynced`].
     PowerLoss {
+        truncate: bool,
         reply: Sender<Result<()>>,
     },
     Shutdown,
@@ -472,12 +473,17 @@ impl Writer {
             }
         }
         self.stop_flusher();
-        if self.config.durability == Durability::Relaxed
-            && !self.power_lost
-            && self.poisoned().is_none()
-            && let Err(e) = self.sync_now()
-        {
-            tracing::error!(error = %e, "the final flush failed");
+        if self.config.durability == Durability::Relaxed && !self.power_lost {
+            // Poisoned, no commit is possible, but what was acknowledged
+            // before the failure still goes to disk if it can.
+            let flushed = if self.poisoned().is_none() {
+                self.sync_now()
+            } else {
+                self.vlog.sync().and_then(|()| self.disk.flush_and_fsync())
+            };
+            if let Err(e) = flushed {
+                tracing::error!(error = %e, "the final flush failed");
+            }
         }
         // Let the syncer answer what it holds, then wait for it.
         self.syncer = None;
@@ -568,15 +574,23 @@ impl Writer {
     }
 
     /// Test support: what a power loss right now may leave. sled is flushed
-    /// (its index reaches the disk) but the value log loses everything past
-    /// the synced mark sled holds, as if never written back; the writer then
-    /// stops without its final sync.
-    fn lose_unsynced(&mut self) -> Result<()> {
+    /// (its index reaches the disk) but, with `truncate`, the value log loses
+    /// everything past the synced mark sled holds, as if never written back;
+    /// the writer then stops without its final sync.
+    fn lose_unsynced(&mut self, truncate: bool) -> Result<()> {
         self.stop_flusher();
         self.power_lost = true;
         self.vlog.flush()?;
         self.disk.flush_and_fsync()?;
-        self.vlog.truncate_past(self.recorded_synced)
+        let mark = match self.config.durability {
+            Durability::Relaxed => self.recorded_synced,
+            // Every commit fsynced the value log first.
+            Durability::Sync => self.vlog.end(),
+        };
+        if truncate {
+            self.vlog.truncate_past(mark)?;
+        }
+        Ok(())
     }
 
     /// Housekeeping when no op arrived for a tick: lease expiry, retention,
@@ -757,8 +771,8 @@ impl Writer {
                     }
                     let _ = reply.send(v);
                 }
-                Op::PowerLoss { reply } => {
-                    let _ = reply.send(self.lose_unsynced());
+                Op::PowerLoss { truncate, reply } => {
+                    let _ = reply.send(self.lose_unsynced(truncate));
                     shutdown = true;
                 }
                 Op::Compact { reply } => {
@@ -1486,7 +1500,7 @@ fn reject(op: Op, cause: &str) {
         Op::Checkpoint { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Fail { reply, .. } => reply.send(Err(err())).is_ok(),
         Op::Cancel { reply, .. } => reply.send(Err(err())).is_ok(),
-        Op::SetPaused { reply, .. } | Op::Sync { reply } | Op::PowerLoss { reply } => {
+        Op::SetPaused { reply, .. } | Op::Sync { reply } | Op::PowerLoss { reply, .. } => {
             reply.send(Err(err())).is_ok()
         }
         Op::Purge { reply, .. } => reply.send(Err(err())).is_ok(),

@@ -7,6 +7,8 @@ use kiln_store::{
     Symbol,
 };
 
+use std::time::Duration;
+
 const T0: u64 = 1_700_000_000_000;
 
 fn config(clock: &Clock) -> StoreConfig {
@@ -645,7 +647,7 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
                 vec![(key("C"), big(3.0)), (key("A"), big(4.0))],
             )
             .expect("complete c");
-        store.simulate_power_loss().expect("power loss");
+        store.simulate_power_loss(true).expect("power loss");
         ids
     };
     // The next session may run in either mode.
@@ -656,9 +658,14 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
         store.job(ids[0]).expect("read").expect("a").state,
         JobState::Succeeded
     );
+    assert_eq!(r.counters_drift, None, "the requeues are expected");
     for &id in &ids[1..] {
         let j = store.job(id).expect("read").expect("exists");
-        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(
+            (j.state, j.attempts),
+            (JobState::Queued, 0),
+            "the lost attempt is not counted"
+        );
         assert!(j.last_error.unwrap_or_default().contains("power loss"));
     }
     // A's newer series was lost with job c; its index entry is gone with it.
@@ -688,6 +695,99 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
         assert!(view.values().iter().all(|&v| v == x), "{s}");
     }
     assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn the_relaxed_flusher_makes_results_durable_within_ticks_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        tick_ms: 5,
+        // About 32 KiB per series: a new segment every other record.
+        segment_bytes_max: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let key = |i: usize| SeriesKey::new(sym(&format!("S{i}")), "close").expect("key");
+    {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        store
+            .enqueue_many((0..12).map(|i| job(&i.to_string())).collect())
+            .expect("enqueue");
+        for (i, l) in store.claim(12).expect("claim").iter().enumerate() {
+            store
+                .complete(l.token, vec![(key(i), series(vec![i as f64; 4096]))])
+                .expect("complete");
+        }
+        // No explicit sync: the flusher fsyncs, the writer records the mark.
+        std::thread::sleep(Duration::from_millis(500));
+        store.simulate_power_loss(true).expect("power loss");
+    }
+    let store = Store::open(dir.path(), relaxed).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (0, 0), "{r:?}");
+    assert_eq!(store.stats().count(JobState::Succeeded), 12);
+    for i in 0..12 {
+        let view = store.series(&key(i)).expect("read").expect("stored");
+        assert!(view.values().iter().all(|&v| v == i as f64), "S{i}");
+    }
+    assert!(
+        fs_segments(dir.path()) > 3,
+        "the records span several segments"
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn a_job_with_one_lost_record_loses_all_its_records_past_the_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        tick_ms: 3_600_000,
+        ..StoreConfig::default()
+    };
+    let key = |f: &str| SeriesKey::new(sym("X"), f).expect("key");
+    let id = {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        let id = store.enqueue(job("x")).expect("enqueue").id();
+        let l = store.claim(1).expect("claim").remove(0);
+        let results = vec![
+            (key("out"), series(vec![7.5; 4096])),
+            (key("@state"), series(vec![9.25; 4096])),
+        ];
+        store.complete(l.token, results).expect("complete");
+        store.simulate_power_loss(false).expect("power loss");
+        id
+    };
+    // Only the output's bytes are damaged; the state's are intact.
+    let needle = 7.5f64.to_le_bytes();
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(dir.path().join("vlog")).expect("vlog") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read");
+        if let Some(at) = bytes.windows(8).position(|w| w == needle) {
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, bytes).expect("write");
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1);
+    let store = Store::open(dir.path(), relaxed).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (2, 1), "{r:?}");
+    assert!(store.series(&key("out")).expect("read").is_none());
+    assert!(
+        store.series(&key("@state")).expect("read").is_none(),
+        "the state must not outlive the outputs it belongs to"
+    );
+    assert_eq!(
+        store.job(id).expect("read").expect("job").state,
+        JobState::Queued
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+fn fs_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("vlog")).expect("vlog").count()
 }
 
 #[test]
