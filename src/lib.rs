@@ -12,6 +12,7 @@
 //!
 //! The HTTP API comes with later work.
 
+pub mod api;
 pub mod bench;
 pub mod engine;
 pub mod features;

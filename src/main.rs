@@ -215,6 +215,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
+    /// Serve the HTTP API (features, submissions, bars, events, health,
+    /// metrics; GET /openapi.json lists the routes) and work the queue,
+    /// until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on; loopback unless you say otherwise.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        /// Bearer token every route but /health requires (default: the
+        /// KILN_TOKEN environment variable; neither: no token).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Print the effective configuration as a documented TOML file.
     Config,
     /// Run a benchmark and print its measurements.
@@ -481,6 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats { metrics } => cli::admin::stats(&ctx, &mut out, metrics)?,
         Command::Check => cli::admin::check(&ctx, &mut out)?,
         Command::Watch { from } => cli::jobs::watch(&ctx, &mut out, from)?,
+        Command::Serve { addr, token } => cli::serve::serve(&ctx, &mut out, &addr, token)?,
         Command::Config => cli::admin::config(&ctx, &mut out)?,
         Command::Bench(Bench::Queue {
             jobs,

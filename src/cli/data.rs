@@ -144,13 +144,7 @@ pub fn features(
 ) -> anyhow::Result<()> {
     let symbol = Symbol::new(symbol)?;
     // A label (`macd(12,26,9).signal`) or a spec (all its outputs).
-    let labels: Vec<String> = match kiln::features::spec::parse_list(spec) {
-        Ok(specs) => specs.iter().flat_map(|s| s.output_labels()).collect(),
-        Err(e) => match spec.rsplit_once('.') {
-            Some((base, _)) if kiln::features::spec::parse(base).is_ok() => vec![spec.to_owned()],
-            _ => return Err(e.into()),
-        },
-    };
+    let (labels, _) = kiln::engine::resolve_features(spec)?;
     let engine = ctx.engine()?;
     let bars = engine
         .store()

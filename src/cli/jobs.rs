@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln::engine::feed::{event_json, feed_path};
-use kiln::engine::{Engine, RunObserver, RunProgress, RunReport, run_reopening};
+use kiln::engine::{Engine, RunObserver, RunProgress, RunReport, job_json, run_reopening};
 use kiln::store::{CancelOutcome, Job, JobQueue, JobState, NewJob, Priority, Symbol};
 
 use super::Ctx;
@@ -202,16 +202,6 @@ fn job_line(j: &Job) -> String {
         symbols.join(","),
         more
     )
-}
-
-fn job_json(j: &Job) -> serde_json::Value {
-    serde_json::json!({
-        "id": j.id, "state": j.state.as_str(), "kind": j.kind,
-        "priority": format!("{:?}", j.priority).to_lowercase(),
-        "attempts": j.attempts, "symbols": j.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(),
-        "payload": String::from_utf8_lossy(&j.payload), "last_error": j.last_error,
-        "enqueued_ms": j.enqueued_ms, "finished_ms": j.finished_ms,
-    })
 }
 
 /// `kiln jobs …`.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod data;
 pub mod demo;
 pub mod jobs;
+pub mod serve;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ use kiln_store::{Durability, RetryPolicy, StoreConfig};
 use serde::Deserialize;
 
 use super::EngineConfig;
+use crate::api::ServeConfig;
 
 /// The file's keys; see [`render`] for what each means.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +45,11 @@ struct File {
     submit_symbols_per_s: Option<f64>,
     submit_burst_symbols: Option<f64>,
     admit_depth_max: Option<u64>,
+    batch_symbols_max: Option<usize>,
+    body_bytes_max: Option<usize>,
+    bars_body_bytes_max: Option<usize>,
+    requests_per_s: Option<f64>,
+    requests_burst: Option<f64>,
 }
 
 /// Reads a configuration file's text over the defaults; the error names
@@ -104,6 +110,14 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
         submit_symbols_per_s: f.submit_symbols_per_s.unwrap_or(e.submit_symbols_per_s),
         submit_burst_symbols: f.submit_burst_symbols.unwrap_or(e.submit_burst_symbols),
         admit_depth_max: f.admit_depth_max.unwrap_or(e.admit_depth_max),
+        serve: ServeConfig {
+            token: None,
+            batch_symbols_max: f.batch_symbols_max.unwrap_or(e.serve.batch_symbols_max),
+            body_bytes_max: f.body_bytes_max.unwrap_or(e.serve.body_bytes_max),
+            bars_body_bytes_max: f.bars_body_bytes_max.unwrap_or(e.serve.bars_body_bytes_max),
+            requests_per_s: f.requests_per_s.unwrap_or(e.serve.requests_per_s),
+            requests_burst: f.requests_burst.unwrap_or(e.serve.requests_burst),
+        },
     })
 }
 
@@ -275,6 +289,31 @@ pub fn render(c: &EngineConfig) -> String {
             "admit_depth_max",
             c.admit_depth_max.to_string(),
             "waiting jobs beyond which submissions are refused with a retry-after hint",
+        ),
+        (
+            "batch_symbols_max",
+            c.serve.batch_symbols_max.to_string(),
+            "kiln serve: most symbols in one POST /v1/compute/batch",
+        ),
+        (
+            "body_bytes_max",
+            c.serve.body_bytes_max.to_string(),
+            "kiln serve: largest request body (but POST /v1/bars)",
+        ),
+        (
+            "bars_body_bytes_max",
+            c.serve.bars_body_bytes_max.to_string(),
+            "kiln serve: largest POST /v1/bars body",
+        ),
+        (
+            "requests_per_s",
+            format!("{:?}", c.serve.requests_per_s),
+            "kiln serve: requests per second one client address may make (token bucket)",
+        ),
+        (
+            "requests_burst",
+            format!("{:?}", c.serve.requests_burst),
+            "kiln serve: requests one client address may make at once (bucket size)",
         ),
     ];
     let mut out = String::from(

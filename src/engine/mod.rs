@@ -74,6 +74,8 @@ pub struct EngineConfig {
     /// Waiting jobs beyond which submissions are refused with a retry-after
     /// hint (below the store's hard `queue_depth_max`).
     pub admit_depth_max: u64,
+    /// The HTTP service's bounds (`kiln serve`).
+    pub serve: crate::api::ServeConfig,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +92,7 @@ impl Default for EngineConfig {
             submit_symbols_per_s: 50_000.0,
             submit_burst_symbols: 100_000.0,
             admit_depth_max: 500_000,
+            serve: crate::api::ServeConfig::default(),
         }
     }
 }
@@ -212,6 +215,8 @@ impl Engine {
         for (name, v) in [
             ("submit_symbols_per_s", config.submit_symbols_per_s),
             ("submit_burst_symbols", config.submit_burst_symbols),
+            ("requests_per_s", config.serve.requests_per_s),
+            ("requests_burst", config.serve.requests_burst),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(EngineError::Request(format!(
@@ -574,6 +579,42 @@ impl Engine {
             }
         }
         Ok(true)
+    }
+}
+
+/// A job as JSON: the one rendering `kiln jobs --json` and the HTTP API share.
+pub fn job_json(j: &kiln_store::Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id, "state": j.state.as_str(), "kind": j.kind,
+        "priority": format!("{:?}", j.priority).to_lowercase(),
+        "attempts": j.attempts, "symbols": j.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(),
+        "payload": String::from_utf8_lossy(&j.payload), "last_error": j.last_error,
+        "enqueued_ms": j.enqueued_ms, "finished_ms": j.finished_ms,
+    })
+}
+
+/// What a feature request names: a spec list (`rsi(14),macd(12,26,9)`: all
+/// their outputs) or one output label (`macd(12,26,9).signal`). Returns the
+/// labels to read and the specs that compute them.
+pub fn resolve_features(text: &str) -> Result<(Vec<String>, Vec<FeatureSpec>), SpecError> {
+    match crate::features::spec::parse_list(text) {
+        Ok(specs) => Ok((
+            specs.iter().flat_map(|s| s.output_labels()).collect(),
+            specs,
+        )),
+        Err(e) => {
+            let spec = match text.rsplit_once('.') {
+                Some((base, _)) => crate::features::spec::parse(base).map_err(|_| e)?,
+                None => return Err(e),
+            };
+            if !spec.output_labels().iter().any(|l| l == text.trim()) {
+                return Err(SpecError::Syntax {
+                    spec: text.to_owned(),
+                    reason: "the feature has no output of that name",
+                });
+            }
+            Ok((vec![text.trim().to_owned()], vec![spec]))
+        }
     }
 }
 

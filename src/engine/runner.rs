@@ -40,6 +40,14 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Whether the runner thread still works the queue (it ends on a store
+    /// failure).
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
 impl Drop for Runner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

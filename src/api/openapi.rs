@@ -1,0 +1,131 @@
+//! The OpenAPI 3 document served at `/openapi.json`, built from [`ROUTES`]
+//! (a test requests every route listed here and checks the router has it).
+
+/// One route: method, path, summary, and its answers (status, meaning).
+pub type Route = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(u16, &'static str)],
+);
+
+/// Every route.
+pub const ROUTES: &[Route] = &[
+    (
+        "post",
+        "/v1/compute/batch",
+        "Queue the features {symbols, features, priority} (at most batch_symbols_max symbols).",
+        &[
+            (202, "queued: {job_ids, estimated_completion_s}"),
+            (
+                400,
+                "bad JSON, symbol, spec or priority, or too many symbols",
+            ),
+            (429, "rate limited or queue full (Retry-After)"),
+        ],
+    ),
+    (
+        "get",
+        "/v1/jobs/{id}",
+        "One job.",
+        &[(200, "the job"), (404, "no such job")],
+    ),
+    (
+        "delete",
+        "/v1/jobs/{id}",
+        "Cancel a queued job.",
+        &[
+            (200, "cancelled"),
+            (404, "no such job"),
+            (409, "running or finished"),
+        ],
+    ),
+    (
+        "get",
+        "/v1/features/{symbol}",
+        "The latest value of every stored feature of a symbol.",
+        &[(200, "the values"), (404, "no bars for the symbol")],
+    ),
+    (
+        "get",
+        "/v1/features/{symbol}/{spec}",
+        "A stored series (query tail, from, to); JSON, or an Arrow IPC stream for Accept: application/vnd.apache.arrow.stream.",
+        &[
+            (200, "the series: {symbol, feature, ts, values}"),
+            (
+                202,
+                "missing or stale: {job_id} of the high-priority job computing it",
+            ),
+            (400, "bad symbol, spec or query"),
+            (404, "no bars for the symbol"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/bars",
+        "Ingest a CSV (plain or gzip) or Arrow IPC body, all or nothing (query map=Ticker=symbol,...).",
+        &[
+            (200, "ingested: {rows, symbols, changed, refresh_jobs}"),
+            (400, "invalid bars, naming the row and column"),
+            (413, "body over bars_body_bytes_max"),
+        ],
+    ),
+    (
+        "get",
+        "/v1/events",
+        "Server-sent events from the durable event log; resume with Last-Event-ID or ?after=.",
+        &[(200, "text/event-stream")],
+    ),
+    (
+        "get",
+        "/health",
+        "healthy, degraded or unhealthy, with each check (no token needed).",
+        &[(200, "healthy or degraded"), (503, "unhealthy")],
+    ),
+    (
+        "get",
+        "/metrics",
+        "Prometheus text metrics.",
+        &[(200, "text/plain")],
+    ),
+    (
+        "get",
+        "/openapi.json",
+        "This document.",
+        &[(200, "OpenAPI 3")],
+    ),
+];
+
+/// The document.
+pub fn document() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary, answers) in ROUTES {
+        let responses: serde_json::Map<String, serde_json::Value> = answers
+            .iter()
+            .map(|(code, what)| (code.to_string(), serde_json::json!({"description": what})))
+            .collect();
+        let params: Vec<serde_json::Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+            })
+            .collect();
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        entry[*method] = serde_json::json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": responses,
+            "security": if *path == "/health" { serde_json::json!([]) } else { serde_json::json!([{"bearer": []}]) },
+        });
+    }
+    serde_json::json!({
+        "openapi": "3.0.3",
+        "info": {"title": "kiln", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Precomputed trading features: submit, read, follow."},
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
+}
