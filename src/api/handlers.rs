@@ -22,7 +22,7 @@ use crate::engine::feed::event_json;
 use crate::engine::guard::BreakerState;
 use crate::engine::metrics::ReadResult;
 use crate::engine::{STATE_PREFIX, job_json, resolve_features};
-use crate::market::{IngestOptions, format_iso, parse_map};
+use crate::market::{Format, IngestOptions, format_iso, parse_map};
 
 type Reply = Result<Response, ApiError>;
 
@@ -413,6 +413,7 @@ pub struct BarsQuery {
 pub async fn post_bars(
     State(app): State<Arc<App>>,
     query: Result<Query<BarsQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -426,6 +427,35 @@ pub async fn post_bars(
         Some(m) => parse_map(m).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => Vec::new(),
     };
+    // The media type names the format; without one, the first bytes do,
+    // and text is CSV.
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let format = match media.as_deref() {
+        Some("text/csv" | "application/csv" | "application/gzip") => Format::Csv,
+        Some(ARROW_STREAM) => Format::ArrowStream,
+        Some("application/vnd.apache.arrow.file") => Format::Arrow,
+        Some("application/vnd.apache.parquet" | "application/x-parquet") => Format::Parquet,
+        None | Some("application/octet-stream") => Format::from_magic(&body).unwrap_or(Format::Csv),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type {other:?}: send text/csv, application/gzip, {ARROW_STREAM}, \
+                     application/vnd.apache.arrow.file or application/vnd.apache.parquet"
+                ),
+            ));
+        }
+    };
     let engine = app.engine.clone();
     let (summary, refreshes) = blocking(move || {
         // The ingest reads files: the body goes to a private temporary file
@@ -438,6 +468,7 @@ pub async fn post_bars(
         std::fs::write(&path, &body)
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?;
         let opts = IngestOptions {
+            format: Some(format),
             map,
             ..IngestOptions::default()
         };

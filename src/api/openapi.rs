@@ -68,6 +68,10 @@ pub const ROUTES: &[Route] = &[
             (200, "ingested: {rows, symbols, changed, refresh_jobs}"),
             (400, "invalid bars, naming the row and column"),
             (413, "body over bars_body_bytes_max"),
+            (
+                415,
+                "a Content-Type that is not CSV, gzip, Arrow IPC or Parquet",
+            ),
         ],
     ),
     (

@@ -1,0 +1,761 @@
+//! `kiln serve`'s HTTP API against a real server on 127.0.0.1:0: every
+//! route and error status, the 202-then-200 flow of a missing feature, SSE
+//! resume, token auth, rate limiting, health turning degraded and
+//! unhealthy, and hostile input (malformed JSON, wrong types, oversized
+//! bodies, invalid UTF-8, odd symbols, unknown specs) that must never get a
+//! 500. The client is a few lines of HTTP/1.1 over a std socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln::api::{self, App};
+use kiln::engine::{Engine, EngineConfig};
+use kiln::market::{IngestOptions, parse_map};
+use kiln::store::{JobQueue, NewJob, Symbol};
+
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/data/stocks-5-daily.csv.gz"
+);
+
+struct Server {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = self.app.stop_runner();
+    }
+}
+
+/// A server over the bundled sample (five real symbols), with or without a
+/// dispatcher working the queue.
+fn server(config: EngineConfig, runner: bool) -> Server {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), config).expect("open");
+    let opts = IngestOptions {
+        map: parse_map("Ticker=symbol,Date=ts").expect("map"),
+        ..IngestOptions::default()
+    };
+    engine
+        .ingest(&[SAMPLE.into()], &opts, &mut |_| {})
+        .expect("ingest");
+    let runner = runner.then(|| engine.spawn_runner().expect("runner"));
+    let app = App::new(engine, runner);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = Arc::clone(&app);
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            api::serve(listener, served, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+    });
+    Server {
+        addr,
+        app,
+        stop: Some(stop),
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// An error reply: JSON `{error, detail}` with this status.
+    fn error(&self, status: u16) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let v = self.json();
+        assert!(v["error"].is_string(), "{v}");
+        v["detail"].as_str().expect("detail").to_owned()
+    }
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = unchunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..line]).expect("hex").trim(), 16)
+            .expect("size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line + 2..line + 2 + size]);
+        b = &b[line + 4 + size..];
+    }
+}
+
+fn get(addr: SocketAddr, target: &str) -> Reply {
+    request(addr, "GET", target, &[], b"")
+}
+
+fn post_json(addr: SocketAddr, target: &str, body: &str) -> Reply {
+    request(
+        addr,
+        "POST",
+        target,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+fn wait_succeeded(addr: SocketAddr, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = get(addr, &format!("/v1/jobs/{id}")).json();
+        if job["state"] == "succeeded" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "job {id}: {job}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_documented_route_is_served() {
+    let s = server(EngineConfig::default(), true);
+    let doc = get(s.addr, "/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().map_or(0, |m| m.len()))
+            .sum::<usize>(),
+        api::openapi::ROUTES.len()
+    );
+    for (path, methods) in paths {
+        let target = path
+            .replace("{symbol}", "AAPL")
+            .replace("{spec}", "sma(3)")
+            .replace("{id}", "1");
+        for method in methods.as_object().expect("methods").keys() {
+            let target = if target == "/v1/events" {
+                "/v1/events?after=999999".to_owned()
+            } else {
+                target.clone()
+            };
+            let reply = if target.starts_with("/v1/events") {
+                // A stream: the head is enough.
+                events_head(s.addr, &target)
+            } else {
+                request(s.addr, &method.to_uppercase(), &target, &[], b"")
+            };
+            assert!(reply.status < 500, "{method} {target}: {}", reply.status);
+            if reply.status == 404 || reply.status == 405 {
+                let v = reply.json();
+                assert_ne!(v["error"], "method_not_allowed", "{method} {target}");
+                assert!(
+                    !v["detail"].as_str().unwrap_or("").contains("no such route"),
+                    "{method} {target} is documented but not routed"
+                );
+            }
+        }
+    }
+    let r = get(s.addr, "/v2/nothing");
+    assert!(r.error(404).contains("no such route"));
+    let r = request(s.addr, "PUT", "/health", &[], b"");
+    r.error(405);
+}
+
+fn events_head(addr: SocketAddr, target: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {target} HTTP/1.1\r\nHost: kiln\r\n\r\n").expect("write");
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+#[test]
+fn a_missing_feature_is_computed_once_then_served() {
+    // No dispatcher yet: concurrent requests all get the same job.
+    let s = server(EngineConfig::default(), false);
+    let target = "/v1/features/MSFT/macd(12,26,9)?tail=5";
+    let ids: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| get(s.addr, target)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let r = h.join().expect("thread");
+                assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+                assert_eq!(r.header("retry-after"), Some("1"));
+                r.json()["job_id"].as_u64().expect("job id")
+            })
+            .collect()
+    });
+    assert!(ids.iter().all(|&id| id == ids[0]), "one job: {ids:?}");
+    let job = get(s.addr, &format!("/v1/jobs/{}", ids[0])).json();
+    assert_eq!(
+        (job["state"].as_str(), job["priority"].as_str()),
+        (Some("queued"), Some("high"))
+    );
+    drop(s);
+
+    let s = server(EngineConfig::default(), true);
+    let first = get(s.addr, target);
+    assert_eq!(first.status, 202);
+    let id = first.json()["job_id"].as_u64().expect("id");
+    assert_eq!(
+        first.header("location"),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
+    wait_succeeded(s.addr, id);
+    let r = get(s.addr, target);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let ts = v["ts"].as_array().expect("ts");
+    assert_eq!(ts.len(), 5);
+    let values = v["values"].as_object().expect("values");
+    let keys: Vec<&str> = values.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "macd(12,26,9).hist",
+            "macd(12,26,9).macd",
+            "macd(12,26,9).signal"
+        ]
+    );
+    // The values are the stored series' last five, bit for bit.
+    let msft = Symbol::new("MSFT").expect("symbol");
+    let stored = s
+        .app
+        .engine()
+        .feature(&msft, "macd(12,26,9).signal")
+        .expect("read")
+        .expect("stored");
+    let want = &stored.values()[stored.values().len() - 5..];
+    let got: Vec<f64> = values["macd(12,26,9).signal"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    assert_eq!(got, want);
+    let bars = s
+        .app
+        .engine()
+        .store()
+        .bars(&msft, ..)
+        .expect("bars")
+        .expect("some");
+    let last_ts: Vec<i64> = ts.iter().map(|t| t.as_i64().expect("ns")).collect();
+    assert_eq!(last_ts, bars.ts()[bars.len() - 5..]);
+
+    // One output by its label; a window by time.
+    let r = get(
+        s.addr,
+        "/v1/features/MSFT/macd(12,26,9).signal?from=2013-01-01&to=2013-01-31",
+    );
+    let v = r.json();
+    let n = v["ts"].as_array().expect("ts").len();
+    assert!((19..=22).contains(&n), "trading days in January 2013: {n}");
+    assert_eq!(v["values"].as_object().expect("values").len(), 1);
+
+    // The latest values of every stored feature.
+    let v = get(s.addr, "/v1/features/MSFT").json();
+    assert_eq!(v["features"].as_object().expect("features").len(), 3);
+    assert_eq!(v["features"]["macd(12,26,9).signal"]["current"], true);
+}
+
+#[test]
+fn a_series_reads_as_an_arrow_stream() {
+    let s = server(EngineConfig::default(), true);
+    let first = get(s.addr, "/v1/features/AAPL/rsi(14)");
+    wait_succeeded(s.addr, first.json()["job_id"].as_u64().expect("id"));
+    let r = request(
+        s.addr,
+        "GET",
+        "/v1/features/AAPL/rsi(14)?tail=10",
+        &[("Accept", "application/vnd.apache.arrow.stream")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.apache.arrow.stream")
+    );
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body), None).expect("ipc");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    assert_eq!(batches.len(), 1);
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 10);
+    assert_eq!(b.schema().field(0).name(), "ts");
+    assert_eq!(b.schema().field(1).name(), "rsi(14)");
+}
+
+#[test]
+fn hostile_input_gets_a_json_error_never_a_500() {
+    let config = EngineConfig {
+        serve: api::ServeConfig {
+            body_bytes_max: 4096,
+            batch_symbols_max: 3,
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(config, false);
+    let batch = "/v1/compute/batch";
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            b"{\"symbols\": [".to_vec(),
+            400,
+            "batch request",
+        ),
+        (
+            "wrong type",
+            br#"{"symbols": "AAPL", "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "batch request",
+        ),
+        (
+            "unknown field",
+            br#"{"symbols": ["AAPL"], "features": "rsi(14)", "x": 1}"#.to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"symbols\": [\"\xff\xfe\"], \"features\": \"rsi(14)\"}".to_vec(),
+            400,
+            "batch request",
+        ),
+        (
+            "path symbol",
+            br#"{"symbols": ["../x"], "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "'/'",
+        ),
+        (
+            "empty symbol",
+            br#"{"symbols": [""], "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "0 bytes",
+        ),
+        (
+            "long symbol",
+            format!(
+                r#"{{"symbols": ["{}"], "features": "rsi(14)"}}"#,
+                "A".repeat(33)
+            )
+            .into_bytes(),
+            400,
+            "33 bytes",
+        ),
+        (
+            "control character",
+            br#"{"symbols": ["AA\u0001"], "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "contains",
+        ),
+        (
+            "unknown spec",
+            br#"{"symbols": ["AAPL"], "features": "rsx(14)"}"#.to_vec(),
+            400,
+            "unknown feature",
+        ),
+        (
+            "bad parameter",
+            br#"{"symbols": ["AAPL"], "features": "rsi(0)"}"#.to_vec(),
+            400,
+            "out of range",
+        ),
+        (
+            "bad priority",
+            br#"{"symbols": ["AAPL"], "features": "rsi(14)", "priority": "urgent"}"#.to_vec(),
+            400,
+            "urgent",
+        ),
+        (
+            "unknown symbol",
+            br#"{"symbols": ["ZZZZ"], "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "no bars",
+        ),
+        (
+            "too many symbols",
+            br#"{"symbols": ["AAPL","MSFT","IBM","GE"], "features": "rsi(14)"}"#.to_vec(),
+            400,
+            "batch_symbols_max = 3",
+        ),
+        ("oversized body", vec![b' '; 5000], 413, ""),
+    ];
+    for (what, body, status, needle) in cases {
+        let r = request(
+            s.addr,
+            "POST",
+            batch,
+            &[("Content-Type", "application/json")],
+            &body,
+        );
+        let detail = r.error(status);
+        assert!(detail.contains(needle), "{what}: {detail}");
+    }
+    // A good batch takes an array of specs too.
+    let r = post_json(
+        s.addr,
+        batch,
+        r#"{"symbols": ["AAPL", "MSFT"], "features": ["rsi(14)", "sma(5)"], "priority": "low"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["job_ids"].as_array().map(Vec::len), Some(2));
+
+    for (target, status, needle) in [
+        ("/v1/features/..%2Fx/rsi(14)", 400, "'/'"),
+        ("/v1/features/%FF/rsi(14)", 400, ""),
+        ("/v1/features/AA%01/rsi(14)", 400, "contains"),
+        (
+            &format!("/v1/features/{}/rsi(14)", "B".repeat(33)),
+            400,
+            "33 bytes",
+        ),
+        ("/v1/features/ZZZZ/rsi(14)", 404, "no bars"),
+        ("/v1/features/ZZZZ", 404, "no bars"),
+        ("/v1/features/AAPL/rsx(14)", 400, "unknown feature"),
+        ("/v1/features/AAPL/macd(12,26,9).nope", 400, "no output"),
+        ("/v1/features/AAPL/rsi(14)?tail=many", 400, ""),
+        ("/v1/features/AAPL/rsi(14)?from=yesterday", 400, "from"),
+        ("/v1/features/AAPL/rsi(14)?colour=red", 400, ""),
+        ("/v1/jobs/abc", 400, "not a number"),
+        ("/v1/jobs/99999", 404, "no job"),
+        ("/v1/events?after=-1", 400, ""),
+    ] {
+        let r = get(s.addr, target);
+        let detail = r.error(status);
+        assert!(detail.contains(needle), "{target}: {detail}");
+    }
+    let r = request(s.addr, "GET", "/v1/events", &[("Last-Event-ID", "x")], b"");
+    assert!(r.error(400).contains("Last-Event-ID"));
+}
+
+#[test]
+fn jobs_are_shown_and_queued_ones_cancelled() {
+    let s = server(EngineConfig::default(), false);
+    let r = post_json(
+        s.addr,
+        "/v1/compute/batch",
+        r#"{"symbols": ["IBM"], "features": "ema(10)"}"#,
+    );
+    let id = r.json()["job_ids"][0].as_u64().expect("id");
+    let job = get(s.addr, &format!("/v1/jobs/{id}")).json();
+    assert_eq!(
+        (job["state"].as_str(), job["payload"].as_str()),
+        (Some("queued"), Some("ema(10)"))
+    );
+    let r = request(s.addr, "DELETE", &format!("/v1/jobs/{id}"), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["state"], "cancelled");
+    let r = request(s.addr, "DELETE", &format!("/v1/jobs/{id}"), &[], b"");
+    assert!(r.error(409).contains("cancelled"));
+    let r = request(s.addr, "DELETE", "/v1/jobs/424242", &[], b"");
+    r.error(404);
+}
+
+#[test]
+fn a_token_guards_every_route_but_health() {
+    let config = EngineConfig {
+        serve: api::ServeConfig {
+            token: Some("s3cret-token".into()),
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(config, true);
+    assert_eq!(get(s.addr, "/health").status, 200);
+    for auth in [
+        None,
+        Some("Bearer wrong-token!"),
+        Some("Basic s3cret-token"),
+        Some("Bearer s3cret"),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = request(s.addr, "GET", "/metrics", &headers, b"");
+        r.error(401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    let r = request(
+        s.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("kiln_jobs_total"));
+}
+
+#[test]
+fn a_client_over_its_request_rate_gets_429_with_retry_after() {
+    let config = EngineConfig {
+        serve: api::ServeConfig {
+            requests_per_s: 0.5,
+            requests_burst: 3.0,
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(config, false);
+    for _ in 0..3 {
+        assert_eq!(get(s.addr, "/health").status, 200);
+    }
+    let r = get(s.addr, "/health");
+    assert!(r.error(429).contains("requests/s"));
+    assert_eq!(r.header("retry-after"), Some("2"));
+}
+
+#[test]
+fn health_turns_degraded_past_the_queue_bound_and_unhealthy_when_poisoned() {
+    let config = EngineConfig {
+        admit_depth_max: 2,
+        ..EngineConfig::default()
+    };
+    let s = server(config, false);
+    let v = get(s.addr, "/health").json();
+    assert_eq!(v["status"], "healthy", "{v}");
+    // Past the bound (the store's own enqueue does not ask admission).
+    let store = s.app.engine().store();
+    for i in 0..3 {
+        store
+            .enqueue(
+                NewJob::new("compute", format!("sma({})", i + 2).into_bytes())
+                    .symbols(vec![Symbol::new("AAPL").expect("symbol")]),
+            )
+            .expect("enqueue");
+    }
+    let r = get(s.addr, "/health");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(
+        (
+            v["checks"]["queue"]["ok"].as_bool(),
+            v["checks"]["queue"]["depth"].as_u64()
+        ),
+        (Some(false), Some(3))
+    );
+    store.inject_commit_failure().expect("inject");
+    assert!(
+        store
+            .enqueue(NewJob::new("compute", b"sma(9)".to_vec()))
+            .is_err()
+    );
+    let r = get(s.addr, "/health");
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert!(
+        v["checks"]["store"]["poisoned"]
+            .as_str()
+            .is_some_and(|p| p.contains("injected"))
+    );
+}
+
+#[test]
+fn events_stream_and_resume_from_the_last_event_id() {
+    let s = server(EngineConfig::default(), true);
+    let r = post_json(
+        s.addr,
+        "/v1/compute/batch",
+        r#"{"symbols": ["AAPL", "MSFT", "IBM"], "features": "sma(3)"}"#,
+    );
+    let ids: Vec<u64> = r.json()["job_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    for &id in &ids {
+        wait_succeeded(s.addr, id);
+    }
+    let mut sock = TcpStream::connect(s.addr).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        sock,
+        "GET /v1/events HTTP/1.1\r\nHost: kiln\r\nLast-Event-ID: 1\r\n\r\n"
+    )
+    .expect("write");
+    let mut seen = Vec::new();
+    let mut jobs = Vec::new();
+    for line in BufReader::new(sock).lines() {
+        let line = line.expect("line");
+        if let Some(id) = line.strip_prefix("id: ") {
+            seen.push(id.trim().parse::<u64>().expect("seq"));
+        }
+        if let Some(data) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(v["state"], "succeeded");
+            jobs.push(v["job"].as_u64().expect("job"));
+        }
+        if seen.len() == 2 && jobs.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, [2, 3], "resumed after event 1");
+    assert_eq!(jobs, ids[1..]);
+}
+
+#[test]
+fn bars_posted_as_csv_are_ingested_all_or_nothing() {
+    let s = server(EngineConfig::default(), true);
+    let good = "symbol,ts,open,high,low,close,volume\nNEWCO,2024-01-02,10,11,9,10.5,1000\nNEWCO,2024-01-03,10.5,12,10,11.5,1200\n";
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/bars",
+        &[("Content-Type", "text/csv")],
+        good.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (v["rows"].as_u64(), v["symbols"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let v = get(s.addr, "/v1/features/NEWCO").json();
+    assert_eq!(v["bars"], 2);
+
+    let bad = "symbol,ts,open,high,low,close,volume\nBADCO,2024-01-02,10,11,9,10.5,1000\nBADCO,2024-01-03,10,9,12,11,1200\n";
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/bars",
+        &[("Content-Type", "text/csv")],
+        bad.as_bytes(),
+    );
+    let detail = r.error(400);
+    assert!(
+        detail.contains("request body") && detail.contains("high"),
+        "{detail}"
+    );
+    assert!(!detail.contains(".upload"), "no server paths: {detail}");
+    get(s.addr, "/v1/features/BADCO").error(404);
+    let r = request(s.addr, "POST", "/v1/bars?map=Ticker", &[], good.as_bytes());
+    r.error(400);
+    let r = request(s.addr, "POST", "/v1/bars", &[], b"");
+    assert!(r.error(400).contains("empty"));
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/bars",
+        &[("Content-Type", "image/png")],
+        good.as_bytes(),
+    );
+    assert!(r.error(415).contains("image/png"));
+}
