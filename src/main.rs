@@ -313,6 +313,32 @@ enum Bench {
         #[arg(long, num_args = 2, value_names = ["PYTHON", "SCRIPT"])]
         seed_pipeline: Option<Vec<PathBuf>>,
     },
+    /// Feature reads over HTTP on loopback (`GET /v1/features/{symbol}/rsi(14)?tail=100`
+    /// from many keep-alive connections) against `kiln serve`'s router while
+    /// a background batch computes: latency quantiles at an offered rate, then
+    /// the closed-loop capacity. Builds a demo-sized store (about 700 MB)
+    /// under --dir first; stops by itself.
+    Http {
+        /// Symbols in the synthetic universe.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        symbols: u64,
+        /// Bars per symbol.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=50_000))]
+        bars: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        connections: u64,
+        /// Requests per second offered, spread over the connections (each
+        /// latency counts from when its request was due).
+        #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rate: u64,
+        /// Directory for scratch data (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Durable ingest of a synthetic universe from Parquet and from CSV (rows/s,
     /// each into a fresh store) and a batch read of every symbol's bars (ms).
     /// Writes scratch files (about 400 MB at the default size) under --dir.
@@ -542,6 +568,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print_streamed(&mut out, json, "end-to-end benchmark", |emit| {
                 kiln::bench::e2e::run(scratch.path(), &opts, emit)
+            })?;
+        }
+        Command::Bench(Bench::Http {
+            symbols,
+            bars,
+            seconds,
+            connections,
+            rate,
+            dir,
+        }) => {
+            let scratch = scratch_dir(dir)?;
+            let opts = kiln::bench::http::HttpOptions {
+                symbols: to_usize(symbols)?,
+                bars: to_usize(bars)?,
+                seconds: seconds as f64,
+                connections: to_usize(connections)?,
+                rate: rate as f64,
+            };
+            print_streamed(&mut out, json, "HTTP benchmark", |emit| {
+                kiln::bench::http::run(scratch.path(), &opts, emit)
             })?;
         }
         Command::Bench(Bench::Ingest {

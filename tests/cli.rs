@@ -345,3 +345,63 @@ fn watch_follows_a_running_worker_from_another_process() {
     );
     assert!(!socket.exists(), "the socket is removed");
 }
+
+#[test]
+fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
+    use std::io::{BufRead, Read, Write};
+    use std::process::Stdio;
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--data", data, "--json", "serve", "--addr", "127.0.0.1:0"])
+        .env("KILN_TOKEN", "t0ken")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let mut stdout = std::io::BufReader::new(server.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("the listening line");
+    let v: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    let addr: std::net::SocketAddr = v["listening"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("an address");
+    assert!(addr.ip().is_loopback());
+    let get = |path: &str, token: Option<&str>| -> String {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: kiln\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read");
+        reply
+    };
+    assert!(get("/health", None).starts_with("HTTP/1.1 200"));
+    assert!(
+        get("/metrics", None).starts_with("HTTP/1.1 401"),
+        "the token from KILN_TOKEN"
+    );
+    assert!(get("/metrics", Some("t0ken")).contains("kiln_jobs_total"));
+    let sent = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let status = server.wait().expect("wait");
+    let mut err = String::new();
+    server
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(status.success(), "{err}");
+    assert!(!std::path::Path::new(data).join("events.sock").exists());
+}

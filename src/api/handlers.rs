@@ -296,11 +296,13 @@ fn series_json(
         quoted(symbol.as_str()),
         quoted(spec)
     );
+    let mut int = itoa::Buffer::new();
+    let mut float = ryu::Buffer::new();
     for (i, t) in ts.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{t}");
+        s.push_str(int.format(*t));
     }
     s.push_str("],\"values\":{");
     for (j, (label, view)) in labels.iter().zip(views).enumerate() {
@@ -313,7 +315,7 @@ fn series_json(
                 s.push(',');
             }
             if v.is_finite() {
-                let _ = write!(s, "{v}");
+                s.push_str(float.format_finite(*v));
             } else {
                 s.push_str("null");
             }

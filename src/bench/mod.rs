@@ -2,6 +2,7 @@
 //! `{"bench":…,"name":…,"value":…,"unit":…}`, never assertions.
 
 pub mod e2e;
+pub mod http;
 pub mod ingest;
 pub mod queue;
 

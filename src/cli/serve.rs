@@ -32,6 +32,7 @@ pub fn serve(
     let mut config = ctx.config.clone();
     config.serve.token = token;
     let dir = ctx.dir(DATA_DEFAULT);
+    kiln::engine::lower_compute_priority(config.background_nice);
     let engine = open_engine(&dir, &config)?;
     let runner = engine.spawn_runner()?;
     let feed = match engine.serve_events() {

@@ -74,6 +74,10 @@ pub struct EngineConfig {
     /// Waiting jobs beyond which submissions are refused with a retry-after
     /// hint (below the store's hard `queue_depth_max`).
     pub admit_depth_max: u64,
+    /// Niceness (0 to 19) of the threads that work the queue in a service
+    /// (`kiln serve`: the runner, its committer and the compute pool), so
+    /// that a batch computing never starves the threads answering requests.
+    pub background_nice: i32,
     /// The HTTP service's bounds (`kiln serve`).
     pub serve: crate::api::ServeConfig,
 }
@@ -92,6 +96,7 @@ impl Default for EngineConfig {
             submit_symbols_per_s: 50_000.0,
             submit_burst_symbols: 100_000.0,
             admit_depth_max: 500_000,
+            background_nice: 10,
             serve: crate::api::ServeConfig::default(),
         }
     }
@@ -580,6 +585,31 @@ impl Engine {
         }
         Ok(true)
     }
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux gives
+/// each thread its own niceness); a no-op for 0 or when refused.
+pub fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: setpriority only reads its integer arguments; `who` = 0 is the
+    // calling thread on Linux.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
+    if rc != 0 {
+        tracing::debug!(nice, "could not lower the thread's priority");
+    }
+}
+
+/// Builds the global compute pool (rayon) with its threads at `nice`, for a
+/// process that also serves requests; call it before any compute. Does
+/// nothing when the pool already exists.
+pub fn lower_compute_priority(nice: i32) {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("kiln-compute-{i}"))
+        .start_handler(move |_| lower_thread_priority(nice))
+        .build_global();
 }
 
 /// A job as JSON: the one rendering `kiln jobs --json` and the HTTP API share.

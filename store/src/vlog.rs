@@ -328,6 +328,7 @@ impl Vlog {
         let reader = Arc::new(VlogReader {
             dir: dir.to_path_buf(),
             maps: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashSet::new()),
         });
         let (active_id, active) = match last.filter(|id| segments.contains_key(id)) {
             Some(id) => {
@@ -575,11 +576,18 @@ fn check_segment_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Shared read access: memory maps of segments, reused across reads.
+/// Shared read access: memory maps of segments, reused across reads, and
+/// the records whose checksum a read has verified (records never change,
+/// so one check per record is enough; `kiln check` clears the set and
+/// verifies everything again).
 pub(crate) struct VlogReader {
     dir: PathBuf,
     maps: RwLock<HashMap<u32, Arc<Mmap>>>,
+    verified: RwLock<HashSet<(u32, u64)>>,
 }
+
+/// Most verified records remembered; the set starts over beyond it.
+const VERIFIED_MAX: usize = 1 << 20;
 
 /// Validated payload bytes inside a mapped segment.
 pub(crate) struct Mapped {
@@ -623,8 +631,18 @@ impl VlogReader {
             ));
         }
         let mapped = Mapped { map, start, len };
-        if crc32fast::hash(mapped.bytes()) != entry.crc {
-            return Err(StoreError::corrupt(location(), "checksum mismatch"));
+        let key = (entry.segment, entry.offset);
+        let known = self.verified.read().is_ok_and(|v| v.contains(&key));
+        if !known {
+            if crc32fast::hash(mapped.bytes()) != entry.crc {
+                return Err(StoreError::corrupt(location(), "checksum mismatch"));
+            }
+            if let Ok(mut v) = self.verified.write() {
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(key);
+            }
         }
         Ok(Some(mapped))
     }
@@ -659,6 +677,16 @@ impl VlogReader {
     fn forget(&self, id: u32) {
         if let Ok(mut maps) = self.maps.write() {
             maps.remove(&id);
+        }
+        if let Ok(mut v) = self.verified.write() {
+            v.retain(|&(segment, _)| segment != id);
+        }
+    }
+
+    /// Makes the next read of every record verify its checksum again.
+    pub(crate) fn forget_verified(&self) {
+        if let Ok(mut v) = self.verified.write() {
+            v.clear();
         }
     }
 }

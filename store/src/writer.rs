@@ -1397,6 +1397,8 @@ impl Writer {
     /// Compares the counters and the in-memory queues with a full scan of
     /// what is committed.
     pub(crate) fn check(&self) -> Result<CheckReport> {
+        // Every checksum is verified again, not taken from earlier reads.
+        self.vlog.reader().forget_verified();
         let mut report = CheckReport::default();
         let mut scanned = Counters::default();
         let mut terminal = HashSet::new();
