@@ -370,6 +370,32 @@ fn a_missing_feature_is_computed_once_then_served() {
     let v = get(s.addr, "/v1/features/MSFT").json();
     assert_eq!(v["features"].as_object().expect("features").len(), 3);
     assert_eq!(v["features"]["macd(12,26,9).signal"]["current"], true);
+
+    // A kept answer goes with new bars: the feature is stale, then current
+    // again with the new bar at its end.
+    assert_eq!(get(s.addr, target).status, 200, "kept");
+    let bar = "symbol,ts,open,high,low,close,volume\nMSFT,2013-03-04,28,28.5,27.5,28.2,1000\n";
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/bars",
+        &[("Content-Type", "text/csv")],
+        bar.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let r = get(s.addr, target);
+        if r.status == 200 {
+            let v = r.json();
+            if v["ts"][4].as_i64() == Some(1_362_355_200_000_000_000) {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "never refreshed: {}", r.status);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(v["ts"].as_array().map(Vec::len), Some(5));
 }
 
 #[test]

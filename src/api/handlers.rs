@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use futures_util::stream::Stream;
 use kiln_store::{CancelOutcome, JobQueue, JobState, Priority, ResultStore, SeriesView, Symbol};
 use serde::Deserialize;
 
+use super::cache::Answer;
 use super::{ApiError, App};
 use crate::engine::feed::event_json;
 use crate::engine::guard::BreakerState;
@@ -206,17 +207,35 @@ fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
 pub async fn get_feature(
     State(app): State<Arc<App>>,
     path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
     query: Result<Query<FeatureQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Reply {
     let Path((sym, spec)) = path.map_err(ApiError::rejection)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let symbol = symbol(&sym)?;
+    let store = app.engine.store();
+    let Some(version) = store.data_version(&symbol)? else {
+        return Err(ApiError::not_found(format!("no bars for {symbol}")));
+    };
+    let arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(ARROW_STREAM));
+    let key = format!(
+        "{symbol}\0{spec}\0{}\0{arrow}",
+        raw.as_deref().unwrap_or("")
+    );
+    if let Some(kept) = app.reads.get(&key, &version) {
+        for _ in 0..kept.outputs {
+            app.engine.count_read(ReadResult::Hit);
+        }
+        return Ok(([(header::CONTENT_TYPE, kept.content_type)], kept.body).into_response());
+    }
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (labels, specs) =
         resolve_features(&spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let from = time_bound("from", q.from.as_deref())?;
     let to = time_bound("to", q.to.as_deref())?;
-    let store = app.engine.store();
     let Some(bars) = store.bars(&symbol, ..)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };
@@ -265,17 +284,28 @@ pub async fn get_feature(
         .map_or(n, |t| ts[..n].partition_point(|&x| x <= t))
         .max(lo);
     let lo = q.tail.map_or(lo, |t| hi.saturating_sub(t).max(lo));
-    let arrow = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(ARROW_STREAM));
-    if arrow {
+    let (body, content_type) = if arrow {
         let body = arrow_stream(&labels, &views, &ts[lo..hi], lo)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-        return Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], body).into_response());
+        (Bytes::from(body), ARROW_STREAM)
+    } else {
+        let body = series_json(&symbol, &spec, &labels, &views, &ts[lo..hi], lo);
+        (Bytes::from(body), "application/json")
+    };
+    // The answer was computed from the bars of `version` only if they did
+    // not change while it was read.
+    if bars.version() == version {
+        app.reads.put(
+            key,
+            Answer {
+                version,
+                body: body.clone(),
+                content_type,
+                outputs: labels.len(),
+            },
+        );
     }
-    let body = series_json(&symbol, &spec, &labels, &views, &ts[lo..hi], lo);
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 /// The series as JSON, written straight from the archived values:

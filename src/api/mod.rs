@@ -8,6 +8,7 @@
 //! the right status. The handlers are in `handlers`, the OpenAPI document
 //! in `openapi`.
 
+mod cache;
 mod handlers;
 pub mod openapi;
 
@@ -63,7 +64,11 @@ pub struct App {
     limiter: Admission,
     runner: Mutex<Option<Runner>>,
     throughput: Mutex<Throughput>,
+    reads: cache::ReadCache,
 }
+
+/// Bytes of feature-read answers kept (see `cache`).
+const READ_CACHE_BYTES: usize = 64 << 20;
 
 /// Jobs finished per second while there was work, for completion estimates.
 #[derive(Default)]
@@ -84,6 +89,7 @@ impl App {
             limiter,
             runner: Mutex::new(runner),
             throughput: Mutex::new(Throughput::default()),
+            reads: cache::ReadCache::new(READ_CACHE_BYTES),
         })
     }
 

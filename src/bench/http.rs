@@ -224,8 +224,8 @@ async fn load(
 
 /// One keep-alive connection's requests until `deadline`: back to back, or
 /// with `every` one request per period, its latency counted from when it
-/// was due (so a slow answer also delays the ones behind it, as it would a
-/// real client's).
+/// was due if an earlier answer held it up (so a slow answer also counts
+/// against the requests queued behind it, as a real client would see).
 async fn client(
     addr: SocketAddr,
     targets: &[Vec<u8>],
@@ -244,8 +244,12 @@ async fn client(
     while Instant::now() < deadline {
         let t = match every {
             Some(period) => {
+                // Waiting for a late answer delays this request: that
+                // delay counts. The timer's own lateness on an idle
+                // connection (tokio's timers tick in milliseconds) does not.
+                let idle = Instant::now() < due;
                 tokio::time::sleep_until(due.into()).await;
-                let t = due;
+                let t = if idle { Instant::now() } else { due };
                 due += period;
                 t
             }

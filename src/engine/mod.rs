@@ -498,6 +498,12 @@ impl Engine {
         Ok((view, result))
     }
 
+    /// Counts a feature read answered without [`Engine::read_feature`] (a
+    /// kept answer) in `kiln_feature_reads_total`.
+    pub fn count_read(&self, result: ReadResult) {
+        self.runtime.metrics.read(result);
+    }
+
     /// The live guard and adaptive values.
     pub fn runtime_stats(&self) -> RuntimeStats {
         RuntimeStats {
