@@ -389,6 +389,16 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
         "the token from KILN_TOKEN"
     );
     assert!(get("/metrics", Some("t0ken")).contains("kiln_jobs_total"));
+    // An open event stream does not keep the server from stopping.
+    let mut events = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        events,
+        "GET /v1/events HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer t0ken\r\n\r\n"
+    )
+    .expect("write");
+    let mut head = [0u8; 12];
+    events.read_exact(&mut head).expect("the stream's head");
+    assert_eq!(&head, b"HTTP/1.1 200");
     let sent = Command::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status()

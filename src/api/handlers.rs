@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use kiln_store::{CancelOutcome, JobQueue, JobState, Priority, ResultStore, Serie
 use serde::Deserialize;
 
 use super::cache::Answer;
-use super::{ApiError, App};
+use super::{ApiError, App, ClientKey, OUTPUTS_MAX, VALUES_MAX};
 use crate::engine::feed::event_json;
 use crate::engine::guard::BreakerState;
 use crate::engine::metrics::ReadResult;
@@ -85,7 +85,7 @@ fn priority(p: Option<&str>) -> Result<Priority, ApiError> {
 /// `POST /v1/compute/batch`.
 pub async fn compute_batch(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Extension(ClientKey(client)): Extension<ClientKey>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let body = body.map_err(ApiError::rejection)?;
@@ -107,10 +107,10 @@ pub async fn compute_batch(
         Features::List(s) => s,
         Features::Array(a) => a.join(","),
     };
-    let specs = crate::features::spec::parse_list(&text)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (labels, specs) =
+        resolve_features(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
     let priority = priority(req.priority.as_deref())?;
-    let client = client_key(&headers);
     let jobs = app
         .engine
         .submit_async(client, symbols, specs, priority)
@@ -125,13 +125,13 @@ pub async fn compute_batch(
     ))
 }
 
-/// The submitting client, for the engine's per-client buckets: the bearer
-/// token's holder when tokens are on (one key for all), else "http".
-fn client_key(headers: &HeaderMap) -> String {
-    match headers.get(header::AUTHORIZATION) {
-        Some(_) => "http-token".into(),
-        None => "http".into(),
+fn outputs_within_bound(n: usize) -> Result<(), ApiError> {
+    if n > OUTPUTS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{n} feature outputs; at most {OUTPUTS_MAX} per request"
+        )));
     }
+    Ok(())
 }
 
 fn job_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
@@ -206,6 +206,7 @@ fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
 /// when it is missing or stale.
 pub async fn get_feature(
     State(app): State<Arc<App>>,
+    Extension(ClientKey(client)): Extension<ClientKey>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     query: Result<Query<FeatureQuery>, QueryRejection>,
@@ -234,29 +235,38 @@ pub async fn get_feature(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (labels, specs) =
         resolve_features(&spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
     let from = time_bound("from", q.from.as_deref())?;
     let to = time_bound("to", q.to.as_deref())?;
     let Some(bars) = store.bars(&symbol, ..)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };
+    // Every output must come from the bars read above (`version`).
     let mut views = Vec::with_capacity(labels.len());
     let mut ready = true;
     for label in &labels {
-        let (view, read) = app.engine.read_feature(&symbol, label)?;
+        let view = app.engine.feature(&symbol, label)?;
+        let read = match &view {
+            None => ReadResult::Miss,
+            Some(v) if v.is_current(&version) => ReadResult::Hit,
+            Some(_) => ReadResult::Stale,
+        };
+        app.engine.count_read(read);
         ready &= read == ReadResult::Hit;
         views.extend(view);
     }
     if !ready {
         let jobs = app
             .engine
-            .submit_async(
-                client_key(&headers),
-                vec![symbol.clone()],
-                specs,
-                Priority::High,
-            )
+            .submit_async(client, vec![symbol.clone()], specs, Priority::High)
             .await?;
-        let id = jobs.first().map(|j| j.id()).unwrap_or(0);
+        let id = jobs.first().map(|j| j.id()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                "no job was queued",
+            )
+        })?;
         let mut r = json(
             StatusCode::ACCEPTED,
             &serde_json::json!({
@@ -284,6 +294,13 @@ pub async fn get_feature(
         .map_or(n, |t| ts[..n].partition_point(|&x| x <= t))
         .max(lo);
     let lo = q.tail.map_or(lo, |t| hi.saturating_sub(t).max(lo));
+    if (hi - lo).saturating_mul(labels.len()) > VALUES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{} rows × {} outputs is over {VALUES_MAX} values; ask for a tail or a from/to window",
+            hi - lo,
+            labels.len()
+        )));
+    }
     let (body, content_type) = if arrow {
         let body = arrow_stream(&labels, &views, &ts[lo..hi], lo)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
@@ -553,14 +570,17 @@ pub async fn events(
         None => None,
     };
     let after = resume.or(q.after).unwrap_or(0);
-    let engine = app.engine.clone();
     let stream = futures_util::stream::unfold(
-        (engine, after, std::collections::VecDeque::new()),
-        |(engine, mut after, mut pending)| async move {
+        (app, after, std::collections::VecDeque::new()),
+        |(app, mut after, mut pending)| async move {
             loop {
                 if let Some(e) = pending.pop_front() {
-                    return Some((Ok(e), (engine, after, pending)));
+                    return Some((Ok(e), (app, after, pending)));
                 }
+                if app.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                let engine = &app.engine;
                 let read = {
                     let engine = engine.clone();
                     tokio::task::spawn_blocking(move || engine.store().events(after, 256)).await
@@ -572,7 +592,6 @@ pub async fn events(
                             pending.push_back(
                                 SseEvent::default()
                                     .id(e.seq.to_string())
-                                    .event(e.state.as_str())
                                     .data(event_json(e).to_string()),
                             );
                         }

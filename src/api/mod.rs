@@ -65,7 +65,20 @@ pub struct App {
     runner: Mutex<Option<Runner>>,
     throughput: Mutex<Throughput>,
     reads: cache::ReadCache,
+    /// Set when the server begins to shut down: event streams end.
+    closing: std::sync::atomic::AtomicBool,
 }
+
+/// The client a request is from (its address), for rate limits; the guard
+/// puts it on every request.
+#[derive(Clone, Debug)]
+pub struct ClientKey(pub String);
+
+/// Most feature outputs one read or submission may name.
+pub const OUTPUTS_MAX: usize = 64;
+/// Most values (rows × outputs) one read may answer; ask for a `tail` or a
+/// `from`/`to` window beyond it.
+pub const VALUES_MAX: usize = 2_000_000;
 
 /// Bytes of feature-read answers kept (see `cache`).
 const READ_CACHE_BYTES: usize = 64 << 20;
@@ -90,6 +103,7 @@ impl App {
             runner: Mutex::new(runner),
             throughput: Mutex::new(Throughput::default()),
             reads: cache::ReadCache::new(READ_CACHE_BYTES),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -230,6 +244,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
             StoreError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::UnknownJob(_) => StatusCode::NOT_FOUND,
             StoreError::Poisoned { .. }
             | StoreError::Closed
             | StoreError::Io { .. }
@@ -272,9 +287,23 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Every request: the bearer token (all routes but `/health`), then the
-/// client address's token bucket.
-async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// Every request: the client address's token bucket (so guessing tokens is
+/// throttled too), then the bearer token (all routes but `/health`).
+async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "local".to_owned(), |c| c.0.ip().to_string());
+    if let Err(wait) = app.limiter.take(&client, 1) {
+        return ApiError::too_many(
+            format!(
+                "client {client} is over {} requests/s (burst {})",
+                app.config.requests_per_s, app.config.requests_burst
+            ),
+            wait,
+        )
+        .into_response();
+    }
     if let Some(token) = &app.config.token
         && req.uri().path() != "/health"
     {
@@ -295,20 +324,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
             return r;
         }
     }
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "local".to_owned(), |c| c.0.ip().to_string());
-    if let Err(wait) = app.limiter.take(&client, 1) {
-        return ApiError::too_many(
-            format!(
-                "client {client} is over {} requests/s (burst {})",
-                app.config.requests_per_s, app.config.requests_burst
-            ),
-            wait,
-        )
-        .into_response();
-    }
+    req.extensions_mut().insert(ClientKey(client));
     next.run(req).await
 }
 
@@ -341,6 +357,14 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY refused");
         }
     });
+    let closing = Arc::clone(&app);
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams end, so the graceful shutdown does not wait on them.
+        closing
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    };
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

@@ -1,16 +1,27 @@
 //! `kiln bench http`: feature reads over HTTP on loopback while a batch
 //! computes. A demo-sized store (1000 symbols × 2000 bars, the 20-output
 //! set computed for every symbol) is served by `kiln serve`'s router and
-//! dispatcher; a background batch (three more features for every symbol)
-//! is queued; then `connections` keep-alive connections send
-//! `GET /v1/features/{symbol}/rsi(14)?tail=100` as fast as they are
-//! answered for `seconds`. The load generator runs in this process, on its
-//! own single-threaded runtime, and shares the machine with the server.
+//! dispatcher; a background batch (20 more outputs for every symbol) is
+//! queued; then `connections` keep-alive connections send
+//! `GET /v1/features/{symbol}/rsi(14)?tail=100`, cycling through the
+//! symbols, at `rate` requests per second in all for `seconds`, and finally
+//! as fast as they are answered for 5 s (the capacity). The load generator
+//! runs in this process, on one thread, and shares the 2 cores with the
+//! server. The same 1000 URLs repeat and the bars do not change, so after
+//! the first round the server answers from its kept answers (`api::cache`):
+//! the figures are those of serving precomputed features, not of reading
+//! and formatting a series per request.
 //!
-//! Figures: `requests_per_s`, `p50_ms`, `p99_ms`, `p999_ms` (latency from
-//! writing a request to reading its whole response), `errors` (answers
-//! other than 200), `background_jobs` (batch jobs finished during the
-//! window).
+//! A request's latency runs from when it was due if an earlier answer on
+//! its connection held it up (a slow answer counts against the requests
+//! queued behind it), else from when it was sent (the generator's
+//! millisecond timer does not count). Requests still unsent at the end of
+//! the window are not counted.
+//!
+//! Figures: `offered_per_s`, `requests_per_s`, `p50_ms`, `p99_ms`,
+//! `p999_ms`, `errors` (answers other than 200), `background_jobs` (batch
+//! jobs finished in the window), `capacity_requests_per_s`,
+//! `capacity_p99_ms`.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -631,13 +631,17 @@ pub fn job_json(j: &kiln_store::Job) -> serde_json::Value {
 
 /// What a feature request names: a spec list (`rsi(14),macd(12,26,9)`: all
 /// their outputs) or one output label (`macd(12,26,9).signal`). Returns the
-/// labels to read and the specs that compute them.
+/// labels to read and the specs that compute them, each once.
 pub fn resolve_features(text: &str) -> Result<(Vec<String>, Vec<FeatureSpec>), SpecError> {
     match crate::features::spec::parse_list(text) {
-        Ok(specs) => Ok((
-            specs.iter().flat_map(|s| s.output_labels()).collect(),
-            specs,
-        )),
+        Ok(mut specs) => {
+            let mut seen = std::collections::HashSet::new();
+            specs.retain(|s| seen.insert(s.to_string()));
+            Ok((
+                specs.iter().flat_map(|s| s.output_labels()).collect(),
+                specs,
+            ))
+        }
         Err(e) => {
             let spec = match text.rsplit_once('.') {
                 Some((base, _)) => crate::features::spec::parse(base).map_err(|_| e)?,
