@@ -241,9 +241,10 @@ pub async fn get_feature(
     let Some(bars) = store.bars(&symbol, ..)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };
-    // Every output must come from the bars read above (`version`).
+    // Every output must come from the bars of `version`; bars that changed
+    // since it was read make the request stale like new bars would.
     let mut views = Vec::with_capacity(labels.len());
-    let mut ready = true;
+    let mut ready = bars.version() == version;
     for label in &labels {
         let view = app.engine.feature(&symbol, label)?;
         let read = match &view {
@@ -309,19 +310,15 @@ pub async fn get_feature(
         let body = series_json(&symbol, &spec, &labels, &views, &ts[lo..hi], lo);
         (Bytes::from(body), "application/json")
     };
-    // The answer was computed from the bars of `version` only if they did
-    // not change while it was read.
-    if bars.version() == version {
-        app.reads.put(
-            key,
-            Answer {
-                version,
-                body: body.clone(),
-                content_type,
-                outputs: labels.len(),
-            },
-        );
-    }
+    app.reads.put(
+        key,
+        Answer {
+            version,
+            body: body.clone(),
+            content_type,
+            outputs: labels.len(),
+        },
+    );
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
