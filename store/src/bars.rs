@@ -555,9 +555,13 @@ pub(crate) fn snapshot(
 }
 
 impl Store {
-    /// The symbol's data version, if it has bars.
+    /// The symbol's data version, if it has bars (from memory: the writer
+    /// publishes each version once its batch has committed).
     pub fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
-        Ok(self.version_record(symbol)?.map(|r| r.version))
+        match self.shared().versions.read() {
+            Ok(m) => Ok(m.get(symbol).copied()),
+            Err(_) => Ok(self.version_record(symbol)?.map(|r| r.version)),
+        }
     }
 
     pub(crate) fn version_record(&self, symbol: &Symbol) -> Result<Option<VersionRecord>> {

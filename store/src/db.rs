@@ -25,8 +25,8 @@ use crate::recovery::{LostRecord, RecoveryReport, recover};
 use crate::space::Spaces;
 use crate::vlog::{Mapped, Vlog, VlogPosition, VlogReader};
 use crate::writer::{
-    EncodedCompletion, EncodedSeries, JOBS, META, Op, POINTER_SPACES, RESULTS, SYMSTATS,
-    VLOG_SYNCED_KEY, Writer,
+    DATA_VERSIONS, EncodedCompletion, EncodedSeries, JOBS, META, Op, POINTER_SPACES, RESULTS,
+    SYMSTATS, VLOG_SYNCED_KEY, Writer,
 };
 use crate::{JobQueue, ResultStore};
 
@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     /// Open bar-ingest sessions; compaction waits while their staged,
     /// not yet indexed value-log records exist.
     pub(crate) staging: AtomicUsize,
+    /// Every symbol's data version, as committed: read without touching
+    /// sled (whose batches block all its readers while they apply).
+    pub(crate) versions: std::sync::RwLock<std::collections::HashMap<Symbol, crate::DataVersion>>,
 }
 
 impl Shared {
@@ -475,12 +478,26 @@ impl Store {
             vlog_sync_required: false,
             flusher: None,
             power_lost: false,
+            new_versions: Vec::new(),
             syncer: None,
         };
         let mut recovery = recover(&mut writer, &lost)?;
         recovery.vlog = vlog_recovery;
         recovery.partial_snapshots_removed = partial_snapshots;
         shared.publish(&writer.counters, &writer.paused);
+        {
+            let mut versions = std::collections::HashMap::new();
+            for item in spaces.scan(DATA_VERSIONS, &[]) {
+                let (k, v) = item?;
+                let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
+                if let Some(r) = crate::bars::decode_version(Some(v), &symbol)? {
+                    versions.insert(symbol, r.version);
+                }
+            }
+            if let Ok(mut m) = shared.versions.write() {
+                *m = versions;
+            }
+        }
 
         let (tx, rx) = bounded(config.channel_ops_max.max(1));
         let handle = std::thread::Builder::new()

@@ -423,6 +423,8 @@ pub(crate) struct Writer {
     pub flusher: Option<(Arc<FlushState>, Sender<()>, JoinHandle<()>)>,
     /// A test simulated a power loss: exit without the final sync.
     pub power_lost: bool,
+    /// Data versions this group writes, published once it has committed.
+    pub new_versions: Vec<(Symbol, crate::DataVersion)>,
     /// `Sync` mode: hands each applied group's answers to the syncer thread,
     /// which flushes and fsyncs and then answers (running while `run` runs).
     pub syncer: Option<Sender<SyncGroup>>,
@@ -1228,6 +1230,7 @@ impl Writer {
             for (key, entry) in p.add {
                 self.put(BARS, key, ResultValue::Pointer(entry).encode());
             }
+            self.new_versions.push((p.symbol.clone(), p.version));
             self.put(
                 DATA_VERSIONS,
                 p.symbol.as_str().as_bytes().to_vec(),
@@ -1306,9 +1309,16 @@ impl Writer {
             self.vlog.flush()?;
             self.record_synced(self.flusher_synced());
         }
-        self.spaces.apply(&self.writes)?;
+        let applied = self.spaces.apply(&self.writes);
+        let versions = std::mem::take(&mut self.new_versions);
+        applied?;
         for w in &mut self.writes {
             w.clear();
+        }
+        if !versions.is_empty()
+            && let Ok(mut m) = self.shared.versions.write()
+        {
+            m.extend(versions);
         }
         if let Some((state, _, _)) = &self.flusher {
             let mut written = locked(&state.written);
