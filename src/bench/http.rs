@@ -285,47 +285,43 @@ async fn read_response(
     buf: &mut Vec<u8>,
 ) -> Result<u16, BenchError> {
     let mut filled = 0;
-    loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+    let end = loop {
+        filled += read_more(s, buf, filled).await?;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
         }
-        let n = s
-            .read(&mut buf[filled..])
-            .await
-            .map_err(io("read a response"))?;
-        if n == 0 {
-            return Err(BenchError::Peer("the server closed a connection".into()));
-        }
-        filled += n;
-        let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]);
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .ok_or_else(|| BenchError::Peer("a response without Content-Length".into()))?;
-        let total = end + 4 + length;
-        while filled < total {
-            if filled == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let n = s
-                .read(&mut buf[filled..])
-                .await
-                .map_err(io("read a response"))?;
-            if n == 0 {
-                return Err(BenchError::Peer("the server closed a connection".into()));
-            }
-            filled += n;
-        }
-        return Ok(status);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .ok_or_else(|| BenchError::Peer("a response without Content-Length".into()))?;
+    let total = end + 4 + length;
+    while filled < total {
+        filled += read_more(s, buf, filled).await?;
+    }
+    Ok(status)
+}
+
+/// Reads what has arrived into `buf` after `filled` (growing it when full).
+async fn read_more(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    filled: usize,
+) -> Result<usize, BenchError> {
+    if filled == buf.len() {
+        buf.resize(buf.len() * 2, 0);
+    }
+    match s.read(&mut buf[filled..]).await {
+        Ok(0) => Err(BenchError::Peer("the server closed a connection".into())),
+        Ok(n) => Ok(n),
+        Err(e) => Err(BenchError::Io("read a response".into(), e)),
     }
 }
