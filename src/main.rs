@@ -12,6 +12,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cli::Ctx;
+
+/// mimalloc, not glibc's malloc: the request threads free buffers that
+/// other threads allocated, and glibc's per-arena locks made them wait on
+/// each other (futex calls on most requests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cli::data::{FeaturesFormat, IngestArgs};
 use cli::jobs::JobsAction;
 use kiln::bench::BenchLine;
@@ -314,10 +320,10 @@ enum Bench {
         seed_pipeline: Option<Vec<PathBuf>>,
     },
     /// Feature reads over HTTP on loopback (`GET /v1/features/{symbol}/rsi(14)?tail=100`
-    /// from many keep-alive connections) against `kiln serve`'s router while
-    /// a background batch computes: latency quantiles at an offered rate, then
-    /// the closed-loop capacity. Builds a demo-sized store (about 700 MB)
-    /// under --dir first; stops by itself.
+    /// from many keep-alive connections) against `kiln serve`'s router: a 2 s
+    /// warm-up, latency quantiles at an offered rate while a background batch
+    /// computes, then 5 s of closed-loop capacity. Builds a demo-sized store
+    /// (about 700 MB) under --dir first; stops by itself.
     Http {
         /// Symbols in the synthetic universe.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -331,8 +337,8 @@ enum Bench {
         /// Concurrent keep-alive connections.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         connections: u64,
-        /// Requests per second offered, spread over the connections (each
-        /// latency counts from when its request was due).
+        /// Requests per second offered (open loop: each connection sends one
+        /// request per period, the connections spread evenly over it).
         #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         rate: u64,
         /// Directory for scratch data (default: the system temp directory).

@@ -59,6 +59,73 @@ fn bench_queue_json_prints_every_figure_once() {
 }
 
 #[test]
+fn bench_http_answers_every_request_it_offers() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().to_str().expect("utf-8 path");
+    let out = kiln(&[
+        "bench",
+        "http",
+        "--json",
+        "--seconds",
+        "1",
+        "--symbols",
+        "20",
+        "--bars",
+        "300",
+        "--connections",
+        "4",
+        "--rate",
+        "400",
+        "--dir",
+        dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let figures: std::collections::BTreeMap<String, f64> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            assert_eq!(v["bench"], "http");
+            let value = v["value"].as_f64().expect("numeric value");
+            (v["name"].as_str().expect("name").to_owned(), value)
+        })
+        .collect();
+    let names: Vec<&str> = figures.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "background_jobs",
+            "capacity_p99_ms",
+            "capacity_requests_per_s",
+            "errors",
+            "offered_per_s",
+            "p50_ms",
+            "p999_ms",
+            "p99_ms",
+            "requests_per_s",
+            "warmup_p99_ms",
+        ]
+    );
+    assert_eq!(figures["errors"], 0.0, "{stdout}");
+    assert_eq!(figures["offered_per_s"], 400.0);
+    // Every request due in the second is sent and answered: 400 of them,
+    // over the second plus the wait for the last answers.
+    assert!(
+        figures["requests_per_s"] > 200.0 && figures["requests_per_s"] <= 401.0,
+        "{stdout}"
+    );
+    assert!(figures["p50_ms"] > 0.0 && figures["p50_ms"] <= figures["p99_ms"]);
+    assert!(figures["p99_ms"] <= figures["p999_ms"], "{stdout}");
+    assert!(figures["capacity_requests_per_s"] > 0.0, "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
+    assert!(left.is_empty(), "scratch data left behind: {left:?}");
+}
+
+#[test]
 fn out_of_range_sizes_are_refused_with_the_limit() {
     let out = kiln(&["bench", "queue", "--jobs", "5"]);
     assert!(!out.status.success());

@@ -1,35 +1,43 @@
 //! `kiln bench http`: feature reads over HTTP on loopback while a batch
 //! computes. A demo-sized store (1000 symbols × 2000 bars, the 20-output
 //! set computed for every symbol) is served by `kiln serve`'s router and
-//! dispatcher; a background batch (20 more outputs for every symbol) is
-//! queued; then `connections` keep-alive connections send
-//! `GET /v1/features/{symbol}/rsi(14)?tail=100`, cycling through the
-//! symbols, at `rate` requests per second in all for `seconds`, and finally
-//! as fast as they are answered for 5 s (the capacity). The load generator
-//! runs in this process, on one thread, and shares the 2 cores with the
-//! server. The same 1000 URLs repeat and the bars do not change, so after
-//! the first round the server answers from its kept answers (`api::cache`):
-//! the figures are those of serving precomputed features, not of reading
-//! and formatting a series per request.
+//! dispatcher, set up as `kiln serve` sets them up (the queue's threads in
+//! the background, see `EngineConfig::background_idle`). `connections`
+//! keep-alive connections send `GET /v1/features/{symbol}/rsi(14)?tail=100`,
+//! cycling through the symbols, at `rate` requests per second in all:
 //!
-//! A request's latency runs from when it was due if an earlier answer on
-//! its connection held it up (a slow answer counts against the requests
-//! queued behind it), else from when it was sent (the generator's
-//! millisecond timer does not count). Requests still unsent at the end of
-//! the window are not counted.
+//! 1. a 2 s warm-up, which opens the connections and reads every series
+//!    once (its p99 is reported as `warmup_p99_ms`: first reads, no batch);
+//! 2. the measured window of `seconds`, during which a background batch
+//!    (20 more outputs for every symbol) computes and commits;
+//! 3. 5 s as fast as the connections are answered (the capacity).
+//!
+//! The load generator runs in this process on one thread and shares the
+//! machine's cores with the server. It is open-loop: each connection sends
+//! one request per period (`connections / rate`), the connections spread
+//! evenly over the period, with waits precise to microseconds. A request's
+//! latency runs from when it was due if an earlier answer on its
+//! connection held it up (a slow answer counts against the requests queued
+//! behind it), else from when it was sent. Every request due in the window
+//! is sent and its answer waited for (up to 5 s after the window; one not
+//! answered by then counts as an error). The same 1000 URLs repeat and the
+//! bars do not change, so after the warm-up the server answers from its
+//! kept answers (`api::cache`): the figures are those of serving
+//! precomputed features, not of reading and formatting a series per
+//! request.
 //!
 //! Figures: `offered_per_s`, `requests_per_s`, `p50_ms`, `p99_ms`,
-//! `p999_ms`, `errors` (answers other than 200), `background_jobs` (batch
-//! jobs finished in the window), `capacity_requests_per_s`,
-//! `capacity_p99_ms`.
+//! `p999_ms`, `errors` (answers other than 200, or none), `background_jobs`
+//! (batch jobs finished in the window), `capacity_requests_per_s`,
+//! `capacity_p99_ms`, `warmup_p99_ms`.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_store::{JobQueue, JobState, Priority, Symbol};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BenchError, BenchLine};
 use crate::api::{self, App};
@@ -86,18 +94,18 @@ pub fn run(
         },
         ..EngineConfig::default()
     };
-    crate::engine::lower_compute_priority(config.background_nice);
-    let engine = Engine::open(dir.join("store"), config)?;
+    crate::engine::build_compute_pool(config.background_idle);
+    let background = config.background_idle;
+    let engine = crate::engine::with_background_threads(background, || {
+        Engine::open(dir.join("store"), config)
+    })
+    .map_err(io("start a thread to open the store"))??;
     let universe = synth::universe(opts.symbols, opts.bars, 7);
     engine.ingest_columns("synthetic", &universe)?;
     let symbols: Vec<Symbol> = universe.into_iter().map(|(s, _)| s).collect();
     let plan = bench_plan()?;
     engine.submit(&symbols, plan.specs(), Priority::Normal)?;
     engine.run_until_idle(&mut |_| {})?;
-    // The background batch, computed while the reads run.
-    let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
-    engine.submit(&symbols, &batch, Priority::Normal)?;
-    let done_before = engine.store().stats().count(JobState::Succeeded);
 
     let runner = engine.spawn_runner()?;
     let app = App::new(engine.clone(), Some(runner));
@@ -112,7 +120,6 @@ pub fn run(
         .name("kiln-bench-server".into())
         .spawn(move || -> std::io::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
@@ -133,32 +140,21 @@ pub fn run(
         })
         .collect();
     let window = Duration::from_secs_f64(opts.seconds);
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io("start the load generator"))?;
-    let loaded = client.block_on(load(
-        addr,
-        &targets,
-        opts.connections,
-        window,
-        Some(opts.rate),
-    ));
+    let load = |window, rate| load(addr, &targets, opts.connections, window, rate);
+    let warmed = load(WARMUP_WINDOW, Some(opts.rate));
+    let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
+    let done_before = engine.store().stats().count(JobState::Succeeded);
+    engine.submit(&symbols, &batch, Priority::Normal)?;
+    let loaded = load(window, Some(opts.rate));
     let done_after = engine.store().stats().count(JobState::Succeeded);
-    // Then as fast as the connections are answered, the batch done.
-    let capacity = client.block_on(load(
-        addr,
-        &targets,
-        opts.connections,
-        CAPACITY_WINDOW.min(window),
-        None,
-    ));
+    let capacity = load(CAPACITY_WINDOW.min(window), None);
     let _ = stop.send(());
     let served = server
         .join()
         .map_err(|_| BenchError::Peer("the server thread panicked".into()))?;
     app.stop_runner()?;
     served.map_err(io("serve"))?;
+    let (mut warm, warm_errors, _) = warmed?;
     let (mut latencies, errors, elapsed) = loaded?;
     let (mut closed, closed_errors, closed_elapsed) = capacity?;
 
@@ -171,7 +167,11 @@ pub fn run(
     emit(&line("p50_ms", quantile(&mut latencies, 0.50), "ms"));
     emit(&line("p99_ms", quantile(&mut latencies, 0.99), "ms"));
     emit(&line("p999_ms", quantile(&mut latencies, 0.999), "ms"));
-    emit(&line("errors", (errors + closed_errors) as f64, "requests"));
+    emit(&line(
+        "errors",
+        (warm_errors + errors + closed_errors) as f64,
+        "requests",
+    ));
     emit(&line(
         "background_jobs",
         done_after.saturating_sub(done_before) as f64,
@@ -183,6 +183,7 @@ pub fn run(
         "requests/s",
     ));
     emit(&line("capacity_p99_ms", quantile(&mut closed, 0.99), "ms"));
+    emit(&line("warmup_p99_ms", quantile(&mut warm, 0.99), "ms"));
     Ok(())
 }
 
@@ -193,103 +194,196 @@ fn quantile(samples: &mut [u32], q: f64) -> f64 {
     samples.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
 }
 
+/// The warm-up before the measured window, at the offered rate.
+const WARMUP_WINDOW: Duration = Duration::from_secs(2);
+
 /// The closed-loop capacity run after the measured window.
 const CAPACITY_WINDOW: Duration = Duration::from_secs(5);
 
-/// `connections` clients, each sending the targets in turn over one
-/// keep-alive connection until `window` is over. Returns every answered
-/// request's latency in microseconds, the non-200 count and the time taken.
-async fn load(
+/// How long answers to requests due in a window are waited for after it.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// `connections` keep-alive connections, each sending the targets in turn:
+/// with `rate`, one request per period (`connections / rate`) each, the
+/// connections' schedules spread evenly over the period; without it, each
+/// its next request as soon as its answer is in. Requests due in `window`
+/// are sent, and their answers waited for up to [`DRAIN_MAX`] after it. One
+/// thread drives every connection with `ppoll` (nanosecond timeouts, 1 µs
+/// timer slack), so requests go out when due, not in bursts on a
+/// millisecond tick. Returns every answered request's latency in
+/// microseconds, the count of answers other than 200 or missing, and the
+/// time taken.
+fn load(
     addr: SocketAddr,
     targets: &[Vec<u8>],
     connections: usize,
     window: Duration,
     rate: Option<f64>,
 ) -> Result<(Vec<u32>, u64, Duration), BenchError> {
-    let every = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
-    let targets: Arc<Vec<Vec<u8>>> = Arc::new(targets.to_vec());
+    set_timer_slack_ns(1_000);
+    let period = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+    let mut conns = (0..connections)
+        .map(|c| Conn::open(addr, c * 7919))
+        .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     let deadline = started + window;
-    let mut tasks = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let targets = Arc::clone(&targets);
-        tasks.push(tokio::spawn(async move {
-            // Spread the connections' schedules over one period.
-            if let Some(every) = every {
-                tokio::time::sleep(every.mul_f64(c as f64 / connections as f64)).await;
-            }
-            client(addr, &targets, c * 7919, deadline, every).await
-        }));
+    for (c, conn) in conns.iter_mut().enumerate() {
+        conn.due =
+            started + period.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / connections as f64));
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t
-            .await
-            .map_err(|e| BenchError::Peer(format!("a client task failed: {e}")))??;
-        latencies.extend(l);
-        errors += e;
+    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(connections);
+    let mut waiting: Vec<usize> = Vec::with_capacity(connections);
+    loop {
+        let now = Instant::now();
+        for c in &mut conns {
+            if c.sent.is_none() && c.due <= now && c.due < deadline {
+                c.send(targets, now, period)?;
+            }
+        }
+        // Wait for answers, or until the next idle connection is due.
+        let next_due = conns
+            .iter()
+            .filter(|c| c.sent.is_none() && c.due < deadline)
+            .map(|c| c.due)
+            .min();
+        fds.clear();
+        waiting.clear();
+        for (i, c) in conns.iter().enumerate() {
+            if c.sent.is_some() {
+                fds.push(libc::pollfd {
+                    fd: c.stream.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                waiting.push(i);
+            }
+        }
+        if fds.is_empty() && next_due.is_none() {
+            break;
+        }
+        if now >= deadline + DRAIN_MAX {
+            errors += fds.len() as u64;
+            break;
+        }
+        let wake = next_due.unwrap_or(deadline + DRAIN_MAX);
+        poll(&mut fds, wake.saturating_duration_since(Instant::now()))?;
+        for (fd, &i) in fds.iter().zip(&waiting) {
+            if fd.revents == 0 {
+                continue;
+            }
+            if let Some((status, sent)) = conns[i].receive()? {
+                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                if status != 200 {
+                    errors += 1;
+                }
+            }
+        }
     }
     Ok((latencies, errors, started.elapsed()))
 }
 
-/// One keep-alive connection's requests until `deadline`: back to back, or
-/// with `every` one request per period, its latency counted from when it
-/// was due if an earlier answer held it up (so a slow answer also counts
-/// against the requests queued behind it, as a real client would see).
-async fn client(
-    addr: SocketAddr,
-    targets: &[Vec<u8>],
-    first: usize,
-    deadline: Instant,
-    every: Option<Duration>,
-) -> Result<(Vec<u32>, u64), BenchError> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(io("connect"))?;
-    s.set_nodelay(true).map_err(io("connect"))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut latencies, mut errors) = (Vec::new(), 0u64);
-    let mut i = first;
-    let mut due = Instant::now();
-    while Instant::now() < deadline {
-        let t = match every {
-            Some(period) => {
-                // Waiting for a late answer delays this request: that
-                // delay counts. The timer's own lateness on an idle
-                // connection (tokio's timers tick in milliseconds) does not.
-                let idle = Instant::now() < due;
-                tokio::time::sleep_until(due.into()).await;
-                let t = if idle { Instant::now() } else { due };
-                due += period;
-                t
-            }
-            None => Instant::now(),
-        };
-        s.write_all(&targets[i % targets.len()])
-            .await
-            .map_err(io("send a request"))?;
-        let status = read_response(&mut s, &mut buf).await?;
-        latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
-        if status != 200 {
-            errors += 1;
-        }
-        i += 1;
-    }
-    Ok((latencies, errors))
+/// One keep-alive connection of the load generator.
+struct Conn {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    filled: usize,
+    /// Index of its next target.
+    next: usize,
+    /// When its next request is due.
+    due: Instant,
+    /// Whether its last answer came after the next request was due.
+    held: bool,
+    /// Where the latency of the request in flight counts from.
+    sent: Option<Instant>,
 }
 
-/// Reads one response (headers and a Content-Length body); returns its status.
-async fn read_response(
-    s: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
-) -> Result<u16, BenchError> {
-    let mut filled = 0;
-    let end = loop {
-        filled += read_more(s, buf, filled).await?;
-        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
+impl Conn {
+    fn open(addr: SocketAddr, first: usize) -> Result<Conn, BenchError> {
+        let stream = std::net::TcpStream::connect(addr).map_err(io("connect"))?;
+        stream.set_nodelay(true).map_err(io("connect"))?;
+        stream.set_nonblocking(true).map_err(io("connect"))?;
+        Ok(Conn {
+            stream,
+            buf: vec![0; 64 * 1024],
+            filled: 0,
+            next: first,
+            due: Instant::now(),
+            held: false,
+            sent: None,
+        })
+    }
+
+    /// Sends the next request. Its latency counts from when it was due if
+    /// the previous answer held it up (a slow answer also counts against
+    /// the request queued behind it, as a real client would see), else
+    /// from now.
+    fn send(
+        &mut self,
+        targets: &[Vec<u8>],
+        now: Instant,
+        period: Option<Duration>,
+    ) -> Result<(), BenchError> {
+        use std::io::Write;
+        let request = &targets[self.next % targets.len()];
+        // A request of a few dozen bytes on a connection with nothing in
+        // flight fits the socket buffer whole.
+        match self.stream.write(request) {
+            Ok(n) if n == request.len() => {}
+            Ok(_) => return Err(BenchError::Peer("a request was sent in part".into())),
+            Err(e) => return Err(BenchError::Io("send a request".into(), e)),
         }
+        // Back to back (no period), a request is never held up.
+        let held = self.held && period.is_some();
+        self.sent = Some(if held { self.due } else { now });
+        self.next += 1;
+        self.due = match period {
+            Some(p) => self.due + p,
+            None => now,
+        };
+        Ok(())
+    }
+
+    /// Reads what has arrived; returns the status and latency start once the
+    /// answer (headers and a Content-Length body) is whole.
+    fn receive(&mut self) -> Result<Option<(u16, Instant)>, BenchError> {
+        use std::io::Read;
+        loop {
+            if self.filled == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            match self.stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(BenchError::Peer("the server closed a connection".into())),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BenchError::Io("read a response".into(), e)),
+            }
+        }
+        let Some((status, total)) = response_size(&self.buf[..self.filled])? else {
+            return Ok(None);
+        };
+        if self.filled < total {
+            return Ok(None);
+        }
+        if self.filled > total {
+            return Err(BenchError::Peer("bytes after a response".into()));
+        }
+        self.filled = 0;
+        let sent = self
+            .sent
+            .take()
+            .ok_or_else(|| BenchError::Peer("an answer nobody asked for".into()))?;
+        self.held = Instant::now() >= self.due;
+        Ok(Some((status, sent)))
+    }
+}
+
+/// The status and total size of the response at the start of `buf`, once
+/// its headers are in.
+fn response_size(buf: &[u8]) -> Result<Option<(u16, usize)>, BenchError> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
     };
     let head = String::from_utf8_lossy(&buf[..end]);
     let status = head
@@ -303,25 +397,41 @@ async fn read_response(
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse().ok())
         .ok_or_else(|| BenchError::Peer("a response without Content-Length".into()))?;
-    let total = end + 4 + length;
-    while filled < total {
-        filled += read_more(s, buf, filled).await?;
-    }
-    Ok(status)
+    Ok(Some((status, end + 4 + length)))
 }
 
-/// Reads what has arrived into `buf` after `filled` (growing it when full).
-async fn read_more(
-    s: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
-    filled: usize,
-) -> Result<usize, BenchError> {
-    if filled == buf.len() {
-        buf.resize(buf.len() * 2, 0);
+/// Waits up to `timeout` for any of `fds` to be readable.
+fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> Result<(), BenchError> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // SAFETY: `fds` is a valid slice of pollfd for its length, `ts` lives
+    // across the call, and a null signal mask leaves the mask unchanged.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(BenchError::Io("wait for responses".into(), e));
+        }
     }
-    match s.read(&mut buf[filled..]).await {
-        Ok(0) => Err(BenchError::Peer("the server closed a connection".into())),
-        Ok(n) => Ok(n),
-        Err(e) => Err(BenchError::Io("read a response".into(), e)),
+    Ok(())
+}
+
+/// Lets this thread's timed waits end within `ns` of their time (Linux
+/// rounds them up by 50 µs by default).
+fn set_timer_slack_ns(ns: u64) {
+    // SAFETY: PR_SET_TIMERSLACK reads only its integer argument.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong);
     }
 }

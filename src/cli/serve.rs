@@ -32,8 +32,12 @@ pub fn serve(
     let mut config = ctx.config.clone();
     config.serve.token = token;
     let dir = ctx.dir(DATA_DEFAULT);
-    kiln::engine::lower_compute_priority(config.background_nice);
-    let engine = open_engine(&dir, &config)?;
+    kiln::engine::build_compute_pool(config.background_idle);
+    // The store's threads start in the background too.
+    let engine = kiln::engine::with_background_threads(config.background_idle, || {
+        open_engine(&dir, &config)
+    })
+    .context("start a thread to open the data directory")??;
     let runner = engine.spawn_runner()?;
     let feed = match engine.serve_events() {
         Ok(f) => Some(f),
@@ -43,7 +47,6 @@ pub fn serve(
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;

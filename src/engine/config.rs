@@ -45,7 +45,7 @@ struct File {
     submit_symbols_per_s: Option<f64>,
     submit_burst_symbols: Option<f64>,
     admit_depth_max: Option<u64>,
-    background_nice: Option<i32>,
+    background_idle: Option<bool>,
     batch_symbols_max: Option<usize>,
     body_bytes_max: Option<usize>,
     bars_body_bytes_max: Option<usize>,
@@ -111,7 +111,7 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
         submit_symbols_per_s: f.submit_symbols_per_s.unwrap_or(e.submit_symbols_per_s),
         submit_burst_symbols: f.submit_burst_symbols.unwrap_or(e.submit_burst_symbols),
         admit_depth_max: f.admit_depth_max.unwrap_or(e.admit_depth_max),
-        background_nice: f.background_nice.unwrap_or(e.background_nice),
+        background_idle: f.background_idle.unwrap_or(e.background_idle),
         serve: ServeConfig {
             token: None,
             batch_symbols_max: f.batch_symbols_max.unwrap_or(e.serve.batch_symbols_max),
@@ -293,9 +293,9 @@ pub fn render(c: &EngineConfig) -> String {
             "waiting jobs beyond which submissions are refused with a retry-after hint",
         ),
         (
-            "background_nice",
-            c.background_nice.to_string(),
-            "kiln serve: niceness (0-19) of the threads computing, so requests are answered first",
+            "background_idle",
+            c.background_idle.to_string(),
+            "kiln serve: work the queue only on CPU time requests leave (Linux SCHED_IDLE)",
         ),
         (
             "batch_symbols_max",

@@ -74,10 +74,14 @@ pub struct EngineConfig {
     /// Waiting jobs beyond which submissions are refused with a retry-after
     /// hint (below the store's hard `queue_depth_max`).
     pub admit_depth_max: u64,
-    /// Niceness (0 to 19) of the threads that work the queue in a service
-    /// (`kiln serve`: the runner, its committer and the compute pool), so
-    /// that a batch computing never starves the threads answering requests.
-    pub background_nice: i32,
+    /// In a service (`kiln serve`), whether the threads that work the queue
+    /// (the runner, its committer, the compute pool and the store's writer
+    /// threads) run under Linux's `SCHED_IDLE` policy: they then get only
+    /// the CPU time no request thread wants, and a request thread that
+    /// wakes takes the core from them at once, so a batch computing does
+    /// not hold up answers. A service saturated with requests starves its
+    /// batches; `false` runs them at normal priority.
+    pub background_idle: bool,
     /// The HTTP service's bounds (`kiln serve`).
     pub serve: crate::api::ServeConfig,
 }
@@ -96,7 +100,7 @@ impl Default for EngineConfig {
             submit_symbols_per_s: 50_000.0,
             submit_burst_symbols: 100_000.0,
             admit_depth_max: 500_000,
-            background_nice: 10,
+            background_idle: true,
             serve: crate::api::ServeConfig::default(),
         }
     }
@@ -593,28 +597,58 @@ impl Engine {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to `nice` (Linux gives
-/// each thread its own niceness); a no-op for 0 or when refused.
-pub fn lower_thread_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
-    // SAFETY: setpriority only reads its integer arguments; `who` = 0 is the
-    // calling thread on Linux.
+/// Puts the calling thread under Linux's `SCHED_IDLE` policy (see
+/// [`EngineConfig::background_idle`]); threads it starts inherit it. Logs
+/// and carries on when refused.
+pub fn run_in_background() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param` only during the call; pid 0
+    // is the calling thread on Linux.
     #[allow(unsafe_code)]
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.min(19)) };
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc != 0 {
-        tracing::debug!(nice, "could not lower the thread's priority");
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not move the thread to SCHED_IDLE"
+        );
     }
 }
 
-/// Builds the global compute pool (rayon) with its threads at `nice`, for a
-/// process that also serves requests; call it before any compute. Does
-/// nothing when the pool already exists.
-pub fn lower_compute_priority(nice: i32) {
+/// Runs `f` on a new thread under [`run_in_background`] when `background`
+/// is set (else on this one), so the threads `f` starts (a store's writer
+/// and sled's threads, when `f` opens an engine) run in the background too.
+/// Fails only when no thread can be started.
+pub fn with_background_threads<T: Send>(
+    background: bool,
+    f: impl FnOnce() -> T + Send,
+) -> std::io::Result<T> {
+    if !background {
+        return Ok(f());
+    }
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .name("kiln-background".into())
+            .spawn_scoped(s, || {
+                run_in_background();
+                f()
+            })?;
+        Ok(handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Builds the global compute pool (rayon), its threads in the background
+/// when `background` is set, for a process that also serves requests; call
+/// it before any compute. Does nothing when the pool already exists.
+pub fn build_compute_pool(background: bool) {
     let _ = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("kiln-compute-{i}"))
-        .start_handler(move |_| lower_thread_priority(nice))
+        .start_handler(move |_| {
+            if background {
+                run_in_background();
+            }
+        })
         .build_global();
 }
 
@@ -702,4 +736,34 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> i32 {
+        // SAFETY: sched_getscheduler only reads its argument; 0 is the
+        // calling thread.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::sched_getscheduler(0)
+        }
+    }
+
+    #[test]
+    fn threads_started_in_the_background_inherit_its_policy() {
+        let here = policy();
+        let (inside, child) = with_background_threads(true, || {
+            let child = std::thread::spawn(policy).join().expect("child thread");
+            (policy(), child)
+        })
+        .expect("a thread to spare");
+        assert_eq!((inside, child), (libc::SCHED_IDLE, libc::SCHED_IDLE));
+        assert_eq!(policy(), here, "the calling thread keeps its policy");
+        assert_eq!(
+            with_background_threads(false, policy).expect("no thread needed"),
+            here
+        );
+    }
 }

@@ -298,18 +298,6 @@ impl Engine {
         until_idle: bool,
         progress: &mut dyn FnMut(RunProgress),
     ) -> Result<RunReport, EngineError> {
-        self.run_at(stop, until_idle, progress, 0)
-    }
-
-    /// [`Engine::run`] with its committer thread at niceness `nice` (the
-    /// calling thread sets its own).
-    pub(crate) fn run_at(
-        &self,
-        stop: &AtomicBool,
-        until_idle: bool,
-        progress: &mut dyn FnMut(RunProgress),
-        nice: i32,
-    ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let mut report = RunReport::default();
         let shared = Shared::default();
@@ -317,7 +305,6 @@ impl Engine {
         let committed = std::thread::scope(|scope| {
             let shared = &shared;
             let committer = scope.spawn(move || -> Result<(), EngineError> {
-                super::lower_thread_priority(nice);
                 let result = self.commit_loop(&rx, shared);
                 if result.is_err() {
                     // The claim loop stops at its next check.

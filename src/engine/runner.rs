@@ -59,17 +59,20 @@ impl Drop for Runner {
 
 impl Engine {
     /// Starts a runner on its own thread: it works the queue as jobs
-    /// arrive until [`Runner::stop`]. Its threads run at `background_nice`
-    /// (see [`super::lower_compute_priority`] for the compute pool's).
+    /// arrive until [`Runner::stop`]. Its threads run in the background
+    /// with `background_idle` (see [`super::build_compute_pool`] for the
+    /// compute pool's).
     pub fn spawn_runner(&self) -> Result<Runner, EngineError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, flag) = (self.clone(), Arc::clone(&stop));
         let handle = std::thread::Builder::new()
             .name("kiln-runner".into())
             .spawn(move || {
-                let nice = engine.config().background_nice;
-                super::lower_thread_priority(nice);
-                engine.run_at(&flag, false, &mut |_| {}, nice)
+                // The committer it starts inherits this.
+                if engine.config().background_idle {
+                    super::run_in_background();
+                }
+                engine.run(&flag, false, &mut |_| {})
             })
             .map_err(|e| EngineError::Request(format!("cannot start the runner thread: {e}")))?;
         Ok(Runner {
