@@ -13,11 +13,6 @@ use clap::{Parser, Subcommand};
 
 use cli::Ctx;
 
-/// mimalloc, not glibc's malloc: the request threads free buffers that
-/// other threads allocated, and glibc's per-arena locks made them wait on
-/// each other (futex calls on most requests).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cli::data::{FeaturesFormat, IngestArgs};
 use cli::jobs::JobsAction;
 use kiln::bench::BenchLine;
@@ -28,6 +23,12 @@ use kiln::features::bench::{BenchOptions, run as run_features_bench};
 use kiln::market::export::ExportFormat;
 use kiln::market::{Format, OnError, TsUnit};
 use kiln::store::{JobState, Priority};
+
+/// mimalloc, not glibc's malloc: the request threads free buffers that
+/// other threads allocated, and glibc's per-arena locks made them wait on
+/// each other (futex calls on most requests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// kiln: a durable, embedded feature-precompute engine for trading systems.
 ///

@@ -106,20 +106,16 @@ fn bench_http_answers_every_request_it_offers() {
             "p50_ms",
             "p999_ms",
             "p99_ms",
+            "requests",
             "requests_per_s",
             "warmup_p99_ms",
         ]
     );
+    // Every request due in the second (4 connections, one every 10 ms
+    // each) is sent and answered with 200, none more.
+    assert_eq!(figures["requests"], 400.0, "{stdout}");
     assert_eq!(figures["errors"], 0.0, "{stdout}");
-    assert_eq!(figures["offered_per_s"], 400.0);
-    // Every request due in the second is sent and answered: 400 of them,
-    // over the second plus the wait for the last answers.
-    assert!(
-        figures["requests_per_s"] > 200.0 && figures["requests_per_s"] <= 401.0,
-        "{stdout}"
-    );
-    assert!(figures["p50_ms"] > 0.0 && figures["p50_ms"] <= figures["p99_ms"]);
-    assert!(figures["p99_ms"] <= figures["p999_ms"], "{stdout}");
+    assert!(figures["requests_per_s"] > 0.0, "{stdout}");
     assert!(figures["capacity_requests_per_s"] > 0.0, "{stdout}");
     let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
     assert!(left.is_empty(), "scratch data left behind: {left:?}");

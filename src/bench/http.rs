@@ -1,16 +1,18 @@
 //! `kiln bench http`: feature reads over HTTP on loopback while a batch
 //! computes. A demo-sized store (1000 symbols × 2000 bars, the 20-output
 //! set computed for every symbol) is served by `kiln serve`'s router and
-//! dispatcher, set up as `kiln serve` sets them up (the queue's threads in
+//! dispatcher, set up as `kiln serve` sets them up (the compute threads in
 //! the background, see `EngineConfig::background_idle`). `connections`
 //! keep-alive connections send `GET /v1/features/{symbol}/rsi(14)?tail=100`,
 //! cycling through the symbols, at `rate` requests per second in all:
 //!
-//! 1. a 2 s warm-up, which opens the connections and reads every series
-//!    once (its p99 is reported as `warmup_p99_ms`: first reads, no batch);
+//! 1. a 2 s warm-up, no batch, whose p99 is `warmup_p99_ms`: the first
+//!    read of each series happens here when `2 × rate` covers the symbols
+//!    (with the defaults, 30 reads per symbol);
 //! 2. the measured window of `seconds`, during which a background batch
 //!    (20 more outputs for every symbol) computes and commits;
-//! 3. 5 s as fast as the connections are answered (the capacity).
+//! 3. 5 s (at most `seconds`) as fast as the connections are answered: the
+//!    capacity.
 //!
 //! The load generator runs in this process on one thread and shares the
 //! machine's cores with the server. It is open-loop: each connection sends
@@ -26,8 +28,9 @@
 //! precomputed features, not of reading and formatting a series per
 //! request.
 //!
-//! Figures: `offered_per_s`, `requests_per_s`, `p50_ms`, `p99_ms`,
-//! `p999_ms`, `errors` (answers other than 200, or none), `background_jobs`
+//! Figures: `offered_per_s`, `requests` (answered in the window),
+//! `requests_per_s`, `p50_ms`, `p99_ms`, `p999_ms`, `errors` (answers
+//! other than 200, or none), `background_jobs`
 //! (batch jobs finished in the window), `capacity_requests_per_s`,
 //! `capacity_p99_ms`, `warmup_p99_ms`.
 
@@ -95,11 +98,7 @@ pub fn run(
         ..EngineConfig::default()
     };
     crate::engine::build_compute_pool(config.background_idle);
-    let background = config.background_idle;
-    let engine = crate::engine::with_background_threads(background, || {
-        Engine::open(dir.join("store"), config)
-    })
-    .map_err(io("start a thread to open the store"))??;
+    let engine = Engine::open(dir.join("store"), config)?;
     let universe = synth::universe(opts.symbols, opts.bars, 7);
     engine.ingest_columns("synthetic", &universe)?;
     let symbols: Vec<Symbol> = universe.into_iter().map(|(s, _)| s).collect();
@@ -159,6 +158,7 @@ pub fn run(
     let (mut closed, closed_errors, closed_elapsed) = capacity?;
 
     emit(&line("offered_per_s", opts.rate, "requests/s"));
+    emit(&line("requests", latencies.len() as f64, "requests"));
     emit(&line(
         "requests_per_s",
         latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -236,17 +236,17 @@ fn load(
     let mut waiting: Vec<usize> = Vec::with_capacity(connections);
     loop {
         let now = Instant::now();
+        // Open loop: requests due in the window, even when sent after it;
+        // back to back: until the window ends.
+        let sends =
+            |c: &Conn| c.sent.is_none() && c.due < deadline && (period.is_some() || now < deadline);
         for c in &mut conns {
-            if c.sent.is_none() && c.due <= now && c.due < deadline {
+            if sends(c) && c.due <= now {
                 c.send(targets, now, period)?;
             }
         }
         // Wait for answers, or until the next idle connection is due.
-        let next_due = conns
-            .iter()
-            .filter(|c| c.sent.is_none() && c.due < deadline)
-            .map(|c| c.due)
-            .min();
+        let next_due = conns.iter().filter(|c| sends(c)).map(|c| c.due).min();
         fds.clear();
         waiting.clear();
         for (i, c) in conns.iter().enumerate() {
@@ -263,7 +263,13 @@ fn load(
             break;
         }
         if now >= deadline + DRAIN_MAX {
+            // Unanswered, and the requests due behind them never sent.
             errors += fds.len() as u64;
+            if let Some(p) = period {
+                for c in conns.iter().filter(|c| c.due < deadline) {
+                    errors += ((deadline - c.due).as_secs_f64() / p.as_secs_f64()).ceil() as u64;
+                }
+            }
             break;
         }
         let wake = next_due.unwrap_or(deadline + DRAIN_MAX);
@@ -348,23 +354,36 @@ impl Conn {
     /// answer (headers and a Content-Length body) is whole.
     fn receive(&mut self) -> Result<Option<(u16, Instant)>, BenchError> {
         use std::io::Read;
+        let mut closed = false;
         loop {
             if self.filled == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
             match self.stream.read(&mut self.buf[self.filled..]) {
-                Ok(0) => return Err(BenchError::Peer("the server closed a connection".into())),
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
                 Ok(n) => self.filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(BenchError::Io("read a response".into(), e)),
             }
         }
-        let Some((status, total)) = response_size(&self.buf[..self.filled])? else {
+        let whole =
+            response_size(&self.buf[..self.filled])?.filter(|&(_, total)| self.filled >= total);
+        let Some((status, total)) = whole else {
+            if closed {
+                return Err(BenchError::Peer(
+                    "the server closed a connection before answering".into(),
+                ));
+            }
             return Ok(None);
         };
-        if self.filled < total {
-            return Ok(None);
+        if closed {
+            return Err(BenchError::Peer(
+                "the server closed a keep-alive connection after an answer".into(),
+            ));
         }
         if self.filled > total {
             return Err(BenchError::Peer("bytes after a response".into()));

@@ -33,11 +33,7 @@ pub fn serve(
     config.serve.token = token;
     let dir = ctx.dir(DATA_DEFAULT);
     kiln::engine::build_compute_pool(config.background_idle);
-    // The store's threads start in the background too.
-    let engine = kiln::engine::with_background_threads(config.background_idle, || {
-        open_engine(&dir, &config)
-    })
-    .context("start a thread to open the data directory")??;
+    let engine = open_engine(&dir, &config)?;
     let runner = engine.spawn_runner()?;
     let feed = match engine.serve_events() {
         Ok(f) => Some(f),

@@ -74,13 +74,14 @@ pub struct EngineConfig {
     /// Waiting jobs beyond which submissions are refused with a retry-after
     /// hint (below the store's hard `queue_depth_max`).
     pub admit_depth_max: u64,
-    /// In a service (`kiln serve`), whether the threads that work the queue
-    /// (the runner, its committer, the compute pool and the store's writer
-    /// threads) run under Linux's `SCHED_IDLE` policy: they then get only
-    /// the CPU time no request thread wants, and a request thread that
-    /// wakes takes the core from them at once, so a batch computing does
-    /// not hold up answers. A service saturated with requests starves its
-    /// batches; `false` runs them at normal priority.
+    /// In a service (`kiln serve`), whether the threads that compute (the
+    /// runner, its committer and the compute pool) run under Linux's
+    /// `SCHED_IDLE` policy: they then get only the CPU time no request
+    /// thread wants, and a request thread that wakes takes the core from
+    /// them at once. The store's writer threads stay at normal priority,
+    /// since request threads wait on their locks (sled's, the data
+    /// versions'). A service saturated with requests starves its batches;
+    /// `false` runs them at normal priority.
     pub background_idle: bool,
     /// The HTTP service's bounds (`kiln serve`).
     pub serve: crate::api::ServeConfig,
@@ -598,7 +599,7 @@ impl Engine {
 }
 
 /// Puts the calling thread under Linux's `SCHED_IDLE` policy (see
-/// [`EngineConfig::background_idle`]); threads it starts inherit it. Logs
+/// [`EngineConfig::background_idle`]); threads it starts inherit it. Warns
 /// and carries on when refused.
 pub fn run_in_background() {
     let param = libc::sched_param { sched_priority: 0 };
@@ -607,35 +608,11 @@ pub fn run_in_background() {
     #[allow(unsafe_code)]
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc != 0 {
-        tracing::debug!(
+        tracing::warn!(
             error = %std::io::Error::last_os_error(),
-            "could not move the thread to SCHED_IDLE"
+            "could not move a background thread to SCHED_IDLE; it runs at normal priority"
         );
     }
-}
-
-/// Runs `f` on a new thread under [`run_in_background`] when `background`
-/// is set (else on this one), so the threads `f` starts (a store's writer
-/// and sled's threads, when `f` opens an engine) run in the background too.
-/// Fails only when no thread can be started.
-pub fn with_background_threads<T: Send>(
-    background: bool,
-    f: impl FnOnce() -> T + Send,
-) -> std::io::Result<T> {
-    if !background {
-        return Ok(f());
-    }
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("kiln-background".into())
-            .spawn_scoped(s, || {
-                run_in_background();
-                f()
-            })?;
-        Ok(handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    })
 }
 
 /// Builds the global compute pool (rayon), its threads in the background
@@ -752,18 +729,16 @@ mod tests {
     }
 
     #[test]
-    fn threads_started_in_the_background_inherit_its_policy() {
+    fn a_background_thread_and_the_threads_it_starts_run_idle() {
         let here = policy();
-        let (inside, child) = with_background_threads(true, || {
+        let (inside, child) = std::thread::spawn(|| {
+            run_in_background();
             let child = std::thread::spawn(policy).join().expect("child thread");
             (policy(), child)
         })
-        .expect("a thread to spare");
+        .join()
+        .expect("background thread");
         assert_eq!((inside, child), (libc::SCHED_IDLE, libc::SCHED_IDLE));
-        assert_eq!(policy(), here, "the calling thread keeps its policy");
-        assert_eq!(
-            with_background_threads(false, policy).expect("no thread needed"),
-            here
-        );
+        assert_eq!(policy(), here, "the starting thread keeps its policy");
     }
 }
