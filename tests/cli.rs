@@ -9,37 +9,39 @@ fn kiln(args: &[&str]) -> std::process::Output {
         .expect("run kiln")
 }
 
-#[test]
-fn bench_queue_json_prints_every_figure_once() {
+/// Runs `kiln bench <args> --json --dir <scratch>`, checks it succeeded and
+/// left nothing behind, and returns its lines, each one JSON object.
+fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().to_str().expect("utf-8 path");
-    let out = kiln(&[
-        "bench",
-        "queue",
-        "--json",
-        "--jobs",
-        "200",
-        "--symbols",
-        "3",
-        "--bars",
-        "50",
-        "--dir",
-        dir,
-    ]);
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", "--dir", dir]);
+    let out = kiln(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let names: Vec<String> = stdout
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
+    assert!(left.is_empty(), "scratch data left behind: {left:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn bench_queue_json_prints_every_figure_once() {
+    let lines = bench_json(&["queue", "--jobs", "200", "--symbols", "3", "--bars", "50"]);
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|v| {
             assert_eq!(v["bench"], "queue");
-            assert!(v["value"].as_f64().expect("numeric value") > 0.0, "{l}");
-            assert!(matches!(v["unit"].as_str(), Some("jobs/s" | "MB/s")), "{l}");
-            v["name"].as_str().expect("name").to_owned()
+            assert!(v["value"].as_f64().expect("numeric value") > 0.0, "{v}");
+            assert!(matches!(v["unit"].as_str(), Some("jobs/s" | "MB/s")), "{v}");
+            v["name"].as_str().expect("name")
         })
         .collect();
     assert_eq!(
@@ -54,18 +56,12 @@ fn bench_queue_json_prints_every_figure_once() {
             "floor_file_mb_per_s",
         ]
     );
-    let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
-    assert!(left.is_empty(), "scratch data left behind: {left:?}");
 }
 
 #[test]
 fn bench_http_answers_every_request_it_offers() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let dir = scratch.path().to_str().expect("utf-8 path");
-    let out = kiln(&[
-        "bench",
+    let lines = bench_json(&[
         "http",
-        "--json",
         "--seconds",
         "1",
         "--symbols",
@@ -76,27 +72,17 @@ fn bench_http_answers_every_request_it_offers() {
         "4",
         "--rate",
         "400",
-        "--dir",
-        dir,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let figures: std::collections::BTreeMap<String, f64> = stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+    let figures: std::collections::BTreeMap<&str, f64> = lines
+        .iter()
+        .map(|v| {
             assert_eq!(v["bench"], "http");
             let value = v["value"].as_f64().expect("numeric value");
-            (v["name"].as_str().expect("name").to_owned(), value)
+            (v["name"].as_str().expect("name"), value)
         })
         .collect();
-    let names: Vec<&str> = figures.keys().map(String::as_str).collect();
     assert_eq!(
-        names,
+        figures.keys().copied().collect::<Vec<_>>(),
         [
             "background_jobs",
             "capacity_p99_ms",
@@ -113,12 +99,10 @@ fn bench_http_answers_every_request_it_offers() {
     );
     // Every request due in the second (4 connections, one every 10 ms
     // each) is sent and answered with 200, none more.
-    assert_eq!(figures["requests"], 400.0, "{stdout}");
-    assert_eq!(figures["errors"], 0.0, "{stdout}");
-    assert!(figures["requests_per_s"] > 0.0, "{stdout}");
-    assert!(figures["capacity_requests_per_s"] > 0.0, "{stdout}");
-    let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
-    assert!(left.is_empty(), "scratch data left behind: {left:?}");
+    assert_eq!(figures["requests"], 400.0, "{figures:?}");
+    assert_eq!(figures["errors"], 0.0, "{figures:?}");
+    assert!(figures["requests_per_s"] > 0.0, "{figures:?}");
+    assert!(figures["capacity_requests_per_s"] > 0.0, "{figures:?}");
 }
 
 #[test]
