@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cli::Ctx;
-
 use cli::data::{FeaturesFormat, IngestArgs};
 use cli::jobs::JobsAction;
 use kiln::bench::BenchLine;

@@ -246,13 +246,7 @@ pub async fn get_feature(
     let mut views = Vec::with_capacity(labels.len());
     let mut ready = bars.version() == version;
     for label in &labels {
-        let view = app.engine.feature(&symbol, label)?;
-        let read = match &view {
-            None => ReadResult::Miss,
-            Some(v) if v.is_current(&version) => ReadResult::Hit,
-            Some(_) => ReadResult::Stale,
-        };
-        app.engine.count_read(read);
+        let (view, read) = app.engine.read_feature_of(&symbol, label, Some(&version))?;
         ready &= read == ReadResult::Hit;
         views.extend(view);
     }

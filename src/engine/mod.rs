@@ -493,10 +493,23 @@ impl Engine {
         symbol: &Symbol,
         label: &str,
     ) -> Result<(Option<SeriesView>, ReadResult), EngineError> {
+        let version = self.store.data_version(symbol)?;
+        self.read_feature_of(symbol, label, version.as_ref())
+    }
+
+    /// [`Engine::read_feature`] against `version`, the symbol's data version
+    /// the caller has already read (so several outputs are judged against
+    /// the same bars).
+    pub fn read_feature_of(
+        &self,
+        symbol: &Symbol,
+        label: &str,
+        version: Option<&kiln_store::DataVersion>,
+    ) -> Result<(Option<SeriesView>, ReadResult), EngineError> {
         let view = self.feature(symbol, label)?;
-        let result = match (&view, self.store.data_version(symbol)?) {
+        let result = match (&view, version) {
             (None, _) => ReadResult::Miss,
-            (Some(v), Some(version)) if v.is_current(&version) => ReadResult::Hit,
+            (Some(v), Some(version)) if v.is_current(version) => ReadResult::Hit,
             (Some(_), _) => ReadResult::Stale,
         };
         self.runtime.metrics.read(result);
