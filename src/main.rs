@@ -322,7 +322,8 @@ enum Bench {
     /// Feature reads over HTTP on loopback (`GET /v1/features/{symbol}/rsi(14)?tail=100`
     /// from many keep-alive connections) against `kiln serve`'s router: a 2 s
     /// warm-up, latency quantiles at an offered rate while a background batch
-    /// computes, then 5 s of closed-loop capacity. Builds a demo-sized store
+    /// computes (also split into the requests sent during the batch and
+    /// after it), then 5 s of closed-loop capacity. Builds a demo-sized store
     /// (about 700 MB) under --dir first; stops by itself.
     Http {
         /// Symbols in the synthetic universe.
@@ -341,6 +342,10 @@ enum Bench {
         /// request per period, the connections spread evenly over it).
         #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         rate: u64,
+        /// No background batch: the window measures the serving path alone
+        /// (compare with --json's batch_p99_ms and after_batch_p99_ms).
+        #[arg(long)]
+        no_batch: bool,
         /// Directory for scratch data (default: the system temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -582,6 +587,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             connections,
             rate,
+            no_batch,
             dir,
         }) => {
             let scratch = scratch_dir(dir)?;
@@ -591,6 +597,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: seconds as f64,
                 connections: to_usize(connections)?,
                 rate: rate as f64,
+                batch: !no_batch,
             };
             print_streamed(&mut out, json, "HTTP benchmark", |emit| {
                 kiln::bench::http::run(scratch.path(), &opts, emit)

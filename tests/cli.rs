@@ -58,9 +58,10 @@ fn bench_queue_json_prints_every_figure_once() {
     );
 }
 
-#[test]
-fn bench_http_answers_every_request_it_offers() {
-    let lines = bench_json(&[
+/// A small `kiln bench http` (1 s of 4 connections at 400 requests/s over
+/// 20 symbols) with `extra` arguments: its figures by name.
+fn bench_http_figures(extra: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    let mut args = vec![
         "http",
         "--seconds",
         "1",
@@ -72,37 +73,82 @@ fn bench_http_answers_every_request_it_offers() {
         "4",
         "--rate",
         "400",
-    ]);
-    let figures: std::collections::BTreeMap<&str, f64> = lines
+    ];
+    args.extend_from_slice(extra);
+    bench_json(&args)
         .iter()
         .map(|v| {
             assert_eq!(v["bench"], "http");
             let value = v["value"].as_f64().expect("numeric value");
-            (v["name"].as_str().expect("name"), value)
+            (v["name"].as_str().expect("name").to_owned(), value)
         })
-        .collect();
+        .collect()
+}
+
+/// The figures every run reports.
+const HTTP_FIGURES: [&str; 11] = [
+    "background_jobs",
+    "capacity_p99_ms",
+    "capacity_requests_per_s",
+    "errors",
+    "offered_per_s",
+    "p50_ms",
+    "p999_ms",
+    "p99_ms",
+    "requests",
+    "requests_per_s",
+    "warmup_p99_ms",
+];
+
+#[test]
+fn bench_http_answers_every_request_it_offers() {
+    let figures = bench_http_figures(&[]);
+    // The batch's figures: its duration and the p99 after it only when it
+    // finished inside the window.
+    let optional = ["after_batch_p99_ms", "batch_s"];
+    let mut expected = HTTP_FIGURES.to_vec();
+    expected.extend(["batch_p99_ms", "batch_requests"]);
+    expected.sort_unstable();
     assert_eq!(
-        figures.keys().copied().collect::<Vec<_>>(),
-        [
-            "background_jobs",
-            "capacity_p99_ms",
-            "capacity_requests_per_s",
-            "errors",
-            "offered_per_s",
-            "p50_ms",
-            "p999_ms",
-            "p99_ms",
-            "requests",
-            "requests_per_s",
-            "warmup_p99_ms",
-        ]
+        figures
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !optional.contains(k))
+            .collect::<Vec<_>>(),
+        expected
     );
+    assert!(figures["batch_requests"] <= figures["requests"]);
+    match figures.get("batch_s") {
+        // Unfinished: every request was sent while it ran.
+        None => assert_eq!(figures["batch_requests"], figures["requests"]),
+        Some(&s) => {
+            assert!(s > 0.0, "{figures:?}");
+            assert_eq!(figures["background_jobs"], 20.0, "{figures:?}");
+            assert_eq!(
+                figures.contains_key("after_batch_p99_ms"),
+                figures["batch_requests"] < figures["requests"],
+                "{figures:?}"
+            );
+        }
+    }
     // Every request due in the second (4 connections, one every 10 ms
     // each) is sent and answered with 200, none more.
     assert_eq!(figures["requests"], 400.0, "{figures:?}");
     assert_eq!(figures["errors"], 0.0, "{figures:?}");
     assert!(figures["requests_per_s"] > 0.0, "{figures:?}");
     assert!(figures["capacity_requests_per_s"] > 0.0, "{figures:?}");
+}
+
+#[test]
+fn bench_http_without_a_batch_runs_no_jobs_and_reports_no_batch_figures() {
+    let figures = bench_http_figures(&["--no-batch"]);
+    assert_eq!(
+        figures.keys().map(String::as_str).collect::<Vec<_>>(),
+        HTTP_FIGURES
+    );
+    assert_eq!(figures["background_jobs"], 0.0, "{figures:?}");
+    assert_eq!(figures["requests"], 400.0, "{figures:?}");
+    assert_eq!(figures["errors"], 0.0, "{figures:?}");
 }
 
 #[test]

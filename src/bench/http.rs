@@ -28,11 +28,18 @@
 //! precomputed features, not of reading and formatting a series per
 //! request.
 //!
+//! With `batch` off (`--no-batch`) nothing is submitted: the window
+//! measures the serving path alone, and the batch's figures are left out.
+//!
 //! Figures: `offered_per_s`, `requests` (answered in the window),
 //! `requests_per_s`, `p50_ms`, `p99_ms`, `p999_ms`, `errors` (answers
 //! other than 200, or none), `background_jobs`
 //! (batch jobs finished in the window), `capacity_requests_per_s`,
-//! `capacity_p99_ms`, `warmup_p99_ms`.
+//! `capacity_p99_ms`, `warmup_p99_ms`. The window's requests are also
+//! split at the moment the batch's last job committed: `batch_requests`
+//! and `batch_p99_ms` for those sent while it ran, `after_batch_p99_ms` for
+//! the rest, and `batch_s`, the batch's duration from its submission (these
+//! two only when it finished inside the window).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -63,6 +70,9 @@ pub struct HttpOptions {
     /// Requests per second offered in the measured window, spread evenly
     /// over the connections.
     pub rate: f64,
+    /// Whether the background batch is submitted (without it, the window
+    /// measures the serving path alone).
+    pub batch: bool,
 }
 
 /// The background batch: 20 more outputs for every symbol.
@@ -141,10 +151,21 @@ pub fn run(
     let window = Duration::from_secs_f64(opts.seconds);
     let load = |window, rate| load(addr, &targets, opts.connections, window, rate);
     let warmed = load(WARMUP_WINDOW, Some(opts.rate));
-    let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
     let done_before = engine.store().stats().count(JobState::Succeeded);
-    engine.submit(&symbols, &batch, Priority::Normal)?;
-    let loaded = load(window, Some(opts.rate));
+    let submitted = Instant::now();
+    let (loaded, batch_done) = if opts.batch {
+        let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
+        let jobs = engine.submit(&symbols, &batch, Priority::Normal)?.len() as u64;
+        let window_over = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| watch_batch(&engine, done_before, jobs, &window_over));
+            let loaded = load(window, Some(opts.rate));
+            window_over.store(true, std::sync::atomic::Ordering::Relaxed);
+            (loaded, watcher.join().ok().flatten())
+        })
+    } else {
+        (load(window, Some(opts.rate)), None)
+    };
     let done_after = engine.store().stats().count(JobState::Succeeded);
     let capacity = load(CAPACITY_WINDOW.min(window), None);
     let _ = stop.send(());
@@ -153,9 +174,13 @@ pub fn run(
         .map_err(|_| BenchError::Peer("the server thread panicked".into()))?;
     app.stop_runner()?;
     served.map_err(io("serve"))?;
-    let (mut warm, warm_errors, _) = warmed?;
-    let (mut latencies, errors, elapsed) = loaded?;
-    let (mut closed, closed_errors, closed_elapsed) = capacity?;
+    let (warm, warm_errors, _) = warmed?;
+    let (latencies, errors, elapsed) = loaded?;
+    let (closed, closed_errors, closed_elapsed) = capacity?;
+    // Requests sent while the batch ran, and after its last job committed.
+    let batch_end = batch_done.unwrap_or_else(Instant::now);
+    let (during, after): (Vec<&Sample>, Vec<&Sample>) =
+        latencies.iter().partition(|s| s.sent < batch_end);
 
     emit(&line("offered_per_s", opts.rate, "requests/s"));
     emit(&line("requests", latencies.len() as f64, "requests"));
@@ -164,9 +189,9 @@ pub fn run(
         latencies.len() as f64 / elapsed.as_secs_f64(),
         "requests/s",
     ));
-    emit(&line("p50_ms", quantile(&mut latencies, 0.50), "ms"));
-    emit(&line("p99_ms", quantile(&mut latencies, 0.99), "ms"));
-    emit(&line("p999_ms", quantile(&mut latencies, 0.999), "ms"));
+    emit(&line("p50_ms", quantile(&latencies, 0.50), "ms"));
+    emit(&line("p99_ms", quantile(&latencies, 0.99), "ms"));
+    emit(&line("p999_ms", quantile(&latencies, 0.999), "ms"));
     emit(&line(
         "errors",
         (warm_errors + errors + closed_errors) as f64,
@@ -177,21 +202,56 @@ pub fn run(
         done_after.saturating_sub(done_before) as f64,
         "jobs",
     ));
+    if opts.batch {
+        if let Some(t) = batch_done {
+            emit(&line("batch_s", (t - submitted).as_secs_f64(), "s"));
+        }
+        emit(&line("batch_requests", during.len() as f64, "requests"));
+        emit(&line("batch_p99_ms", quantile(during, 0.99), "ms"));
+        if !after.is_empty() {
+            emit(&line("after_batch_p99_ms", quantile(after, 0.99), "ms"));
+        }
+    }
     emit(&line(
         "capacity_requests_per_s",
         closed.len() as f64 / closed_elapsed.as_secs_f64(),
         "requests/s",
     ));
-    emit(&line("capacity_p99_ms", quantile(&mut closed, 0.99), "ms"));
-    emit(&line("warmup_p99_ms", quantile(&mut warm, 0.99), "ms"));
+    emit(&line("capacity_p99_ms", quantile(&closed, 0.99), "ms"));
+    emit(&line("warmup_p99_ms", quantile(&warm, 0.99), "ms"));
     Ok(())
 }
 
-/// The latency (µs samples) at quantile `q`, in ms.
-fn quantile(samples: &mut [u32], q: f64) -> f64 {
-    samples.sort_unstable();
-    let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len().max(1)) - 1;
-    samples.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
+/// One answered request: where its latency counts from, and the latency.
+struct Sample {
+    sent: Instant,
+    us: u32,
+}
+
+/// The latency of `samples` at quantile `q`, in ms (0 for none).
+fn quantile<'a>(samples: impl IntoIterator<Item = &'a Sample>, q: f64) -> f64 {
+    let mut us: Vec<u32> = samples.into_iter().map(|s| s.us).collect();
+    us.sort_unstable();
+    let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len().max(1)) - 1;
+    us.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
+}
+
+/// Watches the store until `jobs` more jobs than `before` have succeeded
+/// or `stop` is set; returns when that count was reached, if it was.
+fn watch_batch(
+    engine: &Engine,
+    before: u64,
+    jobs: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<Instant> {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Relaxed) {
+        if engine.store().stats().count(JobState::Succeeded) >= before + jobs {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// The warm-up before the measured window, at the offered rate.
@@ -219,7 +279,7 @@ fn load(
     connections: usize,
     window: Duration,
     rate: Option<f64>,
-) -> Result<(Vec<u32>, u64, Duration), BenchError> {
+) -> Result<(Vec<Sample>, u64, Duration), BenchError> {
     set_timer_slack_ns(1_000);
     let period = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
     let mut conns = (0..connections)
@@ -231,7 +291,7 @@ fn load(
         conn.due =
             started + period.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / connections as f64));
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+    let (mut samples, mut errors) = (Vec::new(), 0u64);
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(connections);
     let mut waiting: Vec<usize> = Vec::with_capacity(connections);
     loop {
@@ -279,14 +339,15 @@ fn load(
                 continue;
             }
             if let Some((status, sent)) = conns[i].receive()? {
-                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                samples.push(Sample { sent, us });
                 if status != 200 {
                     errors += 1;
                 }
             }
         }
     }
-    Ok((latencies, errors, started.elapsed()))
+    Ok((samples, errors, started.elapsed()))
 }
 
 /// One keep-alive connection of the load generator.
