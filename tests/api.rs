@@ -814,3 +814,62 @@ fn bars_posted_as_csv_are_ingested_all_or_nothing() {
     );
     assert!(r.error(415).contains("image/png"));
 }
+
+#[test]
+fn a_bar_upload_past_the_bound_gets_429_until_one_ends() {
+    let config = EngineConfig {
+        serve: api::ServeConfig {
+            bars_uploads_max: 1,
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(config, false);
+    let good = "symbol,ts,open,high,low,close,volume\nNEWCO,2024-01-02,10,11,9,10.5,1000\n";
+    let upload = || {
+        request(
+            s.addr,
+            "POST",
+            "/v1/bars",
+            &[("Content-Type", "text/csv")],
+            good.as_bytes(),
+        )
+    };
+    // An upload that promises 1000 bytes and sends a few holds the one
+    // permit while the server waits for the rest.
+    let mut slow = TcpStream::connect(s.addr).expect("connect");
+    slow.write_all(
+        b"POST /v1/bars HTTP/1.1\r\nHost: kiln\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nsymbol,ts,",
+    )
+    .expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = upload();
+        if r.status == 429 {
+            break r;
+        }
+        // The slow upload's head was not read yet: this one went through.
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(refused.error(429).contains("bars_uploads_max"));
+    assert_eq!(refused.json()["error"], "uploads_busy");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Closing the slow upload frees its permit.
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = upload();
+        if r.status == 200 {
+            break;
+        }
+        r.error(429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the permit stayed taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(s.addr, "/v1/features/NEWCO").json()["bars"], 1);
+}

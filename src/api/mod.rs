@@ -38,6 +38,9 @@ pub struct ServeConfig {
     pub body_bytes_max: usize,
     /// Largest `POST /v1/bars` body.
     pub bars_body_bytes_max: usize,
+    /// Most `POST /v1/bars` bodies read and ingested at once (each may hold
+    /// `bars_body_bytes_max` in memory); one more gets 429. 0 refuses all.
+    pub bars_uploads_max: usize,
     /// Requests per second one client address may make (token bucket rate).
     pub requests_per_s: f64,
     /// Burst of requests one client address may make at once.
@@ -51,6 +54,7 @@ impl Default for ServeConfig {
             batch_symbols_max: 1000,
             body_bytes_max: 1 << 20,
             bars_body_bytes_max: 256 << 20,
+            bars_uploads_max: 2,
             requests_per_s: 100_000.0,
             requests_burst: 20_000.0,
         }
@@ -65,6 +69,8 @@ pub struct App {
     runner: Mutex<Option<Runner>>,
     throughput: Mutex<Throughput>,
     reads: cache::ReadCache,
+    /// Permits for `POST /v1/bars` bodies in flight (`bars_uploads_max`).
+    uploads: Arc<tokio::sync::Semaphore>,
     /// Set when the server begins to shut down: event streams end.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -96,6 +102,11 @@ impl App {
     pub fn new(engine: Engine, runner: Option<Runner>) -> Arc<App> {
         let config = engine.config().serve.clone();
         let limiter = Admission::new(config.requests_per_s, config.requests_burst);
+        let uploads = Arc::new(tokio::sync::Semaphore::new(
+            config
+                .bars_uploads_max
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Arc::new(App {
             engine,
             config,
@@ -103,6 +114,7 @@ impl App {
             runner: Mutex::new(runner),
             throughput: Mutex::new(Throughput::default()),
             reads: cache::ReadCache::new(READ_CACHE_BYTES),
+            uploads,
             closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -274,7 +286,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/features/{symbol}/{spec}", get(handlers::get_feature))
         .route(
             "/v1/bars",
-            post(handlers::post_bars).layer(DefaultBodyLimit::max(bars_limit)),
+            post(handlers::post_bars)
+                .layer(DefaultBodyLimit::max(bars_limit))
+                .layer(middleware::from_fn_with_state(
+                    Arc::clone(&app),
+                    one_of_the_uploads,
+                )),
         )
         .route("/v1/events", get(handlers::events))
         .route("/health", get(handlers::health))
@@ -285,6 +302,24 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
         .with_state(app)
+}
+
+/// `POST /v1/bars`: holds one of `bars_uploads_max` permits while the body
+/// is read and ingested, so uploads cannot pile up in memory; without a
+/// free permit, 429 with `Retry-After`.
+async fn one_of_the_uploads(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = Arc::clone(&app.uploads).try_acquire_owned() else {
+        let mut busy = ApiError::too_many(
+            format!(
+                "{} bar uploads are in progress, the most at once (bars_uploads_max)",
+                app.config.bars_uploads_max
+            ),
+            Duration::from_secs(1),
+        );
+        busy.error = "uploads_busy";
+        return busy.into_response();
+    };
+    next.run(req).await
 }
 
 /// Every request: the client address's token bucket (so guessing tokens is

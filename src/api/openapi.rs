@@ -72,6 +72,10 @@ pub const ROUTES: &[Route] = &[
                 415,
                 "a Content-Type that is not CSV, gzip, Arrow IPC or Parquet",
             ),
+            (
+                429,
+                "bars_uploads_max uploads already in progress (Retry-After)",
+            ),
         ],
     ),
     (

@@ -49,6 +49,7 @@ struct File {
     batch_symbols_max: Option<usize>,
     body_bytes_max: Option<usize>,
     bars_body_bytes_max: Option<usize>,
+    bars_uploads_max: Option<usize>,
     requests_per_s: Option<f64>,
     requests_burst: Option<f64>,
 }
@@ -117,6 +118,7 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
             batch_symbols_max: f.batch_symbols_max.unwrap_or(e.serve.batch_symbols_max),
             body_bytes_max: f.body_bytes_max.unwrap_or(e.serve.body_bytes_max),
             bars_body_bytes_max: f.bars_body_bytes_max.unwrap_or(e.serve.bars_body_bytes_max),
+            bars_uploads_max: f.bars_uploads_max.unwrap_or(e.serve.bars_uploads_max),
             requests_per_s: f.requests_per_s.unwrap_or(e.serve.requests_per_s),
             requests_burst: f.requests_burst.unwrap_or(e.serve.requests_burst),
         },
@@ -311,6 +313,11 @@ pub fn render(c: &EngineConfig) -> String {
             "bars_body_bytes_max",
             c.serve.bars_body_bytes_max.to_string(),
             "kiln serve: largest POST /v1/bars body",
+        ),
+        (
+            "bars_uploads_max",
+            c.serve.bars_uploads_max.to_string(),
+            "kiln serve: most POST /v1/bars bodies read and ingested at once (0 refuses all)",
         ),
         (
             "requests_per_s",
