@@ -815,6 +815,28 @@ fn bars_posted_as_csv_are_ingested_all_or_nothing() {
     assert!(r.error(415).contains("image/png"));
 }
 
+/// The `kiln_bar_uploads_in_progress` gauge, once it reads `want`.
+fn wait_uploads_in_progress(addr: SocketAddr, want: u32) {
+    let line = format!("kiln_bar_uploads_in_progress {want}\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&get(addr, "/metrics").body).contains(&line) {
+        assert!(Instant::now() < deadline, "never {line}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a `POST /v1/bars` head promising 1000 bytes and only a few.
+fn start_slow_upload(addr: SocketAddr) -> TcpStream {
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    slow.write_all(
+        b"POST /v1/bars HTTP/1.1\r\nHost: kiln\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nsymbol,ts,",
+    )
+    .expect("write");
+    slow
+}
+
 #[test]
 fn a_bar_upload_past_the_bound_gets_429_until_one_ends() {
     let config = EngineConfig {
@@ -835,41 +857,51 @@ fn a_bar_upload_past_the_bound_gets_429_until_one_ends() {
             good.as_bytes(),
         )
     };
-    // An upload that promises 1000 bytes and sends a few holds the one
-    // permit while the server waits for the rest.
-    let mut slow = TcpStream::connect(s.addr).expect("connect");
-    slow.write_all(
-        b"POST /v1/bars HTTP/1.1\r\nHost: kiln\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nsymbol,ts,",
-    )
-    .expect("write");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let r = upload();
-        if r.status == 429 {
-            break r;
-        }
-        // The slow upload's head was not read yet: this one went through.
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert!(std::time::Instant::now() < deadline, "never refused");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // An upload whose body is cut short holds the one place.
+    let slow = start_slow_upload(s.addr);
+    wait_uploads_in_progress(s.addr, 1);
+    let refused = upload();
     assert!(refused.error(429).contains("bars_uploads_max"));
     assert_eq!(refused.json()["error"], "uploads_busy");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    // Closing the slow upload frees its permit.
+    // Closing it frees the place.
     drop(slow);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = upload();
-        if r.status == 200 {
-            break;
-        }
-        r.error(429);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the permit stayed taken"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_uploads_in_progress(s.addr, 0);
+    assert_eq!(upload().status, 200);
     assert_eq!(get(s.addr, "/v1/features/NEWCO").json()["bars"], 1);
+}
+
+#[test]
+fn a_stalled_bar_upload_is_cut_off_and_uploads_can_be_turned_off() {
+    let config = EngineConfig {
+        serve: api::ServeConfig {
+            bars_body_seconds_max: 1,
+            bars_body_bytes_max: 64,
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(config, false);
+    let mut slow = start_slow_upload(s.addr);
+    let mut raw = Vec::new();
+    let _ = slow.read_to_end(&mut raw);
+    let head = String::from_utf8_lossy(&raw);
+    assert!(
+        head.starts_with("HTTP/1.1 408") && head.contains("bars_body_seconds_max"),
+        "{head}"
+    );
+    wait_uploads_in_progress(s.addr, 0);
+    let r = request(s.addr, "POST", "/v1/bars", &[], &[b'x'; 100]);
+    assert!(r.error(413).contains("bars_body_bytes_max"));
+
+    let off = EngineConfig {
+        serve: api::ServeConfig {
+            bars_uploads_max: 0,
+            ..api::ServeConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let s = server(off, false);
+    let r = request(s.addr, "POST", "/v1/bars", &[], b"symbol,ts\n");
+    assert!(r.error(403).contains("bars_uploads_max = 0"));
 }

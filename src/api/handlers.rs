@@ -454,10 +454,13 @@ pub async fn post_bars(
     State(app): State<Arc<App>>,
     query: Result<Query<BarsQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Reply {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let body = body.map_err(ApiError::rejection)?;
+    // Held from before the body is read until the ingest ends (even when
+    // the client leaves), so at most `bars_uploads_max` bodies are in memory.
+    let permit = app.upload_permit()?;
+    let body = read_upload(body, &app.config).await?;
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "the body is empty; send CSV or Arrow IPC bars",
@@ -498,6 +501,7 @@ pub async fn post_bars(
     };
     let engine = app.engine.clone();
     let (summary, refreshes) = blocking(move || {
+        let _permit = permit;
         // The ingest reads files: the body goes to a private temporary file
         // in the data directory, named so errors say "request body".
         let dir = tempfile::Builder::new()
@@ -530,6 +534,43 @@ pub async fn post_bars(
             "seconds": summary.seconds,
         }),
     ))
+}
+
+/// A `POST /v1/bars` body, whole: 413 past `bars_body_bytes_max`, 408 when
+/// it takes longer than `bars_body_seconds_max` to arrive.
+async fn read_upload(
+    body: axum::body::Body,
+    config: &super::ServeConfig,
+) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
+    let max = config.bars_body_bytes_max;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("the body could not be read: {e}")))?;
+            if bytes.len() + chunk.len() > max {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is over {max} bytes (bars_body_bytes_max)"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    let seconds = config.bars_body_seconds_max;
+    tokio::time::timeout(Duration::from_secs(seconds), read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body took longer than {seconds} s to arrive (bars_body_seconds_max)"),
+            ))
+        })
 }
 
 // ---- events, health, metrics ----------------------------------------------
@@ -636,11 +677,15 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.engine.metrics(),
-    )
-        .into_response()
+    let mut text = app.engine.metrics();
+    let _ = write!(
+        text,
+        "# HELP kiln_bar_uploads_in_progress POST /v1/bars bodies being read or ingested\n\
+         # TYPE kiln_bar_uploads_in_progress gauge\n\
+         kiln_bar_uploads_in_progress {}\n",
+        app.uploads_in_progress()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `GET /openapi.json`.

@@ -39,8 +39,12 @@ pub struct ServeConfig {
     /// Largest `POST /v1/bars` body.
     pub bars_body_bytes_max: usize,
     /// Most `POST /v1/bars` bodies read and ingested at once (each may hold
-    /// `bars_body_bytes_max` in memory); one more gets 429. 0 refuses all.
+    /// `bars_body_bytes_max` in memory); one more gets 429. 0 turns uploads
+    /// off (403).
     pub bars_uploads_max: usize,
+    /// Most seconds a `POST /v1/bars` body may take to arrive (408 past it),
+    /// so a stalled upload cannot hold its place for good.
+    pub bars_body_seconds_max: u64,
     /// Requests per second one client address may make (token bucket rate).
     pub requests_per_s: f64,
     /// Burst of requests one client address may make at once.
@@ -55,6 +59,7 @@ impl Default for ServeConfig {
             body_bytes_max: 1 << 20,
             bars_body_bytes_max: 256 << 20,
             bars_uploads_max: 2,
+            bars_body_seconds_max: 120,
             requests_per_s: 100_000.0,
             requests_burst: 20_000.0,
         }
@@ -117,6 +122,35 @@ impl App {
             uploads,
             closing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// One of the `bars_uploads_max` places for a `POST /v1/bars`, held
+    /// until its ingest ends.
+    fn upload_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let max = self.config.bars_uploads_max;
+        if max == 0 {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "uploads_off",
+                "bar uploads are off here (bars_uploads_max = 0); use kiln ingest",
+            ));
+        }
+        Arc::clone(&self.uploads).try_acquire_owned().map_err(|_| {
+            let mut busy = ApiError::too_many(
+                format!("{max} bar uploads are in progress, the most at once (bars_uploads_max)"),
+                Duration::from_secs(1),
+            );
+            busy.error = "uploads_busy";
+            busy
+        })
+    }
+
+    /// `POST /v1/bars` bodies being read or ingested now.
+    pub fn uploads_in_progress(&self) -> usize {
+        self.config
+            .bars_uploads_max
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .saturating_sub(self.uploads.available_permits())
     }
 
     /// The engine underneath.
@@ -274,7 +308,6 @@ impl From<StoreError> for ApiError {
 
 /// The router with every route and guard.
 pub fn router(app: Arc<App>) -> Router {
-    let bars_limit = app.config.bars_body_bytes_max;
     let body_limit = app.config.body_bytes_max;
     Router::new()
         .route("/v1/compute/batch", post(handlers::compute_batch))
@@ -286,12 +319,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/features/{symbol}/{spec}", get(handlers::get_feature))
         .route(
             "/v1/bars",
-            post(handlers::post_bars)
-                .layer(DefaultBodyLimit::max(bars_limit))
-                .layer(middleware::from_fn_with_state(
-                    Arc::clone(&app),
-                    one_of_the_uploads,
-                )),
+            // The handler bounds its body itself (`bars_body_bytes_max`).
+            post(handlers::post_bars),
         )
         .route("/v1/events", get(handlers::events))
         .route("/health", get(handlers::health))
@@ -302,24 +331,6 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
         .with_state(app)
-}
-
-/// `POST /v1/bars`: holds one of `bars_uploads_max` permits while the body
-/// is read and ingested, so uploads cannot pile up in memory; without a
-/// free permit, 429 with `Retry-After`.
-async fn one_of_the_uploads(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = Arc::clone(&app.uploads).try_acquire_owned() else {
-        let mut busy = ApiError::too_many(
-            format!(
-                "{} bar uploads are in progress, the most at once (bars_uploads_max)",
-                app.config.bars_uploads_max
-            ),
-            Duration::from_secs(1),
-        );
-        busy.error = "uploads_busy";
-        return busy.into_response();
-    };
-    next.run(req).await
 }
 
 /// Every request: the client address's token bucket (so guessing tokens is

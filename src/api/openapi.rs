@@ -67,6 +67,11 @@ pub const ROUTES: &[Route] = &[
         &[
             (200, "ingested: {rows, symbols, changed, refresh_jobs}"),
             (400, "invalid bars, naming the row and column"),
+            (403, "uploads are off (bars_uploads_max = 0)"),
+            (
+                408,
+                "the body took longer than bars_body_seconds_max to arrive",
+            ),
             (413, "body over bars_body_bytes_max"),
             (
                 415,

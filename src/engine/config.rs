@@ -50,6 +50,7 @@ struct File {
     body_bytes_max: Option<usize>,
     bars_body_bytes_max: Option<usize>,
     bars_uploads_max: Option<usize>,
+    bars_body_seconds_max: Option<u64>,
     requests_per_s: Option<f64>,
     requests_burst: Option<f64>,
 }
@@ -119,6 +120,9 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
             body_bytes_max: f.body_bytes_max.unwrap_or(e.serve.body_bytes_max),
             bars_body_bytes_max: f.bars_body_bytes_max.unwrap_or(e.serve.bars_body_bytes_max),
             bars_uploads_max: f.bars_uploads_max.unwrap_or(e.serve.bars_uploads_max),
+            bars_body_seconds_max: f
+                .bars_body_seconds_max
+                .unwrap_or(e.serve.bars_body_seconds_max),
             requests_per_s: f.requests_per_s.unwrap_or(e.serve.requests_per_s),
             requests_burst: f.requests_burst.unwrap_or(e.serve.requests_burst),
         },
@@ -317,7 +321,12 @@ pub fn render(c: &EngineConfig) -> String {
         (
             "bars_uploads_max",
             c.serve.bars_uploads_max.to_string(),
-            "kiln serve: most POST /v1/bars bodies read and ingested at once (0 refuses all)",
+            "kiln serve: most POST /v1/bars bodies read and ingested at once (0 turns uploads off)",
+        ),
+        (
+            "bars_body_seconds_max",
+            c.serve.bars_body_seconds_max.to_string(),
+            "kiln serve: most seconds a POST /v1/bars body may take to arrive",
         ),
         (
             "requests_per_s",
