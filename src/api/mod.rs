@@ -107,11 +107,7 @@ impl App {
     pub fn new(engine: Engine, runner: Option<Runner>) -> Arc<App> {
         let config = engine.config().serve.clone();
         let limiter = Admission::new(config.requests_per_s, config.requests_burst);
-        let uploads = Arc::new(tokio::sync::Semaphore::new(
-            config
-                .bars_uploads_max
-                .min(tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let uploads = Arc::new(tokio::sync::Semaphore::new(upload_places(&config)));
         Arc::new(App {
             engine,
             config,
@@ -147,10 +143,7 @@ impl App {
 
     /// `POST /v1/bars` bodies being read or ingested now.
     pub fn uploads_in_progress(&self) -> usize {
-        self.config
-            .bars_uploads_max
-            .min(tokio::sync::Semaphore::MAX_PERMITS)
-            .saturating_sub(self.uploads.available_permits())
+        upload_places(&self.config).saturating_sub(self.uploads.available_permits())
     }
 
     /// The engine underneath.
@@ -304,6 +297,14 @@ impl From<StoreError> for ApiError {
         }
         err
     }
+}
+
+/// Places for `POST /v1/bars` bodies: `bars_uploads_max`, within what a
+/// semaphore can hold.
+fn upload_places(config: &ServeConfig) -> usize {
+    config
+        .bars_uploads_max
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// The router with every route and guard.

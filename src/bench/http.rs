@@ -191,9 +191,10 @@ pub fn run(
         latencies.len() as f64 / elapsed.as_secs_f64(),
         "requests/s",
     ));
-    emit(&line("p50_ms", quantile(&latencies, 0.50), "ms"));
-    emit(&line("p99_ms", quantile(&latencies, 0.99), "ms"));
-    emit(&line("p999_ms", quantile(&latencies, 0.999), "ms"));
+    let window_us = sorted_us(&latencies);
+    emit(&line("p50_ms", quantile(&window_us, 0.50), "ms"));
+    emit(&line("p99_ms", quantile(&window_us, 0.99), "ms"));
+    emit(&line("p999_ms", quantile(&window_us, 0.999), "ms"));
     emit(&line(
         "errors",
         (warm_errors + errors + closed_errors) as f64,
@@ -210,10 +211,18 @@ pub fn run(
         }
         emit(&line("batch_requests", during.len() as f64, "requests"));
         if !during.is_empty() {
-            emit(&line("batch_p99_ms", quantile(during, 0.99), "ms"));
+            emit(&line(
+                "batch_p99_ms",
+                quantile(&sorted_us(during), 0.99),
+                "ms",
+            ));
         }
         if !after.is_empty() {
-            emit(&line("after_batch_p99_ms", quantile(after, 0.99), "ms"));
+            emit(&line(
+                "after_batch_p99_ms",
+                quantile(&sorted_us(after), 0.99),
+                "ms",
+            ));
         }
     }
     emit(&line(
@@ -221,8 +230,16 @@ pub fn run(
         closed.len() as f64 / closed_elapsed.as_secs_f64(),
         "requests/s",
     ));
-    emit(&line("capacity_p99_ms", quantile(&closed, 0.99), "ms"));
-    emit(&line("warmup_p99_ms", quantile(&warm, 0.99), "ms"));
+    emit(&line(
+        "capacity_p99_ms",
+        quantile(&sorted_us(&closed), 0.99),
+        "ms",
+    ));
+    emit(&line(
+        "warmup_p99_ms",
+        quantile(&sorted_us(&warm), 0.99),
+        "ms",
+    ));
     Ok(())
 }
 
@@ -232,12 +249,17 @@ struct Sample {
     us: u32,
 }
 
-/// The latency of `samples` at quantile `q`, in ms (0 for none).
-fn quantile<'a>(samples: impl IntoIterator<Item = &'a Sample>, q: f64) -> f64 {
+/// The latencies of `samples` (µs), sorted for [`quantile`].
+fn sorted_us<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<u32> {
     let mut us: Vec<u32> = samples.into_iter().map(|s| s.us).collect();
     us.sort_unstable();
-    let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len().max(1)) - 1;
-    us.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
+    us
+}
+
+/// The latency at quantile `q` of `sorted` (µs), in ms (0 for none).
+fn quantile(sorted: &[u32], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
 }
 
 /// Watches the queue (every 10 ms) until no job is queued, running or
@@ -246,12 +268,7 @@ fn quantile<'a>(samples: impl IntoIterator<Item = &'a Sample>, q: f64) -> f64 {
 fn watch_batch(engine: &Engine, stop: &std::sync::atomic::AtomicBool) -> Option<Instant> {
     use std::sync::atomic::Ordering;
     while !stop.load(Ordering::Relaxed) {
-        let st = engine.store().stats();
-        let unfinished = [JobState::Queued, JobState::Running, JobState::Failed]
-            .iter()
-            .map(|&s| st.count(s))
-            .sum::<u64>();
-        if unfinished == 0 {
+        if engine.store().stats().unfinished() == 0 {
             return Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(10));

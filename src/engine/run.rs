@@ -397,9 +397,7 @@ impl Engine {
             let claim = rt.claim_jobs.load(Ordering::Relaxed).clamp(min, max);
             let leases = self.store.claim(claim)?;
             let st = self.store.stats();
-            let pending = st.count(JobState::Queued)
-                + st.count(JobState::Running)
-                + st.count(JobState::Failed);
+            let pending = st.unfinished();
             let done = shared.succeeded.load(Ordering::Relaxed) + report.dead;
             progress(RunProgress {
                 done,

@@ -195,6 +195,11 @@ impl QueueStats {
     pub fn depth(&self, p: Priority) -> u64 {
         self.depth[p as usize]
     }
+
+    /// Jobs not finished: queued, running or waiting for a retry.
+    pub fn unfinished(&self) -> u64 {
+        self.count(JobState::Queued) + self.count(JobState::Running) + self.count(JobState::Failed)
+    }
 }
 
 /// What a compaction did.
