@@ -40,7 +40,10 @@ fn bench_queue_json_prints_every_figure_once() {
         .map(|v| {
             assert_eq!(v["bench"], "queue");
             assert!(v["value"].as_f64().expect("numeric value") > 0.0, "{v}");
-            assert!(matches!(v["unit"].as_str(), Some("jobs/s" | "MB/s")), "{v}");
+            assert!(
+                matches!(v["unit"].as_str(), Some("jobs/s" | "MB/s" | "us")),
+                "{v}"
+            );
             v["name"].as_str().expect("name")
         })
         .collect();
@@ -54,6 +57,7 @@ fn bench_queue_json_prints_every_figure_once() {
             "floor_sled_fsync",
             "results_mb_per_s",
             "floor_file_mb_per_s",
+            "idle_pickup_us",
         ]
     );
 }

@@ -13,6 +13,10 @@
 //! - `results_mb_per_s`: 1000 symbols × 20 outputs × 2000 bars of series
 //!   (320 MB) stored durably through job completions.
 //! - `floor_file_mb_per_s`: the same bytes written to one file and fsynced.
+//! - `idle_pickup_us`: an engine's runner waits on an empty queue; one job
+//!   is submitted; the time from `submit` returning until the runner's
+//!   claim of it returns (the median of 100, each submitted at a random
+//!   moment). A claim is durable too, so it includes the claim's commit.
 
 use std::io::Write;
 use std::path::Path;
@@ -182,6 +186,11 @@ pub fn run(
         floor_file(&root.join("floor.bin"), bytes)?,
         "MB/s",
     ));
+    emit(line(
+        "idle_pickup_us",
+        idle_pickup_us(&root.join("pickup"))?,
+        "us",
+    ));
     Ok(lines)
 }
 
@@ -289,6 +298,74 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> 
     let secs = t.elapsed().as_secs_f64();
     let bytes = size.symbols * outputs.len() as u64 * size.bars * 8;
     Ok((bytes as f64 / 1e6 / secs, bytes))
+}
+
+/// Submissions timed by `idle_pickup_us`.
+const PICKUPS: usize = 100;
+
+/// The median time from `submit` returning to the claim of its job by a
+/// runner that was waiting on an empty queue, in microseconds.
+fn idle_pickup_us(dir: &Path) -> Result<f64, BenchError> {
+    use crate::engine::{Engine, EngineConfig};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    let engine = Engine::open(dir, EngineConfig::default())?;
+    let universe = crate::market::synth::universe(1, 50, 3);
+    engine.ingest_columns("pickup", &universe)?;
+    let symbols: Vec<Symbol> = universe.into_iter().map(|(s, _)| s).collect();
+    let specs =
+        crate::features::spec::parse_list("sma(3)").map_err(crate::engine::EngineError::from)?;
+    let stop = AtomicBool::new(false);
+    let (claims, claimed) = std::sync::mpsc::channel::<Instant>();
+    let mut samples = Vec::with_capacity(PICKUPS);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    std::thread::scope(|s| -> Result<(), BenchError> {
+        let runner = s.spawn(|| {
+            engine.run(&stop, false, &mut |p| {
+                if p.claimed > 0 {
+                    let _ = claims.send(Instant::now());
+                }
+            })
+        });
+        let result = (|| -> Result<(), BenchError> {
+            for _ in 0..PICKUPS {
+                // A random moment in the runner's wait.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_micros(2_000 + seed % 10_000));
+                let before = engine
+                    .store()
+                    .stats()
+                    .count(kiln_store::JobState::Succeeded);
+                engine.submit(&symbols, &specs, kiln_store::Priority::Normal)?;
+                let submitted = Instant::now();
+                let at = claimed
+                    .recv_timeout(Duration::from_secs(10))
+                    .map_err(|_| BenchError::Peer("the runner claimed nothing in 10 s".into()))?;
+                samples.push(at.saturating_duration_since(submitted).as_secs_f64() * 1e6);
+                // The job finishes before the next submission (a new job:
+                // the idempotency key is free once it has succeeded).
+                while engine
+                    .store()
+                    .stats()
+                    .count(kiln_store::JobState::Succeeded)
+                    == before
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let ran = runner
+            .join()
+            .map_err(|_| BenchError::Peer("the runner panicked".into()))?;
+        result.and(ran.map(drop).map_err(BenchError::from))
+    })?;
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
 }
 
 fn io(context: &str, e: std::io::Error) -> StoreError {

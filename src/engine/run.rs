@@ -28,6 +28,9 @@ pub struct RunProgress {
     pub done: u64,
     /// Jobs finished plus jobs still queued or running.
     pub total: u64,
+    /// Jobs the claim this progress follows handed out (0 when it found
+    /// none).
+    pub claimed: usize,
 }
 
 /// What a run did.
@@ -402,6 +405,7 @@ impl Engine {
             progress(RunProgress {
                 done,
                 total: done + pending,
+                claimed: leases.len(),
             });
             if leases.is_empty() {
                 if until_idle && pending == 0 && shared.outstanding.load(Ordering::SeqCst) == 0 {
