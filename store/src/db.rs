@@ -399,9 +399,11 @@ impl Store {
         check_config(&config)?;
         fs::create_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
-        check_format_file(&dir)?;
-
+        // Checked before the lock, so a foreign directory gets no lock file;
+        // written (when new) under it, so two processes cannot both create.
+        check_format_file(&dir, false)?;
         let lock = lock_dir(&dir)?;
+        check_format_file(&dir, true)?;
         let sled_dir = dir.join("sled");
         let partial_snapshots = remove_partial_snapshots(&sled_dir)?;
         let db = sled::Config::new()
@@ -807,9 +809,13 @@ fn check_config(c: &StoreConfig) -> Result<()> {
     Ok(())
 }
 
-/// Creates the format file in a new directory, or checks it in an old one.
-fn check_format_file(dir: &Path) -> Result<()> {
+/// Checks the format file of an existing directory; in a new one (empty
+/// but for kiln's own lock file and a format file whose creation a crash
+/// interrupted), writes it when `create` is set (via a temporary file,
+/// renamed and fsynced, so it is whole or absent).
+fn check_format_file(dir: &Path, create: bool) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
+    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
     let expected = format!("kiln-store {FORMAT_VERSION}\n");
     match fs::read_to_string(&path) {
         Ok(found) if found == expected => Ok(()),
@@ -819,18 +825,20 @@ fn check_format_file(dir: &Path) -> Result<()> {
             expected: FORMAT_VERSION,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let not_empty = fs::read_dir(dir)
-                .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
-                .next()
-                .is_some();
-            if not_empty {
-                return Err(StoreError::FormatVersion {
-                    path,
-                    found: "none (the directory is not empty and has no format file)".into(),
-                    expected: FORMAT_VERSION,
-                });
+            let list = |e| StoreError::io(format!("list {}", dir.display()), e);
+            for entry in fs::read_dir(dir).map_err(list)? {
+                let name = entry.map_err(list)?.file_name();
+                if name != "LOCK" && name != tmp.file_name().unwrap_or_default() {
+                    return Err(StoreError::FormatVersion {
+                        path,
+                        found: "none (the directory is not empty and has no format file)".into(),
+                        expected: FORMAT_VERSION,
+                    });
+                }
             }
-            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            if !create {
+                return Ok(());
+            }
             fs::write(&tmp, &expected)
                 .and_then(|()| File::open(&tmp)?.sync_all())
                 .and_then(|()| fs::rename(&tmp, &path))

@@ -214,7 +214,7 @@ impl Vlog {
     ) -> Result<(Vlog, VlogRecovery, Vec<usize>)> {
         fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
-        let mut on_disk = Vec::new();
+        let (mut on_disk, mut unfinished) = (Vec::new(), Vec::new());
         for entry in
             fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
         {
@@ -226,6 +226,9 @@ impl Vlog {
                 .and_then(|n| n.parse::<u32>().ok())
             {
                 on_disk.push(id);
+            } else if name.ends_with(".seg.tmp") {
+                // A segment whose creation a crash interrupted: never used.
+                unfinished.push(entry.path());
             }
         }
         on_disk.sort_unstable();
@@ -275,14 +278,23 @@ impl Vlog {
             lost_records: lost.len() as u64,
             ..VlogRecovery::default()
         };
+        for path in &unfinished {
+            fs::remove_file(path)
+                .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+            recovery.removed_segments += 1;
+        }
         let last = on_disk.last().copied();
         for &id in &on_disk {
             let path = segment_path(dir, id);
             let len = fs::metadata(&path)
                 .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
                 .len();
+            // Nothing indexes it and it is not the newest, or it is the newest
+            // and a crash cut its header short (an older kiln created
+            // segments in place): nothing in it was ever acknowledged.
+            let unusable = || len < SEGMENT_HEADER_BYTES || check_segment_header(&path).is_err();
             match ends.get(&id) {
-                None if Some(id) != last => {
+                None if Some(id) != last || unusable() => {
                     fs::remove_file(&path)
                         .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
                     recovery.removed_segments += 1;
@@ -330,8 +342,8 @@ impl Vlog {
             maps: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashSet::new()),
         });
-        let (active_id, active) = match last.filter(|id| segments.contains_key(id)) {
-            Some(id) => {
+        let (active_id, active) = match last {
+            Some(id) if segments.contains_key(&id) => {
                 let path = segment_path(dir, id);
                 let f = OpenOptions::new()
                     .append(true)
@@ -340,7 +352,11 @@ impl Vlog {
                 check_segment_header(&path)?;
                 (id, f)
             }
-            None => (1, create_segment(dir, 1)?),
+            // Removed above, or a new log.
+            last => {
+                let id = last.unwrap_or(1);
+                (id, create_segment(dir, id)?)
+            }
         };
         segments.entry(active_id).or_insert(SegmentUse {
             len: SEGMENT_HEADER_BYTES,
@@ -535,21 +551,37 @@ impl Vlog {
     }
 }
 
+/// Creates segment `id` whole: its header is written and fsynced in a
+/// temporary file, which is then renamed into place and the directory
+/// fsynced, so a crash leaves either no segment or one with its header.
 fn create_segment(dir: &Path, id: u32) -> Result<File> {
     let path = segment_path(dir, id);
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
+    let tmp = dir.join(format!("{id:010}.seg.tmp"));
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     header[0..8].copy_from_slice(SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    f.write_all(&header)
-        .and_then(|()| f.sync_data())
-        .map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+    if path.exists() {
+        return Err(StoreError::corrupt(
+            path.display().to_string(),
+            "a new segment would replace an existing one",
+        ));
+    }
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&header)?;
+            f.sync_data()
+        })
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
     sync_dir(dir)?;
-    Ok(f)
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("open {}", path.display()), e))
 }
 
 fn check_segment_header(path: &Path) -> Result<()> {

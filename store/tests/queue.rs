@@ -839,6 +839,70 @@ fn a_foreign_non_empty_directory_is_refused() {
 }
 
 #[test]
+fn a_directory_whose_creation_a_crash_interrupted_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join(format!("{}.tmp", kiln_store::FORMAT_FILE));
+    std::fs::write(&tmp, "kiln-st").expect("write");
+    std::fs::write(dir.path().join("LOCK"), "").expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    store.enqueue(job("a")).expect("enqueue");
+    assert!(!tmp.exists(), "the half-written format file is replaced");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(kiln_store::FORMAT_FILE)).expect("read"),
+        format!("kiln-store {}\n", kiln_store::FORMAT_VERSION)
+    );
+}
+
+#[test]
+fn a_newest_segment_a_crash_left_without_its_header_is_discarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SeriesKey::new(sym("A"), "big").expect("key");
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store.enqueue(job("a")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let values = (0..1000).map(f64::from).collect();
+        store
+            .complete(lease.token, vec![(key.clone(), series(values))])
+            .expect("complete");
+    }
+    let vlog = dir.path().join("vlog");
+    for (name, bytes) in [
+        // A segment created in place and cut before its header was whole,
+        // and one whose creation in a temporary file was cut.
+        ("0000000002.seg", &b"KILNV"[..]),
+        ("0000000003.seg.tmp", &[0u8; 16][..]),
+    ] {
+        std::fs::write(vlog.join(name), bytes).expect("write");
+    }
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        assert_eq!(store.recovery_report().vlog.removed_segments, 2);
+        let view = store.series(&key).expect("read").expect("kept");
+        assert_eq!(view.values()[999], 999.0);
+        store.enqueue(job("b")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let values = (0..1000).map(|i| f64::from(i) * 2.0).collect();
+        let other = SeriesKey::new(sym("B"), "big").expect("key");
+        store
+            .complete(lease.token, vec![(other, series(values))])
+            .expect("complete");
+        assert!(store.check().expect("check").problems.is_empty());
+    }
+    // A newest segment with a whole header of another program is not
+    // kiln's to keep either.
+    std::fs::write(vlog.join("0000000009.seg"), [0xabu8; 16]).expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen again");
+    assert_eq!(store.recovery_report().vlog.removed_segments, 1);
+    let other = SeriesKey::new(sym("B"), "big").expect("key");
+    assert_eq!(
+        store.series(&other).expect("read").expect("kept").values()[999],
+        1998.0
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
 fn history_keeps_only_the_most_recent_finished_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(
