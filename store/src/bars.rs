@@ -11,12 +11,13 @@ use std::ops::{Bound, RangeBounds};
 
 use rkyv::rancor;
 
-use crate::db::{Store, ViewBytes};
 use crate::error::{Result, StoreError};
 use crate::keys::{Symbol, symbol_prefix};
 use crate::record::{ResultValue, is_aligned_for};
+use crate::series::ViewBytes;
+use crate::space::Space;
+use crate::store::Store;
 use crate::vlog::VlogReader;
-use crate::writer::{BARS, DATA_VERSIONS};
 
 /// Most bars in one stored chunk; longer histories are split.
 pub const BAR_CHUNK_ROWS_MAX: usize = 1 << 16;
@@ -567,7 +568,7 @@ impl Store {
     pub(crate) fn version_record(&self, symbol: &Symbol) -> Result<Option<VersionRecord>> {
         decode_version(
             self.spaces()
-                .get(DATA_VERSIONS, symbol.as_str().as_bytes())?,
+                .get(Space::DataVersions, symbol.as_str().as_bytes())?,
             symbol,
         )
     }
@@ -575,7 +576,7 @@ impl Store {
     /// Every symbol with bars, in name order, with its data version.
     pub fn bar_symbols(&self) -> Result<Vec<(Symbol, DataVersion)>> {
         self.spaces()
-            .scan(DATA_VERSIONS, &[])
+            .scan(Space::DataVersions, &[])
             .map(|item| {
                 let (k, v) = item?;
                 let name = String::from_utf8(k)
@@ -608,7 +609,7 @@ impl Store {
     pub(crate) fn stored_chunks(&self, symbol: &Symbol) -> Result<Vec<StoredChunk>> {
         let location = format!("bar chunks of {symbol}");
         self.spaces()
-            .scan(BARS, &symbol_prefix(symbol))
+            .scan(Space::Bars, &symbol_prefix(symbol))
             .map(|item| {
                 let (key, value) = item?;
                 let first_ts = chunk_first_ts(&key, &location)?;
@@ -747,7 +748,7 @@ pub(crate) fn check_bars(
     problems: &mut Vec<String>,
 ) -> Result<u64> {
     let mut versions: BTreeMap<String, DataVersion> = BTreeMap::new();
-    for item in spaces.scan(DATA_VERSIONS, &[]) {
+    for item in spaces.scan(Space::DataVersions, &[]) {
         let (k, v) = item?;
         let symbol = String::from_utf8_lossy(&k).into_owned();
         match VersionRecord::decode(&v, &format!("data version of {symbol}")) {
@@ -773,7 +774,7 @@ pub(crate) fn check_bars(
             }
         }
     };
-    for item in spaces.scan(BARS, &[]) {
+    for item in spaces.scan(Space::Bars, &[]) {
         let (k, v) = item?;
         chunks += 1;
         let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());

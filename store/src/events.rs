@@ -6,15 +6,12 @@
 
 use rkyv::rancor;
 
-use crate::db::Store;
 use crate::error::{Result, StoreError};
-use crate::job::{Job, JobId, JobState};
+use crate::job::{JobId, JobState};
 use crate::keys::{read_u64, u64_key};
 use crate::record::with_aligned;
-use crate::writer::EVENTS;
-
-/// Symbols an event names (a job's first ones); `symbols_total` has the count.
-const EVENT_SYMBOLS_MAX: usize = 16;
+use crate::space::Space;
+use crate::store::Store;
 
 /// One job outcome, as stored.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
@@ -52,29 +49,21 @@ pub struct Event {
     pub error: Option<String>,
 }
 
-/// Archives the event for `job` entering `state`.
-pub(crate) fn encode_event(job: &Job, state: JobState, at_ms: u64) -> Result<Vec<u8>> {
+/// Archives an event.
+pub(crate) fn encode_event(e: &Event) -> Result<Vec<u8>> {
     let record = EventRecord {
-        job_id: job.id,
-        state: state as u8,
-        attempts: job.attempts,
-        at_ms,
-        kind: job.kind.clone(),
-        symbols: job
-            .symbols
-            .iter()
-            .take(EVENT_SYMBOLS_MAX)
-            .map(|s| s.as_str().to_owned())
-            .collect(),
-        symbols_total: u32::try_from(job.symbols.len()).unwrap_or(u32::MAX),
-        error: match state {
-            JobState::Failed | JobState::Dead => job.last_error.clone(),
-            _ => None,
-        },
+        job_id: e.job_id,
+        state: e.state as u8,
+        attempts: e.attempts,
+        at_ms: e.at_ms,
+        kind: e.kind.clone(),
+        symbols: e.symbols.clone(),
+        symbols_total: e.symbols_total,
+        error: e.error.clone(),
     };
     rkyv::to_bytes::<rancor::Error>(&record)
         .map(|b| b.to_vec())
-        .map_err(|e| StoreError::corrupt(format!("events/{}", job.id), e.to_string()))
+        .map_err(|e| StoreError::corrupt(format!("events/{}", record.job_id), e.to_string()))
 }
 
 fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event> {
@@ -106,7 +95,7 @@ impl Store {
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let start = u64_key(after.saturating_add(1));
         self.spaces()
-            .range_from(EVENTS, &start)
+            .range_from(Space::Events, &start)
             .take(limit)
             .map(|item| {
                 let (k, v) = item?;

@@ -32,12 +32,13 @@ use crate::bars::{
     BAR_CHUNK_ROWS_MAX, Bar, BarColumns, Chunk, DataVersion, StoredChunk, VersionRecord, chunk_key,
     snapshot,
 };
-use crate::db::{Store, ViewBytes};
 use crate::error::{Result, StoreError};
 use crate::keys::Symbol;
 use crate::record::IndexEntry;
+use crate::series::ViewBytes;
+use crate::store::Store;
 use crate::vlog::Mapped;
-use crate::writer::Op;
+use crate::writer::{Apply, Op};
 
 /// Chunks with fewer bars than this count as small.
 const SMALL_CHUNK_ROWS: usize = 4096;
@@ -259,7 +260,10 @@ impl BarIngest {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        match self.store.call(|reply| Op::StageBars { payloads, reply }) {
+        match self
+            .store
+            .call(|reply| Op::Apply(Apply::StageBars { payloads, reply }))
+        {
             Ok(entries) => {
                 self.staged.extend_from_slice(&entries);
                 Ok(entries)
@@ -319,7 +323,10 @@ impl BarIngest {
                 .flat_map(|p| &p.add)
                 .map(|(_, e)| (e.segment, e.offset))
                 .collect();
-            match self.store.call(|reply| Op::IngestBars { plans, reply }) {
+            match self
+                .store
+                .call(|reply| Op::Apply(Apply::IngestBars { plans, reply }))
+            {
                 Ok(()) => {
                     // What the plans did not index (locations, merged-away
                     // pieces) is garbage now; dropping the session releases it.
@@ -748,7 +755,7 @@ impl Drop for BarIngest {
     fn drop(&mut self) {
         if !self.staged.is_empty() {
             let entries = std::mem::take(&mut self.staged);
-            let _ = self.store.send(Op::UnstageBars { entries });
+            let _ = self.store.send(Op::Apply(Apply::UnstageBars { entries }));
         }
         self.store.shared().staging.fetch_sub(1, Ordering::SeqCst);
     }

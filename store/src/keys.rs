@@ -95,22 +95,23 @@ impl SeriesKey {
         check_label("feature", &feature, FEATURE_BYTES_MAX)?;
         Ok(SeriesKey { symbol, feature })
     }
+}
 
-    /// `symbol 0x00 feature`: symbols never contain 0x00, so a scan of
-    /// `symbol 0x00` lists exactly that symbol's features.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut k = symbol_prefix(&self.symbol);
-        k.extend_from_slice(self.feature.as_bytes());
-        k
-    }
+/// A series key as stored: `symbol 0x00 feature`. Symbols never contain
+/// 0x00, so a scan of `symbol 0x00` lists exactly that symbol's features.
+pub(crate) fn series_key_bytes(key: &SeriesKey) -> Vec<u8> {
+    let mut k = symbol_prefix(&key.symbol);
+    k.extend_from_slice(key.feature.as_bytes());
+    k
+}
 
-    pub(crate) fn decode(key: &[u8]) -> Result<Self> {
-        let bad = || StoreError::corrupt("results key", format!("{key:?}"));
-        let sep = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
-        let symbol = std::str::from_utf8(&key[..sep]).map_err(|_| bad())?;
-        let feature = std::str::from_utf8(&key[sep + 1..]).map_err(|_| bad())?;
-        SeriesKey::new(Symbol::new(symbol)?, feature)
-    }
+/// A stored series key, checked.
+pub(crate) fn series_key_from_bytes(key: &[u8]) -> Result<SeriesKey> {
+    let bad = || StoreError::corrupt("results key", format!("{key:?}"));
+    let sep = key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let symbol = std::str::from_utf8(&key[..sep]).map_err(|_| bad())?;
+    let feature = std::str::from_utf8(&key[sep + 1..]).map_err(|_| bad())?;
+    SeriesKey::new(Symbol::new(symbol)?, feature)
 }
 
 /// The prefix under which all of a symbol's series keys sit.
@@ -175,10 +176,11 @@ mod tests {
     fn series_key_round_trips_and_keeps_symbols_apart() {
         let a = SeriesKey::new(Symbol::new("AB").expect("sym"), "sma(20)").expect("key");
         let b = SeriesKey::new(Symbol::new("A").expect("sym"), "Bsma(20)").expect("key");
-        assert_eq!(SeriesKey::decode(&a.encode()).expect("decode"), a);
-        assert_ne!(a.encode(), b.encode());
-        assert!(a.encode().starts_with(&symbol_prefix(&a.symbol)));
-        assert!(!b.encode().starts_with(&symbol_prefix(&a.symbol)));
+        let (ka, kb) = (series_key_bytes(&a), series_key_bytes(&b));
+        assert_eq!(series_key_from_bytes(&ka).expect("decode"), a);
+        assert_ne!(ka, kb);
+        assert!(ka.starts_with(&symbol_prefix(&a.symbol)));
+        assert!(!kb.starts_with(&symbol_prefix(&a.symbol)));
     }
 
     #[test]

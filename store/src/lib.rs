@@ -28,8 +28,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+/// `debug_assert!` that also holds in test builds made with `--release`
+/// (they enable the `test-hooks` feature): an invariant break panics in the
+/// tests that reach it, and is clamped, as before, in a release binary.
+macro_rules! invariant {
+    ($($arg:tt)*) => {
+        if cfg!(any(debug_assertions, feature = "test-hooks")) {
+            assert!($($arg)*);
+        }
+    };
+}
+
 mod bars;
-mod db;
+mod config;
 mod disk;
 mod error;
 mod events;
@@ -38,16 +49,14 @@ mod ingest;
 mod job;
 mod keys;
 mod record;
-mod recovery;
+mod series;
 mod space;
+mod store;
 mod vlog;
 mod writer;
 
 pub use bars::{BAR_CHUNK_ROWS_MAX, Bar, BarColumns, BarsView, DataVersion};
-pub use db::{
-    CheckReport, CompactReport, Completion, Durability, FORMAT_FILE, QueueStats, SeriesView, Store,
-    StoreConfig,
-};
+pub use config::{Durability, StoreConfig};
 pub use error::{Result, StoreError};
 pub use events::Event;
 pub use floor::SledFloor;
@@ -61,9 +70,11 @@ pub use keys::{
     Symbol,
 };
 pub use record::{FORMAT_VERSION, Series, SymbolStats};
-pub use recovery::RecoveryReport;
+pub use series::SeriesView;
+pub use store::{Completion, FORMAT_FILE, QueueStats, Store};
 pub use vlog::VlogRecovery;
-pub use writer::ERROR_BYTES_MAX;
+pub use writer::queue::ERROR_BYTES_MAX;
+pub use writer::{CheckReport, CompactReport, RecoveryReport};
 
 /// A durable job queue. The sled-backed [`Store`] implements it; a backend
 /// for multi-node deployments can implement it later.

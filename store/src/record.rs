@@ -297,6 +297,98 @@ impl<'a> ResultValue<'a> {
     }
 }
 
+/// The key of the writer's scalars ([`Meta`]) in the meta keyspace.
+pub(crate) const META_KEY: &[u8] = b"state";
+/// The synced mark's key in the meta keyspace, present in `Relaxed` mode:
+/// the value log is on disk up to this position (see `vlog`).
+pub(crate) const VLOG_SYNCED_KEY: &[u8] = b"vlog_synced";
+
+/// Jobs per state and waiting jobs per priority. 72 bytes: nine u64 BE,
+/// the six states in counter order, then the three priorities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub by_state: [u64; 6],
+    pub depth: [u64; 3],
+}
+
+impl Counters {
+    pub(crate) const BYTES: usize = 72;
+
+    /// Counts `job` in its state (and its priority's depth while it waits).
+    pub(crate) fn enter(&mut self, job: &Job) {
+        self.by_state[job.state.index()] += 1;
+        if job.state.is_waiting() {
+            self.depth[job.priority.index()] += 1;
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        for (i, n) in self.by_state.iter().chain(self.depth.iter()).enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
+        }
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::BYTES {
+            return Err(StoreError::corrupt(
+                "meta/counters",
+                format!("{} bytes", b.len()),
+            ));
+        }
+        let mut c = Counters::default();
+        for i in 0..9 {
+            let n = crate::keys::read_u64(&b[i * 8..i * 8 + 8], "meta/counters")?;
+            if i < 6 {
+                c.by_state[i] = n;
+            } else {
+                c.depth[i - 6] = n;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The writer's scalars, rewritten in every commit: next job id (u64 BE),
+/// next history sequence (u64 BE), the counters (72 bytes), paused flags (3
+/// bytes, 0 or 1 per priority). 91 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub next_id: u64,
+    pub next_finish_seq: u64,
+    pub counters: Counters,
+    pub paused: [bool; 3],
+}
+
+impl Meta {
+    const BYTES: usize = 16 + Counters::BYTES + 3;
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::BYTES);
+        b.extend_from_slice(&self.next_id.to_be_bytes());
+        b.extend_from_slice(&self.next_finish_seq.to_be_bytes());
+        b.extend_from_slice(&self.counters.encode());
+        b.extend(self.paused.map(u8::from));
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::BYTES {
+            return Err(StoreError::corrupt(
+                "meta/state",
+                format!("{} bytes, want {}", b.len(), Self::BYTES),
+            ));
+        }
+        Ok(Meta {
+            next_id: crate::keys::read_u64(&b[0..8], "meta/state")?,
+            next_finish_seq: crate::keys::read_u64(&b[8..16], "meta/state")?,
+            counters: Counters::decode(&b[16..16 + Counters::BYTES])?,
+            paused: std::array::from_fn(|i| b[16 + Counters::BYTES + i] != 0),
+        })
+    }
+}
+
 /// Per-symbol aggregates over finished jobs. 24 bytes, big-endian u64s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SymbolStats {
@@ -433,5 +525,17 @@ mod tests {
             duration_ms_total: 3,
         };
         assert_eq!(SymbolStats::decode(&s.encode()).expect("decode"), s);
+        let m = Meta {
+            next_id: 9,
+            next_finish_seq: 4,
+            counters: Counters {
+                by_state: [1, 2, 3, 4, 5, 6],
+                depth: [7, 8, u64::MAX],
+            },
+            paused: [true, false, true],
+        };
+        assert_eq!(Meta::decode(&m.encode()).expect("decode"), m);
+        assert!(Meta::decode(&m.encode()[1..]).is_err());
+        assert!(Counters::decode(&[0; 71]).is_err());
     }
 }

@@ -1,19 +1,92 @@
 //! Keyspaces: every table lives in one sled tree under a one-byte prefix
-//! (`j` jobs, `s` symstats, `r` results, `m` meta, `b` bar chunks, `d` data
-//! versions, `e` events). A group commit is then a
-//! single sled batch, which sled applies atomically across a crash, and which
-//! (unlike a sled transaction) does not read every key before writing it.
+//! (see [`Space`]). A group commit is then a single sled batch, which sled
+//! applies atomically across a crash, and which (unlike a sled transaction)
+//! does not read every key before writing it.
 
 use std::collections::BTreeMap;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 
-/// The keyspace prefixes, indexed by the table constants in `writer`.
-pub(crate) const PREFIXES: [u8; 7] = [b'j', b's', b'r', b'm', b'b', b'd', b'e'];
+/// A table of the store, and the byte its keys start with in the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Space {
+    /// Job records by id.
+    Jobs,
+    /// Per-symbol aggregates over finished jobs.
+    SymbolStats,
+    /// Feature series by `symbol 0x00 feature`.
+    Results,
+    /// The writer's scalars and the synced mark.
+    Meta,
+    /// Bar chunks by `symbol 0x00 first_ts`.
+    Bars,
+    /// Each symbol's data version.
+    DataVersions,
+    /// The event log by sequence number.
+    Events,
+}
 
-/// One group's pending writes per keyspace (`None` removes the key). Values
-/// are sled's own byte type so the batch takes them without another copy.
-pub(crate) type Writes = [BTreeMap<Vec<u8>, Option<sled::IVec>>; 7];
+impl Space {
+    /// Every keyspace (`space as usize` is its index here).
+    pub(crate) const ALL: [Space; 7] = [
+        Space::Jobs,
+        Space::SymbolStats,
+        Space::Results,
+        Space::Meta,
+        Space::Bars,
+        Space::DataVersions,
+        Space::Events,
+    ];
+
+    /// Keyspaces whose values may point into the value log.
+    pub(crate) const POINTERS: [Space; 2] = [Space::Results, Space::Bars];
+
+    /// The key prefix (see `FORMAT.md`).
+    pub(crate) fn prefix(self) -> u8 {
+        match self {
+            Space::Jobs => b'j',
+            Space::SymbolStats => b's',
+            Space::Results => b'r',
+            Space::Meta => b'm',
+            Space::Bars => b'b',
+            Space::DataVersions => b'd',
+            Space::Events => b'e',
+        }
+    }
+}
+
+/// One group's pending writes (`None` removes the key), per keyspace.
+/// Values are sled's own byte type so the batch takes them without another
+/// copy.
+#[derive(Default)]
+pub(crate) struct Writes {
+    spaces: [BTreeMap<Vec<u8>, Option<sled::IVec>>; Space::ALL.len()],
+}
+
+impl Writes {
+    pub(crate) fn put(&mut self, space: Space, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        self.spaces[space as usize].insert(key, Some(value.into()));
+    }
+
+    pub(crate) fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.spaces[space as usize].insert(key, None);
+    }
+
+    /// The pending write of `key`: `Some(None)` when it is removed.
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Option<&Option<sled::IVec>> {
+        self.spaces[space as usize].get(key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.spaces.iter().all(BTreeMap::is_empty)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        for s in &mut self.spaces {
+            s.clear();
+        }
+    }
+}
 
 /// The tree all keyspaces share.
 #[derive(Clone)]
@@ -21,11 +94,22 @@ pub(crate) struct Spaces {
     tree: sled::Tree,
 }
 
-fn full_key(space: usize, key: &[u8]) -> Vec<u8> {
+fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
-    k.push(PREFIXES[space]);
+    k.push(space.prefix());
     k.extend_from_slice(key);
     k
+}
+
+/// A sled failure as the store reports it.
+pub(crate) fn sled_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(source) => StoreError::Io {
+            context: "sled".into(),
+            source,
+        },
+        other => StoreError::Sled(other.to_string()),
+    }
 }
 
 impl Spaces {
@@ -33,19 +117,19 @@ impl Spaces {
         Spaces { tree }
     }
 
-    pub(crate) fn get(&self, space: usize, key: &[u8]) -> Result<Option<sled::IVec>> {
-        Ok(self.tree.get(full_key(space, key))?)
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(full_key(space, key)).map_err(sled_error)
     }
 
     /// Entries of `space` whose key starts with `prefix`, keys without the
     /// keyspace byte, in key order.
     pub(crate) fn scan(
         &self,
-        space: usize,
+        space: Space,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, sled::IVec)>> + use<> {
         self.tree.scan_prefix(full_key(space, prefix)).map(|item| {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(sled_error)?;
             Ok((k.get(1..).unwrap_or_default().to_vec(), v))
         })
     }
@@ -54,14 +138,14 @@ impl Spaces {
     /// the keyspace byte.
     pub(crate) fn range_from(
         &self,
-        space: usize,
+        space: Space,
         start: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec)>> + use<> {
-        let end = [PREFIXES[space] + 1];
+        let end = [space.prefix() + 1];
         self.tree
             .range(full_key(space, start)..end.to_vec())
             .map(|item| {
-                let (k, v) = item?;
+                let (k, v) = item.map_err(sled_error)?;
                 Ok((k.get(1..).unwrap_or_default().to_vec(), v))
             })
     }
@@ -69,7 +153,7 @@ impl Spaces {
     /// Applies a group's writes as one atomic batch.
     pub(crate) fn apply(&self, writes: &Writes) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for (space, pending) in writes.iter().enumerate() {
+        for (space, pending) in Space::ALL.into_iter().zip(&writes.spaces) {
             for (k, v) in pending {
                 match v {
                     Some(v) => batch.insert(full_key(space, k), v.clone()),
@@ -77,6 +161,19 @@ impl Spaces {
                 }
             }
         }
-        Ok(self.tree.apply_batch(batch)?)
+        self.tree.apply_batch(batch).map_err(sled_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_space_has_its_own_prefix() {
+        let mut prefixes: Vec<u8> = Space::ALL.iter().map(|s| s.prefix()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes, b"bdejmrs".to_vec());
     }
 }

@@ -503,6 +503,7 @@ impl Vlog {
 
     /// Test support (a simulated power loss): cuts every segment back to
     /// `mark`, as if nothing written after it had reached the disk.
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn truncate_past(&mut self, mark: VlogPosition) -> Result<()> {
         self.flush()?;
         for &id in self.segments.keys().filter(|&&id| id >= mark.segment) {
@@ -524,7 +525,14 @@ impl Vlog {
     /// An index entry stopped referencing its record (overwritten or removed).
     pub(crate) fn release(&mut self, entry: &IndexEntry) {
         if let Some(seg) = self.segments.get_mut(&entry.segment) {
-            seg.live = seg.live.saturating_sub(record_bytes(entry.len));
+            let size = record_bytes(entry.len);
+            invariant!(
+                seg.live >= size,
+                "segment {} has {} live bytes, fewer than a released record of {size}",
+                entry.segment,
+                seg.live
+            );
+            seg.live = seg.live.saturating_sub(size);
         }
     }
 

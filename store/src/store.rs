@@ -1,6 +1,7 @@
-//! Opening a data directory, the configuration with every bound, and the
-//! [`Store`] handle: reads go straight to sled and the value log, writes go
-//! to the writer thread and wait for their group commit.
+//! The [`Store`] handle and opening a data directory (its lock, its format
+//! file, sled, the value log, recovery, the writer thread). Reads go
+//! straight to sled and the value log; writes go to the writer thread and
+//! wait for their group commit.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -10,124 +11,25 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::JobQueue;
+use crate::config::{StoreConfig, check_config};
 use crate::disk::Disk;
 use crate::error::{Result, StoreError};
 use crate::job::{
-    CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
-    Priority, RetryPolicy,
+    CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
 };
-use crate::keys::{SeriesKey, Symbol, symbol_prefix, u64_key};
+use crate::keys::{SeriesKey, Symbol, read_u64, u64_key};
 use crate::record::{
-    FORMAT_VERSION, INLINE_HEADER_BYTES, ResultValue, Series, SeriesLayout, SymbolStats,
-    decode_job, encode_series, series_layout,
+    Counters, FORMAT_VERSION, ResultValue, Series, SymbolStats, VLOG_SYNCED_KEY, decode_job,
+    encode_series,
 };
-use crate::recovery::{LostRecord, RecoveryReport, recover};
-use crate::space::Spaces;
-use crate::vlog::{Mapped, Vlog, VlogPosition, VlogReader};
+use crate::space::{Space, Spaces, sled_error};
+use crate::vlog::{Vlog, VlogPosition, VlogReader};
+use crate::writer::recovery::LostRecord;
 use crate::writer::{
-    DATA_VERSIONS, EncodedCompletion, EncodedSeries, JOBS, META, Op, POINTER_SPACES, RESULTS,
-    SYMSTATS, VLOG_SYNCED_KEY, Writer,
+    After, Apply, CheckReport, CompactReport, EncodedCompletion, EncodedSeries, Op, RecoveryReport,
+    Writer,
 };
-use crate::{JobQueue, ResultStore};
-
-/// What "acknowledged" means.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Acknowledged = on disk: every group is flushed and fsynced before any
-    /// caller in it is answered. Survives a process crash and power loss.
-    #[default]
-    Sync,
-    /// Acknowledged = applied: visible to readers at once, flushed and fsynced
-    /// in the background within about `tick_ms`. A process crash or power
-    /// loss can lose that window of acknowledged writes (never a torn group:
-    /// what survives is always a prefix of whole groups). Feature series go
-    /// to the value log without an fsync on the commit path; after a power
-    /// loss, open finds the results whose bytes did not reach the disk and
-    /// takes back their jobs' completions (results dropped, job queued
-    /// again), each job's completion staying all or nothing.
-    Relaxed,
-}
-
-/// Every knob and bound of the store. Units are last in each name.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    /// See [`Durability`].
-    pub durability: Durability,
-    /// Attempts a job gets unless it says otherwise.
-    pub attempts_max: u32,
-    /// Backoff between attempts.
-    pub retry: RetryPolicy,
-    /// Lease length of [`JobQueue::claim`].
-    pub lease_ms: u64,
-    /// Unfinished jobs allowed at once; beyond it enqueue answers `QueueFull`.
-    pub queue_depth_max: u64,
-    /// Largest job payload.
-    pub payload_bytes_max: usize,
-    /// Most symbols on one job.
-    pub job_symbols_max: usize,
-    /// Most jobs in one enqueue, claim or complete call.
-    pub batch_jobs_max: usize,
-    /// Largest archived series.
-    pub series_bytes_max: usize,
-    /// Most archived series bytes in one complete call (bounds the memory a
-    /// call holds and the size of one commit).
-    pub complete_bytes_max: usize,
-    /// Archived series up to this size are kept inline in sled (no value-log
-    /// fsync); larger ones go to the value log.
-    pub inline_series_bytes_max: usize,
-    /// Most operations the writer commits as one group.
-    pub group_ops_max: usize,
-    /// How long the writer waits for more callers' ops before committing a
-    /// group, when the previous group had more callers than have arrived.
-    pub group_linger_us: u64,
-    /// Capacity of the channel to the writer (callers block beyond it).
-    pub channel_ops_max: usize,
-    /// Finished jobs kept; older ones are purged.
-    pub history_max: u64,
-    /// Events kept in the event log; older ones are dropped.
-    pub events_max: u64,
-    /// Finished jobs older than this are purged; `None` keeps them (up to `history_max`).
-    pub retention_ms: Option<u64>,
-    /// A value-log segment is sealed when it reaches this size.
-    pub segment_bytes_max: u64,
-    /// Sealed segments with a smaller live fraction are compacted.
-    pub compact_live_fraction_min: f64,
-    /// sled's page cache.
-    pub cache_bytes_max: u64,
-    /// Writer housekeeping period: lease expiry when idle, relaxed flushes.
-    pub tick_ms: u64,
-    /// Where "now" comes from.
-    pub clock: Clock,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            durability: Durability::Sync,
-            attempts_max: 4,
-            retry: RetryPolicy::default(),
-            lease_ms: 30_000,
-            queue_depth_max: 1_000_000,
-            payload_bytes_max: 64 * 1024,
-            job_symbols_max: 10_000,
-            batch_jobs_max: 10_000,
-            series_bytes_max: 64 * 1024 * 1024,
-            complete_bytes_max: 1024 * 1024 * 1024,
-            inline_series_bytes_max: 2048,
-            group_ops_max: 256,
-            group_linger_us: 200,
-            channel_ops_max: 4096,
-            history_max: 100_000,
-            events_max: 100_000,
-            retention_ms: Some(7 * 24 * 3600 * 1000),
-            segment_bytes_max: 256 * 1024 * 1024,
-            compact_live_fraction_min: 0.5,
-            cache_bytes_max: 64 * 1024 * 1024,
-            tick_ms: 50,
-            clock: Clock::System,
-        }
-    }
-}
 
 /// State the writer publishes for lock-free reads.
 #[derive(Default)]
@@ -146,7 +48,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn publish(&self, c: &crate::writer::Counters, paused: &[bool; 3]) {
+    pub(crate) fn publish(&self, c: &Counters, paused: &[bool; 3]) {
         for (a, n) in self.by_state.iter().zip(c.by_state) {
             a.store(n, Ordering::Relaxed);
         }
@@ -202,33 +104,6 @@ impl QueueStats {
     }
 }
 
-/// What a compaction did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CompactReport {
-    /// Live records copied out of sparse segments.
-    pub moved_records: u64,
-    /// Their payload bytes.
-    pub moved_bytes: u64,
-    /// Segments deleted.
-    pub removed_segments: u32,
-}
-
-/// What an integrity scan found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CheckReport {
-    /// Jobs scanned.
-    pub jobs: u64,
-    /// Series scanned (each read back and checksummed).
-    pub series: u64,
-    /// Bar chunks scanned (each read back, checksummed, and summed against
-    /// its symbol's data version).
-    pub bar_chunks: u64,
-    /// Jobs per state, by the scan.
-    pub counters_by_state: [u64; 6],
-    /// Every inconsistency, in words; empty when the store is sound.
-    pub problems: Vec<String>,
-}
-
 /// A job's completion: the lease and the series it produced.
 #[derive(Clone, Debug)]
 pub struct Completion {
@@ -236,118 +111,6 @@ pub struct Completion {
     pub token: LeaseToken,
     /// Result series, written in the same batch that marks the job succeeded.
     pub results: Vec<(SeriesKey, Series)>,
-}
-
-/// A stored series, read in place from the value log (validated and
-/// checksummed when the view was made).
-pub struct SeriesView {
-    bytes: ViewBytes,
-    layout: SeriesLayout,
-}
-
-pub(crate) enum ViewBytes {
-    /// In a mapped value-log segment.
-    Mapped(Mapped),
-    /// A small series kept inline in its sled value.
-    Inline(sled::IVec),
-    /// An aligned copy, used only when the bytes above are misaligned.
-    Copied(rkyv::util::AlignedVec),
-}
-
-impl ViewBytes {
-    /// These bytes, or an aligned copy when they cannot hold a `T` in place
-    /// (8-aligned at least: archived f64 and i64 columns need it, whatever
-    /// the container's own alignment).
-    pub(crate) fn aligned_for<T>(self) -> Self {
-        let align = std::mem::align_of::<T>().max(8);
-        if (self.raw().as_ptr() as usize).is_multiple_of(align) {
-            self
-        } else {
-            let mut copy = rkyv::util::AlignedVec::new();
-            copy.extend_from_slice(self.raw());
-            ViewBytes::Copied(copy)
-        }
-    }
-
-    pub(crate) fn raw(&self) -> &[u8] {
-        match self {
-            ViewBytes::Mapped(m) => m.bytes(),
-            ViewBytes::Inline(v) => v.get(INLINE_HEADER_BYTES..).unwrap_or(&[]),
-            ViewBytes::Copied(c) => c.as_slice(),
-        }
-    }
-}
-
-impl SeriesView {
-    fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
-        let bytes = bytes.aligned_for::<crate::record::ArchivedSeries>();
-        let layout = series_layout(bytes.raw(), location)?;
-        Ok(SeriesView { bytes, layout })
-    }
-
-    fn raw(&self) -> &[u8] {
-        self.bytes.raw()
-    }
-
-    /// The values, in place (no copy).
-    pub fn values(&self) -> &[f64] {
-        let l = &self.layout;
-        self.raw()
-            .get(l.values_offset..l.values_offset + l.values_len * 8)
-            .and_then(|b| bytemuck::try_cast_slice(b).ok())
-            .unwrap_or(&[])
-    }
-
-    /// The saved kernel state.
-    pub fn state(&self) -> &[u8] {
-        let l = &self.layout;
-        self.raw()
-            .get(l.state_offset..l.state_offset + l.state_len)
-            .unwrap_or(&[])
-    }
-
-    /// Bars the series was computed from.
-    pub fn bar_count(&self) -> u64 {
-        self.layout.bar_count
-    }
-
-    /// Timestamp of the last bar it was computed from.
-    pub fn last_ts(&self) -> i64 {
-        self.layout.last_ts
-    }
-
-    /// Content hash of the bars it was computed from.
-    pub fn data_hash(&self) -> u64 {
-        self.layout.data_hash
-    }
-
-    /// Whether it was computed from exactly the bars of `version`.
-    pub fn is_current(&self, version: &crate::DataVersion) -> bool {
-        self.bar_count() == version.bars
-            && self.last_ts() == version.last_ts
-            && self.data_hash() == version.hash
-    }
-
-    /// An owned copy.
-    pub fn to_series(&self) -> Series {
-        Series {
-            bar_count: self.bar_count(),
-            last_ts: self.last_ts(),
-            data_hash: self.data_hash(),
-            values: self.values().to_vec(),
-            state: self.state().to_vec(),
-        }
-    }
-}
-
-impl std::fmt::Debug for SeriesView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeriesView")
-            .field("bar_count", &self.bar_count())
-            .field("last_ts", &self.last_ts())
-            .field("values", &self.values().len())
-            .finish()
-    }
 }
 
 /// The name of the file holding the data directory's format version.
@@ -419,14 +182,14 @@ impl Store {
                     ),
                     source,
                 ),
-                other => StoreError::from(other),
+                other => sled_error(other),
             })?;
-        let spaces = Spaces::new(db.open_tree("kiln")?);
+        let spaces = Spaces::new(db.open_tree("kiln").map_err(sled_error)?);
         let disk = Arc::new(Disk::new(db, &sled_dir)?);
 
         let mut indexed = Vec::new();
         let mut keys = Vec::new();
-        for space in POINTER_SPACES {
+        for space in Space::POINTERS {
             for item in spaces.scan(space, &[]) {
                 let (k, v) = item?;
                 if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
@@ -435,7 +198,7 @@ impl Store {
                 }
             }
         }
-        let synced = match spaces.get(META, VLOG_SYNCED_KEY)? {
+        let synced = match spaces.get(Space::Meta, VLOG_SYNCED_KEY)? {
             Some(v) => Some(VlogPosition::decode(&v)?),
             None => None,
         };
@@ -456,45 +219,20 @@ impl Store {
         drop((indexed, keys));
         let reader = vlog.reader();
         let shared = Arc::new(Shared::default());
-        let mut writer = Writer {
-            config: config.clone(),
+        let mut writer = Writer::new(
+            config.clone(),
             disk,
-            spaces: spaces.clone(),
+            spaces.clone(),
             vlog,
-            shared: Arc::clone(&shared),
-            active: Default::default(),
-            due: Default::default(),
-            scheduled: Default::default(),
-            leases: Default::default(),
-            idem: Default::default(),
-            paused: [false; 3],
-            history: Default::default(),
-            symstats: Default::default(),
-            counters: Default::default(),
-            next_id: 1,
-            next_finish_seq: 1,
-            next_event_seq: 1,
-            first_event_seq: 1,
-            writes: Default::default(),
-            dirty_jobs: Default::default(),
-            dirty_symstats: Default::default(),
-            fatal: None,
-            fail_next_commit: false,
-            meta_dirty: false,
-            recorded_synced: VlogPosition::default(),
-            vlog_sync_required: false,
-            flusher: None,
-            power_lost: false,
-            new_versions: Vec::new(),
-            syncer: None,
-        };
-        let mut recovery = recover(&mut writer, &lost)?;
+            Arc::clone(&shared),
+        );
+        let mut recovery = writer.recover(&lost)?;
         recovery.vlog = vlog_recovery;
         recovery.partial_snapshots_removed = partial_snapshots;
-        shared.publish(&writer.counters, &writer.paused);
+        writer.publish();
         {
             let mut versions = std::collections::HashMap::new();
-            for item in spaces.scan(DATA_VERSIONS, &[]) {
+            for item in spaces.scan(Space::DataVersions, &[]) {
                 let (k, v) = item?;
                 let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
                 if let Some(r) = crate::bars::decode_version(Some(v), &symbol)? {
@@ -594,7 +332,7 @@ impl Store {
     pub fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
         let mut items = self.encode_completions(vec![Completion { token, results }])?;
         let item = items.pop().ok_or(StoreError::Closed)?;
-        self.call(|reply| Op::Checkpoint { item, reply })
+        self.call(|reply| Op::Apply(Apply::Checkpoint { item, reply }))
     }
 
     pub(crate) fn spaces(&self) -> &Spaces {
@@ -640,30 +378,32 @@ impl Store {
     /// Makes everything acknowledged so far durable (a no-op in `Sync` mode,
     /// where acknowledged already means durable).
     pub fn sync(&self) -> Result<()> {
-        self.call(|reply| Op::Sync { reply })
+        self.call(|reply| Op::After(After::Sync { reply }))
     }
 
     /// Compacts sparse value-log segments now (it also runs by itself when idle).
     pub fn compact(&self) -> Result<CompactReport> {
-        self.call(|reply| Op::Compact { reply })
+        self.call(|reply| Op::After(After::Compact { reply }))
     }
 
     /// Scans everything and reports any inconsistency (the `kiln check` scan).
     pub fn check(&self) -> Result<CheckReport> {
-        self.call(|reply| Op::Check { reply })
+        self.call(|reply| Op::After(After::Check { reply }))
     }
 
     /// Removes finished jobs older than `age_ms`; returns how many.
     pub fn purge_finished_older_than(&self, age_ms: u64) -> Result<u64> {
-        self.call(|reply| Op::Purge {
-            older_than_ms: age_ms,
-            reply,
+        self.call(|reply| {
+            Op::Apply(Apply::Purge {
+                older_than_ms: age_ms,
+                reply,
+            })
         })
     }
 
     /// The most recent finished jobs (at most `limit`), newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<Job>> {
-        let ids = self.call(|reply| Op::History { limit, reply })?;
+        let ids = self.call(|reply| Op::Apply(Apply::History { limit, reply }))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             // A purge may have removed it since; skip it then.
@@ -678,12 +418,12 @@ impl Store {
     /// (a scan of the jobs table: for listings, not hot paths).
     pub fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
         let mut out = Vec::new();
-        for item in self.inner.spaces.scan(JOBS, &[]).rev() {
+        for item in self.inner.spaces.scan(Space::Jobs, &[]).rev() {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = item?;
-            let id = crate::keys::read_u64(&k, "jobs key")?;
+            let id = read_u64(&k, "jobs key")?;
             let (job, _) = decode_job(id, &v)?;
             if state.is_none_or(|s| s == job.state) {
                 out.push(job);
@@ -697,7 +437,7 @@ impl Store {
         match self
             .inner
             .spaces
-            .get(SYMSTATS, symbol.as_str().as_bytes())?
+            .get(Space::SymbolStats, symbol.as_str().as_bytes())?
         {
             Some(v) => SymbolStats::decode(&v),
             None => Ok(SymbolStats::default()),
@@ -706,22 +446,31 @@ impl Store {
 
     /// Test hook: makes the writer's next commit fail as an I/O error would,
     /// which poisons the store.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn inject_commit_failure(&self) -> Result<()> {
-        self.inner
-            .tx
-            .send(Op::FailNextCommit)
-            .map_err(|_| StoreError::Closed)
+        self.send(Op::Apply(Apply::FailNextCommit))
     }
 
     /// Test hook: stops the store as a power loss right now could leave it
     /// in `Relaxed` mode: sled's index on disk, and with `truncate` the value
     /// log cut back to the synced mark (without, the value log is left as it
     /// is for the test to damage). Every later call answers `Closed`; drop it
-    /// and reopen.
-    #[doc(hidden)]
+    /// and reopen. It truncates value-log segments that views may still map,
+    /// so it exists only in test builds.
+    #[cfg(feature = "test-hooks")]
     pub fn simulate_power_loss(&self, truncate: bool) -> Result<()> {
-        self.call(|reply| Op::PowerLoss { truncate, reply })
+        self.call(|reply| Op::After(After::PowerLoss { truncate, reply }))
+    }
+
+    fn fail_with(&self, token: LeaseToken, error: &str, permanent: bool) -> Result<FailOutcome> {
+        self.call(|reply| {
+            Op::Apply(Apply::Fail {
+                token,
+                error: error.to_owned(),
+                permanent,
+                reply,
+            })
+        })
     }
 }
 
@@ -784,31 +533,6 @@ fn remove_partial_snapshots(sled_dir: &Path) -> Result<u32> {
     Ok(removed)
 }
 
-fn check_config(c: &StoreConfig) -> Result<()> {
-    let bad =
-        |field: &'static str, reason: &str| Err(StoreError::invalid(field, reason.to_owned()));
-    if c.attempts_max == 0 || c.attempts_max > crate::job::ATTEMPTS_MAX_LIMIT {
-        return bad("attempts_max", "must be 1 to 1000");
-    }
-    if c.group_ops_max == 0 || c.batch_jobs_max == 0 || c.queue_depth_max == 0 {
-        return bad(
-            "config",
-            "group_ops_max, batch_jobs_max and queue_depth_max must be positive",
-        );
-    }
-    if !(0.0..=1.0).contains(&c.compact_live_fraction_min) {
-        return bad("compact_live_fraction_min", "must be within 0 and 1");
-    }
-    if c.inline_series_bytes_max > 64 * 1024 {
-        // sled moves values above 128 KiB to blob files; keep well below.
-        return bad("inline_series_bytes_max", "must be at most 65536");
-    }
-    if c.segment_bytes_max < 4096 {
-        return bad("segment_bytes_max", "must be at least 4096");
-    }
-    Ok(())
-}
-
 /// Checks the format file of an existing directory; in a new one (empty
 /// but for kiln's own lock file and a format file whose creation a crash
 /// interrupted), writes it when `create` is set (via a temporary file,
@@ -860,7 +584,7 @@ impl JobQueue for Store {
         for j in &jobs {
             j.validate(&self.inner.config)?;
         }
-        self.call(|reply| Op::Enqueue { jobs, reply })
+        self.call(|reply| Op::Apply(Apply::Enqueue { jobs, reply }))
     }
 
     fn claim(&self, max: usize) -> Result<Vec<Lease>> {
@@ -872,18 +596,22 @@ impl JobQueue for Store {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.call(|reply| Op::Claim {
-            max,
-            lease_ms,
-            reply,
+        self.call(|reply| {
+            Op::Apply(Apply::Claim {
+                max,
+                lease_ms,
+                reply,
+            })
         })
     }
 
     fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64> {
-        self.call(|reply| Op::Heartbeat {
-            token,
-            extend_ms,
-            reply,
+        self.call(|reply| {
+            Op::Apply(Apply::Heartbeat {
+                token,
+                extend_ms,
+                reply,
+            })
         })
     }
 
@@ -895,41 +623,33 @@ impl JobQueue for Store {
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
         self.check_batch("complete", completions.len())?;
         let items = self.encode_completions(completions)?;
-        self.call(|reply| Op::Complete { items, reply })
+        self.call(|reply| Op::Apply(Apply::Complete { items, reply }))
     }
 
     fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
-        self.call(|reply| Op::Fail {
-            token,
-            error: error.to_owned(),
-            permanent: false,
-            reply,
-        })
+        self.fail_with(token, error, false)
     }
 
     fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
-        self.call(|reply| Op::Fail {
-            token,
-            error: error.to_owned(),
-            permanent: true,
-            reply,
-        })
+        self.fail_with(token, error, true)
     }
 
     fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        self.call(|reply| Op::Cancel { id, reply })
+        self.call(|reply| Op::Apply(Apply::Cancel { id, reply }))
     }
 
     fn set_paused(&self, priority: Priority, paused: bool) -> Result<()> {
-        self.call(|reply| Op::SetPaused {
-            priority,
-            paused,
-            reply,
+        self.call(|reply| {
+            Op::Apply(Apply::SetPaused {
+                priority,
+                paused,
+                reply,
+            })
         })
     }
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
-        match self.inner.spaces.get(JOBS, &u64_key(id))? {
+        match self.inner.spaces.get(Space::Jobs, &u64_key(id))? {
             Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
             None => Ok(None),
         }
@@ -941,49 +661,6 @@ impl JobQueue for Store {
             by_state: std::array::from_fn(|i| s.by_state[i].load(Ordering::Relaxed)),
             depth: std::array::from_fn(|i| s.depth[i].load(Ordering::Relaxed)),
             paused: std::array::from_fn(|i| s.paused[i].load(Ordering::Relaxed)),
-        }
-    }
-}
-
-impl ResultStore for Store {
-    fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
-        let encoded = key.encode();
-        let location = || format!("{}/{}", key.symbol, key.feature);
-        // A compaction can delete the segment between the index read and the
-        // map; the index then already points elsewhere, so read it again.
-        for _ in 0..3 {
-            let Some(v) = self.inner.spaces.get(RESULTS, &encoded)? else {
-                return Ok(None);
-            };
-            match ResultValue::decode(&v)? {
-                ResultValue::Inline { .. } => {
-                    return SeriesView::new(ViewBytes::Inline(v), &location).map(Some);
-                }
-                ResultValue::Pointer(entry) => {
-                    if let Some(mapped) = self.inner.vlog.read(&entry)? {
-                        return SeriesView::new(ViewBytes::Mapped(mapped), &location).map(Some);
-                    }
-                }
-            }
-        }
-        Err(StoreError::corrupt(
-            location(),
-            "its value-log segment keeps disappearing",
-        ))
-    }
-
-    fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {
-        self.inner
-            .spaces
-            .scan(RESULTS, &symbol_prefix(symbol))
-            .map(|item| SeriesKey::decode(&item?.0))
-            .collect()
-    }
-
-    fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>> {
-        match self.inner.spaces.get(RESULTS, &key.encode())? {
-            Some(v) => Ok(Some(ResultValue::decode(&v)?.job_id())),
-            None => Ok(None),
         }
     }
 }

@@ -1,0 +1,86 @@
+//! The writer's part of a bar ingest: staging chunks in the value log
+//! (unindexed, so a session holds little in memory), releasing what a
+//! session did not index, and applying an ingest's plans, all or none.
+
+use super::Writer;
+use crate::bars::{VersionRecord, decode_version};
+use crate::error::{Result, StoreError};
+use crate::ingest::BarPlan;
+use crate::record::{IndexEntry, ResultValue};
+use crate::space::Space;
+
+impl Writer {
+    /// Appends staged chunks and writes them out so readers can map them;
+    /// the commit that indexes them fsyncs them first.
+    pub(super) fn stage_bars(
+        &mut self,
+        payloads: &[rkyv::util::AlignedVec],
+    ) -> Result<Vec<IndexEntry>> {
+        let mut entries = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            entries.push(self.append_or_poison(p, 0)?);
+        }
+        if let Err(e) = self.vlog.flush() {
+            return Err(self.poison_with(e));
+        }
+        Ok(entries)
+    }
+
+    /// A session ended without indexing these staged records: garbage.
+    pub(super) fn unstage_bars(&mut self, entries: &[IndexEntry]) {
+        for e in entries {
+            self.vlog.release(e);
+        }
+    }
+
+    /// Checks every plan against the current data versions and every value
+    /// it replaces, then applies them: all, or (on an error) none.
+    pub(super) fn ingest_bars(&mut self, plans: Vec<BarPlan>) -> Result<()> {
+        let mut released = Vec::new();
+        for p in &plans {
+            let current = decode_version(
+                self.lookup(Space::DataVersions, p.symbol.as_str().as_bytes())?,
+                &p.symbol,
+            )?;
+            if current != p.expect {
+                return Err(StoreError::Conflict(format!(
+                    "the bars of {} changed while the ingest was planned",
+                    p.symbol
+                )));
+            }
+            for key in p.remove.iter().chain(p.add.iter().map(|(k, _)| k)) {
+                if let Some(old) = self.lookup(Space::Bars, key)?
+                    && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
+                    && !released.contains(&old)
+                {
+                    released.push(old);
+                }
+            }
+        }
+        for old in &released {
+            self.vlog.release(old);
+        }
+        self.vlog_sync_required = true;
+        for p in plans {
+            for key in p.remove {
+                self.writes.delete(Space::Bars, key);
+            }
+            for (key, entry) in p.add {
+                self.writes
+                    .put(Space::Bars, key, ResultValue::Pointer(entry).encode());
+            }
+            self.new_versions.push((p.symbol.clone(), p.version));
+            self.writes.put(
+                Space::DataVersions,
+                p.symbol.as_str().as_bytes().to_vec(),
+                VersionRecord {
+                    version: p.version,
+                    generation: p.expect.map_or(1, |r| r.generation + 1),
+                }
+                .encode()
+                .to_vec(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Recovery: the one function that runs at open. It rebuilds the job model
+//! from what sled committed, checks the stored counters against a full scan
+//! (repairing them, with a warning, if they drifted), and returns the jobs
+//! a dead process left `running` to the queue, or marks them dead when
+//! their attempts are used up. The value log's unindexed tail is cut off
+//! before this runs (see `vlog`); results whose value-log records did not
+//! reach the disk (a power loss in `Relaxed` mode) are dropped here and the
+//! jobs that stored them run again.
+
+use std::collections::BTreeSet;
+
+use super::Writer;
+use crate::error::{Result, StoreError};
+use crate::job::JobState;
+use crate::keys::{Symbol, read_u64, u64_key};
+use crate::record::{META_KEY, Meta, SymbolStats, VLOG_SYNCED_KEY, decode_job, encode_job};
+use crate::space::{Space, Writes};
+use crate::vlog::VlogRecovery;
+
+/// An indexed value-log record that is not on disk whole.
+pub(crate) struct LostRecord {
+    pub space: Space,
+    pub key: Vec<u8>,
+    pub job_id: u64,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Job records scanned.
+    pub jobs_scanned: u64,
+    /// Jobs left running by a dead process, returned to the queue.
+    pub requeued: u64,
+    /// Jobs left running whose attempts were used up, now dead.
+    pub dead: u64,
+    /// Set when the stored counters disagreed with the scan (they were repaired).
+    pub counters_drift: Option<String>,
+    /// What opening the value log repaired.
+    pub vlog: VlogRecovery,
+    /// Half-written sled snapshot files a crash left, removed before sled opened.
+    pub partial_snapshots_removed: u32,
+    /// Finished jobs queued again because results they stored were lost
+    /// (see [`VlogRecovery::lost_records`]).
+    pub rerun_lost: u64,
+}
+
+impl Writer {
+    /// Rebuilds the job model from disk and repairs what a crash left
+    /// behind; commits the repairs.
+    pub(crate) fn recover(&mut self, lost: &[LostRecord]) -> Result<RecoveryReport> {
+        let now = self.config.clock.now_ms();
+        let rerun_lost = self.forget_lost(lost, now)?;
+        let stored = match self.spaces.get(Space::Meta, META_KEY)? {
+            Some(v) => Meta::decode(&v)?,
+            None => Meta::default(),
+        };
+        let mut report = RecoveryReport {
+            rerun_lost,
+            ..RecoveryReport::default()
+        };
+        for item in self.spaces.scan(Space::Jobs, &[]) {
+            let (k, v) = item?;
+            let id = read_u64(&k, "jobs key")?;
+            report.jobs_scanned += 1;
+            let (job, finish_seq) = decode_job(id, &v)?;
+            self.queue.restore_job(job, finish_seq, now);
+        }
+        for item in self.spaces.scan(Space::SymbolStats, &[]) {
+            let (k, v) = item?;
+            let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
+            self.queue
+                .restore_symbol_stats(symbol, SymbolStats::decode(&v)?);
+        }
+        // Events are written with the changes they report: the keys on
+        // disk are exactly the log.
+        let mut events = self.spaces.scan(Space::Events, &[]);
+        let extent = match events.next() {
+            Some(first) => {
+                let first = read_u64(&first?.0, "events key")?;
+                let last = match events.next_back() {
+                    Some(last) => read_u64(&last?.0, "events key")?,
+                    None => first,
+                };
+                Some((first, last))
+            }
+            None => None,
+        };
+        let scanned = self.queue.restore_end(&stored, extent);
+        // Jobs queued again above leave the stored counters behind on purpose.
+        if stored.counters != scanned && rerun_lost == 0 {
+            let drift = format!("stored {:?}, scan {scanned:?}", stored.counters);
+            tracing::warn!(%drift, "job counters drifted from the jobs tree; repaired from the scan");
+            report.counters_drift = Some(drift);
+            self.meta_dirty = true;
+        }
+        (report.requeued, report.dead) = self.queue.recover_interrupted(now);
+
+        let mark_stored = self.spaces.get(Space::Meta, VLOG_SYNCED_KEY)?.is_some();
+        self.pipeline
+            .recovered(self.vlog.end(), mark_stored, &mut self.writes);
+        if self.commit()? {
+            self.disk.flush_and_fsync()?;
+        }
+        if report.requeued + report.dead > 0 {
+            tracing::info!(
+                requeued = report.requeued,
+                dead = report.dead,
+                "recovered jobs left running by a dead process"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Drops the index entries of lost records and queues the succeeded
+    /// jobs that stored them again, the lost attempt not counted; returns
+    /// how many. A job still running or awaiting a retry needs nothing more
+    /// (it computes what is not stored when it next runs); one that ended
+    /// dead or cancelled, or was purged from the history, stays so, and its
+    /// lost results are simply gone (`kiln check` stays clean; a new
+    /// submission recomputes them). A lost bar chunk is an error: bars are
+    /// fsynced before they are indexed, so the disk itself lost
+    /// acknowledged writes.
+    fn forget_lost(&mut self, lost: &[LostRecord], now: u64) -> Result<u64> {
+        if lost.is_empty() {
+            return Ok(0);
+        }
+        let mut writes = Writes::default();
+        for r in lost {
+            if r.space != Space::Results {
+                return Err(StoreError::corrupt(
+                    format!("bar chunk {}", String::from_utf8_lossy(&r.key)),
+                    "indexed, but its value-log record is not on disk although it was fsynced first: the disk lost acknowledged writes; restore the data directory from a backup",
+                ));
+            }
+            writes.delete(Space::Results, r.key.clone());
+        }
+        let jobs: BTreeSet<u64> = lost.iter().map(|r| r.job_id).collect();
+        let mut rerun = 0;
+        for id in jobs {
+            let Some(bytes) = self.spaces.get(Space::Jobs, &u64_key(id))? else {
+                continue;
+            };
+            let (mut job, _) = decode_job(id, &bytes)?;
+            if job.state != JobState::Succeeded {
+                continue;
+            }
+            invariant!(job.attempts > 0, "succeeded job {id} made no attempt");
+            job.state = JobState::Queued;
+            job.attempts = job.attempts.saturating_sub(1);
+            job.run_at_ms = now;
+            job.finished_ms = None;
+            job.lease_expires_ms = None;
+            job.last_error = Some(
+                "results it stored were lost by a power loss before they reached the disk (relaxed durability); running it again"
+                    .into(),
+            );
+            let record = encode_job(&job, None)?;
+            writes.put(Space::Jobs, u64_key(id).to_vec(), record.as_slice());
+            rerun += 1;
+        }
+        self.spaces.apply(&writes)?;
+        tracing::warn!(
+            records = lost.len(),
+            jobs = rerun,
+            "results lost before they reached the disk; their jobs run again"
+        );
+        Ok(rerun)
+    }
+}
