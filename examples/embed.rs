@@ -3,6 +3,7 @@
 //! Run with `cargo run --release --example embed`; `tests/examples.rs` runs
 //! it in CI.
 
+use kiln::store::prelude::*;
 use std::path::Path;
 
 use kiln::engine::{Engine, EngineConfig};

@@ -2,10 +2,8 @@
 //! a lease, store each job's result series atomically with its completion,
 //! and read the series back zero-copy. Run with `cargo run --example embed_store`.
 
-use kiln::store::{
-    JobQueue, JobState, NewJob, Priority, ResultStore, Series, SeriesKey, Store, StoreConfig,
-    Symbol,
-};
+use kiln::store::prelude::*;
+use kiln::store::{JobState, NewJob, Priority, Series, SeriesKey, Store, StoreConfig, Symbol};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -68,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "succeeded jobs: {}",
-        store.stats().count(JobState::Succeeded)
+        store.stats()?.count(JobState::Succeeded)
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! bodies, invalid UTF-8, odd symbols, unknown specs) that must never get a
 //! 500. The client is a few lines of HTTP/1.1 over a std socket.
 
+use kiln::store::prelude::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

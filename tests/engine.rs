@@ -3,6 +3,7 @@
 //! and after a correction (recomputed), many-symbol jobs with checkpoints,
 //! and bad input ending a job dead with a message naming the symbol.
 
+use kiln::store::prelude::*;
 use std::path::{Path, PathBuf};
 
 use kiln::engine::{Engine, EngineConfig};
@@ -246,7 +247,7 @@ fn warm_up_refreshes_what_went_stale_behind_the_engine() {
         .expect("bars");
     let mut next = bars.to_columns().slice(bars.len() - 1, bars.len());
     next.ts[0] += 86_400_000_000_000;
-    let mut session = engine.store().bar_ingest();
+    let mut session = engine.store().bar_ingest().expect("session");
     let src = session.source("direct");
     session.stage(&sym("IBM"), src, &next, &[]).expect("stage");
     session.commit(&mut |_| Ok(())).expect("commit");
@@ -267,7 +268,7 @@ fn non_finite_bars_staged_through_the_library_end_the_job_naming_symbol_and_bar(
     // The store's own session checks order, not values: a NaN gets in.
     let mut cols = kiln::market::synth::universe(1, 30, 9).remove(0).1;
     cols.close[17] = f64::NAN;
-    let mut session = engine.store().bar_ingest();
+    let mut session = engine.store().bar_ingest().expect("session");
     let src = session.source("library");
     session
         .stage(&sym("NANCO"), src, &cols, &[])

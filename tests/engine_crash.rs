@@ -7,6 +7,7 @@
 //! unflushed window and its jobs run again. At least 20 kills by default;
 //! `KILN_ENGINE_CRASH_KILLS` sets more.
 
+use kiln::store::prelude::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use kiln::engine::{Engine, EngineConfig};
 use kiln::features::bench::bench_plan;
 use kiln::features::spec::parse_list;
 use kiln::market::synth;
-use kiln::store::{JobQueue, JobState, Priority, ResultStore, Store, StoreConfig, Symbol};
+use kiln::store::{JobState, Priority, QueueConfig, Store, StoreConfig, Symbol};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -89,7 +90,10 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
     {
         // A kill counts as an attempt: allow many, so crashes cannot kill a job.
         let patient = StoreConfig {
-            attempts_max: 100,
+            queue: QueueConfig {
+                attempts_max: 100,
+                ..QueueConfig::default()
+            },
             ..StoreConfig::default()
         };
         let config = EngineConfig {
@@ -207,7 +211,7 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
                 g.name
             );
         }
-        assert_eq!(store.stats().count(JobState::Running), 0);
+        assert_eq!(store.stats().expect("stats").count(JobState::Running), 0);
         drop(store);
         std::fs::remove_dir_all(&run).expect("clean up");
     }

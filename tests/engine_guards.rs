@@ -1,6 +1,7 @@
 //! Admission control, rate limiting, the circuit breaker, metrics, and a
 //! graceful stop on SIGINT.
 
+use kiln::store::prelude::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use kiln::engine::guard::BreakerState;
 use kiln::engine::{Engine, EngineConfig, EngineError, RunObserver, run_reopening};
 use kiln::features::spec::parse_list;
 use kiln::market::synth;
-use kiln::store::{JobQueue, JobState, Priority, RetryPolicy, Store, StoreConfig, Symbol};
+use kiln::store::{JobState, Priority, QueueConfig, RetryPolicy, Store, StoreConfig, Symbol};
 
 fn engine(dir: &Path, config: EngineConfig, symbols: usize) -> (Engine, Vec<Symbol>) {
     let engine = Engine::open(dir, config).expect("open");
@@ -74,7 +75,11 @@ fn a_deep_queue_refuses_submissions_instead_of_growing() {
         "{e}"
     );
     assert_eq!(
-        engine.store().stats().depth(Priority::Normal),
+        engine
+            .store()
+            .stats()
+            .expect("stats")
+            .depth(Priority::Normal),
         3,
         "nothing was added"
     );
@@ -177,7 +182,7 @@ fn sigint_stops_a_worker_cleanly() {
         0,
         "nothing was left running"
     );
-    assert_eq!(store.stats().count(JobState::Running), 0);
+    assert_eq!(store.stats().expect("stats").count(JobState::Running), 0);
     assert!(store.check().expect("check").problems.is_empty());
     assert_eq!(symbols.len(), 300);
 }
@@ -195,7 +200,13 @@ async fn async_submissions_and_a_background_runner() {
     assert_eq!(jobs.len(), 8);
     // The runner picks them up by itself.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while engine.store().stats().count(JobState::Succeeded) < 8 {
+    while engine
+        .store()
+        .stats()
+        .expect("stats")
+        .count(JobState::Succeeded)
+        < 8
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the runner did not finish"
@@ -231,7 +242,11 @@ fn a_store_failure_during_a_run_ends_it_with_the_error() {
     let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
     let report = engine.run_until_idle(&mut |_| {}).expect("run");
     assert_eq!(
-        engine.store().stats().count(JobState::Succeeded),
+        engine
+            .store()
+            .stats()
+            .expect("stats")
+            .count(JobState::Succeeded),
         40,
         "{report:?}"
     );
@@ -242,10 +257,13 @@ fn a_read_failure_fails_only_its_job_which_retries_then_ends_dead() {
     let dir = tempfile::tempdir().expect("dir");
     let config = EngineConfig {
         store: StoreConfig {
-            attempts_max: 3,
-            retry: RetryPolicy {
-                base_ms: 1,
-                cap_ms: 5,
+            queue: QueueConfig {
+                attempts_max: 3,
+                retry: RetryPolicy {
+                    base_ms: 1,
+                    cap_ms: 5,
+                },
+                ..QueueConfig::default()
             },
             ..StoreConfig::default()
         },
@@ -346,6 +364,13 @@ fn a_worker_reopens_the_store_after_a_write_failure_and_finishes() {
         recorder.reopens
     );
     assert!(engine.store().poisoned().is_none());
-    assert_eq!(engine.store().stats().count(JobState::Succeeded), 40);
+    assert_eq!(
+        engine
+            .store()
+            .stats()
+            .expect("stats")
+            .count(JobState::Succeeded),
+        40
+    );
     assert!(engine.store().check().expect("check").problems.is_empty());
 }

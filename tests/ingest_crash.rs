@@ -4,6 +4,7 @@
 //! file or all of it, bit for bit against the generated universe. 8 kills
 //! by default; `KILN_INGEST_CRASH_ITERATIONS` sets more.
 
+use kiln::store::prelude::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //! it was before (the bad file is the second file of the ingest, so the good
 //! first one must not land either).
 
+use kiln::store::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! write (int64 epochs, dictionary symbols, int volumes); the bundled real
 //! sample; and ingest independence from chunking and file order.
 
+use kiln::store::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -455,7 +456,7 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
     next.ts += 86_400_000_000_000;
     let mut more = BarColumns::default();
     more.push(next);
-    let mut session = store.bar_ingest();
+    let mut session = store.bar_ingest().expect("session");
     let src = session.source("test");
     session.stage(symbol, src, &more, &[]).expect("stage");
     session.commit(&mut |_| Ok(())).expect("commit");
@@ -472,7 +473,7 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
     let (symbol, c) = &universe[1];
     let mut fixed = c.slice(10, 11);
     fixed.close[0] = fixed.high[0];
-    let mut session = store.bar_ingest();
+    let mut session = store.bar_ingest().expect("session");
     let src = session.source("correction");
     session.stage(symbol, src, &fixed, &[]).expect("stage");
     session.commit(&mut |_| Ok(())).expect("commit");

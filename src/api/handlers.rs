@@ -2,6 +2,7 @@
 //! are memory-mapped and archived; a read is microseconds); durable writes
 //! (submissions, cancels, ingests) run on tokio's blocking pool.
 
+use kiln_store::prelude::*;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -116,7 +117,7 @@ pub async fn compute_batch(
         .submit_async(client, symbols, specs, priority)
         .await?;
     let ids: Vec<u64> = jobs.iter().map(|j| j.id()).collect();
-    let stats = app.engine.store().stats();
+    let stats = app.engine.store().stats()?;
     let ahead = stats.count(JobState::Queued) + stats.count(JobState::Running);
     let estimate = app.jobs_per_s().map(|r| ahead as f64 / r);
     Ok(json(
@@ -645,7 +646,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     let engine = &app.engine;
     let poisoned = engine.store().poisoned();
     let breaker = engine.runtime_stats().breaker;
-    let stats = engine.store().stats();
+    let stats = engine.store().stats().unwrap_or_default();
     let depth: u64 = Priority::ALL.iter().map(|&p| stats.depth(p)).sum();
     let limit = engine.config().admit_depth_max;
     let dispatcher = app.runner_alive();

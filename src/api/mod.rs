@@ -167,7 +167,9 @@ impl App {
 
     /// Samples finished jobs; called once a second by [`serve`].
     fn sample_throughput(&self) {
-        let stats = self.engine.store().stats();
+        let Ok(stats) = self.engine.store().stats() else {
+            return;
+        };
         let done = stats.count(JobState::Succeeded) + stats.count(JobState::Dead);
         let busy = stats.count(JobState::Queued) + stats.count(JobState::Running) > 0;
         let now = Instant::now();
@@ -287,7 +289,7 @@ impl From<StoreError> for ApiError {
             StoreError::Poisoned { .. }
             | StoreError::Closed
             | StoreError::Io { .. }
-            | StoreError::Sled(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | StoreError::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut err = ApiError::new(status, "store", e.to_string());

@@ -153,7 +153,7 @@ pub fn run(
     let window = Duration::from_secs_f64(opts.seconds);
     let load = |window, rate| load(addr, &targets, opts.connections, window, rate);
     let warmed = load(WARMUP_WINDOW, Some(opts.rate));
-    let done_before = engine.store().stats().count(JobState::Succeeded);
+    let done_before = engine.store().stats()?.count(JobState::Succeeded);
     let submitted = Instant::now();
     let (loaded, batch_done) = if opts.batch {
         let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
@@ -168,7 +168,7 @@ pub fn run(
     } else {
         (load(window, Some(opts.rate)), None)
     };
-    let done_after = engine.store().stats().count(JobState::Succeeded);
+    let done_after = engine.store().stats()?.count(JobState::Succeeded);
     let capacity = load(CAPACITY_WINDOW.min(window), None);
     let _ = stop.send(());
     let served = server
@@ -268,7 +268,7 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
 fn watch_batch(engine: &Engine, stop: &std::sync::atomic::AtomicBool) -> Option<Instant> {
     use std::sync::atomic::Ordering;
     while !stop.load(Ordering::Relaxed) {
-        if engine.store().stats().unfinished() == 0 {
+        if engine.store().stats().is_ok_and(|s| s.unfinished() == 0) {
             return Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(10));

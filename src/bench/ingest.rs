@@ -10,6 +10,7 @@
 //! peers' Python (`--polars PYTHON`), the same run times `polars.read_csv` of
 //! the same CSV (median of `runs`) and reports the ratio.
 
+use kiln_store::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

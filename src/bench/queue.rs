@@ -337,7 +337,7 @@ fn idle_pickup_us(dir: &Path) -> Result<f64, BenchError> {
                 std::thread::sleep(Duration::from_micros(2_000 + seed % 10_000));
                 let before = engine
                     .store()
-                    .stats()
+                    .stats()?
                     .count(kiln_store::JobState::Succeeded);
                 engine.submit(&symbols, &specs, kiln_store::Priority::Normal)?;
                 let submitted = Instant::now();
@@ -349,7 +349,7 @@ fn idle_pickup_us(dir: &Path) -> Result<f64, BenchError> {
                 // the idempotency key is free once it has succeeded).
                 while engine
                     .store()
-                    .stats()
+                    .stats()?
                     .count(kiln_store::JobState::Succeeded)
                     == before
                 {

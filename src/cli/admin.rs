@@ -1,5 +1,6 @@
 //! `kiln stats`, `kiln check`, `kiln config`.
 
+use kiln_store::prelude::*;
 use std::io::Write;
 
 use kiln::engine::config::render;
@@ -15,7 +16,7 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
     }
     let rt = engine.runtime_stats();
     let store = engine.store();
-    let st = store.stats();
+    let st = store.stats()?;
     let symbols = store.bar_symbols()?;
     let bars: u64 = symbols.iter().map(|(_, v)| v.bars).sum();
     let durability = match store.config().durability {

@@ -1,5 +1,6 @@
 //! `kiln ingest`, `kiln export`, `kiln features`.
 
+use kiln_store::prelude::*;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 //! universe, submits the 20-output feature set of the peers' benchmark for
 //! every symbol, runs it to completion and prints what happened.
 
+use kiln_store::prelude::*;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;

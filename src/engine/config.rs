@@ -3,7 +3,7 @@
 //! keys refused. [`render`] prints the effective configuration in the same
 //! format, documented, so `kiln config > kiln.toml` is a starting point.
 
-use kiln_store::{Durability, RetryPolicy, StoreConfig};
+use kiln_store::{Durability, QueueConfig, RetryPolicy, StoreConfig};
 use serde::Deserialize;
 
 use super::EngineConfig;
@@ -69,36 +69,39 @@ pub fn parse(text: &str) -> Result<EngineConfig, String> {
             ));
         }
     };
+    let q = d.queue.clone();
     let store = StoreConfig {
-        durability,
-        attempts_max: f.attempts_max.unwrap_or(d.attempts_max),
-        retry: RetryPolicy {
-            base_ms: f.retry_base_ms.unwrap_or(d.retry.base_ms),
-            cap_ms: f.retry_cap_ms.unwrap_or(d.retry.cap_ms),
+        queue: QueueConfig {
+            attempts_max: f.attempts_max.unwrap_or(q.attempts_max),
+            retry: RetryPolicy {
+                base_ms: f.retry_base_ms.unwrap_or(q.retry.base_ms),
+                cap_ms: f.retry_cap_ms.unwrap_or(q.retry.cap_ms),
+            },
+            lease_ms: f.lease_ms.unwrap_or(q.lease_ms),
+            queue_depth_max: f.queue_depth_max.unwrap_or(q.queue_depth_max),
+            payload_bytes_max: f.payload_bytes_max.unwrap_or(q.payload_bytes_max),
+            job_symbols_max: f.job_symbols_max.unwrap_or(q.job_symbols_max),
+            batch_jobs_max: f.batch_jobs_max.unwrap_or(q.batch_jobs_max),
+            series_bytes_max: f.series_bytes_max.unwrap_or(q.series_bytes_max),
+            complete_bytes_max: f.complete_bytes_max.unwrap_or(q.complete_bytes_max),
+            history_max: f.history_max.unwrap_or(q.history_max),
+            events_max: f.events_max.unwrap_or(q.events_max),
+            retention_ms: f.retention_ms.or(q.retention_ms),
+            clock: q.clock,
         },
-        lease_ms: f.lease_ms.unwrap_or(d.lease_ms),
-        queue_depth_max: f.queue_depth_max.unwrap_or(d.queue_depth_max),
-        payload_bytes_max: f.payload_bytes_max.unwrap_or(d.payload_bytes_max),
-        job_symbols_max: f.job_symbols_max.unwrap_or(d.job_symbols_max),
-        batch_jobs_max: f.batch_jobs_max.unwrap_or(d.batch_jobs_max),
-        series_bytes_max: f.series_bytes_max.unwrap_or(d.series_bytes_max),
-        complete_bytes_max: f.complete_bytes_max.unwrap_or(d.complete_bytes_max),
+        durability,
         inline_series_bytes_max: f
             .inline_series_bytes_max
             .unwrap_or(d.inline_series_bytes_max),
         group_ops_max: f.group_ops_max.unwrap_or(d.group_ops_max),
         group_linger_us: f.group_linger_us.unwrap_or(d.group_linger_us),
         channel_ops_max: f.channel_ops_max.unwrap_or(d.channel_ops_max),
-        history_max: f.history_max.unwrap_or(d.history_max),
-        events_max: f.events_max.unwrap_or(d.events_max),
-        retention_ms: f.retention_ms.or(d.retention_ms),
         segment_bytes_max: f.segment_bytes_max.unwrap_or(d.segment_bytes_max),
         compact_live_fraction_min: f
             .compact_live_fraction_min
             .unwrap_or(d.compact_live_fraction_min),
         cache_bytes_max: f.cache_bytes_max.unwrap_or(d.cache_bytes_max),
         tick_ms: f.tick_ms.unwrap_or(d.tick_ms),
-        clock: d.clock,
     };
     let e = EngineConfig::default();
     Ok(EngineConfig {
@@ -144,52 +147,52 @@ pub fn render(c: &EngineConfig) -> String {
         ),
         (
             "attempts_max",
-            s.attempts_max.to_string(),
+            s.queue.attempts_max.to_string(),
             "attempts a job gets before it is dead",
         ),
         (
             "retry_base_ms",
-            s.retry.base_ms.to_string(),
+            s.queue.retry.base_ms.to_string(),
             "first retry delay (exponential, equal jitter)",
         ),
         (
             "retry_cap_ms",
-            s.retry.cap_ms.to_string(),
+            s.queue.retry.cap_ms.to_string(),
             "longest retry delay",
         ),
         (
             "lease_ms",
-            s.lease_ms.to_string(),
+            s.queue.lease_ms.to_string(),
             "a claimed job returns to the queue if not finished by then",
         ),
         (
             "queue_depth_max",
-            s.queue_depth_max.to_string(),
+            s.queue.queue_depth_max.to_string(),
             "unfinished jobs allowed; submissions beyond are refused",
         ),
         (
             "payload_bytes_max",
-            s.payload_bytes_max.to_string(),
+            s.queue.payload_bytes_max.to_string(),
             "largest job payload",
         ),
         (
             "job_symbols_max",
-            s.job_symbols_max.to_string(),
+            s.queue.job_symbols_max.to_string(),
             "most symbols on one job",
         ),
         (
             "batch_jobs_max",
-            s.batch_jobs_max.to_string(),
+            s.queue.batch_jobs_max.to_string(),
             "most jobs in one enqueue, claim or complete call",
         ),
         (
             "series_bytes_max",
-            s.series_bytes_max.to_string(),
+            s.queue.series_bytes_max.to_string(),
             "largest stored series",
         ),
         (
             "complete_bytes_max",
-            s.complete_bytes_max.to_string(),
+            s.queue.complete_bytes_max.to_string(),
             "most series bytes committed by one call",
         ),
         (
@@ -214,17 +217,18 @@ pub fn render(c: &EngineConfig) -> String {
         ),
         (
             "history_max",
-            s.history_max.to_string(),
+            s.queue.history_max.to_string(),
             "finished jobs kept",
         ),
         (
             "events_max",
-            s.events_max.to_string(),
+            s.queue.events_max.to_string(),
             "events kept in the event log",
         ),
         (
             "retention_ms",
-            s.retention_ms
+            s.queue
+                .retention_ms
                 .map_or_else(|| "# none".into(), |r| r.to_string()),
             "finished jobs older than this are purged",
         ),
@@ -361,14 +365,17 @@ mod tests {
         let text = render(&EngineConfig::default());
         let back = parse(&text).expect("parse");
         assert_eq!(render(&back), text);
-        assert_eq!(back.store.attempts_max, StoreConfig::default().attempts_max);
+        assert_eq!(
+            back.store.queue.attempts_max,
+            StoreConfig::default().queue.attempts_max
+        );
     }
 
     #[test]
     fn values_override_and_mistakes_are_named() {
         let c = parse("durability = \"relaxed\"\nlease_ms = 5\n").expect("parse");
         assert_eq!(c.store.durability, Durability::Relaxed);
-        assert_eq!(c.store.lease_ms, 5);
+        assert_eq!(c.store.queue.lease_ms, 5);
         let e = parse("lease_msec = 5\n").expect_err("unknown key");
         assert!(e.contains("lease_msec"), "{e}");
         let e = parse("lease_ms = \"soon\"\n").expect_err("wrong type");

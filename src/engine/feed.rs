@@ -5,6 +5,7 @@
 //! start after; the feed answers with every later event as a JSON line
 //! ([`event_json`]), following the log until the feed stops.
 
+use kiln_store::prelude::*;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ pub mod metrics;
 mod run;
 mod runner;
 
+use kiln_store::prelude::*;
 use std::path::Path;
 
 use std::sync::Arc;
@@ -210,10 +211,10 @@ impl Engine {
                     .into(),
             ));
         }
-        if config.claim_jobs_max > config.store.batch_jobs_max {
+        if config.claim_jobs_max > config.store.queue.batch_jobs_max {
             return Err(EngineError::Request(format!(
                 "claim_jobs_max = {} is above the store's batch_jobs_max = {}",
-                config.claim_jobs_max, config.store.batch_jobs_max
+                config.claim_jobs_max, config.store.queue.batch_jobs_max
             )));
         }
         if config.inflight_batches_max > 64 {
@@ -282,7 +283,7 @@ impl Engine {
         source: &str,
         bars: &[(Symbol, kiln_store::BarColumns)],
     ) -> Result<(kiln_store::IngestReport, Vec<Enqueued>), EngineError> {
-        let mut session = self.store.bar_ingest();
+        let mut session = self.store.bar_ingest()?;
         let src = session.source(source);
         for (symbol, cols) in bars {
             session.stage(symbol, src, cols, &[])?;
@@ -399,7 +400,7 @@ impl Engine {
         };
         let depth: u64 = Priority::ALL
             .iter()
-            .map(|&p| self.store.stats().depth(p))
+            .map(|&p| self.store.stats().map_or(0, |s| s.depth(p)))
             .sum();
         if depth + jobs.len() as u64 > self.config.admit_depth_max {
             return Err(refuse(
@@ -472,7 +473,7 @@ impl Engine {
         while jobs.peek().is_some() {
             let batch: Vec<NewJob> = jobs
                 .by_ref()
-                .take(self.config.store.batch_jobs_max)
+                .take(self.config.store.queue.batch_jobs_max)
                 .collect();
             out.extend(self.store.enqueue_many(batch)?);
         }
@@ -534,7 +535,7 @@ impl Engine {
     /// Prometheus text: job outcomes, compute durations, feature reads,
     /// refusals, queue depth, breaker state, adaptive sizes, store sizes.
     pub fn metrics(&self) -> String {
-        let st = self.store.stats();
+        let st = self.store.stats().unwrap_or_default();
         let rt = self.runtime_stats();
         let mut gauges: Vec<(&str, &str, String, f64)> = Vec::new();
         for p in Priority::ALL {
@@ -695,7 +696,7 @@ pub(crate) fn is_outage(e: &StoreError) -> bool {
     matches!(
         e,
         StoreError::Io { .. }
-            | StoreError::Sled(_)
+            | StoreError::Backend { .. }
             | StoreError::Poisoned { .. }
             | StoreError::Closed
     )

@@ -7,6 +7,7 @@
 //! with the store's backoff, so one bad record never stops the run. A
 //! failure of the store's write path poisons the store and ends the run.
 
+use kiln_store::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -318,7 +319,7 @@ impl Engine {
             let sink = Sink {
                 tx,
                 outstanding: &shared.outstanding,
-                bytes_max: self.config.store.complete_bytes_max / 2,
+                bytes_max: self.config.store.queue.complete_bytes_max / 2,
             };
             let claimed = self.claim_loop(&sink, &mut report, shared, stop, until_idle, progress);
             drop(sink);
@@ -399,7 +400,7 @@ impl Engine {
             }
             let claim = rt.claim_jobs.load(Ordering::Relaxed).clamp(min, max);
             let leases = self.store.claim(claim)?;
-            let st = self.store.stats();
+            let st = self.store.stats()?;
             let pending = st.unfinished();
             let done = shared.succeeded.load(Ordering::Relaxed) + report.dead;
             progress(RunProgress {
@@ -613,7 +614,7 @@ impl Engine {
             // Keep the lease while a long job runs.
             match self
                 .store
-                .heartbeat(lease.token, self.config.store.lease_ms)
+                .heartbeat(lease.token, self.config.store.queue.lease_ms)
             {
                 Ok(_) => {}
                 Err(StoreError::LeaseLost { .. }) => return Ok(()),

@@ -5,6 +5,7 @@
 //! (an empty CSV field). The file is written beside its destination and
 //! renamed into place when complete, so a failed export leaves no half file.
 
+use kiln_store::prelude::*;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! validates them, buffers them per symbol, finds duplicates, and stages
 //! them in one store session that commits after the last file.
 
+use kiln_store::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -162,7 +163,7 @@ impl Rejects {
 
 /// Validates rows, buffers them per symbol, stages full buffers.
 pub(crate) struct Loader<'s> {
-    session: BarIngest,
+    session: kiln_store::IngestSession,
     opts: &'s IngestOptions,
     rejects: Rejects,
     index: HashMap<String, usize>,
@@ -190,7 +191,7 @@ impl<'s> Loader<'s> {
             (OnError::Reject, _) => None,
         };
         Ok(Loader {
-            session: store.bar_ingest(),
+            session: store.bar_ingest()?,
             opts,
             rejects: Rejects {
                 report,
@@ -206,7 +207,7 @@ impl<'s> Loader<'s> {
     }
 
     fn begin_file(&mut self, path: &Path, lines: bool) {
-        self.source = self.session.source(path.display().to_string());
+        self.source = self.session.source(&path.display().to_string());
         self.rejects.files.push(FileInfo {
             path: path.to_path_buf(),
             lines,

@@ -9,7 +9,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Result, StoreError};
+use kiln_core::{Result, StoreError};
+
+use crate::space::sled_error;
 
 /// sled's database and the files under it that must be fsynced.
 pub(crate) struct Disk {
@@ -35,7 +37,7 @@ impl Disk {
 
     /// Everything applied so far is on disk when this returns Ok.
     pub(crate) fn flush_and_fsync(&self) -> Result<()> {
-        self.db.flush()?;
+        self.db.flush().map_err(sled_error)?;
         self.file
             .sync_data()
             .map_err(|e| StoreError::io(format!("fsync {}", self.dir.join("db").display()), e))?;
@@ -43,10 +45,10 @@ impl Disk {
         let Ok(entries) = std::fs::read_dir(&blobs) else {
             return Ok(());
         };
-        let mut synced = self
-            .synced_blobs
-            .lock()
-            .map_err(|_| StoreError::Sled("blob bookkeeping lock poisoned".into()))?;
+        let mut synced = self.synced_blobs.lock().map_err(|_| StoreError::Backend {
+            backend: "sled",
+            detail: "blob bookkeeping lock poisoned".into(),
+        })?;
         let mut new_blob = false;
         for entry in entries.flatten() {
             if synced.contains(&entry.file_name()) {

@@ -2,12 +2,13 @@
 //! with a retry ahead, `dead`, `cancelled`), appended under a sequence
 //! number in the same batch as the state change it reports, and trimmed to
 //! the newest `events_max`. Readers follow it from a sequence number
-//! (`kiln watch`, server-sent events).
+//! (`kiln watch`, server-sent events), waking on the writer's watermark.
 
+use std::time::Duration;
+
+use kiln_core::{Event, EventLog, JobState, Result, StoreError, Watermark};
 use rkyv::rancor;
 
-use crate::error::{Result, StoreError};
-use crate::job::{JobId, JobState};
 use crate::keys::{read_u64, u64_key};
 use crate::record::with_aligned;
 use crate::space::Space;
@@ -23,29 +24,6 @@ pub(crate) struct EventRecord {
     pub kind: String,
     pub symbols: Vec<String>,
     pub symbols_total: u32,
-    pub error: Option<String>,
-}
-
-/// One job outcome, read back from the event log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Position in the log (strictly increasing, never reused).
-    pub seq: u64,
-    /// The job.
-    pub job_id: JobId,
-    /// The state it entered: succeeded, failed (a retry is scheduled), dead or cancelled.
-    pub state: JobState,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// When, in ms since the Unix epoch.
-    pub at_ms: u64,
-    /// The job kind.
-    pub kind: String,
-    /// The job's first symbols (at most 16).
-    pub symbols: Vec<String>,
-    /// How many symbols the job has.
-    pub symbols_total: u32,
-    /// The error of a failed or dead job.
     pub error: Option<String>,
 }
 
@@ -89,10 +67,8 @@ fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event> {
     })
 }
 
-impl Store {
-    /// Up to `limit` events with a sequence number above `after`, oldest
-    /// first (`after = 0` starts at the oldest kept).
-    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+impl EventLog for Store {
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let start = u64_key(after.saturating_add(1));
         self.spaces()
             .range_from(Space::Events, &start)
@@ -103,5 +79,13 @@ impl Store {
                 decode_event(seq, &v)
             })
             .collect()
+    }
+
+    fn watermark(&self) -> Result<Watermark> {
+        Ok(self.shared().watermark())
+    }
+
+    fn wait_for_change(&self, seen: Watermark, timeout: Duration) -> Result<Watermark> {
+        Ok(self.shared().wait_for_change(seen, timeout))
     }
 }

@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::error::{Result, StoreError};
+use kiln_core::{Result, StoreError};
+
+use crate::space::sled_error;
 
 /// A bare sled database for measuring what the queue is built on.
 pub struct SledFloor {
@@ -16,7 +18,7 @@ pub struct SledFloor {
 impl SledFloor {
     /// Opens (or creates) a bare sled database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).open().map_err(sled_error)?;
         let file = File::open(dir.join("db"))
             .map_err(|e| StoreError::io(format!("open {}", dir.display()), e))?;
         Ok(SledFloor { db, file })
@@ -29,8 +31,8 @@ impl SledFloor {
         for i in 0..n {
             batch.insert(&(group * n + i).to_be_bytes(), &[7u8; 96][..]);
         }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        self.db.apply_batch(batch).map_err(sled_error)?;
+        self.db.flush().map_err(sled_error)?;
         self.file
             .sync_data()
             .map_err(|e| StoreError::io("fsync the floor database", e))

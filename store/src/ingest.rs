@@ -25,15 +25,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::atomic::Ordering;
 
-use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::bars::{
-    BAR_CHUNK_ROWS_MAX, Bar, BarColumns, Chunk, DataVersion, StoredChunk, VersionRecord, chunk_key,
-    snapshot,
+use kiln_core::{
+    Bar, BarColumns, BarIngest, Conflict, DataVersion, IngestReport, Result, StoreError, Symbol,
 };
-use crate::error::{Result, StoreError};
-use crate::keys::Symbol;
+
+use crate::bars::{
+    BAR_CHUNK_ROWS_MAX, Chunk, StoredChunk, VersionRecord, chunk_key, encode_chunk, snapshot,
+};
 use crate::record::IndexEntry;
 use crate::series::ViewBytes;
 use crate::store::Store;
@@ -86,37 +86,10 @@ pub(crate) struct BarPlan {
     pub version: DataVersion,
 }
 
-/// Two different bars with one timestamp from one source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict {
-    /// The symbol.
-    pub symbol: Symbol,
-    /// The source both came from (see [`BarIngest::source`]).
-    pub source: u32,
-    /// Their timestamp.
-    pub ts: i64,
-    /// Input location of the later bar, which is dropped if the caller goes on.
-    pub at: Option<u64>,
-    /// Input location of the bar that is kept.
-    pub first_at: Option<u64>,
-}
-
-/// What a committed ingest changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestReport {
-    /// Symbols whose bars changed, with their new data versions.
-    pub changed: Vec<(Symbol, DataVersion)>,
-    /// Symbols given only bars already stored with the same values.
-    pub unchanged: Vec<Symbol>,
-    /// Bars staged in the session (before merging with stored ones).
-    pub rows: u64,
-    /// Staged bars dropped as the later side of a [`Conflict`].
-    pub conflicts: u64,
-}
-
-/// An ingest in progress. Stage bars with [`BarIngest::stage`], then
-/// [`BarIngest::commit`]; dropping it without committing changes nothing.
-pub struct BarIngest {
+/// An ingest in progress in the embedded store (see [`BarIngest`]): every
+/// staged piece goes to the value log at once, unindexed; dropping the
+/// session without committing releases it.
+pub struct IngestSession {
     store: Store,
     sources: Vec<String>,
     parts: BTreeMap<Symbol, Vec<Part>>,
@@ -128,12 +101,11 @@ pub struct BarIngest {
     failed: Option<String>,
 }
 
-impl Store {
-    /// Starts an ingest session; nothing is visible until [`BarIngest::commit`].
-    pub fn bar_ingest(&self) -> BarIngest {
-        self.shared().staging.fetch_add(1, Ordering::SeqCst);
-        BarIngest {
-            store: self.clone(),
+impl IngestSession {
+    pub(crate) fn new(store: Store) -> Self {
+        store.shared().staging.fetch_add(1, Ordering::SeqCst);
+        IngestSession {
+            store,
             sources: Vec::new(),
             parts: BTreeMap::new(),
             pending: Vec::new(),
@@ -144,10 +116,6 @@ impl Store {
     }
 }
 
-fn encode_chunk(cols: &BarColumns) -> Result<AlignedVec> {
-    rkyv::to_bytes::<rancor::Error>(cols).map_err(|e| StoreError::corrupt("bars", e.to_string()))
-}
-
 fn encode_locations(at: &[u64]) -> AlignedVec {
     let mut v = AlignedVec::with_capacity(at.len() * 8);
     for a in at {
@@ -156,30 +124,17 @@ fn encode_locations(at: &[u64]) -> AlignedVec {
     v
 }
 
-impl BarIngest {
-    /// Names the next source (a file); returns its id for [`BarIngest::stage`].
-    /// Two different bars with one timestamp from one source are a
-    /// [`Conflict`]; between sources the later one wins (a correction).
-    pub fn source(&mut self, name: impl Into<String>) -> u32 {
-        self.sources.push(name.into());
+impl BarIngest for IngestSession {
+    fn source(&mut self, name: &str) -> u32 {
+        self.sources.push(name.to_owned());
         (self.sources.len() - 1) as u32
     }
 
-    /// The name a source was given.
-    pub fn source_name(&self, source: u32) -> &str {
+    fn source_name(&self, source: u32) -> &str {
         self.sources.get(source as usize).map_or("", String::as_str)
     }
 
-    /// Adds bars of one symbol from `source`: sorted, with unique
-    /// timestamps. `at` is each bar's input location (a line or row number,
-    /// reported with conflicts), or empty when there is none.
-    pub fn stage(
-        &mut self,
-        symbol: &Symbol,
-        source: u32,
-        cols: &BarColumns,
-        at: &[u64],
-    ) -> Result<()> {
+    fn stage(&mut self, symbol: &Symbol, source: u32, cols: &BarColumns, at: &[u64]) -> Result<()> {
         if let Some(cause) = &self.failed {
             return Err(StoreError::invalid(
                 "ingest",
@@ -231,7 +186,7 @@ impl BarIngest {
 
     /// Appends what is staged so far to the value log in one writer call
     /// (`stage` does this by itself every 64 MiB).
-    pub fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -255,35 +210,13 @@ impl BarIngest {
         Ok(())
     }
 
-    /// Appends payloads to the value log now; a failure fails the session.
-    fn stage_now(&mut self, payloads: Vec<AlignedVec>) -> Result<Vec<IndexEntry>> {
-        if payloads.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self
-            .store
-            .call(|reply| Op::Apply(Apply::StageBars { payloads, reply }))
-        {
-            Ok(entries) => {
-                self.staged.extend_from_slice(&entries);
-                Ok(entries)
-            }
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Bars staged so far.
-    pub fn rows(&self) -> u64 {
+    fn rows(&self) -> u64 {
         self.parts.values().flatten().map(|p| p.rows as u64).sum()
     }
 
-    /// Makes every staged bar durable in one group commit, or nothing.
-    /// `on_conflict` hears each [`Conflict`]: an error from it aborts the
-    /// ingest; `Ok` drops the later bar and goes on.
-    pub fn commit(
+    /// Plans every symbol against what is stored and hands all plans to the
+    /// writer, which applies them in one group commit, or none of them.
+    fn commit(
         mut self,
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<IngestReport> {
@@ -342,6 +275,28 @@ impl BarIngest {
         Err(StoreError::Conflict(
             "other ingests keep changing the same symbols".into(),
         ))
+    }
+}
+
+impl IngestSession {
+    /// Appends payloads to the value log now; a failure fails the session.
+    fn stage_now(&mut self, payloads: Vec<AlignedVec>) -> Result<Vec<IndexEntry>> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self
+            .store
+            .call(|reply| Op::Apply(Apply::StageBars { payloads, reply }))
+        {
+            Ok(entries) => {
+                self.staged.extend_from_slice(&entries);
+                Ok(entries)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// Plans one symbol, again if a compaction moves a chunk meanwhile.
@@ -751,7 +706,7 @@ impl Merge {
     }
 }
 
-impl Drop for BarIngest {
+impl Drop for IngestSession {
     fn drop(&mut self) {
         if !self.staged.is_empty() {
             let entries = std::mem::take(&mut self.staged);

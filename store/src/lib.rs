@@ -8,10 +8,13 @@
 //! group is answered. With [`Durability::Sync`] (the default) an answered
 //! call is on disk. See `FORMAT.md` for the on-disk layout.
 //!
-//! This is the only crate that touches sled and rkyv.
+//! This is the only crate that touches sled and rkyv. It implements the
+//! storage traits of `kiln-core` ([`Backend`] and its parts) and re-exports
+//! the core's types, so one `use kiln_store::…` is enough to embed it.
 //!
 //! ```
-//! use kiln_store::{JobQueue, NewJob, ResultStore, SeriesKey, Series, Store, StoreConfig, Symbol};
+//! use kiln_store::prelude::*;
+//! use kiln_store::{NewJob, SeriesKey, Series, Store, StoreConfig, Symbol};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(dir.path(), StoreConfig::default())?;
@@ -42,78 +45,33 @@ macro_rules! invariant {
 mod bars;
 mod config;
 mod disk;
-mod error;
 mod events;
 mod floor;
 mod ingest;
-mod job;
 mod keys;
 mod record;
 mod series;
+mod shared;
 mod space;
 mod store;
 mod vlog;
 mod writer;
 
-pub use bars::{BAR_CHUNK_ROWS_MAX, Bar, BarColumns, BarsView, DataVersion};
+pub use bars::{BAR_CHUNK_ROWS_MAX, BarsView};
 pub use config::{Durability, StoreConfig};
-pub use error::{Result, StoreError};
-pub use events::Event;
 pub use floor::SledFloor;
-pub use ingest::{BarIngest, Conflict, IngestReport};
-pub use job::{
-    ATTEMPTS_MAX_LIMIT, CancelOutcome, Clock, Enqueued, FailOutcome, Job, JobId, JobState, Lease,
-    LeaseToken, NewJob, Priority, RetryPolicy,
+pub use ingest::IngestSession;
+pub use kiln_core::prelude;
+pub use kiln_core::{
+    ATTEMPTS_MAX_LIMIT, Backend, Bar, BarColumns, BarIngest, BarStore, BarsRead, CancelOutcome,
+    CheckReport, Clock, Completion, Conflict, DataVersion, ERROR_BYTES_MAX, Enqueued, Event,
+    EventLog, FEATURE_BYTES_MAX, FailOutcome, IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId,
+    JobQueue, JobState, KIND_BYTES_MAX, Lease, LeaseToken, NewJob, Priority, QueueConfig,
+    QueueStats, Result, ResultStore, RetryPolicy, SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead,
+    StoreError, Symbol, SymbolStats, Watermark,
 };
-pub use keys::{
-    FEATURE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SYMBOL_BYTES_MAX, SeriesKey,
-    Symbol,
-};
-pub use record::{FORMAT_VERSION, Series, SymbolStats};
+pub use record::FORMAT_VERSION;
 pub use series::SeriesView;
-pub use store::{Completion, FORMAT_FILE, QueueStats, Store};
+pub use store::{FORMAT_FILE, Store};
 pub use vlog::VlogRecovery;
-pub use writer::queue::ERROR_BYTES_MAX;
-pub use writer::{CheckReport, CompactReport, RecoveryReport};
-
-/// A durable job queue. The sled-backed [`Store`] implements it; a backend
-/// for multi-node deployments can implement it later.
-pub trait JobQueue {
-    /// Adds one job; returns after it is durable.
-    fn enqueue(&self, job: NewJob) -> Result<Enqueued>;
-    /// Adds many jobs in one commit, all or none.
-    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
-    /// Claims up to `max` due jobs in priority order under the default lease.
-    fn claim(&self, max: usize) -> Result<Vec<Lease>>;
-    /// Claims up to `max` due jobs under a lease of `lease_ms`.
-    fn claim_with_lease(&self, max: usize, lease_ms: u64) -> Result<Vec<Lease>>;
-    /// Extends a lease to `now + extend_ms`; returns the new expiry.
-    fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64>;
-    /// Marks a job succeeded and stores its results, atomically.
-    fn complete(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()>;
-    /// Completes many jobs in one commit; each gets its own outcome (a lost
-    /// lease fails only that completion).
-    fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>>;
-    /// Records a failed attempt: a retry with backoff, or dead when exhausted.
-    fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
-    /// Records a failure that no retry can fix (bad input): dead at once.
-    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
-    /// Cancels a queued (or awaiting-retry) job.
-    fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
-    /// Stops (or restarts) claims of one priority.
-    fn set_paused(&self, priority: Priority, paused: bool) -> Result<()>;
-    /// A job by id, if it exists (finished jobs stay until history trims them).
-    fn job(&self, id: JobId) -> Result<Option<Job>>;
-    /// Counters per state and depth per priority, O(1).
-    fn stats(&self) -> QueueStats;
-}
-
-/// Where completed jobs' series are kept.
-pub trait ResultStore {
-    /// The stored series under `key`, read in place.
-    fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>>;
-    /// Every series key stored for a symbol.
-    fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>>;
-    /// The job whose completion wrote the series under `key`.
-    fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>>;
-}
+pub use writer::{CompactReport, RecoveryReport};

@@ -5,9 +5,8 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::error::{Result, StoreError};
-use crate::job::{Job, JobState, Priority};
-use crate::keys::Symbol;
+use kiln_core::{Job, JobState, Priority, Series, Symbol, SymbolStats};
+use kiln_core::{Result, StoreError};
 
 // Archived numbers are little-endian (rkyv's default); the zero-copy `&[f64]`
 // view of a series reinterprets them in place, which is only right on
@@ -115,25 +114,23 @@ pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
     record.into_job(id)
 }
 
-/// A computed feature series, as the result store keeps it.
-#[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Number of input bars the series was computed from (the data version).
-    pub bar_count: u64,
-    /// Timestamp of the last input bar (the data version).
-    pub last_ts: i64,
-    /// Content hash of the input bars ([`crate::DataVersion::hash`]), so a
-    /// correction of an earlier bar shows as well as an appended one.
-    pub data_hash: u64,
-    /// One value per bar; NaN where the feature is undefined.
-    pub values: Vec<f64>,
-    /// Opaque kernel state after the last bar, for incremental continuation.
-    pub state: Vec<u8>,
+/// How a [`Series`] is archived (rkyv's remote derive: the fields, in
+/// order, of the core's plain type).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(remote = Series, archived = ArchivedSeries)]
+// Never built: its fields only give rkyv the layout.
+#[allow(dead_code)]
+pub(crate) struct SeriesDef {
+    bar_count: u64,
+    last_ts: i64,
+    data_hash: u64,
+    values: Vec<f64>,
+    state: Vec<u8>,
 }
 
 /// Archives a series for the value log.
 pub(crate) fn encode_series(series: &Series) -> Result<AlignedVec> {
-    rkyv::to_bytes::<rancor::Error>(series)
+    rkyv::to_bytes::<rancor::Error>(rkyv::with::With::<Series, SeriesDef>::cast(series))
         .map_err(|e| StoreError::corrupt("series", e.to_string()))
 }
 
@@ -389,40 +386,29 @@ impl Meta {
     }
 }
 
-/// Per-symbol aggregates over finished jobs. 24 bytes, big-endian u64s.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SymbolStats {
-    /// Jobs that reached a terminal state.
-    pub jobs: u64,
-    /// Failed attempts (including those that were retried).
-    pub failures: u64,
-    /// Sum of the final attempts' run times, in ms.
-    pub duration_ms_total: u64,
+/// A symbol's aggregates over finished jobs as stored: jobs, failures,
+/// duration_ms_total, big-endian u64s, 24 bytes.
+pub(crate) fn encode_symbol_stats(s: &SymbolStats) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[0..8].copy_from_slice(&s.jobs.to_be_bytes());
+    b[8..16].copy_from_slice(&s.failures.to_be_bytes());
+    b[16..24].copy_from_slice(&s.duration_ms_total.to_be_bytes());
+    b
 }
 
-impl SymbolStats {
-    pub(crate) fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        b[0..8].copy_from_slice(&self.jobs.to_be_bytes());
-        b[8..16].copy_from_slice(&self.failures.to_be_bytes());
-        b[16..24].copy_from_slice(&self.duration_ms_total.to_be_bytes());
-        b
+pub(crate) fn decode_symbol_stats(b: &[u8]) -> Result<SymbolStats> {
+    if b.len() != 24 {
+        return Err(StoreError::corrupt(
+            "symstats",
+            format!("{} bytes, want 24", b.len()),
+        ));
     }
-
-    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != 24 {
-            return Err(StoreError::corrupt(
-                "symstats",
-                format!("{} bytes, want 24", b.len()),
-            ));
-        }
-        let at = |i: usize| crate::keys::read_u64(&b[i..i + 8], "symstats");
-        Ok(SymbolStats {
-            jobs: at(0)?,
-            failures: at(8)?,
-            duration_ms_total: at(16)?,
-        })
-    }
+    let at = |i: usize| crate::keys::read_u64(&b[i..i + 8], "symstats");
+    Ok(SymbolStats {
+        jobs: at(0)?,
+        failures: at(8)?,
+        duration_ms_total: at(16)?,
+    })
 }
 
 #[cfg(test)]
@@ -524,7 +510,10 @@ mod tests {
             failures: 2,
             duration_ms_total: 3,
         };
-        assert_eq!(SymbolStats::decode(&s.encode()).expect("decode"), s);
+        assert_eq!(
+            decode_symbol_stats(&encode_symbol_stats(&s)).expect("decode"),
+            s
+        );
         let m = Meta {
             next_id: 9,
             next_finish_seq: 4,

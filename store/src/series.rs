@@ -1,13 +1,13 @@
 //! Stored feature series: the zero-copy [`SeriesView`] over value-log or
 //! inline bytes, and the [`ResultStore`] reads.
 
-use crate::error::{Result, StoreError};
-use crate::keys::{SeriesKey, Symbol, series_key_bytes, series_key_from_bytes, symbol_prefix};
-use crate::record::{INLINE_HEADER_BYTES, ResultValue, Series, SeriesLayout, series_layout};
+use kiln_core::{JobId, Result, ResultStore, SeriesKey, SeriesRead, StoreError, Symbol};
+
+use crate::keys::{series_key_bytes, series_key_from_bytes, symbol_prefix};
+use crate::record::{INLINE_HEADER_BYTES, ResultValue, SeriesLayout, series_layout};
 use crate::space::Space;
 use crate::store::Store;
 use crate::vlog::Mapped;
-use crate::{JobId, ResultStore};
 
 /// A stored series, read in place from the value log (validated and
 /// checksummed when the view was made).
@@ -59,9 +59,11 @@ impl SeriesView {
     fn raw(&self) -> &[u8] {
         self.bytes.raw()
     }
+}
 
+impl SeriesRead for SeriesView {
     /// The values, in place (no copy).
-    pub fn values(&self) -> &[f64] {
+    fn values(&self) -> &[f64] {
         let l = &self.layout;
         self.raw()
             .get(l.values_offset..l.values_offset + l.values_len * 8)
@@ -69,45 +71,23 @@ impl SeriesView {
             .unwrap_or(&[])
     }
 
-    /// The saved kernel state.
-    pub fn state(&self) -> &[u8] {
+    fn state(&self) -> &[u8] {
         let l = &self.layout;
         self.raw()
             .get(l.state_offset..l.state_offset + l.state_len)
             .unwrap_or(&[])
     }
 
-    /// Bars the series was computed from.
-    pub fn bar_count(&self) -> u64 {
+    fn bar_count(&self) -> u64 {
         self.layout.bar_count
     }
 
-    /// Timestamp of the last bar it was computed from.
-    pub fn last_ts(&self) -> i64 {
+    fn last_ts(&self) -> i64 {
         self.layout.last_ts
     }
 
-    /// Content hash of the bars it was computed from.
-    pub fn data_hash(&self) -> u64 {
+    fn data_hash(&self) -> u64 {
         self.layout.data_hash
-    }
-
-    /// Whether it was computed from exactly the bars of `version`.
-    pub fn is_current(&self, version: &crate::DataVersion) -> bool {
-        self.bar_count() == version.bars
-            && self.last_ts() == version.last_ts
-            && self.data_hash() == version.hash
-    }
-
-    /// An owned copy.
-    pub fn to_series(&self) -> Series {
-        Series {
-            bar_count: self.bar_count(),
-            last_ts: self.last_ts(),
-            data_hash: self.data_hash(),
-            values: self.values().to_vec(),
-            state: self.state().to_vec(),
-        }
     }
 }
 
@@ -122,6 +102,8 @@ impl std::fmt::Debug for SeriesView {
 }
 
 impl ResultStore for Store {
+    type SeriesView = SeriesView;
+
     fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
         let encoded = series_key_bytes(key);
         let location = || format!("{}/{}", key.symbol, key.feature);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Result, StoreError};
+use kiln_core::{Result, StoreError};
 
 /// A table of the store, and the byte its keys start with in the tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +108,10 @@ pub(crate) fn sled_error(e: sled::Error) -> StoreError {
             context: "sled".into(),
             source,
         },
-        other => StoreError::Sled(other.to_string()),
+        other => StoreError::Backend {
+            backend: "sled",
+            detail: other.to_string(),
+        },
     }
 }
 

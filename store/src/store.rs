@@ -1,117 +1,35 @@
 //! The [`Store`] handle and opening a data directory (its lock, its format
 //! file, sled, the value log, recovery, the writer thread). Reads go
 //! straight to sled and the value log; writes go to the writer thread and
-//! wait for their group commit.
+//! wait for their group commit. The store implements the storage traits of
+//! `kiln-core`: the queue here, the others beside what they read (`series`,
+//! `bars`, `events`).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
+use kiln_core::{
+    Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, Job, JobId, JobQueue,
+    JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result, Series,
+    SeriesKey, StoreError, Symbol, SymbolStats,
+};
 
-use crate::JobQueue;
 use crate::config::{StoreConfig, check_config};
 use crate::disk::Disk;
-use crate::error::{Result, StoreError};
-use crate::job::{
-    CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
-};
-use crate::keys::{SeriesKey, Symbol, read_u64, u64_key};
+use crate::keys::{read_u64, u64_key};
 use crate::record::{
-    Counters, FORMAT_VERSION, ResultValue, Series, SymbolStats, VLOG_SYNCED_KEY, decode_job,
-    encode_series,
+    FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats, encode_series,
 };
+use crate::shared::Shared;
 use crate::space::{Space, Spaces, sled_error};
 use crate::vlog::{Vlog, VlogPosition, VlogReader};
 use crate::writer::recovery::LostRecord;
 use crate::writer::{
-    After, Apply, CheckReport, CompactReport, EncodedCompletion, EncodedSeries, Op, RecoveryReport,
-    Writer,
+    After, Apply, CompactReport, EncodedCompletion, EncodedSeries, Op, RecoveryReport, Writer,
 };
-
-/// State the writer publishes for lock-free reads.
-#[derive(Default)]
-pub(crate) struct Shared {
-    by_state: [AtomicU64; 6],
-    depth: [AtomicU64; 3],
-    paused: [AtomicBool; 3],
-    poisoned: AtomicBool,
-    cause: Mutex<Option<String>>,
-    /// Open bar-ingest sessions; compaction waits while their staged,
-    /// not yet indexed value-log records exist.
-    pub(crate) staging: AtomicUsize,
-    /// Every symbol's data version, as committed: read without touching
-    /// sled (whose batches block all its readers while they apply).
-    pub(crate) versions: std::sync::RwLock<std::collections::HashMap<Symbol, crate::DataVersion>>,
-}
-
-impl Shared {
-    pub(crate) fn publish(&self, c: &Counters, paused: &[bool; 3]) {
-        for (a, n) in self.by_state.iter().zip(c.by_state) {
-            a.store(n, Ordering::Relaxed);
-        }
-        for (a, n) in self.depth.iter().zip(c.depth) {
-            a.store(n, Ordering::Relaxed);
-        }
-        for (a, p) in self.paused.iter().zip(paused) {
-            a.store(*p, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn poison(&self, cause: &str) {
-        if let Ok(mut c) = self.cause.lock() {
-            c.get_or_insert_with(|| cause.to_owned());
-        }
-        self.poisoned.store(true, Ordering::SeqCst);
-    }
-
-    pub(crate) fn poison_cause(&self) -> Option<String> {
-        if !self.poisoned.load(Ordering::SeqCst) {
-            return None;
-        }
-        let cause = self.cause.lock().ok().and_then(|c| c.clone());
-        Some(cause.unwrap_or_else(|| "unknown".into()))
-    }
-}
-
-/// Counts read without asking the writer (O(1)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Jobs per [`JobState`], indexed by `state as usize`.
-    pub by_state: [u64; 6],
-    /// Waiting jobs (queued or awaiting retry) per [`Priority`].
-    pub depth: [u64; 3],
-    /// Paused priorities.
-    pub paused: [bool; 3],
-}
-
-impl QueueStats {
-    /// Jobs in `state`.
-    pub fn count(&self, state: JobState) -> u64 {
-        self.by_state[state as usize]
-    }
-
-    /// Waiting jobs of priority `p`.
-    pub fn depth(&self, p: Priority) -> u64 {
-        self.depth[p as usize]
-    }
-
-    /// Jobs not finished: queued, running or waiting for a retry.
-    pub fn unfinished(&self) -> u64 {
-        self.count(JobState::Queued) + self.count(JobState::Running) + self.count(JobState::Failed)
-    }
-}
-
-/// A job's completion: the lease and the series it produced.
-#[derive(Clone, Debug)]
-pub struct Completion {
-    /// The claim being completed.
-    pub token: LeaseToken,
-    /// Result series, written in the same batch that marks the job succeeded.
-    pub results: Vec<(SeriesKey, Series)>,
-}
 
 /// The name of the file holding the data directory's format version.
 pub const FORMAT_FILE: &str = "FORMAT_VERSION";
@@ -279,17 +197,22 @@ impl Store {
         &self.inner.dir
     }
 
-    /// Why writes are refused, if they are.
-    pub fn poisoned(&self) -> Option<String> {
-        self.inner.shared.poison_cause()
+    /// Makes everything acknowledged so far durable (a no-op in `Sync` mode,
+    /// where acknowledged already means durable).
+    pub fn sync(&self) -> Result<()> {
+        self.call(|reply| Op::After(After::Sync { reply }))
     }
 
-    /// Sends an op to the writer and waits for its group commit.
+    /// Compacts sparse value-log segments now (it also runs by itself when idle).
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.call(|reply| Op::After(After::Compact { reply }))
+    }
+
     /// Archives completions' series, checking `series_bytes_max` and
     /// `complete_bytes_max` (which bounds one call).
     fn encode_completions(&self, completions: Vec<Completion>) -> Result<Vec<EncodedCompletion>> {
-        let max = self.inner.config.series_bytes_max;
-        let total_max = self.inner.config.complete_bytes_max;
+        let max = self.inner.config.queue.series_bytes_max;
+        let total_max = self.inner.config.queue.complete_bytes_max;
         let mut total = 0usize;
         let mut items = Vec::with_capacity(completions.len());
         for c in completions {
@@ -326,15 +249,6 @@ impl Store {
         Ok(items)
     }
 
-    /// Stores part of a running job's results under its lease, durably,
-    /// without finishing the job: a job over many symbols checkpoints each
-    /// finished symbol, so after a crash its next attempt can skip them.
-    pub fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
-        let mut items = self.encode_completions(vec![Completion { token, results }])?;
-        let item = items.pop().ok_or(StoreError::Closed)?;
-        self.call(|reply| Op::Apply(Apply::Checkpoint { item, reply }))
-    }
-
     pub(crate) fn spaces(&self) -> &Spaces {
         &self.inner.spaces
     }
@@ -365,7 +279,7 @@ impl Store {
     }
 
     fn check_batch(&self, what: &'static str, n: usize) -> Result<()> {
-        let max = self.inner.config.batch_jobs_max;
+        let max = self.inner.config.queue.batch_jobs_max;
         if n > max {
             return Err(StoreError::invalid(
                 what,
@@ -375,73 +289,15 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything acknowledged so far durable (a no-op in `Sync` mode,
-    /// where acknowledged already means durable).
-    pub fn sync(&self) -> Result<()> {
-        self.call(|reply| Op::After(After::Sync { reply }))
-    }
-
-    /// Compacts sparse value-log segments now (it also runs by itself when idle).
-    pub fn compact(&self) -> Result<CompactReport> {
-        self.call(|reply| Op::After(After::Compact { reply }))
-    }
-
-    /// Scans everything and reports any inconsistency (the `kiln check` scan).
-    pub fn check(&self) -> Result<CheckReport> {
-        self.call(|reply| Op::After(After::Check { reply }))
-    }
-
-    /// Removes finished jobs older than `age_ms`; returns how many.
-    pub fn purge_finished_older_than(&self, age_ms: u64) -> Result<u64> {
+    fn fail_with(&self, token: LeaseToken, error: &str, permanent: bool) -> Result<FailOutcome> {
         self.call(|reply| {
-            Op::Apply(Apply::Purge {
-                older_than_ms: age_ms,
+            Op::Apply(Apply::Fail {
+                token,
+                error: error.to_owned(),
+                permanent,
                 reply,
             })
         })
-    }
-
-    /// The most recent finished jobs (at most `limit`), newest first.
-    pub fn history(&self, limit: usize) -> Result<Vec<Job>> {
-        let ids = self.call(|reply| Op::Apply(Apply::History { limit, reply }))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            // A purge may have removed it since; skip it then.
-            if let Some(job) = self.job(id)? {
-                out.push(job);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` jobs, newest first, optionally only those in `state`
-    /// (a scan of the jobs table: for listings, not hot paths).
-    pub fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
-        let mut out = Vec::new();
-        for item in self.inner.spaces.scan(Space::Jobs, &[]).rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let id = read_u64(&k, "jobs key")?;
-            let (job, _) = decode_job(id, &v)?;
-            if state.is_none_or(|s| s == job.state) {
-                out.push(job);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Aggregates over a symbol's finished jobs.
-    pub fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
-        match self
-            .inner
-            .spaces
-            .get(Space::SymbolStats, symbol.as_str().as_bytes())?
-        {
-            Some(v) => SymbolStats::decode(&v),
-            None => Ok(SymbolStats::default()),
-        }
     }
 
     /// Test hook: makes the writer's next commit fail as an I/O error would,
@@ -461,16 +317,175 @@ impl Store {
     pub fn simulate_power_loss(&self, truncate: bool) -> Result<()> {
         self.call(|reply| Op::After(After::PowerLoss { truncate, reply }))
     }
+}
 
-    fn fail_with(&self, token: LeaseToken, error: &str, permanent: bool) -> Result<FailOutcome> {
+impl JobQueue for Store {
+    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.check_batch("enqueue", jobs.len())?;
+        for j in &jobs {
+            j.validate(&self.inner.config.queue)?;
+        }
+        self.call(|reply| Op::Apply(Apply::Enqueue { jobs, reply }))
+    }
+
+    fn claim(&self, max: usize) -> Result<Vec<Lease>> {
+        self.claim_with_lease(max, self.inner.config.queue.lease_ms)
+    }
+
+    fn claim_with_lease(&self, max: usize, lease_ms: u64) -> Result<Vec<Lease>> {
+        self.check_batch("claim", max)?;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         self.call(|reply| {
-            Op::Apply(Apply::Fail {
-                token,
-                error: error.to_owned(),
-                permanent,
+            Op::Apply(Apply::Claim {
+                max,
+                lease_ms,
                 reply,
             })
         })
+    }
+
+    fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64> {
+        self.call(|reply| {
+            Op::Apply(Apply::Heartbeat {
+                token,
+                extend_ms,
+                reply,
+            })
+        })
+    }
+
+    fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
+        self.check_batch("complete", completions.len())?;
+        let items = self.encode_completions(completions)?;
+        self.call(|reply| Op::Apply(Apply::Complete { items, reply }))
+    }
+
+    fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+        let mut items = self.encode_completions(vec![Completion { token, results }])?;
+        let item = items.pop().ok_or(StoreError::Closed)?;
+        self.call(|reply| Op::Apply(Apply::Checkpoint { item, reply }))
+    }
+
+    fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
+        self.fail_with(token, error, false)
+    }
+
+    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
+        self.fail_with(token, error, true)
+    }
+
+    fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        self.call(|reply| Op::Apply(Apply::Cancel { id, reply }))
+    }
+
+    fn set_paused(&self, priority: Priority, paused: bool) -> Result<()> {
+        self.call(|reply| {
+            Op::Apply(Apply::SetPaused {
+                priority,
+                paused,
+                reply,
+            })
+        })
+    }
+
+    fn job(&self, id: JobId) -> Result<Option<Job>> {
+        match self.inner.spaces.get(Space::Jobs, &u64_key(id))? {
+            Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// A scan of the jobs table: for listings, not hot paths.
+    fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for item in self.inner.spaces.scan(Space::Jobs, &[]).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let id = read_u64(&k, "jobs key")?;
+            let (job, _) = decode_job(id, &v)?;
+            if state.is_none_or(|s| s == job.state) {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    fn history(&self, limit: usize) -> Result<Vec<Job>> {
+        let ids = self.call(|reply| Op::Apply(Apply::History { limit, reply }))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A purge may have removed it since; skip it then.
+            if let Some(job) = self.job(id)? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge_finished_older_than(&self, age_ms: u64) -> Result<u64> {
+        self.call(|reply| {
+            Op::Apply(Apply::Purge {
+                older_than_ms: age_ms,
+                reply,
+            })
+        })
+    }
+
+    /// O(1): the counts the writer published after its last commit.
+    fn stats(&self) -> Result<QueueStats> {
+        Ok(self.inner.shared.stats())
+    }
+
+    fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
+        match self
+            .inner
+            .spaces
+            .get(Space::SymbolStats, symbol.as_str().as_bytes())?
+        {
+            Some(v) => decode_symbol_stats(&v),
+            None => Ok(SymbolStats::default()),
+        }
+    }
+}
+
+impl Backend for Store {
+    fn queue_config(&self) -> &QueueConfig {
+        &self.inner.config.queue
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.inner.shared.poison_cause()
+    }
+
+    /// Every record validated and checksummed, the counters and the job
+    /// model held against a scan, bars against their data versions.
+    fn check(&self) -> Result<CheckReport> {
+        self.call(|reply| Op::After(After::Check { reply }))
+    }
+
+    /// Bytes under `sled/` and `vlog/`.
+    fn sizes(&self) -> Result<Vec<(&'static str, u64)>> {
+        fn walk(p: &Path) -> u64 {
+            fs::read_dir(p).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+        }
+        let dir = &self.inner.dir;
+        Ok(vec![
+            ("sled", walk(&dir.join("sled"))),
+            ("vlog", walk(&dir.join("vlog"))),
+        ])
     }
 }
 
@@ -570,97 +585,5 @@ fn check_format_file(dir: &Path, create: bool) -> Result<()> {
                 .map_err(|e| StoreError::io(format!("write {}", path.display()), e))
         }
         Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
-    }
-}
-
-impl JobQueue for Store {
-    fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        let mut out = self.enqueue_many(vec![job])?;
-        out.pop().ok_or(StoreError::Closed)
-    }
-
-    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        self.check_batch("enqueue", jobs.len())?;
-        for j in &jobs {
-            j.validate(&self.inner.config)?;
-        }
-        self.call(|reply| Op::Apply(Apply::Enqueue { jobs, reply }))
-    }
-
-    fn claim(&self, max: usize) -> Result<Vec<Lease>> {
-        self.claim_with_lease(max, self.inner.config.lease_ms)
-    }
-
-    fn claim_with_lease(&self, max: usize, lease_ms: u64) -> Result<Vec<Lease>> {
-        self.check_batch("claim", max)?;
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        self.call(|reply| {
-            Op::Apply(Apply::Claim {
-                max,
-                lease_ms,
-                reply,
-            })
-        })
-    }
-
-    fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64> {
-        self.call(|reply| {
-            Op::Apply(Apply::Heartbeat {
-                token,
-                extend_ms,
-                reply,
-            })
-        })
-    }
-
-    fn complete(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
-        let mut out = self.complete_many(vec![Completion { token, results }])?;
-        out.pop().ok_or(StoreError::Closed)?
-    }
-
-    fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
-        self.check_batch("complete", completions.len())?;
-        let items = self.encode_completions(completions)?;
-        self.call(|reply| Op::Apply(Apply::Complete { items, reply }))
-    }
-
-    fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
-        self.fail_with(token, error, false)
-    }
-
-    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome> {
-        self.fail_with(token, error, true)
-    }
-
-    fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        self.call(|reply| Op::Apply(Apply::Cancel { id, reply }))
-    }
-
-    fn set_paused(&self, priority: Priority, paused: bool) -> Result<()> {
-        self.call(|reply| {
-            Op::Apply(Apply::SetPaused {
-                priority,
-                paused,
-                reply,
-            })
-        })
-    }
-
-    fn job(&self, id: JobId) -> Result<Option<Job>> {
-        match self.inner.spaces.get(Space::Jobs, &u64_key(id))? {
-            Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
-            None => Ok(None),
-        }
-    }
-
-    fn stats(&self) -> QueueStats {
-        let s = &self.inner.shared;
-        QueueStats {
-            by_state: std::array::from_fn(|i| s.by_state[i].load(Ordering::Relaxed)),
-            depth: std::array::from_fn(|i| s.depth[i].load(Ordering::Relaxed)),
-            paused: std::array::from_fn(|i| s.paused[i].load(Ordering::Relaxed)),
-        }
     }
 }

@@ -30,8 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use memmap2::Mmap;
 
-use crate::error::{Result, StoreError};
 use crate::record::{FORMAT_VERSION, IndexEntry, RECORD_ALIGN};
+use kiln_core::{Result, StoreError};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"KILNVLOG";
 const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"KREC");

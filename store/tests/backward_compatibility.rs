@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
+use kiln_store::prelude::*;
 use kiln_store::{
-    Bar, BarColumns, Clock, JobQueue, JobState, NewJob, Priority, ResultStore, SeriesKey, Store,
-    StoreConfig, Symbol,
+    Bar, BarColumns, Clock, JobState, NewJob, Priority, QueueConfig, SeriesKey, Store, StoreConfig,
+    Symbol,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -58,7 +59,10 @@ fn open_fixture() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture, dir.path());
     let config = StoreConfig {
-        clock: Clock::manual(T0 + 10),
+        queue: QueueConfig {
+            clock: Clock::manual(T0 + 10),
+            ..QueueConfig::default()
+        },
         ..StoreConfig::default()
     };
     let store = Store::open(dir.path(), config).expect("a format-3 directory opens");
@@ -113,7 +117,7 @@ fn a_format_3_directory_opens_with_its_jobs_in_every_state() {
         ("refresh", T0 + 3_600_000)
     );
 
-    let stats = store.stats();
+    let stats = store.stats().expect("stats");
     let counts: Vec<u64> = JobState::ALL.iter().map(|&s| stats.count(s)).collect();
     assert_eq!(counts, vec![3, 0, 2, 1, 1, 1]);
     let depth: Vec<u64> = Priority::ALL.iter().map(|&p| stats.depth(p)).collect();

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_store::prelude::*;
 use kiln_store::{
-    Completion, FailOutcome, JobQueue, JobState, NewJob, ResultStore, Series, SeriesKey, Store,
-    StoreConfig, Symbol,
+    Completion, FailOutcome, JobState, NewJob, QueueConfig, Series, SeriesKey, Store, StoreConfig,
+    Symbol,
 };
 
 const CHILD_ENV: &str = "KILN_CRASH_CHILD_DIR";
@@ -27,9 +28,12 @@ const KILLS_PER_STORE: u64 = 100;
 
 fn config() -> StoreConfig {
     StoreConfig {
-        history_max: u64::MAX,
-        retention_ms: None,
-        lease_ms: 3_600_000,
+        queue: QueueConfig {
+            history_max: u64::MAX,
+            retention_ms: None,
+            lease_ms: 3_600_000,
+            ..QueueConfig::default()
+        },
         segment_bytes_max: 1 << 20,
         ..StoreConfig::default()
     }
@@ -181,7 +185,7 @@ fn verify(dir: &Path, checked_up_to: &mut HashMap<&'static str, usize>) -> (u64,
     let store = Store::open(dir.join("store"), config()).expect("reopen after kill");
     let report = store.recovery_report().clone();
     assert_eq!(report.counters_drift, None, "counters drifted: {report:?}");
-    let stats = store.stats();
+    let stats = store.stats().expect("stats");
     assert_eq!(
         stats.count(JobState::Running),
         0,

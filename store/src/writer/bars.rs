@@ -2,9 +2,10 @@
 //! (unindexed, so a session holds little in memory), releasing what a
 //! session did not index, and applying an ingest's plans, all or none.
 
+use kiln_core::{Result, StoreError};
+
 use super::Writer;
 use crate::bars::{VersionRecord, decode_version};
-use crate::error::{Result, StoreError};
 use crate::ingest::BarPlan;
 use crate::record::{IndexEntry, ResultValue};
 use crate::space::Space;

@@ -23,11 +23,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::Ack;
 use crate::Durability;
 use crate::disk::Disk;
-use crate::error::Result;
 use crate::record::VLOG_SYNCED_KEY;
+use crate::shared::Shared;
 use crate::space::{Space, Writes};
-use crate::store::Shared;
 use crate::vlog::{Vlog, VlogPosition, fsync_segment};
+use kiln_core::Result;
 
 /// Applied groups the syncer may hold before the writer waits for it.
 const SYNC_GROUPS_MAX: usize = 8;

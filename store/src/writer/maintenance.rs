@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use kiln_core::{CheckReport, Result, StoreError};
+
 use super::Writer;
 use crate::bars::check_bars;
-use crate::error::{Result, StoreError};
 use crate::keys::{read_u64, series_key_from_bytes};
 use crate::record::{Counters, ResultValue, decode_job, series_layout};
 use crate::space::Space;
@@ -22,22 +23,6 @@ pub struct CompactReport {
     pub moved_bytes: u64,
     /// Segments deleted.
     pub removed_segments: u32,
-}
-
-/// What an integrity scan found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CheckReport {
-    /// Jobs scanned.
-    pub jobs: u64,
-    /// Series scanned (each read back and checksummed).
-    pub series: u64,
-    /// Bar chunks scanned (each read back, checksummed, and summed against
-    /// its symbol's data version).
-    pub bar_chunks: u64,
-    /// Jobs per state, by the scan.
-    pub counters_by_state: [u64; 6],
-    /// Every inconsistency, in words; empty when the store is sound.
-    pub problems: Vec<String>,
 }
 
 impl Writer {

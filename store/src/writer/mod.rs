@@ -28,22 +28,25 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
-pub use maintenance::{CheckReport, CompactReport};
+use kiln_core::CheckReport;
+pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
 
-use crate::bars::DataVersion;
+use kiln_core::{
+    CancelOutcome, DataVersion, Enqueued, FailOutcome, JobId, Lease, LeaseToken, NewJob, Priority,
+    Result, SeriesKey, StoreError, Symbol,
+};
+
 use crate::config::StoreConfig;
 use crate::disk::Disk;
-use crate::error::{Result, StoreError};
 use crate::events::encode_event;
 use crate::ingest::BarPlan;
-use crate::job::{
-    CancelOutcome, Enqueued, FailOutcome, JobId, Lease, LeaseToken, NewJob, Priority,
+use crate::keys::{series_key_bytes, u64_key};
+use crate::record::{
+    IndexEntry, META_KEY, ResultValue, decode_job, encode_job, encode_symbol_stats,
 };
-use crate::keys::{SeriesKey, Symbol, series_key_bytes, u64_key};
-use crate::record::{IndexEntry, META_KEY, ResultValue, decode_job, encode_job};
+use crate::shared::Shared;
 use crate::space::{Space, Spaces, Writes};
-use crate::store::Shared;
 use crate::vlog::Vlog;
 use durability::Pipeline;
 use queue::{Bounds, Queue};
@@ -284,8 +287,11 @@ impl Writer {
 
     /// What the job model counts now (published for lock-free reads).
     pub(crate) fn publish(&self) {
-        self.shared
-            .publish(self.queue.counters(), self.queue.paused());
+        self.shared.publish(
+            self.queue.counters(),
+            self.queue.paused(),
+            self.queue.watermark(),
+        );
     }
 
     /// The writer loop: runs until `Shutdown` or until every sender is gone.
@@ -394,7 +400,7 @@ impl Writer {
         if self.shared.poison_cause().is_some() {
             return;
         }
-        let now = self.config.clock.now_ms();
+        let now = self.config.queue.clock.now_ms();
         let mark_behind = self.pipeline.mark_behind();
         if mark_behind {
             self.meta_dirty = true;
@@ -414,7 +420,7 @@ impl Writer {
         let mut acks: Vec<Box<dyn Ack>> = Vec::with_capacity(ops.len());
         let mut after: Vec<After> = Vec::new();
         let mut shutdown = false;
-        let now = self.config.clock.now_ms();
+        let now = self.config.queue.clock.now_ms();
         let poisoned = self.shared.poison_cause();
         if poisoned.is_none() {
             self.queue.tick(now);
@@ -659,7 +665,7 @@ impl Writer {
             self.writes.put(
                 Space::SymbolStats,
                 s.as_str().as_bytes().to_vec(),
-                v.encode().to_vec(),
+                encode_symbol_stats(&v).to_vec(),
             );
         }
         for e in &changes.events {

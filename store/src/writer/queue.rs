@@ -9,23 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::StoreConfig;
-use crate::error::{Result, StoreError};
-use crate::events::Event;
-use crate::job::{
-    CancelOutcome, Enqueued, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
-    Priority, RetryPolicy,
+use kiln_core::{
+    CancelOutcome, ERROR_BYTES_MAX, Enqueued, Event, FailOutcome, Job, JobId, JobState, Lease,
+    LeaseToken, NewJob, Priority, Result, RetryPolicy, StoreError, Symbol, SymbolStats, Watermark,
 };
-use crate::keys::Symbol;
-use crate::record::{Counters, Meta, SymbolStats};
 
-/// Longest error message kept on a job, in bytes.
-pub const ERROR_BYTES_MAX: usize = 4096;
+use crate::StoreConfig;
+use crate::record::{Counters, Meta};
+
 /// Most finished jobs (and events) one group's trim removes (bounds the
 /// size of a group).
 const TRIM_PER_GROUP_MAX: usize = 1024;
-/// Symbols an event names (a job's first ones); `symbols_total` has the count.
-const EVENT_SYMBOLS_MAX: usize = 16;
 
 /// The bounds of the job model the queue enforces.
 #[derive(Clone, Debug)]
@@ -40,13 +34,14 @@ pub(crate) struct Bounds {
 
 impl Bounds {
     pub(crate) fn of(c: &StoreConfig) -> Self {
+        let q = &c.queue;
         Bounds {
-            attempts_max: c.attempts_max,
-            retry: c.retry,
-            queue_depth_max: c.queue_depth_max,
-            history_max: c.history_max,
-            retention_ms: c.retention_ms,
-            events_max: c.events_max,
+            attempts_max: q.attempts_max,
+            retry: q.retry,
+            queue_depth_max: q.queue_depth_max,
+            history_max: q.history_max,
+            retention_ms: q.retention_ms,
+            events_max: q.events_max,
         }
     }
 }
@@ -273,6 +268,14 @@ impl Queue {
             next_finish_seq: self.next_finish_seq,
             counters: self.counters,
             paused: self.paused,
+        }
+    }
+
+    /// The next job id and event sequence number.
+    pub(crate) fn watermark(&self) -> Watermark {
+        Watermark {
+            next_job_id: self.next_id,
+            next_event_seq: self.next_event_seq,
         }
     }
 
@@ -586,25 +589,7 @@ impl Queue {
     fn append_event(&mut self, job: &Job, state: JobState, now: u64) {
         let seq = self.next_event_seq;
         self.next_event_seq += 1;
-        self.changes.events.push(Event {
-            seq,
-            job_id: job.id,
-            state,
-            attempts: job.attempts,
-            at_ms: now,
-            kind: job.kind.clone(),
-            symbols: job
-                .symbols
-                .iter()
-                .take(EVENT_SYMBOLS_MAX)
-                .map(|s| s.as_str().to_owned())
-                .collect(),
-            symbols_total: u32::try_from(job.symbols.len()).unwrap_or(u32::MAX),
-            error: match state {
-                JobState::Failed | JobState::Dead => job.last_error.clone(),
-                _ => None,
-            },
-        });
+        self.changes.events.push(Event::of(seq, job, state, now));
     }
 
     /// Drops the oldest events beyond `events_max` (at most

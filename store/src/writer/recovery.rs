@@ -9,11 +9,11 @@
 
 use std::collections::BTreeSet;
 
+use kiln_core::{JobState, Result, StoreError, Symbol};
+
 use super::Writer;
-use crate::error::{Result, StoreError};
-use crate::job::JobState;
-use crate::keys::{Symbol, read_u64, u64_key};
-use crate::record::{META_KEY, Meta, SymbolStats, VLOG_SYNCED_KEY, decode_job, encode_job};
+use crate::keys::{read_u64, u64_key};
+use crate::record::{META_KEY, Meta, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats, encode_job};
 use crate::space::{Space, Writes};
 use crate::vlog::VlogRecovery;
 
@@ -48,7 +48,7 @@ impl Writer {
     /// Rebuilds the job model from disk and repairs what a crash left
     /// behind; commits the repairs.
     pub(crate) fn recover(&mut self, lost: &[LostRecord]) -> Result<RecoveryReport> {
-        let now = self.config.clock.now_ms();
+        let now = self.config.queue.clock.now_ms();
         let rerun_lost = self.forget_lost(lost, now)?;
         let stored = match self.spaces.get(Space::Meta, META_KEY)? {
             Some(v) => Meta::decode(&v)?,
@@ -69,7 +69,7 @@ impl Writer {
             let (k, v) = item?;
             let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
             self.queue
-                .restore_symbol_stats(symbol, SymbolStats::decode(&v)?);
+                .restore_symbol_stats(symbol, decode_symbol_stats(&v)?);
         }
         // Events are written with the changes they report: the keys on
         // disk are exactly the log.

@@ -1,11 +1,14 @@
-//! The job model that callers see: priorities, states, what is submitted,
-//! what a claim hands out, and the retry policy.
+//! The job model: priorities, states, what is submitted, what a claim
+//! hands out, what a completion carries, the retry policy, the clock, the
+//! counts and the events a queue reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::config::QueueConfig;
 use crate::error::{Result, StoreError};
-use crate::keys::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, Symbol, check_label};
+use crate::names::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SeriesKey, Symbol, check_label};
+use crate::series::Series;
 
 /// A job id: allocated in enqueue order, so it is also the FIFO order.
 pub type JobId = u64;
@@ -25,11 +28,13 @@ impl Priority {
     /// All priorities in claim order.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
-    pub(crate) fn index(self) -> usize {
+    /// Its position in [`Priority::ALL`] (its stored number).
+    pub fn index(self) -> usize {
         self as usize
     }
 
-    pub(crate) fn from_u8(n: u8) -> Option<Self> {
+    /// The priority stored as `n`.
+    pub fn from_u8(n: u8) -> Option<Self> {
         Priority::ALL.get(usize::from(n)).copied()
     }
 
@@ -79,11 +84,13 @@ impl JobState {
         JobState::Cancelled,
     ];
 
-    pub(crate) fn index(self) -> usize {
+    /// Its position in [`JobState::ALL`] (its stored number).
+    pub fn index(self) -> usize {
         self as usize
     }
 
-    pub(crate) fn from_u8(n: u8) -> Option<Self> {
+    /// The state stored as `n`.
+    pub fn from_u8(n: u8) -> Option<Self> {
         JobState::ALL.get(usize::from(n)).copied()
     }
 
@@ -178,7 +185,7 @@ impl NewJob {
     }
 
     /// Checks every field against its bound.
-    pub(crate) fn validate(&self, limits: &crate::StoreConfig) -> Result<()> {
+    pub fn validate(&self, limits: &QueueConfig) -> Result<()> {
         check_label("kind", &self.kind, KIND_BYTES_MAX)?;
         if self.payload.len() > limits.payload_bytes_max {
             return Err(StoreError::invalid(
@@ -312,6 +319,102 @@ pub enum CancelOutcome {
     Cancelled,
     /// The job was in this state, which cannot be cancelled.
     NotCancellable(JobState),
+}
+
+/// Longest error message kept on a job, in bytes (longer ones are cut).
+pub const ERROR_BYTES_MAX: usize = 4096;
+
+/// A job's completion: the lease and the series it produced.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// The claim being completed.
+    pub token: LeaseToken,
+    /// Result series, stored in the same commit that marks the job succeeded.
+    pub results: Vec<(SeriesKey, Series)>,
+}
+
+/// Jobs per state and waiting jobs per priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs per [`JobState`], indexed by `state as usize`.
+    pub by_state: [u64; 6],
+    /// Waiting jobs (queued or awaiting retry) per [`Priority`].
+    pub depth: [u64; 3],
+    /// Paused priorities.
+    pub paused: [bool; 3],
+}
+
+impl QueueStats {
+    /// Jobs in `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.by_state[state as usize]
+    }
+
+    /// Waiting jobs of priority `p`.
+    pub fn depth(&self, p: Priority) -> u64 {
+        self.depth[p as usize]
+    }
+
+    /// Jobs waiting at any priority.
+    pub fn waiting(&self) -> u64 {
+        self.depth.iter().sum()
+    }
+
+    /// Jobs not finished: queued, running or waiting for a retry.
+    pub fn unfinished(&self) -> u64 {
+        self.count(JobState::Queued) + self.count(JobState::Running) + self.count(JobState::Failed)
+    }
+}
+
+/// One job outcome in the durable event log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the log (strictly increasing, never reused).
+    pub seq: u64,
+    /// The job.
+    pub job_id: JobId,
+    /// The state it entered: succeeded, failed (a retry is scheduled), dead or cancelled.
+    pub state: JobState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The job kind.
+    pub kind: String,
+    /// The job's first symbols (at most [`EVENT_SYMBOLS_MAX`]).
+    pub symbols: Vec<String>,
+    /// How many symbols the job has.
+    pub symbols_total: u32,
+    /// The error of a failed or dead job.
+    pub error: Option<String>,
+}
+
+/// Symbols an event names (a job's first ones); `symbols_total` has the count.
+pub const EVENT_SYMBOLS_MAX: usize = 16;
+
+impl Event {
+    /// The event of `job` entering `state` at `at_ms`, numbered `seq`.
+    pub fn of(seq: u64, job: &Job, state: JobState, at_ms: u64) -> Event {
+        Event {
+            seq,
+            job_id: job.id,
+            state,
+            attempts: job.attempts,
+            at_ms,
+            kind: job.kind.clone(),
+            symbols: job
+                .symbols
+                .iter()
+                .take(EVENT_SYMBOLS_MAX)
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            symbols_total: u32::try_from(job.symbols.len()).unwrap_or(u32::MAX),
+            error: match state {
+                JobState::Failed | JobState::Dead => job.last_error.clone(),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Exponential backoff with "equal jitter": attempt `a` waits a deterministic

@@ -1,16 +1,20 @@
-//! Model test: random sequences of enqueue / claim / heartbeat / complete /
-//! fail / cancel / pause / time passing (lease expiry, backoff, delays) /
-//! close-and-reopen, run against the store and against a deliberately plain
-//! in-memory model (a map scanned linearly). Every answer and, after every
-//! step, every job's state and attempts and the counters must agree.
+//! The model test: random sequences of enqueue / claim / heartbeat /
+//! complete / fail / cancel / pause / time passing (lease expiry, backoff,
+//! delays) / close-and-reopen, run against the backend and against a
+//! deliberately plain in-memory model (a map scanned linearly). Every
+//! answer and, after every step, every job's state and attempts and the
+//! counters must agree.
 
 use std::collections::BTreeMap;
 
-use kiln_store::{
-    CancelOutcome, Clock, Durability, Enqueued, FailOutcome, JobQueue, JobState, LeaseToken,
-    NewJob, Priority, RetryPolicy, Store, StoreConfig, StoreError,
-};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use super::Harness;
+use crate::{
+    Backend, CancelOutcome, Clock, Enqueued, FailOutcome, JobQueue, JobState, LeaseToken, NewJob,
+    Priority, QueueConfig, RetryPolicy, StoreError,
+};
 
 const T0: u64 = 1_000_000;
 const ATTEMPTS: u32 = 2;
@@ -19,6 +23,7 @@ const POLICY: RetryPolicy = RetryPolicy {
     cap_ms: 8_000,
 };
 
+/// One operation of a sequence.
 #[derive(Clone, Debug)]
 enum Step {
     Enqueue {
@@ -114,15 +119,14 @@ impl Model {
     }
 }
 
-fn config(clock: &Clock) -> StoreConfig {
-    StoreConfig {
+fn config(clock: &Clock) -> QueueConfig {
+    QueueConfig {
         clock: clock.clone(),
         attempts_max: ATTEMPTS,
         retry: POLICY,
-        durability: Durability::Relaxed,
         history_max: u64::MAX,
         retention_ms: None,
-        ..StoreConfig::default()
+        ..QueueConfig::default()
     }
 }
 
@@ -130,10 +134,9 @@ fn priority(p: u8) -> Priority {
     Priority::ALL[usize::from(p)]
 }
 
-fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn run_steps<H: Harness>(harness: &mut H, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let clock = Clock::manual(T0);
-    let mut store = Store::open(dir.path(), config(&clock)).expect("open");
+    let mut store = harness.open(config(&clock));
     let mut model = Model {
         next_id: 1,
         ..Model::default()
@@ -291,10 +294,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Advance { ms } => clock.advance_ms(ms),
             Step::Reopen => {
-                drop(store);
-                store = Store::open(dir.path(), config(&clock)).expect("reopen");
+                store = harness.reopen(store, config(&clock));
                 for j in model.jobs.values_mut() {
-                    if j.state == JobState::Running {
+                    if H::REOPEN_REQUEUES_RUNNING && j.state == JobState::Running {
                         j.state = if j.attempts >= ATTEMPTS {
                             JobState::Dead
                         } else {
@@ -317,7 +319,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     id
                 );
             }
-            prop_assert_eq!(store.stats().by_state, model.counts());
+            prop_assert_eq!(store.stats().expect("stats").by_state, model.counts());
         }
     }
     let report = store.check().expect("check");
@@ -325,10 +327,18 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-    #[test]
-    fn store_agrees_with_the_model(steps in proptest::collection::vec(step(), 1..60)) {
-        run(steps)?;
+/// Runs `cases` random sequences of up to 60 operations, each against a
+/// backend from a new harness, and fails with the smallest sequence that
+/// breaks agreement with the model.
+pub fn run<H: Harness>(harness: impl Fn() -> H, cases: u32) {
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(step(), 1..60), |steps| {
+        run_steps(&mut harness(), steps)
+    });
+    if let Err(e) = result {
+        panic!("the backend disagrees with the model: {e}");
     }
 }

@@ -1,9 +1,10 @@
-//! The store's error type. Expected outcomes (an empty claim, a job that is not
-//! cancellable) are values, not errors; these are the things that went wrong.
+//! The storage error type every backend reports. Expected outcomes (an
+//! empty claim, a job that is not cancellable) are values, not errors;
+//! these are the things that went wrong.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in kiln-store.
+/// Everything that can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -16,10 +17,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// sled reported an error.
-    #[error("sled: {0}")]
-    Sled(String),
-    /// The data directory was written by another format version.
+    /// The backend's own engine reported an error (sled, a database).
+    #[error("{backend}: {detail}")]
+    Backend {
+        /// Which engine (`sled`, `postgres`).
+        backend: &'static str,
+        /// What it said.
+        detail: String,
+    },
+    /// The data was written by another format version.
     #[error(
         "{path}: store format version {found} but this kiln reads version {expected}; \
          export with the kiln that wrote it, or use a new data directory"
@@ -38,7 +44,7 @@ pub enum StoreError {
         /// The first failure.
         cause: String,
     },
-    /// The store has been closed (its writer thread is gone).
+    /// The store has been closed.
     #[error("store is closed")]
     Closed,
     /// An input value broke a rule; `field` names it.
@@ -72,10 +78,10 @@ pub enum StoreError {
     /// Another writer changed what an ingest was planned against; plan again.
     #[error("conflicting concurrent change: {0}")]
     Conflict(String),
-    /// Stored bytes failed validation (checksum, rkyv check, length).
+    /// Stored bytes failed validation (checksum, format check, length).
     #[error("corrupt record in {location}: {reason}")]
     Corrupt {
-        /// Tree and key, or segment and offset.
+        /// Table and key, or file and offset.
         location: String,
         /// What failed.
         reason: String,
@@ -83,39 +89,43 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    /// An I/O error while doing `context`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
             source,
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    /// A bad input: `field` and why.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         StoreError::Invalid {
             field,
             reason: reason.into(),
         }
     }
 
-    pub(crate) fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// Stored bytes at `location` that failed validation, and why.
+    pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
         StoreError::Corrupt {
             location: location.into(),
             reason: reason.into(),
         }
     }
-}
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        match e {
-            sled::Error::Io(source) => StoreError::Io {
-                context: "sled".into(),
-                source,
-            },
-            other => StoreError::Sled(other.to_string()),
-        }
+    /// Whether the error means the store itself is failing (an I/O or
+    /// backend error, poisoned or closed), not that one request was wrong:
+    /// what a circuit breaker counts.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io { .. }
+                | StoreError::Backend { .. }
+                | StoreError::Poisoned { .. }
+                | StoreError::Closed
+        )
     }
 }
 
-/// The store's result type.
+/// The storage result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

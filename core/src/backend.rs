@@ -1,0 +1,209 @@
+//! The storage seam: what the engine needs from a backend, as four traits
+//! and their sum, [`Backend`]. The embedded store (sled and a value log,
+//! one process) fills them; so can a backend behind a network (PostgreSQL,
+//! many workers on many machines).
+//!
+//! Designed for the second kind: every call is fallible; work comes in
+//! batches (enqueue, claim and complete many jobs; read many symbols' bars
+//! and many series in one call), so nothing needs a round trip per job or
+//! per symbol; and nothing borrows the backend's memory across the trait
+//! but the associated view types ([`ResultStore::SeriesView`],
+//! [`BarStore::BarsView`]): the embedded store hands out views of its
+//! memory-mapped files, another backend may hand out owned data.
+//!
+//! Whatever a backend is, a job's results, its completion and its event
+//! commit together, or not at all; an acknowledged call is durable.
+
+use std::ops::RangeBounds;
+use std::time::Duration;
+
+use crate::bars::{BarIngest, BarsRead, DataVersion};
+use crate::config::QueueConfig;
+use crate::error::{Result, StoreError};
+use crate::job::{
+    CancelOutcome, Completion, Enqueued, Event, FailOutcome, Job, JobId, JobState, Lease,
+    LeaseToken, NewJob, Priority, QueueStats,
+};
+use crate::names::{SeriesKey, Symbol};
+use crate::series::{Series, SeriesRead, SymbolStats};
+
+/// The durable job queue.
+pub trait JobQueue {
+    /// Adds jobs in one commit, all or none; returns once they are durable.
+    /// A job whose idempotency key belongs to an unfinished job is that job.
+    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
+
+    /// Adds one job; see [`JobQueue::enqueue_many`].
+    fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        self.enqueue_many(vec![job])?
+            .pop()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Claims up to `max` due jobs in priority order under the default lease.
+    fn claim(&self, max: usize) -> Result<Vec<Lease>>;
+
+    /// Claims up to `max` due jobs under a lease of `lease_ms`.
+    fn claim_with_lease(&self, max: usize, lease_ms: u64) -> Result<Vec<Lease>>;
+
+    /// Extends a lease to `now + extend_ms`; returns the new expiry.
+    fn heartbeat(&self, token: LeaseToken, extend_ms: u64) -> Result<u64>;
+
+    /// Completes many jobs in one commit, each with its results; each gets
+    /// its own outcome (a lost lease fails only that completion).
+    fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>>;
+
+    /// Marks a job succeeded and stores its results, atomically.
+    fn complete(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+        self.complete_many(vec![Completion { token, results }])?
+            .pop()
+            .ok_or(StoreError::Closed)?
+    }
+
+    /// Stores part of a running job's results under its lease, durably,
+    /// without finishing the job: a job over many symbols checkpoints each
+    /// finished group, so after a crash its next attempt can skip them.
+    fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()>;
+
+    /// Records a failed attempt: a retry with backoff, or dead when exhausted.
+    fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
+
+    /// Records a failure that no retry can fix (bad input): dead at once.
+    fn fail_permanently(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
+
+    /// Cancels a queued (or awaiting-retry) job.
+    fn cancel(&self, id: JobId) -> Result<CancelOutcome>;
+
+    /// Stops (or restarts) claims of one priority.
+    fn set_paused(&self, priority: Priority, paused: bool) -> Result<()>;
+
+    /// A job by id, if it exists (finished jobs stay until history trims them).
+    fn job(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Up to `limit` jobs, newest first, optionally only those in `state`.
+    fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>>;
+
+    /// The most recent finished jobs (at most `limit`), newest first.
+    fn history(&self, limit: usize) -> Result<Vec<Job>>;
+
+    /// Removes finished jobs older than `age_ms`; returns how many.
+    fn purge_finished_older_than(&self, age_ms: u64) -> Result<u64>;
+
+    /// Jobs per state, waiting jobs per priority, paused priorities.
+    fn stats(&self) -> Result<QueueStats>;
+
+    /// Aggregates over a symbol's finished jobs.
+    fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats>;
+}
+
+/// Where completed jobs' series (feature outputs and saved kernel states)
+/// are kept. They are written by [`JobQueue::complete_many`] and
+/// [`JobQueue::checkpoint`], with the job they belong to.
+pub trait ResultStore {
+    /// A stored series as this backend reads it.
+    type SeriesView: SeriesRead + Send + Sync + 'static;
+
+    /// The series under `key`.
+    fn series(&self, key: &SeriesKey) -> Result<Option<Self::SeriesView>>;
+
+    /// The series under each of `keys`, in order, in one call.
+    fn series_batch(&self, keys: &[SeriesKey]) -> Result<Vec<Option<Self::SeriesView>>> {
+        keys.iter().map(|k| self.series(k)).collect()
+    }
+
+    /// Every series key stored for a symbol.
+    fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>>;
+
+    /// The job whose completion wrote the series under `key`.
+    fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>>;
+}
+
+/// Market data: each symbol's bars and its data version.
+pub trait BarStore {
+    /// A symbol's bars as this backend reads them.
+    type BarsView: BarsRead + Send + Sync + 'static;
+    /// An ingest session of this backend.
+    type Ingest: BarIngest;
+
+    /// The symbol's data version, if it has bars.
+    fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>>;
+
+    /// Every symbol with bars, in name order, with its data version.
+    fn bar_symbols(&self) -> Result<Vec<(Symbol, DataVersion)>>;
+
+    /// The symbol's bars with timestamps (epoch ns) in `range`; `None` when
+    /// the symbol has no bars at all.
+    fn bars(&self, symbol: &Symbol, range: impl RangeBounds<i64>)
+    -> Result<Option<Self::BarsView>>;
+
+    /// The last `lookback` bars (all with `None`) of each symbol, in the
+    /// order given, in one call; `None` for a symbol without bars.
+    fn bars_batch(
+        &self,
+        symbols: &[Symbol],
+        lookback: Option<usize>,
+    ) -> Result<Vec<Option<Self::BarsView>>>;
+
+    /// Starts an ingest session; nothing is visible until it commits.
+    fn bar_ingest(&self) -> Result<Self::Ingest>;
+}
+
+/// How far the store has come: published after every commit, so waiters
+/// wake on change instead of polling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watermark {
+    /// The id the next new job gets.
+    pub next_job_id: JobId,
+    /// The sequence number the next event gets.
+    pub next_event_seq: u64,
+}
+
+/// The durable event log: one record per job outcome, appended in the
+/// commit of the state change it reports, bounded (the oldest dropped).
+pub trait EventLog {
+    /// Up to `limit` events with a sequence number above `after`, oldest
+    /// first (`after = 0` starts at the oldest kept).
+    fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Where the store is now.
+    fn watermark(&self) -> Result<Watermark>;
+
+    /// Waits until the watermark is other than `seen` (a job was added or
+    /// an event appended) or `timeout` passed; returns it either way.
+    fn wait_for_change(&self, seen: Watermark, timeout: Duration) -> Result<Watermark>;
+}
+
+/// What an integrity scan found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Jobs scanned.
+    pub jobs: u64,
+    /// Series scanned (each read back and verified).
+    pub series: u64,
+    /// Bar chunks scanned (each read back, verified, and summed against its
+    /// symbol's data version).
+    pub bar_chunks: u64,
+    /// Jobs per state, by the scan.
+    pub counters_by_state: [u64; 6],
+    /// Every inconsistency, in words; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+/// A whole backend: the four parts and what the engine asks of the store
+/// as a whole. Cheap to clone (a handle).
+pub trait Backend:
+    JobQueue + ResultStore + BarStore + EventLog + Clone + Send + Sync + 'static
+{
+    /// The bounds it enforces (the engine sizes its calls by them) and its
+    /// clock (the engine's guards keep its time).
+    fn queue_config(&self) -> &QueueConfig;
+
+    /// Why writes are refused, if they are (a failed write poisoned it).
+    fn poisoned(&self) -> Option<String>;
+
+    /// Scans everything and reports every inconsistency.
+    fn check(&self) -> Result<CheckReport>;
+
+    /// Bytes held, by part (for metrics).
+    fn sizes(&self) -> Result<Vec<(&'static str, u64)>>;
+}

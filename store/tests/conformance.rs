@@ -1,0 +1,51 @@
+//! The behaviour suite of `kiln-core` (every backend runs it against the
+//! storage traits) and its model test, against the embedded store.
+
+use kiln_core::conformance::{self, Harness};
+use kiln_store::{Durability, QueueConfig, Store, StoreConfig};
+
+/// Stores in a scratch directory of their own.
+struct Sled {
+    durability: Durability,
+    dir: tempfile::TempDir,
+}
+
+impl Sled {
+    fn new(durability: Durability) -> Self {
+        Sled {
+            durability,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn config(&self, queue: QueueConfig) -> StoreConfig {
+        StoreConfig {
+            queue,
+            durability: self.durability,
+            ..StoreConfig::default()
+        }
+    }
+}
+
+impl Harness for Sled {
+    type Backend = Store;
+    // Open finds the jobs a dead process left running and queues them again.
+    const REOPEN_REQUEUES_RUNNING: bool = true;
+
+    fn open(&mut self, config: QueueConfig) -> Store {
+        Store::open(self.dir.path(), self.config(config)).expect("open")
+    }
+
+    fn reopen(&mut self, store: Store, config: QueueConfig) -> Store {
+        drop(store);
+        Store::open(self.dir.path(), self.config(config)).expect("reopen")
+    }
+}
+
+kiln_core::conformance_tests!(Sled::new(Durability::Sync));
+
+#[test]
+fn store_agrees_with_the_model() {
+    // Relaxed: the model test is about the job model, not fsyncs.
+    conformance::model::run(|| Sled::new(Durability::Relaxed), 48);
+}

@@ -1,0 +1,621 @@
+//! The embedded store on disk: recovery at open, the durability modes and
+//! a power loss, a poisoned store, the format file and the directory lock,
+//! the value log (inline versus logged series, truncation, corruption,
+//! compaction, crash leftovers) and sled's own leftovers. The behaviour
+//! every backend shares is in `conformance.rs`.
+
+use std::time::Duration;
+
+use kiln_store::prelude::*;
+use kiln_store::{
+    Clock, Durability, Enqueued, EventLog, JobQueue, JobState, NewJob, QueueConfig, ResultStore,
+    RetryPolicy, Series, SeriesKey, SeriesRead, Store, StoreConfig, StoreError, Symbol,
+};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config(clock: &Clock) -> StoreConfig {
+    StoreConfig {
+        queue: QueueConfig {
+            clock: clock.clone(),
+            retry: RetryPolicy {
+                base_ms: 1_000,
+                cap_ms: 60_000,
+            },
+            ..QueueConfig::default()
+        },
+        ..StoreConfig::default()
+    }
+}
+
+fn job(name: &str) -> NewJob {
+    NewJob::new("compute", name.as_bytes().to_vec())
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).expect("symbol")
+}
+
+fn series(values: Vec<f64>) -> Series {
+    Series {
+        bar_count: values.len() as u64,
+        last_ts: 42,
+        data_hash: 0,
+        values,
+        state: vec![1, 2, 3],
+    }
+}
+
+#[test]
+fn running_jobs_of_a_dead_process_are_requeued_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(T0);
+    let (a, b);
+    {
+        let store = Store::open(dir.path(), config(&clock)).expect("open");
+        a = store.enqueue(job("a")).expect("e").id();
+        b = store.enqueue(job("b").attempts_max(1)).expect("e").id();
+        store.claim(2).expect("claim");
+        // Dropped without completing: as if the process had died.
+    }
+    let store = Store::open(dir.path(), config(&clock)).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.requeued, r.dead, r.counters_drift.clone()), (1, 1, None));
+    let ja = store.job(a).expect("read").expect("exists");
+    assert_eq!((ja.state, ja.attempts), (JobState::Queued, 1));
+    assert!(
+        ja.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("process ended")
+    );
+    assert_eq!(
+        store.job(b).expect("read").expect("exists").state,
+        JobState::Dead
+    );
+    assert_eq!(store.claim(5).expect("claim")[0].token.attempt, 2);
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn everything_acknowledged_survives_reopen_in_relaxed_mode_after_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        durability: Durability::Relaxed,
+        ..StoreConfig::default()
+    };
+    let ids: Vec<u64> = {
+        let store = Store::open(dir.path(), cfg.clone()).expect("open");
+        let ids = store
+            .enqueue_many((0..50).map(|i| job(&i.to_string())).collect())
+            .expect("e");
+        store.sync().expect("sync");
+        ids.into_iter().map(Enqueued::id).collect()
+    };
+    let store = Store::open(dir.path(), cfg).expect("reopen");
+    for id in ids {
+        assert_eq!(
+            store.job(id).expect("read").expect("exists").state,
+            JobState::Queued
+        );
+    }
+}
+
+#[test]
+fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        // The background flusher never runs: only `sync` makes bytes durable.
+        tick_ms: 3_600_000,
+        ..StoreConfig::default()
+    };
+    // 4096 values archive to about 32 KiB: value-log records, not inline.
+    let big = |x: f64| series(vec![x; 4096]);
+    let key = |s: &str| SeriesKey::new(sym(s), "close").expect("key");
+    let ids: Vec<u64> = {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        let ids: Vec<u64> = store
+            .enqueue_many(vec![job("a"), job("b"), job("c")])
+            .expect("enqueue")
+            .into_iter()
+            .map(Enqueued::id)
+            .collect();
+        let leases = store.claim(3).expect("claim");
+        store
+            .complete(leases[0].token, vec![(key("A"), big(1.0))])
+            .expect("complete a");
+        store.sync().expect("sync");
+        store
+            .complete(leases[1].token, vec![(key("B"), big(2.0))])
+            .expect("complete b");
+        store
+            .complete(
+                leases[2].token,
+                vec![(key("C"), big(3.0)), (key("A"), big(4.0))],
+            )
+            .expect("complete c");
+        store.simulate_power_loss(true).expect("power loss");
+        ids
+    };
+    // The next session may run in either mode.
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (3, 2), "{r:?}");
+    assert_eq!(
+        store.job(ids[0]).expect("read").expect("a").state,
+        JobState::Succeeded
+    );
+    assert_eq!(r.counters_drift, None, "the requeues are expected");
+    for &id in &ids[1..] {
+        let j = store.job(id).expect("read").expect("exists");
+        assert_eq!(
+            (j.state, j.attempts),
+            (JobState::Queued, 0),
+            "the lost attempt is not counted"
+        );
+        assert!(j.last_error.unwrap_or_default().contains("power loss"));
+    }
+    // A's newer series was lost with job c; its index entry is gone with it.
+    assert!(store.series(&key("A")).expect("read").is_none());
+    assert!(store.series(&key("B")).expect("read").is_none());
+    assert!(store.check().expect("check").problems.is_empty());
+
+    // The requeued jobs run again and their results are stored for good.
+    let leases = store.claim(5).expect("claim");
+    assert_eq!(leases.len(), 2);
+    for l in &leases {
+        let (s, x) = if l.job.id == ids[1] {
+            ("B", 2.0)
+        } else {
+            ("C", 3.0)
+        };
+        store
+            .complete(l.token, vec![(key(s), big(x))])
+            .expect("complete");
+    }
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(store.recovery_report().vlog.lost_records, 0);
+    assert_eq!(store.stats().expect("stats").count(JobState::Succeeded), 3);
+    for (s, x) in [("B", 2.0), ("C", 3.0)] {
+        let view = store.series(&key(s)).expect("read").expect("stored");
+        assert!(view.values().iter().all(|&v| v == x), "{s}");
+    }
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn the_relaxed_flusher_makes_results_durable_within_ticks_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        tick_ms: 5,
+        // About 32 KiB per series: a new segment every other record.
+        segment_bytes_max: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let key = |i: usize| SeriesKey::new(sym(&format!("S{i}")), "close").expect("key");
+    {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        store
+            .enqueue_many((0..12).map(|i| job(&i.to_string())).collect())
+            .expect("enqueue");
+        for (i, l) in store.claim(12).expect("claim").iter().enumerate() {
+            store
+                .complete(l.token, vec![(key(i), series(vec![i as f64; 4096]))])
+                .expect("complete");
+        }
+        // No explicit sync: the flusher fsyncs, the writer records the mark.
+        std::thread::sleep(Duration::from_millis(500));
+        store.simulate_power_loss(true).expect("power loss");
+    }
+    let store = Store::open(dir.path(), relaxed).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (0, 0), "{r:?}");
+    assert_eq!(store.stats().expect("stats").count(JobState::Succeeded), 12);
+    for i in 0..12 {
+        let view = store.series(&key(i)).expect("read").expect("stored");
+        assert!(view.values().iter().all(|&v| v == i as f64), "S{i}");
+    }
+    assert!(
+        fs_segments(dir.path()) > 3,
+        "the records span several segments"
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn a_job_with_one_lost_record_loses_all_its_records_past_the_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        tick_ms: 3_600_000,
+        ..StoreConfig::default()
+    };
+    let key = |f: &str| SeriesKey::new(sym("X"), f).expect("key");
+    let id = {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        let id = store.enqueue(job("x")).expect("enqueue").id();
+        let l = store.claim(1).expect("claim").remove(0);
+        let results = vec![
+            (key("out"), series(vec![7.5; 4096])),
+            (key("@state"), series(vec![9.25; 4096])),
+        ];
+        store.complete(l.token, results).expect("complete");
+        store.simulate_power_loss(false).expect("power loss");
+        id
+    };
+    // Only the output's bytes are damaged; the state's are intact.
+    let needle = 7.5f64.to_le_bytes();
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(dir.path().join("vlog")).expect("vlog") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read");
+        if let Some(at) = bytes.windows(8).position(|w| w == needle) {
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, bytes).expect("write");
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1);
+    let store = Store::open(dir.path(), relaxed).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (2, 1), "{r:?}");
+    assert!(store.series(&key("out")).expect("read").is_none());
+    assert!(
+        store.series(&key("@state")).expect("read").is_none(),
+        "the state must not outlive the outputs it belongs to"
+    );
+    assert_eq!(
+        store.job(id).expect("read").expect("job").state,
+        JobState::Queued
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+fn fs_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("vlog")).expect("vlog").count()
+}
+
+#[test]
+fn failed_commit_poisons_the_store_until_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store.enqueue(job("kept")).expect("enqueue");
+        store.inject_commit_failure().expect("inject");
+        let e = store.enqueue(job("lost")).expect_err("commit fails");
+        assert!(matches!(e, StoreError::Poisoned { .. }), "{e}");
+        let again = store.enqueue(job("refused")).expect_err("poisoned");
+        assert!(
+            again.to_string().contains("injected write failure"),
+            "{again}"
+        );
+        assert!(store.poisoned().is_some());
+        assert!(store.claim(1).is_err());
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert!(store.poisoned().is_none());
+    assert_eq!(store.stats().expect("stats").count(JobState::Queued), 1);
+    store.enqueue(job("works")).expect("writes work again");
+}
+
+#[test]
+fn format_version_mismatch_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path(), StoreConfig::default()).expect("open"));
+    std::fs::write(dir.path().join(kiln_store::FORMAT_FILE), "kiln-store 999\n").expect("write");
+    let e = Store::open(dir.path(), StoreConfig::default())
+        .expect_err("mismatch")
+        .to_string();
+    assert!(
+        e.contains("format version kiln-store 999")
+            && e.contains(&format!("reads version {}", kiln_store::FORMAT_VERSION)),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_foreign_non_empty_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("notes.txt"), "mine").expect("write");
+    let e = Store::open(dir.path(), StoreConfig::default())
+        .expect_err("foreign")
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+}
+
+#[test]
+fn a_directory_whose_creation_a_crash_interrupted_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join(format!("{}.tmp", kiln_store::FORMAT_FILE));
+    std::fs::write(&tmp, "kiln-st").expect("write");
+    std::fs::write(dir.path().join("LOCK"), "").expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    store.enqueue(job("a")).expect("enqueue");
+    assert!(!tmp.exists(), "the half-written format file is replaced");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(kiln_store::FORMAT_FILE)).expect("read"),
+        format!("kiln-store {}\n", kiln_store::FORMAT_VERSION)
+    );
+}
+
+#[test]
+fn a_newest_segment_a_crash_left_without_its_header_is_discarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SeriesKey::new(sym("A"), "big").expect("key");
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        store.enqueue(job("a")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let values = (0..1000).map(f64::from).collect();
+        store
+            .complete(lease.token, vec![(key.clone(), series(values))])
+            .expect("complete");
+    }
+    let vlog = dir.path().join("vlog");
+    for (name, bytes) in [
+        // A segment created in place and cut before its header was whole,
+        // and one whose creation in a temporary file was cut.
+        ("0000000002.seg", &b"KILNV"[..]),
+        ("0000000003.seg.tmp", &[0u8; 16][..]),
+    ] {
+        std::fs::write(vlog.join(name), bytes).expect("write");
+    }
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        assert_eq!(store.recovery_report().vlog.removed_segments, 2);
+        let view = store.series(&key).expect("read").expect("kept");
+        assert_eq!(view.values()[999], 999.0);
+        store.enqueue(job("b")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let values = (0..1000).map(|i| f64::from(i) * 2.0).collect();
+        let other = SeriesKey::new(sym("B"), "big").expect("key");
+        store
+            .complete(lease.token, vec![(other, series(values))])
+            .expect("complete");
+        assert!(store.check().expect("check").problems.is_empty());
+    }
+    // A newest segment with a whole header of another program is not
+    // kiln's to keep either.
+    std::fs::write(vlog.join("0000000009.seg"), [0xabu8; 16]).expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen again");
+    assert_eq!(store.recovery_report().vlog.removed_segments, 1);
+    let other = SeriesKey::new(sym("B"), "big").expect("key");
+    assert_eq!(
+        store.series(&other).expect("read").expect("kept").values()[999],
+        1998.0
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn compaction_moves_live_series_and_deletes_sparse_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        segment_bytes_max: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    let key = |i: usize| SeriesKey::new(sym(&format!("S{i}")), "sma(5)").expect("key");
+    // 20 series of 16 KB fill several 64 KB segments; then overwrite most.
+    for round in 0..2 {
+        for i in 0..20 {
+            if round == 1 && i % 5 == 0 {
+                continue;
+            }
+            store.enqueue(job("a")).expect("e");
+            let lease = store.claim(1).expect("claim").remove(0);
+            let v = vec![(round * 100 + i) as f64; 2000];
+            store
+                .complete(lease.token, vec![(key(i), series(v))])
+                .expect("complete");
+        }
+    }
+    let segments_before = std::fs::read_dir(dir.path().join("vlog"))
+        .expect("ls")
+        .count();
+    let report = store.compact().expect("compact");
+    assert!(report.removed_segments > 0, "{report:?}");
+    let segments_after = std::fs::read_dir(dir.path().join("vlog"))
+        .expect("ls")
+        .count();
+    assert!(
+        segments_after < segments_before,
+        "{segments_before} -> {segments_after}"
+    );
+    for i in 0..20 {
+        let want = if i % 5 == 0 { i } else { 100 + i } as f64;
+        let view = store.series(&key(i)).expect("read").expect("kept");
+        assert!(view.values().iter().all(|&v| v == want), "S{i}");
+    }
+    assert!(store.check().expect("check").problems.is_empty());
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        store.series(&key(3)).expect("read").expect("kept").values()[0],
+        103.0
+    );
+}
+
+/// Stores one 1000-value series (so it goes to the value log) in a store at
+/// `dir`, closes it, and returns the key and the segment file.
+fn store_one_large_series(dir: &std::path::Path) -> (SeriesKey, std::path::PathBuf) {
+    let key = SeriesKey::new(sym("A"), "sma(5)").expect("key");
+    let store = Store::open(dir, StoreConfig::default()).expect("open");
+    store.enqueue(job("a")).expect("e");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
+        .expect("complete");
+    let seg = std::fs::read_dir(dir.join("vlog"))
+        .expect("ls")
+        .next()
+        .expect("one segment")
+        .expect("entry")
+        .path();
+    (key, seg)
+}
+
+#[test]
+fn unindexed_value_log_tail_is_truncated_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, seg) = store_one_large_series(dir.path());
+    let len = std::fs::metadata(&seg).expect("stat").len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
+    std::io::Write::write_all(&mut f, &[7u8; 1000]).expect("append garbage");
+    drop(f);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(store.recovery_report().vlog.truncated_bytes, 1000);
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), len);
+    assert_eq!(
+        store.series(&key).expect("read").expect("kept").values(),
+        &[1.0; 1000]
+    );
+}
+
+#[test]
+fn corrupted_series_bytes_are_reported_not_returned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, seg) = store_one_large_series(dir.path());
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let last = bytes.len() - 40;
+    bytes[last] ^= 0xff;
+    std::fs::write(&seg, bytes).expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let e = store.series(&key).expect_err("corrupt").to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    assert_eq!(store.check().expect("check").problems.len(), 1);
+}
+
+#[test]
+fn second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let e = Store::open(dir.path(), StoreConfig::default())
+        .expect_err("locked")
+        .to_string();
+    assert!(e.contains("another kiln"), "{e}");
+}
+
+#[test]
+fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let vlog_bytes = || -> u64 {
+        std::fs::read_dir(dir.path().join("vlog"))
+            .expect("ls")
+            .map(|e| e.expect("entry").metadata().expect("stat").len())
+            .sum()
+    };
+    let empty = vlog_bytes();
+    let small = SeriesKey::new(sym("A"), "rsi(14)").expect("key");
+    let large = SeriesKey::new(sym("A"), "sma(200)").expect("key");
+    store.enqueue(job("a")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(small.clone(), series(vec![0.5; 16]))])
+        .expect("complete");
+    assert_eq!(vlog_bytes(), empty, "a 16-value series is kept inline");
+    store.enqueue(job("b")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![(large.clone(), series(vec![0.25; 2000]))])
+        .expect("complete");
+    assert!(
+        vlog_bytes() >= empty + 16_000,
+        "a 2000-value series goes to the value log"
+    );
+    assert_eq!(
+        store
+            .series(&small)
+            .expect("read")
+            .expect("stored")
+            .values(),
+        &[0.5; 16]
+    );
+    assert_eq!(
+        store
+            .series(&large)
+            .expect("read")
+            .expect("stored")
+            .values(),
+        &[0.25; 2000][..]
+    );
+    assert_eq!(
+        store.series_keys(&sym("A")).expect("keys"),
+        vec![small, large]
+    );
+}
+
+#[test]
+fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let id = store.enqueue(job("kept")).expect("enqueue").id();
+    drop(store);
+    // What a kill between sled's snapshot write and its rename leaves: a
+    // `.generating` file that sorts after every complete snapshot.
+    let partial = dir
+        .path()
+        .join("sled")
+        .join("snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&partial, b"half a snapshot").expect("write");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(store.recovery_report().partial_snapshots_removed, 1);
+    assert!(!partial.exists());
+    assert_eq!(
+        store.job(id).expect("job").map(|j| j.state),
+        Some(JobState::Queued)
+    );
+}
+
+#[test]
+fn a_checkpoint_stores_results_and_keeps_the_job_running_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let id = store
+        .enqueue(job("A").symbols(vec![sym("A")]))
+        .expect("enqueue")
+        .id();
+    let l = store.claim(1).expect("claim").remove(0);
+    let key = SeriesKey::new(Symbol::new("A").expect("symbol"), "sma(3)").expect("key");
+    store
+        .checkpoint(
+            l.token,
+            vec![(key.clone(), series((0..5).map(f64::from).collect()))],
+        )
+        .expect("checkpoint");
+    assert_eq!(
+        store.job(id).expect("job").map(|j| j.state),
+        Some(JobState::Running)
+    );
+    assert_eq!(
+        store.series(&key).expect("read").map(|v| v.values().len()),
+        Some(5)
+    );
+    assert!(
+        store.events(0, 10).expect("events").is_empty(),
+        "no outcome yet"
+    );
+    // Survives a restart; the job is requeued with its checkpoint kept.
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        store.series(&key).expect("read").map(|v| v.values().len()),
+        Some(5)
+    );
+    let again = store.claim(1).expect("claim").remove(0);
+    // The old lease is gone.
+    let e = store.checkpoint(l.token, vec![]).expect_err("stale lease");
+    assert!(matches!(e, StoreError::LeaseLost { .. }), "{e}");
+    store.complete(again.token, vec![]).expect("complete");
+    assert_eq!(
+        store.job(id).expect("job").map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+}
