@@ -6,7 +6,8 @@
 use kiln::store::prelude::*;
 use std::path::Path;
 
-use kiln::engine::{Engine, EngineConfig};
+use kiln::config::Config;
+use kiln::engine::Engine;
 use kiln::features::spec::parse_list;
 use kiln::market::{IngestOptions, parse_map};
 use kiln::store::{Priority, Symbol};
@@ -14,7 +15,7 @@ use kiln::store::{Priority, Symbol};
 /// The example, callable from a test.
 pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let engine = Engine::open(dir.path(), EngineConfig::default())?;
+    let engine = Engine::open(dir.path(), Config::default())?;
 
     // Bars in: the real sample names its columns Ticker and Date.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/stocks-5-daily.csv.gz");

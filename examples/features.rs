@@ -3,8 +3,8 @@
 //!
 //! Run: `cargo run --release --example features`
 
-use kiln::features::bench::synthetic_universe;
 use kiln::features::{Bars, FeatureError, OwnedBars, Plan, compute_batch};
+use kiln::market::synth::owned_bars;
 
 fn main() -> Result<(), FeatureError> {
     let plan = Plan::parse(&[
@@ -14,7 +14,7 @@ fn main() -> Result<(), FeatureError> {
         "rsi(14)",
         "vwap(20)",
     ])?;
-    let universe = synthetic_universe(4, 500, 1);
+    let universe = owned_bars(4, 500, 1);
     let views: Vec<Bars<'_>> = universe.iter().map(OwnedBars::view).collect();
 
     // Full history of every symbol, in parallel on rayon.

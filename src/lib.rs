@@ -3,19 +3,24 @@
 //! - [`features`]: the indicator catalog, TA-Lib-exact kernels, the plan
 //!   that computes shared intermediates once, incremental continuation and
 //!   parallel batches.
-//! - [`store`]: the durable job queue and result store (the `kiln-store`
-//!   crate, re-exported).
 //! - [`market`]: ingest of OHLCV bars from CSV, Arrow IPC and Parquet with
 //!   validation, export, and the synthetic universe.
-//! - [`engine`]: jobs to stored features: submit, run, refresh.
+//! - [`engine`]: jobs to stored features: submit, run, refresh, read, over
+//!   any storage backend (`kiln-core`'s traits).
+//! - [`api`]: the HTTP service over an engine.
+//! - [`config`]: every key of the configuration, declared once.
+//! - [`store`]: the embedded backend (the `kiln-store` crate, re-exported).
 //! - [`bench`]: the measurements behind `kiln bench …`.
 //!
-//! The HTTP API comes with later work.
+//! `ARCHITECTURE.md` at the repository's root maps how they fit together.
 
 pub mod api;
-pub mod bench;
+
+pub mod config;
 pub mod engine;
 pub mod features;
+pub mod json;
 pub mod market;
+pub mod sys;
 
 pub use kiln_store as store;

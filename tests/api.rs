@@ -8,13 +8,13 @@
 use kiln::store::prelude::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln::api::{self, App};
-use kiln::engine::{Engine, EngineConfig};
+use kiln::api::{self, App, Service};
+use kiln::config::{Config, EngineConfig, ServeConfig};
+use kiln::engine::Engine;
 use kiln::market::{IngestOptions, parse_map};
-use kiln::store::{JobQueue, NewJob, Symbol};
+use kiln::store::{NewJob, Priority, Symbol};
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -23,29 +23,22 @@ const SAMPLE: &str = concat!(
 
 struct Server {
     addr: SocketAddr,
-    app: Arc<App>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    service: Service,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = self.app.stop_runner();
+impl Server {
+    fn app(&self) -> &App {
+        self.service.app()
     }
 }
 
-/// A server over the bundled sample (five real symbols), with or without a
-/// dispatcher working the queue.
-fn server(config: EngineConfig, runner: bool) -> Server {
+/// A server over the bundled sample (five real symbols), as `kiln serve`
+/// starts it; without `running`, every priority is paused, so the runner
+/// leaves the queue as requests fill it.
+fn server(config: Config, running: bool) -> Server {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path(), config).expect("open");
+    let engine = Engine::open(dir.path(), config.clone()).expect("open");
     let opts = IngestOptions {
         map: parse_map("Ticker=symbol,Date=ts").expect("map"),
         ..IngestOptions::default()
@@ -53,33 +46,17 @@ fn server(config: EngineConfig, runner: bool) -> Server {
     engine
         .ingest(&[SAMPLE.into()], &opts, &mut |_| {})
         .expect("ingest");
-    let runner = runner.then(|| engine.spawn_runner().expect("runner"));
-    let app = App::new(engine, runner);
+    if !running {
+        for p in Priority::ALL {
+            engine.store().set_paused(p, true).expect("pause");
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = Arc::clone(&app);
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            api::serve(listener, served, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-    });
+    let service = Service::start(engine, config.serve, listener, std::future::pending())
+        .expect("start the service");
     Server {
-        addr,
-        app,
-        stop: Some(stop),
-        thread: Some(thread),
+        addr: service.addr(),
+        service,
         _dir: dir,
     }
 }
@@ -215,7 +192,7 @@ fn wait_succeeded(addr: SocketAddr, id: u64) {
 
 #[test]
 fn every_documented_route_is_served() {
-    let s = server(EngineConfig::default(), true);
+    let s = server(Config::default(), true);
     let doc = get(s.addr, "/openapi.json").json();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().expect("paths");
@@ -283,7 +260,7 @@ fn events_head(addr: SocketAddr, target: &str) -> Reply {
 #[test]
 fn a_missing_feature_is_computed_once_then_served() {
     // No dispatcher yet: concurrent requests all get the same job.
-    let s = server(EngineConfig::default(), false);
+    let s = server(Config::default(), false);
     let target = "/v1/features/MSFT/macd(12,26,9)?tail=5";
     let ids: Vec<u64> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -307,7 +284,7 @@ fn a_missing_feature_is_computed_once_then_served() {
     );
     drop(s);
 
-    let s = server(EngineConfig::default(), true);
+    let s = server(Config::default(), true);
     let first = get(s.addr, target);
     assert_eq!(first.status, 202);
     let id = first.json()["job_id"].as_u64().expect("id");
@@ -334,7 +311,7 @@ fn a_missing_feature_is_computed_once_then_served() {
     // The values are the stored series' last five, bit for bit.
     let msft = Symbol::new("MSFT").expect("symbol");
     let stored = s
-        .app
+        .app()
         .engine()
         .feature(&msft, "macd(12,26,9).signal")
         .expect("read")
@@ -348,7 +325,7 @@ fn a_missing_feature_is_computed_once_then_served() {
         .collect();
     assert_eq!(got, want);
     let bars = s
-        .app
+        .app()
         .engine()
         .store()
         .bars(&msft, ..)
@@ -401,7 +378,7 @@ fn a_missing_feature_is_computed_once_then_served() {
 
 #[test]
 fn a_series_reads_as_an_arrow_stream() {
-    let s = server(EngineConfig::default(), true);
+    let s = server(Config::default(), true);
     let first = get(s.addr, "/v1/features/AAPL/rsi(14)");
     wait_succeeded(s.addr, first.json()["job_id"].as_u64().expect("id"));
     let r = request(
@@ -428,13 +405,13 @@ fn a_series_reads_as_an_arrow_stream() {
 
 #[test]
 fn hostile_input_gets_a_json_error_never_a_500() {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             body_bytes_max: 4096,
             batch_symbols_max: 3,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(config, false);
     let batch = "/v1/compute/batch";
@@ -591,7 +568,7 @@ fn hostile_input_gets_a_json_error_never_a_500() {
 
 #[test]
 fn jobs_are_shown_and_queued_ones_cancelled() {
-    let s = server(EngineConfig::default(), false);
+    let s = server(Config::default(), false);
     let r = post_json(
         s.addr,
         "/v1/compute/batch",
@@ -614,12 +591,12 @@ fn jobs_are_shown_and_queued_ones_cancelled() {
 
 #[test]
 fn a_token_guards_every_route_but_health() {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             token: Some("s3cret-token".into()),
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(config, true);
     assert_eq!(get(s.addr, "/health").status, 200);
@@ -658,13 +635,13 @@ fn a_token_guards_every_route_but_health() {
 
 #[test]
 fn a_client_over_its_request_rate_gets_429_with_retry_after() {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             requests_per_s: 0.5,
             requests_burst: 3.0,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(config, false);
     for _ in 0..3 {
@@ -677,15 +654,18 @@ fn a_client_over_its_request_rate_gets_429_with_retry_after() {
 
 #[test]
 fn health_turns_degraded_past_the_queue_bound_and_unhealthy_when_poisoned() {
-    let config = EngineConfig {
-        admit_depth_max: 2,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            admit_depth_max: 2,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let s = server(config, false);
     let v = get(s.addr, "/health").json();
     assert_eq!(v["status"], "healthy", "{v}");
     // Past the bound (the store's own enqueue does not ask admission).
-    let store = s.app.engine().store();
+    let store = s.app().engine().store();
     for i in 0..3 {
         store
             .enqueue(
@@ -724,7 +704,7 @@ fn health_turns_degraded_past_the_queue_bound_and_unhealthy_when_poisoned() {
 
 #[test]
 fn events_stream_and_resume_from_the_last_event_id() {
-    let s = server(EngineConfig::default(), true);
+    let s = server(Config::default(), true);
     let r = post_json(
         s.addr,
         "/v1/compute/batch",
@@ -769,7 +749,7 @@ fn events_stream_and_resume_from_the_last_event_id() {
 
 #[test]
 fn bars_posted_as_csv_are_ingested_all_or_nothing() {
-    let s = server(EngineConfig::default(), true);
+    let s = server(Config::default(), true);
     let good = "symbol,ts,open,high,low,close,volume\nNEWCO,2024-01-02,10,11,9,10.5,1000\nNEWCO,2024-01-03,10.5,12,10,11.5,1200\n";
     let r = request(
         s.addr,
@@ -840,12 +820,12 @@ fn start_slow_upload(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_bar_upload_past_the_bound_gets_429_until_one_ends() {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             bars_uploads_max: 1,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(config, false);
     let good = "symbol,ts,open,high,low,close,volume\nNEWCO,2024-01-02,10,11,9,10.5,1000\n";
@@ -874,13 +854,13 @@ fn a_bar_upload_past_the_bound_gets_429_until_one_ends() {
 
 #[test]
 fn a_stalled_bar_upload_is_cut_off_and_uploads_can_be_turned_off() {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             bars_body_seconds_max: 1,
             bars_body_bytes_max: 64,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(config, false);
     let mut slow = start_slow_upload(s.addr);
@@ -895,12 +875,12 @@ fn a_stalled_bar_upload_is_cut_off_and_uploads_can_be_turned_off() {
     let r = request(s.addr, "POST", "/v1/bars", &[], &[b'x'; 100]);
     assert!(r.error(413).contains("bars_body_bytes_max"));
 
-    let off = EngineConfig {
-        serve: api::ServeConfig {
+    let off = Config {
+        serve: ServeConfig {
             bars_uploads_max: 0,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let s = server(off, false);
     let r = request(s.addr, "POST", "/v1/bars", &[], b"symbol,ts\n");

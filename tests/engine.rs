@@ -6,7 +6,8 @@
 use kiln::store::prelude::*;
 use std::path::{Path, PathBuf};
 
-use kiln::engine::{Engine, EngineConfig};
+use kiln::config::{Config, EngineConfig};
+use kiln::engine::Engine;
 use kiln::features::{Bars, Plan, spec::parse_list};
 use kiln::market::{IngestOptions, parse_map};
 use kiln::store::{BarColumns, JobQueue, JobState, NewJob, Priority, ResultStore, Store, Symbol};
@@ -65,7 +66,7 @@ fn assert_stored_equals_direct(engine: &Engine, symbol: &str, plan: &Plan) {
 #[test]
 fn submitted_features_are_stored_equal_to_a_direct_computation() {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
         .ingest(&[sample()], &sample_opts(), &mut |_| {})
         .expect("ingest");
@@ -122,7 +123,7 @@ fn cut_sample(dir: &Path, keep: impl Fn(usize) -> bool) -> PathBuf {
 #[test]
 fn new_bars_refresh_stored_features_incrementally_and_exactly() {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path().join("data"), EngineConfig::default()).expect("open");
+    let engine = Engine::open(dir.path().join("data"), Config::default()).expect("open");
     // AAPL is the first 3270 rows: ingest 3000 of them, compute, then the rest.
     let early = cut_sample(dir.path(), |i| i < 3000);
     engine
@@ -165,10 +166,13 @@ fn new_bars_refresh_stored_features_incrementally_and_exactly() {
 #[test]
 fn a_many_symbol_job_checkpoints_and_completes() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
-        job_symbols: 5,
-        checkpoint_symbols: 2,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            submit_job_symbols: 5,
+            checkpoint_symbols: 2,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let engine = Engine::open(dir.path(), config).expect("open");
     engine
@@ -191,7 +195,7 @@ fn a_many_symbol_job_checkpoints_and_completes() {
 #[test]
 fn bad_requests_and_bad_jobs_are_named() {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
         .ingest(&[sample()], &sample_opts(), &mut |_| {})
         .expect("ingest");
@@ -226,10 +230,16 @@ fn bad_requests_and_bad_jobs_are_named() {
     assert!(store.series_keys(&sym("GONE")).expect("keys").is_empty());
 }
 
+/// The integrity check's problems and stale series.
+fn check(engine: &Engine) -> (Vec<String>, u64) {
+    let (report, stale) = engine.check().expect("check");
+    (report.problems, stale)
+}
+
 #[test]
 fn warm_up_refreshes_what_went_stale_behind_the_engine() {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
         .ingest(&[sample()], &sample_opts(), &mut |_| {})
         .expect("ingest");
@@ -238,7 +248,7 @@ fn warm_up_refreshes_what_went_stale_behind_the_engine() {
         .submit(&[sym("IBM")], &specs, Priority::Normal)
         .expect("submit");
     engine.run_until_idle(&mut |_| {}).expect("run");
-    assert_eq!(engine.check_results().expect("check"), (vec![], 0));
+    assert_eq!(check(&engine), (vec![], 0));
     // New bars through the store directly: no refresh is queued for them.
     let bars = engine
         .store()
@@ -251,20 +261,20 @@ fn warm_up_refreshes_what_went_stale_behind_the_engine() {
     let src = session.source("direct");
     session.stage(&sym("IBM"), src, &next, &[]).expect("stage");
     session.commit(&mut |_| Ok(())).expect("commit");
-    let (problems, stale) = engine.check_results().expect("check");
+    let (problems, stale) = check(&engine);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(stale, 3, "two outputs and the saved state");
     assert_eq!(engine.warm_up().expect("warm up").len(), 1);
     let report = engine.run_until_idle(&mut |_| {}).expect("run");
     assert_eq!(report.continued, 1);
-    assert_eq!(engine.check_results().expect("check"), (vec![], 0));
+    assert_eq!(check(&engine), (vec![], 0));
     assert_stored_equals_direct(&engine, "IBM", &Plan::new(&specs));
 }
 
 #[test]
 fn non_finite_bars_staged_through_the_library_end_the_job_naming_symbol_and_bar() {
     let dir = tempfile::tempdir().expect("dir");
-    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
     // The store's own session checks order, not values: a NaN gets in.
     let mut cols = kiln::market::synth::universe(1, 30, 9).remove(0).1;
     cols.close[17] = f64::NAN;

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::engine::{Engine, EngineConfig};
-use kiln::features::bench::bench_plan;
+use kiln::config::{Config, EngineConfig};
+use kiln::engine::Engine;
 use kiln::features::spec::parse_list;
+use kiln::features::standard_plan;
 use kiln::market::synth;
 use kiln::store::{JobState, Priority, QueueConfig, Store, StoreConfig, Symbol};
 
@@ -96,23 +97,26 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
             },
             ..StoreConfig::default()
         };
-        let config = EngineConfig {
+        let config = Config {
             store: patient,
-            ..EngineConfig::default()
+            ..Config::default()
         };
         let engine = Engine::open(&base, config.clone()).expect("open");
         engine
             .ingest_columns("synthetic", &universe)
             .expect("ingest");
-        let plan = bench_plan().expect("plan");
+        let plan = standard_plan().expect("plan");
         engine
             .submit(&symbols, plan.specs(), Priority::Normal)
             .expect("submit one-symbol jobs");
         drop(engine);
         let many = Engine::open(
             &base,
-            EngineConfig {
-                job_symbols: 12,
+            Config {
+                engine: EngineConfig {
+                    submit_job_symbols: 12,
+                    ..config.engine.clone()
+                },
                 ..config
             },
         )

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use kiln::config::{Config, EngineConfig};
 use kiln::engine::guard::BreakerState;
-use kiln::engine::{Engine, EngineConfig, EngineError, RunObserver, run_reopening};
+use kiln::engine::{Engine, EngineError, RunObserver, run_reopening};
 use kiln::features::spec::parse_list;
 use kiln::market::synth;
 use kiln::store::{JobState, Priority, QueueConfig, RetryPolicy, Store, StoreConfig, Symbol};
 
-fn engine(dir: &Path, config: EngineConfig, symbols: usize) -> (Engine, Vec<Symbol>) {
+fn engine(dir: &Path, config: Config, symbols: usize) -> (Engine, Vec<Symbol>) {
     let engine = Engine::open(dir, config).expect("open");
     let universe = synth::universe(symbols, 50, 3);
     engine
@@ -25,10 +26,13 @@ fn engine(dir: &Path, config: EngineConfig, symbols: usize) -> (Engine, Vec<Symb
 #[test]
 fn a_client_over_its_rate_is_refused_with_a_retry_hint() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
-        submit_symbols_per_s: 1.0,
-        submit_burst_symbols: 3.0,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            submit_symbols_per_s: 1.0,
+            submit_burst_symbols: 3.0,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let (engine, symbols) = engine(dir.path(), config, 5);
     let specs = parse_list("sma(3)").expect("specs");
@@ -58,9 +62,12 @@ fn a_client_over_its_rate_is_refused_with_a_retry_hint() {
 #[test]
 fn a_deep_queue_refuses_submissions_instead_of_growing() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
-        admit_depth_max: 4,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            admit_depth_max: 4,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let (engine, symbols) = engine(dir.path(), config, 6);
     let specs = parse_list("sma(3)").expect("specs");
@@ -92,10 +99,13 @@ fn a_deep_queue_refuses_submissions_instead_of_growing() {
 #[test]
 fn store_outages_open_the_breaker_and_it_shows() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
-        breaker_failures: 2,
-        breaker_recovery_ms: 60_000,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            breaker_failures: 2,
+            breaker_recovery_ms: 60_000,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let (engine, symbols) = engine(dir.path(), config, 3);
     let specs = parse_list("sma(3)").expect("specs");
@@ -121,14 +131,18 @@ fn store_outages_open_the_breaker_and_it_shows() {
 #[test]
 fn metrics_count_what_a_run_did() {
     let dir = tempfile::tempdir().expect("dir");
-    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 4);
+    let (engine, symbols) = engine(dir.path(), Config::default(), 4);
     let specs = parse_list("rsi(3)").expect("specs");
     engine
         .submit(&symbols, &specs, Priority::High)
         .expect("submit");
     engine.run_until_idle(&mut |_| {}).expect("run");
-    engine.read_feature(&symbols[0], "rsi(3)").expect("read");
-    engine.read_feature(&symbols[0], "rsi(4)").expect("read");
+    for label in ["rsi(3)", "rsi(4)"] {
+        engine
+            .read_features(&symbols[0], &[label.to_owned()])
+            .expect("read")
+            .expect("bars");
+    }
     let m = engine.metrics();
     for line in [
         "kiln_jobs_total{status=\"succeeded\",priority=\"high\"} 4\n",
@@ -148,7 +162,7 @@ fn sigint_stops_a_worker_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let symbols = {
-        let (engine, symbols) = engine(&data, EngineConfig::default(), 300);
+        let (engine, symbols) = engine(&data, Config::default(), 300);
         let specs = parse_list("sma(3),rsi(14),macd(12,26,9)").expect("specs");
         engine
             .submit(&symbols, &specs, Priority::Normal)
@@ -190,7 +204,7 @@ fn sigint_stops_a_worker_cleanly() {
 #[tokio::test]
 async fn async_submissions_and_a_background_runner() {
     let dir = tempfile::tempdir().expect("dir");
-    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 8);
+    let (engine, symbols) = engine(dir.path(), Config::default(), 8);
     let runner = engine.spawn_runner().expect("runner");
     let specs = parse_list("ema(5)").expect("specs");
     let jobs = engine
@@ -226,7 +240,7 @@ async fn async_submissions_and_a_background_runner() {
 #[test]
 fn a_store_failure_during_a_run_ends_it_with_the_error() {
     let dir = tempfile::tempdir().expect("dir");
-    let (engine, symbols) = engine(dir.path(), EngineConfig::default(), 40);
+    let (engine, symbols) = engine(dir.path(), Config::default(), 40);
     let specs = parse_list("sma(3),rsi(5)").expect("specs");
     engine
         .submit(&symbols, &specs, Priority::Normal)
@@ -239,7 +253,7 @@ fn a_store_failure_during_a_run_ends_it_with_the_error() {
     );
     // Reopening recovers: the jobs run.
     drop(engine);
-    let engine = Engine::open(dir.path(), EngineConfig::default()).expect("reopen");
+    let engine = Engine::open(dir.path(), Config::default()).expect("reopen");
     let report = engine.run_until_idle(&mut |_| {}).expect("run");
     assert_eq!(
         engine
@@ -255,7 +269,7 @@ fn a_store_failure_during_a_run_ends_it_with_the_error() {
 #[test]
 fn a_read_failure_fails_only_its_job_which_retries_then_ends_dead() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
+    let config = Config {
         store: StoreConfig {
             queue: QueueConfig {
                 attempts_max: 3,
@@ -267,7 +281,7 @@ fn a_read_failure_fails_only_its_job_which_retries_then_ends_dead() {
             },
             ..StoreConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let (engine, symbols) = engine(dir.path(), config.clone(), 8);
     // Corrupt one stored close price of the fourth symbol in the value log.
@@ -341,9 +355,12 @@ impl RunObserver for Recorder {
 #[test]
 fn a_worker_reopens_the_store_after_a_write_failure_and_finishes() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EngineConfig {
-        breaker_recovery_ms: 10,
-        ..EngineConfig::default()
+    let config = Config {
+        engine: EngineConfig {
+            breaker_recovery_ms: 10,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
     };
     let (engine, symbols) = engine(dir.path(), config, 40);
     let specs = parse_list("sma(3),rsi(5)").expect("specs");

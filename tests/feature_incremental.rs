@@ -204,8 +204,8 @@ proptest! {
 
 #[test]
 fn bar_by_bar_continuation_of_the_benchmark_set_equals_full_compute() {
-    let plan = kiln::features::bench::bench_plan().unwrap();
-    let u = kiln::features::bench::synthetic_universe(1, 400, 3);
+    let plan = kiln::features::standard_plan().unwrap();
+    let u = kiln::market::synth::owned_bars(1, 400, 3);
     let b = &u[0];
     let s = Series {
         cols: [
@@ -229,7 +229,7 @@ fn sample_state() -> (Plan, Vec<u8>) {
         "obv",
     ])
     .unwrap();
-    let u = kiln::features::bench::synthetic_universe(1, 50, 9);
+    let u = kiln::market::synth::owned_bars(1, 50, 9);
     let mut state = plan.new_state();
     let mut frame = plan.new_frame();
     plan.advance(&mut state, u[0].view(), &mut frame).unwrap();

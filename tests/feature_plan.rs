@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use kiln::features::bench::{bench_plan, synthetic_universe};
+use kiln::features::standard_plan;
 use kiln::features::{
     Bars, FeatureError, OwnedBars, Plan, compute_batch, compute_batch_async, compute_batch_into,
 };
+use kiln::market::synth::owned_bars;
 
 #[test]
 fn sma_and_bbands_middle_share_one_node() {
@@ -84,7 +85,7 @@ fn natr_shares_the_atr_and_duplicates_are_computed_once() {
 
 #[test]
 fn benchmark_plan_has_twenty_outputs() {
-    let p = bench_plan().unwrap();
+    let p = standard_plan().unwrap();
     assert_eq!(p.output_labels().len(), 20);
     assert!(p.node_count() < 30);
 }
@@ -141,8 +142,8 @@ fn bits(frames: &[kiln::features::Frame]) -> Vec<Vec<Vec<u64>>> {
 
 #[test]
 fn batch_equals_per_symbol_computation() {
-    let plan = bench_plan().unwrap();
-    let u = synthetic_universe(17, 300, 5);
+    let plan = standard_plan().unwrap();
+    let u = owned_bars(17, 300, 5);
     let views: Vec<Bars<'_>> = u.iter().map(OwnedBars::view).collect();
     let want = per_symbol(&plan, &u);
     assert_eq!(bits(&compute_batch(&plan, &views).unwrap()), want);
@@ -156,8 +157,8 @@ fn batch_equals_per_symbol_computation() {
 
 #[test]
 fn batch_into_needs_one_frame_per_symbol() {
-    let plan = bench_plan().unwrap();
-    let u = synthetic_universe(2, 10, 5);
+    let plan = standard_plan().unwrap();
+    let u = owned_bars(2, 10, 5);
     let views: Vec<Bars<'_>> = u.iter().map(OwnedBars::view).collect();
     let mut frames = vec![plan.new_frame()];
     assert!(matches!(
@@ -171,8 +172,8 @@ fn batch_into_needs_one_frame_per_symbol() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn async_bridge_returns_the_batch_without_blocking_the_runtime() {
-    let plan = Arc::new(bench_plan().unwrap());
-    let u = synthetic_universe(9, 250, 6);
+    let plan = Arc::new(standard_plan().unwrap());
+    let u = owned_bars(9, 250, 6);
     let want = per_symbol(&plan, &u);
     let symbols: Arc<[OwnedBars]> = u.into();
     // On a single-threaded runtime, a concurrent task still runs while the batch computes
@@ -196,8 +197,8 @@ async fn async_bridge_reports_errors() {
 
 #[test]
 fn scratch_and_frames_reused_across_symbols_of_different_lengths_give_fresh_results() {
-    let plan = bench_plan().unwrap();
-    let mut u = synthetic_universe(3, 500, 8);
+    let plan = standard_plan().unwrap();
+    let mut u = owned_bars(3, 500, 8);
     u[1].truncate(120);
     let want = per_symbol(&plan, &u);
     let mut scratch = kiln::features::Scratch::default();

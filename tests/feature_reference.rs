@@ -6,8 +6,8 @@
 // A test reports failure by panicking; unwrap is the point here.
 #![allow(clippy::unwrap_used)]
 
-use kiln::features::bench::synthetic_universe;
 use kiln::features::{Bars, OwnedBars, Plan};
+use kiln::market::synth::owned_bars;
 
 fn close_enough(got: &[f64], want: &[f64]) -> Result<(), String> {
     assert_eq!(got.len(), want.len());
@@ -79,7 +79,7 @@ fn ref_vwap(h: &[f64], l: &[f64], c: &[f64], v: &[f64], n: usize) -> Vec<f64> {
 }
 
 fn universe() -> Vec<OwnedBars> {
-    let mut u = synthetic_universe(6, 700, 11);
+    let mut u = owned_bars(6, 700, 11);
     // Leading NaNs in some inputs only, and a price level far from 1.
     for x in u[1].close.iter_mut().take(4) {
         *x = f64::NAN;

@@ -120,6 +120,21 @@ impl JobState {
     }
 }
 
+impl std::str::FromStr for JobState {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "state",
+                    format!("{s:?}; use queued, running, succeeded, failed, dead or cancelled"),
+                )
+            })
+    }
+}
+
 /// A job to submit. Build with [`NewJob::new`] and the setters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewJob {
@@ -541,6 +556,10 @@ mod tests {
             assert_eq!(JobState::from_u8(s as u8), Some(s));
         }
         assert_eq!(JobState::from_u8(6), None);
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().expect("parse"), s);
+        }
+        assert!("done".parse::<JobState>().is_err());
     }
 
     #[test]

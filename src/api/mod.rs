@@ -1,19 +1,28 @@
 //! The HTTP service (`kiln serve`): an axum router over an [`Engine`] that
-//! runs in the same process (its runner works the queue on its own threads;
-//! handlers only read, or hand durable writes to tokio's blocking pool).
+//! runs in the same process (its runner works the queue on its own
+//! threads; handlers only read, or hand durable writes to tokio's blocking
+//! pool). [`Service::start`] is the one way to run it: `kiln serve`,
+//! `kiln bench http` and the API tests all start it so.
 //!
-//! This module owns the router, the shared [`App`] state, the guards every
-//! request passes (bearer token, per-client rate limit, body size) and the
-//! mapping of errors to JSON bodies `{"error": code, "detail": text}` with
-//! the right status. The handlers are in `handlers`, the OpenAPI document
-//! in `openapi`.
+//! This module owns the service, the shared [`App`] state, the router and
+//! the guards every request passes (per-client rate limit, bearer token,
+//! body size). The handlers are grouped by what they serve (`jobs`,
+//! `features`, `bars`, `status`); `error` maps errors to JSON bodies,
+//! `cache` keeps feature-read answers, `openapi` documents the routes.
 
+mod bars;
 mod cache;
-mod handlers;
+mod error;
+mod features;
+mod jobs;
 pub mod openapi;
+mod reply;
+mod status;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,68 +31,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kiln_store::{JobQueue, JobState, StoreError};
+use kiln_store::prelude::*;
+use kiln_store::{JobState, Store, Watermark};
 
+pub use error::ApiError;
+pub use features::ARROW_STREAM;
+
+use crate::config::ServeConfig;
 use crate::engine::guard::Admission;
 use crate::engine::{Engine, EngineError, Runner};
-
-/// The service's bounds and defaults (`kiln serve` flags and `[serve]`).
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-    /// Most symbols in one `POST /v1/compute/batch`.
-    pub batch_symbols_max: usize,
-    /// Largest request body, except `POST /v1/bars`.
-    pub body_bytes_max: usize,
-    /// Largest `POST /v1/bars` body.
-    pub bars_body_bytes_max: usize,
-    /// Most `POST /v1/bars` bodies read and ingested at once (each may hold
-    /// `bars_body_bytes_max` in memory); one more gets 429. 0 turns uploads
-    /// off (403).
-    pub bars_uploads_max: usize,
-    /// Most seconds a `POST /v1/bars` body may take to arrive (408 past it),
-    /// so a stalled upload cannot hold its place for good.
-    pub bars_body_seconds_max: u64,
-    /// Requests per second one client address may make (token bucket rate).
-    pub requests_per_s: f64,
-    /// Burst of requests one client address may make at once.
-    pub requests_burst: f64,
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            token: None,
-            batch_symbols_max: 1000,
-            body_bytes_max: 1 << 20,
-            bars_body_bytes_max: 256 << 20,
-            bars_uploads_max: 2,
-            bars_body_seconds_max: 120,
-            requests_per_s: 100_000.0,
-            requests_burst: 20_000.0,
-        }
-    }
-}
-
-/// What every handler shares.
-pub struct App {
-    engine: Engine,
-    config: ServeConfig,
-    limiter: Admission,
-    runner: Mutex<Option<Runner>>,
-    throughput: Mutex<Throughput>,
-    reads: cache::ReadCache,
-    /// Permits for `POST /v1/bars` bodies in flight (`bars_uploads_max`).
-    uploads: Arc<tokio::sync::Semaphore>,
-    /// Set when the server begins to shut down: event streams end.
-    closing: std::sync::atomic::AtomicBool,
-}
-
-/// The client a request is from (its address), for rate limits; the guard
-/// puts it on every request.
-#[derive(Clone, Debug)]
-pub struct ClientKey(pub String);
 
 /// Most feature outputs one read or submission may name.
 pub const OUTPUTS_MAX: usize = 64;
@@ -94,6 +50,35 @@ pub const VALUES_MAX: usize = 2_000_000;
 /// Bytes of feature-read answers kept (see `cache`).
 const READ_CACHE_BYTES: usize = 64 << 20;
 
+/// What every handler shares.
+pub struct App<B: Backend = Store> {
+    engine: Engine<B>,
+    config: ServeConfig,
+    limiter: Admission,
+    /// The queue's dispatcher, whose liveness `/health` reports.
+    runner: Mutex<Option<Runner>>,
+    throughput: Mutex<Throughput>,
+    reads: cache::ReadCache,
+    /// Permits for `POST /v1/bars` bodies in flight (`bars_uploads_max`).
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// The store's watermark and whether the service is closing, as one
+    /// broadcast: every event stream waits on it (one waiter on the store
+    /// for all of them, not a poll per connection).
+    news: tokio::sync::watch::Sender<News>,
+}
+
+/// What event streams wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct News {
+    watermark: Watermark,
+    closing: bool,
+}
+
+/// The client a request is from (its address), for rate limits; the guard
+/// puts it on every request.
+#[derive(Clone, Debug)]
+pub struct ClientKey(pub String);
+
 /// Jobs finished per second while there was work, for completion estimates.
 #[derive(Default)]
 struct Throughput {
@@ -101,23 +86,31 @@ struct Throughput {
     jobs_per_s: Option<f64>,
 }
 
-impl App {
-    /// The state for [`router`], bounded by the engine's `serve` config;
-    /// `runner` is the queue's dispatcher, whose liveness `/health` reports.
-    pub fn new(engine: Engine, runner: Option<Runner>) -> Arc<App> {
-        let config = engine.config().serve.clone();
-        let limiter = Admission::new(config.requests_per_s, config.requests_burst);
+impl<B: Backend> App<B> {
+    fn new(engine: Engine<B>, config: ServeConfig, runner: Runner) -> Arc<App<B>> {
+        let clock = engine.store().queue_config().clock.clone();
+        let limiter = Admission::new(config.requests_per_s, config.requests_burst, clock);
         let uploads = Arc::new(tokio::sync::Semaphore::new(upload_places(&config)));
+        let watermark = engine.store().watermark().unwrap_or_default();
+        let (news, _) = tokio::sync::watch::channel(News {
+            watermark,
+            closing: false,
+        });
         Arc::new(App {
             engine,
             config,
             limiter,
-            runner: Mutex::new(runner),
+            runner: Mutex::new(Some(runner)),
             throughput: Mutex::new(Throughput::default()),
             reads: cache::ReadCache::new(READ_CACHE_BYTES),
             uploads,
-            closing: std::sync::atomic::AtomicBool::new(false),
+            news,
         })
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Engine<B> {
+        &self.engine
     }
 
     /// One of the `bars_uploads_max` places for a `POST /v1/bars`, held
@@ -146,13 +139,8 @@ impl App {
         upload_places(&self.config).saturating_sub(self.uploads.available_permits())
     }
 
-    /// The engine underneath.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Stops the dispatcher, committing the batch in hand.
-    pub fn stop_runner(&self) -> Result<(), EngineError> {
+    fn stop_runner(&self) -> Result<(), EngineError> {
         let runner = self.runner.lock().ok().and_then(|mut r| r.take());
         match runner {
             Some(r) => r.stop().map(|_| ()),
@@ -160,12 +148,14 @@ impl App {
         }
     }
 
-    fn runner_alive(&self) -> Option<bool> {
-        let runner = self.runner.lock().ok()?;
-        runner.as_ref().map(Runner::is_running)
+    fn runner_alive(&self) -> bool {
+        self.runner
+            .lock()
+            .ok()
+            .is_some_and(|r| r.as_ref().is_some_and(Runner::is_running))
     }
 
-    /// Samples finished jobs; called once a second by [`serve`].
+    /// Samples finished jobs; called once a second by the service.
     fn sample_throughput(&self) {
         let Ok(stats) = self.engine.store().stats() else {
             return;
@@ -189,115 +179,24 @@ impl App {
     fn jobs_per_s(&self) -> Option<f64> {
         self.throughput.lock().ok().and_then(|t| t.jobs_per_s)
     }
-}
 
-/// An error as the API answers it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    detail: String,
-    retry_after_s: Option<u64>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error,
-            detail: detail.into(),
-            retry_after_s: None,
-        }
-    }
-
-    fn bad_request(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", detail)
-    }
-
-    fn not_found(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
-    }
-
-    fn too_many(detail: impl Into<String>, wait: Duration) -> Self {
-        ApiError {
-            retry_after_s: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
-        }
-    }
-
-    /// An extractor's rejection (bad path, query or body), with its status.
-    fn rejection(r: impl IntoResponse) -> Self {
-        let r = r.into_response();
-        let status = r.status();
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "bad_request"
-        };
-        ApiError::new(
-            status,
-            error,
-            status.canonical_reason().unwrap_or("rejected"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.error, "detail": self.detail}).to_string();
-        let mut r = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-        if let Some(s) = self.retry_after_s {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        r
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Refused {
-                reason,
-                retry_after_ms,
-            } => ApiError::too_many(reason, Duration::from_millis(retry_after_ms)),
-            EngineError::Store(s) => s.into(),
-            EngineError::Request(_) | EngineError::Spec(_) | EngineError::Market(_) => {
-                ApiError::bad_request(e.to_string())
+    /// Forwards the store's watermark to the event streams until the
+    /// service closes (a blocking loop: run it on a thread of its own).
+    fn forward_news(&self) {
+        let mut seen = self.news.borrow().watermark;
+        while !self.news.borrow().closing {
+            let Ok(now) = self
+                .engine
+                .store()
+                .wait_for_change(seen, Duration::from_millis(250))
+            else {
+                return;
+            };
+            if now != seen {
+                seen = now;
+                self.news.send_modify(|n| n.watermark = now);
             }
-            other => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                other.to_string(),
-            ),
         }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let status = match &e {
-            StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            StoreError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::UnknownJob(_) => StatusCode::NOT_FOUND,
-            StoreError::Poisoned { .. }
-            | StoreError::Closed
-            | StoreError::Io { .. }
-            | StoreError::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut err = ApiError::new(status, "store", e.to_string());
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            err.error = "queue_full";
-            err.retry_after_s = Some(1);
-        }
-        err
     }
 }
 
@@ -310,35 +209,43 @@ fn upload_places(config: &ServeConfig) -> usize {
 }
 
 /// The router with every route and guard.
-pub fn router(app: Arc<App>) -> Router {
+fn router<B: Backend>(app: Arc<App<B>>) -> Router {
     let body_limit = app.config.body_bytes_max;
     Router::new()
-        .route("/v1/compute/batch", post(handlers::compute_batch))
+        .route("/v1/compute/batch", post(jobs::compute_batch::<B>))
         .route(
             "/v1/jobs/{id}",
-            get(handlers::get_job).delete(handlers::cancel_job),
+            get(jobs::get_job::<B>).delete(jobs::cancel_job::<B>),
         )
-        .route("/v1/features/{symbol}", get(handlers::latest_features))
-        .route("/v1/features/{symbol}/{spec}", get(handlers::get_feature))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry_job::<B>))
+        .route("/v1/features/{symbol}", get(features::latest_features::<B>))
+        .route(
+            "/v1/features/{symbol}/{spec}",
+            get(features::get_feature::<B>),
+        )
         .route(
             "/v1/bars",
             // The handler bounds its body itself (`bars_body_bytes_max`).
-            post(handlers::post_bars),
+            post(bars::post_bars::<B>),
         )
-        .route("/v1/events", get(handlers::events))
-        .route("/health", get(handlers::health))
-        .route("/metrics", get(handlers::metrics))
-        .route("/openapi.json", get(handlers::openapi))
-        .fallback(handlers::no_route)
-        .method_not_allowed_fallback(handlers::no_method)
+        .route("/v1/events", get(status::events::<B>))
+        .route("/health", get(status::health::<B>))
+        .route("/metrics", get(status::metrics::<B>))
+        .route("/openapi.json", get(status::openapi))
+        .fallback(status::no_route)
+        .method_not_allowed_fallback(status::no_method)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard::<B>))
         .with_state(app)
 }
 
 /// Every request: the client address's token bucket (so guessing tokens is
 /// throttled too), then the bearer token (all routes but `/health`).
-async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+async fn guard<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -382,12 +289,116 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A running service: the API on its listener, the engine's runner working
+/// the queue, on threads of their own (a tokio runtime for the requests).
+pub struct Service<B: Backend = Store> {
+    app: Arc<App<B>>,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl<B: Backend> Service<B> {
+    /// Serves `engine` under `config` on `listener` until `shutdown`
+    /// resolves or [`Service::stop`] is called; meanwhile a runner works the
+    /// queue (its threads in the background with `background_idle`). On
+    /// the way out, event streams end, answers in flight are sent, and the
+    /// runner commits the batch in hand.
+    pub fn start(
+        engine: Engine<B>,
+        config: ServeConfig,
+        listener: std::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Service<B>, EngineError> {
+        let io = |what: &str, e: std::io::Error| EngineError::Internal(format!("{what}: {e}"));
+        let addr = listener.local_addr().map_err(|e| io("the listener", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io("the listener", e))?;
+        crate::engine::build_compute_pool(engine.config().background_idle);
+        let runner = engine.spawn_runner()?;
+        let app = App::new(engine, config, runner);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = Arc::clone(&app);
+        let thread = std::thread::Builder::new()
+            .name("kiln-service".into())
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    serve(listener, served, async move {
+                        tokio::select! {
+                            () = shutdown => {}
+                            _ = stopped => {}
+                        }
+                    })
+                    .await
+                })
+            })
+            .map_err(|e| io("start the service thread", e))?;
+        Ok(Service {
+            app,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (the engine, the upload places in use).
+    pub fn app(&self) -> &App<B> {
+        &self.app
+    }
+
+    /// Stops it now (as `shutdown` resolving would) and waits for the end.
+    pub fn stop(mut self) -> Result<(), EngineError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.finish()
+    }
+
+    /// Waits until `shutdown` resolves and the service has ended.
+    pub fn wait(mut self) -> Result<(), EngineError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), EngineError> {
+        let served = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the service thread panicked"))),
+            None => Ok(()),
+        };
+        // Stop claiming, commit the batch in hand.
+        let stopped = self.app.stop_runner();
+        served.map_err(|e| EngineError::Internal(format!("serving HTTP: {e}")))?;
+        stopped
+    }
+}
+
+impl<B: Backend> Drop for Service<B> {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.finish();
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, sampling the
-/// throughput behind completion estimates once a second.
-pub async fn serve(
+/// throughput behind completion estimates once a second and forwarding the
+/// store's news to the event streams.
+async fn serve<B: Backend>(
     listener: tokio::net::TcpListener,
-    app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    app: Arc<App<B>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sampler = {
         let app = Arc::clone(&app);
@@ -398,6 +409,10 @@ pub async fn serve(
                 app.sample_throughput();
             }
         })
+    };
+    let forwarder = {
+        let app = Arc::clone(&app);
+        tokio::task::spawn_blocking(move || app.forward_news())
     };
     use axum::serve::ListenerExt;
     // Answers go out at once, not after the client's delayed ACK.
@@ -410,15 +425,15 @@ pub async fn serve(
     let shutdown = async move {
         shutdown.await;
         // Event streams end, so the graceful shutdown does not wait on them.
-        closing
-            .closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        closing.news.send_modify(|n| n.closing = true);
     };
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     sampler.abort();
+    app.news.send_modify(|n| n.closing = true);
+    let _ = forwarder.await;
     served
 }
 

@@ -38,6 +38,18 @@ pub const ROUTES: &[Route] = &[
             (200, "cancelled"),
             (404, "no such job"),
             (409, "running or finished"),
+            (429, "rate limited (Retry-After)"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/jobs/{id}/retry",
+        "Queue a dead or cancelled job again, as a new job.",
+        &[
+            (202, "queued: {id, retried_as}"),
+            (404, "no such job"),
+            (409, "not dead or cancelled"),
+            (429, "rate limited or queue full (Retry-After)"),
         ],
     ),
     (

@@ -3,14 +3,22 @@
 use kiln_store::prelude::*;
 use std::io::Write;
 
-use kiln::engine::config::render;
-use kiln::store::{Durability, JobQueue, JobState, Priority};
+use kiln::config::render;
+use kiln::store::{JobState, Priority};
 
 use super::Ctx;
 
-pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<()> {
+/// `kiln stats`' options.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// Print Prometheus text metrics instead.
+    #[arg(long)]
+    metrics: bool,
+}
+
+pub fn stats(ctx: &Ctx, out: &mut dyn Write, a: StatsArgs) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    if metrics {
+    if a.metrics {
         write!(out, "{}", engine.metrics())?;
         return Ok(());
     }
@@ -19,10 +27,7 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
     let st = store.stats()?;
     let symbols = store.bar_symbols()?;
     let bars: u64 = symbols.iter().map(|(_, v)| v.bars).sum();
-    let durability = match store.config().durability {
-        Durability::Sync => "sync",
-        Durability::Relaxed => "relaxed",
-    };
+    let durability = store.config().durability.as_str();
     let depth = |p: Priority| st.depth(p);
     if ctx.json {
         let by_state: serde_json::Map<String, serde_json::Value> = JobState::ALL
@@ -66,11 +71,9 @@ pub fn stats(ctx: &Ctx, out: &mut impl Write, metrics: bool) -> anyhow::Result<(
     Ok(())
 }
 
-pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn check(ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    let mut report = engine.store().check()?;
-    let (results, stale) = engine.check_results()?;
-    report.problems.extend(results);
+    let (report, stale) = engine.check()?;
     if ctx.json {
         let v = serde_json::json!({
             "jobs": report.jobs, "series": report.series, "bar_chunks": report.bar_chunks,
@@ -107,7 +110,7 @@ pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn config(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn config(ctx: &Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
     write!(out, "{}", render(&ctx.config))?;
     Ok(())
 }

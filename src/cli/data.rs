@@ -1,27 +1,43 @@
 //! `kiln ingest`, `kiln export`, `kiln features`.
 
-use kiln_store::prelude::*;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kiln::market::export::ExportFormat;
-use kiln::market::{ExportOptions, Format, IngestOptions, OnError, TsUnit, format_iso};
+use kiln::engine::metrics::ReadResult;
+use kiln::market::{
+    ExportFormat, ExportOptions, Format, IngestOptions, OnError, TsUnit, format_iso,
+};
 use kiln::store::Symbol;
+use kiln::store::prelude::*;
 
-use super::Ctx;
+use super::{Ctx, choice};
 
 /// `kiln ingest`'s options.
+#[derive(clap::Args)]
 pub struct IngestArgs {
-    pub files: Vec<PathBuf>,
-    pub format: Option<Format>,
-    pub map: Option<String>,
-    pub ts_unit: Option<TsUnit>,
-    pub on_error: OnError,
-    pub report: Option<PathBuf>,
+    /// Input files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Input format (default: from the extension, else the first bytes).
+    #[arg(long, value_parser = choice::<Format>())]
+    format: Option<Format>,
+    /// Column renames, source=canonical, for example Ticker=symbol,Date=ts.
+    #[arg(long, value_name = "FROM=TO,...")]
+    map: Option<String>,
+    /// Unit of integer timestamps (default: detected from the first value:
+    /// below 1e11 seconds, then ms, us, ns).
+    #[arg(long, value_parser = choice::<TsUnit>())]
+    ts_unit: Option<TsUnit>,
+    /// reject: any invalid row rejects the ingest; skip: invalid rows go to --report.
+    #[arg(long, value_parser = choice::<OnError>(), default_value = "reject")]
+    on_error: OnError,
+    /// CSV file listing each skipped row (file, location, column, reason).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
-pub fn ingest(ctx: &Ctx, out: &mut impl Write, a: IngestArgs) -> anyhow::Result<()> {
+pub fn ingest(ctx: &Ctx, out: &mut dyn Write, a: IngestArgs) -> anyhow::Result<()> {
     if a.report.is_some() && a.on_error == OnError::Reject {
         anyhow::bail!("--report only applies with --on-error skip");
     }
@@ -74,26 +90,37 @@ pub fn ingest(ctx: &Ctx, out: &mut impl Write, a: IngestArgs) -> anyhow::Result<
     Ok(())
 }
 
-pub fn export(
-    ctx: &Ctx,
-    out: &mut impl Write,
+/// `kiln export`'s options.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_parser = choice::<ExportFormat>())]
     format: ExportFormat,
-    path: PathBuf,
+    /// Output file (written beside it first, then renamed into place).
+    #[arg(long)]
+    out: PathBuf,
+    /// Symbols to export, comma-separated (default: all).
+    #[arg(long, value_name = "A,B,...")]
     symbols: Option<String>,
+    /// Feature series to export instead of bars, e.g. "rsi(14),macd(12,26,9)".
+    #[arg(long)]
     features: Option<String>,
-) -> anyhow::Result<()> {
-    let symbols = symbols.as_deref().map(super::symbols).transpose()?;
-    let features = match features {
+}
+
+pub fn export(ctx: &Ctx, out: &mut dyn Write, a: ExportArgs) -> anyhow::Result<()> {
+    let symbols = a.symbols.as_deref().map(super::symbols).transpose()?;
+    let features = match a.features {
         Some(f) => kiln::features::spec::parse_list(&f)?,
         None => Vec::new(),
     };
     let engine = ctx.engine()?;
     let bar = ctx.progress_bar("export");
+    let path = a.out;
     let summary = kiln::market::export(
         engine.store(),
         &path,
         &ExportOptions {
-            format,
+            format: a.format,
             symbols,
             features,
         },
@@ -135,42 +162,51 @@ pub enum FeaturesFormat {
     Json,
 }
 
-pub fn features(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    symbol: &str,
-    spec: &str,
+/// `kiln features`' options.
+#[derive(clap::Args)]
+pub struct FeaturesArgs {
+    /// The symbol.
+    symbol: String,
+    /// The feature, e.g. "rsi(14)" or "macd(12,26,9).signal".
+    spec: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
     format: FeaturesFormat,
+    /// Only the last N bars.
+    #[arg(long)]
     tail: Option<usize>,
-) -> anyhow::Result<()> {
-    let symbol = Symbol::new(symbol)?;
+}
+
+pub fn features(ctx: &Ctx, out: &mut dyn Write, a: FeaturesArgs) -> anyhow::Result<()> {
+    let symbol = Symbol::new(a.symbol.as_str())?;
+    let spec = a.spec.as_str();
     // A label (`macd(12,26,9).signal`) or a spec (all its outputs).
     let (labels, _) = kiln::engine::resolve_features(spec)?;
     let engine = ctx.engine()?;
-    let bars = engine
-        .store()
-        .bars(&symbol, ..)?
+    let read = engine
+        .read_features(&symbol, &labels)?
         .with_context(|| format!("{symbol} has no bars in this data directory"))?;
     let mut views = Vec::with_capacity(labels.len());
-    for label in &labels {
-        let (view, read) = engine.read_feature(&symbol, label)?;
-        let view = view.with_context(|| {
+    for o in &read.outputs {
+        let label = &o.label;
+        let view = o.series.as_ref().with_context(|| {
             format!("{symbol} {label} is not computed; run: kiln submit --symbols {symbol} --features \"{spec}\" --wait")
         })?;
-        if read == kiln::engine::metrics::ReadResult::Stale {
+        if o.result == ReadResult::Stale {
             eprintln!(
                 "kiln: warning: {symbol} {label} was computed from older bars; kiln run --until-idle refreshes it"
             );
         }
         views.push(view);
     }
+    let bars = &read.bars;
     let n = views
         .iter()
         .map(|v| v.values().len())
         .min()
         .unwrap_or(0)
         .min(bars.len());
-    let start = tail.map_or(0, |t| n.saturating_sub(t));
+    let start = a.tail.map_or(0, |t| n.saturating_sub(t));
     let ts = &bars.ts()[start..n];
     let value = |v: f64| {
         if v.is_nan() {
@@ -182,7 +218,7 @@ pub fn features(
     let format = if ctx.json {
         FeaturesFormat::Json
     } else {
-        format
+        a.format
     };
     match format {
         FeaturesFormat::Json => {

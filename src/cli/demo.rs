@@ -1,7 +1,8 @@
 //! `kiln demo`: the whole path on a fresh machine, with no arguments. Creates
 //! a demo data directory, ingests the bundled real sample and a synthetic
 //! universe, submits the 20-output feature set of the peers' benchmark for
-//! every symbol, runs it to completion and prints what happened.
+//! every symbol ([`kiln::features::STANDARD_SET`]), runs it to completion
+//! and prints what happened.
 
 use kiln_store::prelude::*;
 use std::io::Write;
@@ -10,12 +11,23 @@ use std::time::Instant;
 
 use anyhow::Context;
 use kiln::engine::Engine;
-use kiln::features::bench::bench_plan;
+use kiln::features::standard_plan;
 use kiln::market::{IngestOptions, format_iso, parse_map, synth};
 use kiln::store::{Durability, FORMAT_FILE, Priority, Symbol};
 
 use super::Ctx;
 use super::jobs::run_with_progress;
+
+/// `kiln demo`'s options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Symbols in the synthetic universe.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    symbols: u64,
+    /// Bars per synthetic symbol.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    bars: u64,
+}
 
 /// The real sample, built into the binary so the demo runs from anywhere.
 const SAMPLE: &[u8] = include_bytes!(concat!(
@@ -53,7 +65,8 @@ fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn demo(ctx: &Ctx, out: &mut impl Write, symbols: usize, bars: usize) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
+    let (symbols, bars) = (a.symbols as usize, a.bars as usize);
     let dir = ctx.dir(DEMO_DIR);
     fresh_dir(&dir)?;
     let started = Instant::now();
@@ -102,7 +115,7 @@ pub fn demo(ctx: &Ctx, out: &mut impl Write, symbols: usize, bars: usize) -> any
     )?;
 
     // 3. The 20-output feature set for every symbol.
-    let plan = bench_plan()?;
+    let plan = standard_plan()?;
     let all: Vec<Symbol> = engine
         .store()
         .bar_symbols()?
@@ -148,7 +161,7 @@ pub fn demo(ctx: &Ctx, out: &mut impl Write, symbols: usize, bars: usize) -> any
             v.values().get(last).copied().unwrap_or(f64::NAN),
         ));
     }
-    let check = engine.store().check()?;
+    let (check, _) = engine.check()?;
 
     if ctx.json {
         let v = serde_json::json!({

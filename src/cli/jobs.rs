@@ -8,11 +8,86 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use kiln::engine::feed::{event_json, feed_path};
-use kiln::engine::{Engine, RunObserver, RunProgress, RunReport, job_json, run_reopening};
-use kiln::store::{CancelOutcome, Job, JobQueue, JobState, NewJob, Priority, Symbol};
+use kiln::engine::feed::feed_path;
+use kiln::engine::{Engine, RetryOutcome, RunObserver, RunProgress, RunReport, run_reopening};
+use kiln::json;
+use kiln::store::{CancelOutcome, Job, JobState, Priority, Symbol};
 
-use super::Ctx;
+use super::{Ctx, choice};
+
+/// `kiln submit`'s options.
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// Symbols, comma-separated.
+    #[arg(long, value_name = "A,B,...", conflicts_with = "all")]
+    symbols: Option<String>,
+    /// Every symbol with bars.
+    #[arg(long)]
+    all: bool,
+    /// Feature specs, e.g. "rsi(14),macd(12,26,9),bbands(20,2)".
+    #[arg(long)]
+    features: String,
+    /// Queue priority (strict: high before normal before low).
+    #[arg(long, value_parser = choice::<Priority>(), default_value = "normal")]
+    priority: Priority,
+    /// Run the queue until idle before returning.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `kiln run`'s options.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Stop when nothing is queued, running or waiting for a retry.
+    #[arg(long)]
+    until_idle: bool,
+    /// First queue a refresh for every symbol whose stored features are stale.
+    #[arg(long)]
+    warm_up: bool,
+    /// Stream the event log to stderr while running.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// `kiln jobs …`.
+#[derive(clap::Subcommand)]
+pub enum JobsCommand {
+    /// The newest jobs, optionally in one state.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_parser = choice::<JobState>())]
+        state: Option<JobState>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One job.
+    Show {
+        /// Job id.
+        id: u64,
+    },
+    /// Cancel a queued (or awaiting-retry) job.
+    Cancel {
+        /// Job id.
+        id: u64,
+    },
+    /// Queue a dead or cancelled job again, as a new job.
+    Retry {
+        /// Job id.
+        id: u64,
+    },
+}
+
+/// `kiln watch`'s options.
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    /// Start after this sequence number (0: the oldest kept).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+}
+
+/// The client name the command line submits, cancels and retries as.
+const CLIENT: &str = "cli";
 
 /// Runs the engine until idle with a progress bar; returns the report.
 pub fn run_with_progress(ctx: &Ctx, engine: &Engine) -> anyhow::Result<RunReport> {
@@ -25,7 +100,7 @@ pub fn run_with_progress(ctx: &Ctx, engine: &Engine) -> anyhow::Result<RunReport
     Ok(report?)
 }
 
-fn print_report(ctx: &Ctx, out: &mut impl Write, r: &RunReport) -> anyhow::Result<()> {
+fn print_report(ctx: &Ctx, out: &mut dyn Write, r: &RunReport) -> anyhow::Result<()> {
     if ctx.json {
         let v = serde_json::json!({
             "succeeded": r.succeeded, "dead": r.dead, "symbols": r.symbols, "series": r.series,
@@ -47,17 +122,9 @@ fn print_report(ctx: &Ctx, out: &mut impl Write, r: &RunReport) -> anyhow::Resul
     Ok(())
 }
 
-pub fn submit(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    symbols: Option<String>,
-    all: bool,
-    features: &str,
-    priority: Priority,
-    wait: bool,
-) -> anyhow::Result<()> {
+pub fn submit(ctx: &Ctx, out: &mut dyn Write, a: SubmitArgs) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    let symbols: Vec<Symbol> = match (symbols, all) {
+    let symbols: Vec<Symbol> = match (a.symbols, a.all) {
         (Some(list), false) => super::symbols(&list)?,
         (None, true) => engine
             .store()
@@ -67,13 +134,13 @@ pub fn submit(
             .collect(),
         _ => anyhow::bail!("give either --symbols A,B or --all"),
     };
-    let specs = kiln::features::spec::parse_list(features)?;
-    let jobs = engine.submit_as("cli", &symbols, &specs, priority)?;
+    let specs = kiln::features::spec::parse_list(&a.features)?;
+    let jobs = engine.submit_as(CLIENT, &symbols, &specs, a.priority)?;
     let fresh = jobs
         .iter()
         .filter(|j| matches!(j, kiln::store::Enqueued::Created(_)))
         .count();
-    if ctx.json && !wait {
+    if ctx.json && !a.wait {
         let ids: Vec<u64> = jobs.iter().map(|j| j.id()).collect();
         writeln!(out, "{}", serde_json::json!({"jobs": ids, "new": fresh}))?;
     } else if !ctx.json {
@@ -85,7 +152,7 @@ pub fn submit(
             jobs.len() - fresh
         )?;
     }
-    if wait {
+    if a.wait {
         let report = run_with_progress(ctx, &engine)?;
         print_report(ctx, out, &report)?;
     }
@@ -137,15 +204,9 @@ impl RunObserver for Worker {
     }
 }
 
-pub fn run(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    until_idle: bool,
-    warm_up: bool,
-    watch: bool,
-) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, out: &mut dyn Write, a: RunArgs) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
-    if warm_up {
+    if a.warm_up {
         let queued = engine.warm_up()?;
         if !ctx.json {
             writeln!(
@@ -166,10 +227,10 @@ pub fn run(
         bar: ctx.progress_bar("compute"),
         feed: None,
         feed_failed: false,
-        watching: watch.then_some(0),
+        watching: a.watch.then_some(0),
         json: ctx.json,
     };
-    let result = run_reopening(engine, &stop, until_idle, REOPENS_MAX, &mut worker);
+    let result = run_reopening(engine, &stop, a.until_idle, REOPENS_MAX, &mut worker);
     worker.bar.finish_and_clear();
     let (engine, report) = result?;
     if let Some(after) = worker.watching {
@@ -198,25 +259,14 @@ fn job_line(j: &Job) -> String {
         j.id,
         j.state.as_str(),
         j.kind,
-        format!("{:?}", j.priority).to_lowercase(),
+        j.priority.as_str(),
         j.attempts,
         symbols.join(","),
         more
     )
 }
 
-/// `kiln jobs …`.
-pub enum JobsAction {
-    List {
-        state: Option<JobState>,
-        limit: usize,
-    },
-    Show(u64),
-    Cancel(u64),
-    Retry(u64),
-}
-
-pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Result<()> {
+pub fn jobs(ctx: &Ctx, out: &mut dyn Write, command: JobsCommand) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
     let store = engine.store();
     let find = |id: u64| -> anyhow::Result<Job> {
@@ -224,11 +274,11 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
             .job(id)?
             .with_context(|| format!("no job {id} (finished jobs are kept up to history_max)"))
     };
-    match action {
-        JobsAction::List { state, limit } => {
+    match command {
+        JobsCommand::List { state, limit } => {
             let jobs = store.jobs(state, limit)?;
             if ctx.json {
-                let v: Vec<_> = jobs.iter().map(job_json).collect();
+                let v: Vec<_> = jobs.iter().map(json::job).collect();
                 writeln!(out, "{}", serde_json::Value::Array(v))?;
             } else {
                 for j in &jobs {
@@ -236,10 +286,10 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
                 }
             }
         }
-        JobsAction::Show(id) => {
+        JobsCommand::Show { id } => {
             let j = find(id)?;
             if ctx.json {
-                writeln!(out, "{}", job_json(&j))?;
+                writeln!(out, "{}", json::job(&j))?;
             } else {
                 writeln!(out, "{}", job_line(&j))?;
                 writeln!(out, "features: {}", String::from_utf8_lossy(&j.payload))?;
@@ -248,8 +298,8 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
                 }
             }
         }
-        JobsAction::Cancel(id) => {
-            let outcome = store.cancel(id)?;
+        JobsCommand::Cancel { id } => {
+            let outcome = engine.cancel_as(CLIENT, id)?;
             let text = match outcome {
                 CancelOutcome::Cancelled => "cancelled".to_owned(),
                 other => format!("not cancelled: {other:?}"),
@@ -263,29 +313,23 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
                 anyhow::bail!("job {id} was not cancelled ({outcome:?})");
             }
         }
-        JobsAction::Retry(id) => {
-            let j = find(id)?;
-            if !matches!(j.state, JobState::Dead | JobState::Cancelled) {
-                anyhow::bail!(
-                    "job {id} is {}; only dead or cancelled jobs are retried",
-                    j.state.as_str()
-                );
+        JobsCommand::Retry { id } => match engine.retry_as(CLIENT, id)? {
+            RetryOutcome::Retried(new) => {
+                if ctx.json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"retried": id, "job": new.id()})
+                    )?;
+                } else {
+                    writeln!(out, "job {id} queued again as job {}", new.id())?;
+                }
             }
-            let new = store.enqueue(
-                NewJob::new(j.kind.clone(), j.payload.to_vec())
-                    .symbols(j.symbols.clone())
-                    .priority(j.priority),
-            )?;
-            if ctx.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"retried": id, "job": new.id()})
-                )?;
-            } else {
-                writeln!(out, "job {id} queued again as job {}", new.id())?;
-            }
-        }
+            RetryOutcome::NotRetryable(state) => anyhow::bail!(
+                "job {id} is {}; only dead or cancelled jobs are retried",
+                state.as_str()
+            ),
+        },
     }
     Ok(())
 }
@@ -293,7 +337,8 @@ pub fn jobs(ctx: &Ctx, out: &mut impl Write, action: JobsAction) -> anyhow::Resu
 /// Follows the events of the kiln process using the data directory through
 /// its event feed, until that process ends; when none is running, prints
 /// the stored log.
-pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64) -> anyhow::Result<()> {
+pub fn watch(ctx: &Ctx, out: &mut dyn Write, a: WatchArgs) -> anyhow::Result<()> {
+    let from = a.from;
     let dir = ctx.dir(super::DATA_DEFAULT);
     if let Ok(stream) = UnixStream::connect(feed_path(&dir)) {
         return follow(ctx, out, stream, from);
@@ -310,12 +355,7 @@ pub fn watch(ctx: &Ctx, out: &mut impl Write, from: u64) -> anyhow::Result<()> {
 }
 
 /// Prints what the feed streams until the process serving it ends.
-fn follow(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    mut stream: UnixStream,
-    from: u64,
-) -> anyhow::Result<()> {
+fn follow(ctx: &Ctx, out: &mut dyn Write, mut stream: UnixStream, from: u64) -> anyhow::Result<()> {
     writeln!(stream, "{from}")?;
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
@@ -348,7 +388,7 @@ fn print_events(
         }
         for e in &events {
             after = e.seq;
-            let v = event_json(e);
+            let v = json::event(e);
             if json {
                 writeln!(out, "{v}")?;
             } else {
@@ -359,7 +399,7 @@ fn print_events(
     }
 }
 
-/// One event (as [`event_json`] renders it) as a line of text.
+/// One event (as [`json::event`] renders it) as a line of text.
 fn event_line(v: &serde_json::Value) -> String {
     let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
     let symbols: Vec<&str> = v["symbols"]

@@ -1,27 +1,36 @@
-//! `kiln serve`: the HTTP API, the queue's dispatcher and the event feed in
-//! one process, until SIGINT or SIGTERM.
+//! `kiln serve`: the HTTP API ([`kiln::api::Service`]), the queue's runner
+//! and the event feed in one process, until SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use kiln::api::{self, App};
+use kiln::api::Service;
 
 use super::{Ctx, DATA_DEFAULT, open_engine};
 
 /// The environment variable holding the bearer token when `--token` is not given.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
 
-pub fn serve(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    addr: &str,
+/// `kiln serve`'s options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on; loopback unless you say otherwise.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: String,
+    /// Bearer token every route but /health requires (default: the
+    /// KILN_TOKEN environment variable; neither: no token).
+    #[arg(long)]
     token: Option<String>,
-) -> anyhow::Result<()> {
-    let addr: SocketAddr = addr
+}
+
+pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
+    let addr: SocketAddr = a
+        .addr
         .parse()
-        .with_context(|| format!("--addr {addr:?} is not an address like 127.0.0.1:7070"))?;
-    let token = token
+        .with_context(|| format!("--addr {:?} is not an address like 127.0.0.1:7070", a.addr))?;
+    let token = a
+        .token
         .or_else(|| std::env::var(TOKEN_ENV).ok())
         .filter(|t| !t.is_empty());
     if token.is_none() && !addr.ip().is_loopback() {
@@ -29,12 +38,12 @@ pub fn serve(
             "kiln: warning: serving on {addr} without a token; anyone who can reach it may submit and ingest"
         );
     }
-    let mut config = ctx.config.clone();
-    config.serve.token = token;
+    let mut config = ctx.config.serve.clone();
+    config.token = token;
     let dir = ctx.dir(DATA_DEFAULT);
-    kiln::engine::build_compute_pool(config.background_idle);
-    let engine = open_engine(&dir, &config)?;
-    let runner = engine.spawn_runner()?;
+    // Before the engine computes anything: its pool's threads in the background.
+    kiln::engine::build_compute_pool(ctx.config.engine.background_idle);
+    let engine = open_engine(&dir, &ctx.config)?;
     let feed = match engine.serve_events() {
         Ok(f) => Some(f),
         Err(e) => {
@@ -42,42 +51,30 @@ pub fn serve(
             None
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    let app = App::new(engine, Some(runner));
-    let served: anyhow::Result<()> = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
-        let local = listener.local_addr()?;
-        if ctx.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"listening": local.to_string()})
-            )?;
-        } else {
-            writeln!(
-                out,
-                "kiln: serving {} on http://{local} (token {}); Ctrl-C stops",
-                dir.display(),
-                if app.engine().config().serve.token.is_some() {
-                    "required"
-                } else {
-                    "off"
-                }
-            )?;
-        }
-        out.flush()?;
-        api::serve(listener, std::sync::Arc::clone(&app), stop_signal()).await?;
-        Ok(())
-    });
-    // Stop claiming, commit the batch in hand.
-    let stopped = app.stop_runner();
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let token_required = config.token.is_some();
+    let service = Service::start(engine, config, listener, stop_signal()?)?;
+    if ctx.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"listening": local.to_string()})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "kiln: serving {} on http://{local} (token {}); Ctrl-C stops",
+            dir.display(),
+            if token_required { "required" } else { "off" }
+        )?;
+    }
+    out.flush()?;
+    // Until a signal; then answers in flight go out and the runner commits
+    // the batch in hand.
+    let stopped = service.wait();
     drop(feed);
-    served?;
     stopped?;
     if !ctx.json {
         writeln!(out, "kiln: stopped; everything acknowledged is on disk")?;
@@ -85,21 +82,17 @@ pub fn serve(
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// Resolves on SIGINT or SIGTERM (handled from now on).
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    ctrlc::set_handler(move || {
+        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(());
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))?;
+    Ok(async move {
+        let _ = rx.await;
+    })
 }

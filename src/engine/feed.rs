@@ -3,9 +3,10 @@
 //! event log to `kiln watch` in another process (sled lets only one process
 //! open a data directory). A client sends one line, the sequence number to
 //! start after; the feed answers with every later event as a JSON line
-//! ([`event_json`]), following the log until the feed stops.
+//! ([`crate::json::event`]), following the log (it waits on the store's
+//! watermark, so an event goes out as soon as it is committed) until the
+//! feed stops.
 
-use kiln_store::prelude::*;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kiln_store::Event;
+use kiln_store::prelude::*;
 
 use super::Engine;
 
@@ -22,20 +23,11 @@ use super::Engine;
 pub const FEED_SOCKET: &str = "events.sock";
 /// Watchers served at once; more are turned away.
 const CLIENTS_MAX: usize = 16;
-/// How often the listener and each client look for news.
-const POLL: Duration = Duration::from_millis(50);
+/// Longest wait for news before a watcher's connection is looked at again
+/// (has it gone? is the feed stopping?).
+const WAIT: Duration = Duration::from_millis(250);
 /// Events read from the log at a time.
 const EVENTS_PER_READ: usize = 1000;
-
-/// An event as JSON: the one rendering the feed, `kiln watch --json` and
-/// the HTTP event stream share.
-pub fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::json!({
-        "seq": e.seq, "job": e.job_id, "state": e.state.as_str(), "kind": e.kind,
-        "attempts": e.attempts, "at_ms": e.at_ms, "symbols": e.symbols,
-        "symbols_total": e.symbols_total, "error": e.error,
-    })
-}
 
 /// The socket path of the data directory `dir`.
 pub fn feed_path(dir: &Path) -> PathBuf {
@@ -53,6 +45,8 @@ pub struct EventFeed {
 impl Drop for EventFeed {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the listener's blocking accept, which then sees the flag.
+        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -64,7 +58,7 @@ impl Engine {
     /// Serves the event log on the data directory's socket until the
     /// returned feed is dropped.
     pub fn serve_events(&self) -> std::io::Result<EventFeed> {
-        let path = feed_path(self.store().dir());
+        let path = feed_path(self.dir());
         // A socket left by a process that died: this process holds the
         // directory's lock, so nobody else is serving it.
         match std::fs::remove_file(&path) {
@@ -72,7 +66,6 @@ impl Engine {
             _ => {}
         }
         let listener = UnixListener::bind(&path)?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, flag) = (self.clone(), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
@@ -89,36 +82,36 @@ impl Engine {
 fn listen(engine: &Engine, listener: &UnixListener, stop: &Arc<AtomicBool>) {
     let clients = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if clients.load(Ordering::SeqCst) >= CLIENTS_MAX {
-                    let mut s = stream;
-                    let _ = writeln!(s, "{{\"error\":\"more than {CLIENTS_MAX} watchers\"}}");
-                    continue;
-                }
-                clients.fetch_add(1, Ordering::SeqCst);
-                let (engine, stop, clients) =
-                    (engine.clone(), Arc::clone(stop), Arc::clone(&clients));
-                threads.retain(|t: &JoinHandle<()>| !t.is_finished());
-                let spawned = std::thread::Builder::new()
-                    .name("kiln-event-watcher".into())
-                    .spawn(move || {
-                        if let Err(e) = serve(&engine, stream, &stop) {
-                            tracing::debug!(error = %e, "a watcher left");
-                        }
-                        clients.fetch_sub(1, Ordering::SeqCst);
-                    });
-                match spawned {
-                    Ok(t) => threads.push(t),
-                    Err(e) => tracing::warn!(error = %e, "cannot serve a watcher"),
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "the event feed stopped accepting watchers");
                 break;
             }
+        };
+        if clients.load(Ordering::SeqCst) >= CLIENTS_MAX {
+            let mut s = stream;
+            let _ = writeln!(s, "{{\"error\":\"more than {CLIENTS_MAX} watchers\"}}");
+            continue;
+        }
+        clients.fetch_add(1, Ordering::SeqCst);
+        let (engine, stop, clients) = (engine.clone(), Arc::clone(stop), Arc::clone(&clients));
+        threads.retain(|t: &JoinHandle<()>| !t.is_finished());
+        let spawned = std::thread::Builder::new()
+            .name("kiln-event-watcher".into())
+            .spawn(move || {
+                if let Err(e) = serve(&engine, stream, &stop) {
+                    tracing::debug!(error = %e, "a watcher left");
+                }
+                clients.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::warn!(error = %e, "cannot serve a watcher"),
         }
     }
     for t in threads {
@@ -127,36 +120,42 @@ fn listen(engine: &Engine, listener: &UnixListener, stop: &Arc<AtomicBool>) {
 }
 
 /// Streams events after the client's sequence number until the feed stops
-/// or the client goes away (seen as end of file while waiting for news).
+/// or the client goes away.
 fn serve(engine: &Engine, stream: UnixStream, stop: &AtomicBool) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
     (&mut reader).take(64).read_line(&mut first)?;
     let mut after: u64 = first.trim().parse().unwrap_or(0);
-    reader.get_ref().set_read_timeout(Some(POLL))?;
+    // From now on reads only look for the end of the connection.
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(1)))?;
     let mut out = BufWriter::new(stream);
+    let store = engine.store();
     while !stop.load(Ordering::SeqCst) {
-        let events = engine
-            .store()
+        let seen = store.watermark().map_err(std::io::Error::other)?;
+        let events = store
             .events(after, EVENTS_PER_READ)
             .map_err(std::io::Error::other)?;
         if events.is_empty() {
             out.flush()?;
-            // Waits up to POLL; the client sends nothing more, so a read
-            // only ends early when it has gone.
+            // The client sends nothing more, so a read only ends with
+            // data-less success when it has gone.
             match reader.read(&mut [0u8; 64]) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e),
             }
+            store
+                .wait_for_change(seen, WAIT)
+                .map_err(std::io::Error::other)?;
             continue;
         }
         for e in &events {
             after = e.seq;
-            writeln!(out, "{}", event_json(e))?;
+            writeln!(out, "{}", crate::json::event(e))?;
         }
     }
     out.flush()

@@ -1,11 +1,14 @@
 //! The engine's guards: a circuit breaker around the store's write path,
 //! and admission control for submissions (a token bucket per client key and
 //! a bound on queue depth), each refusing with a retry-after hint instead of
-//! letting work pile up.
+//! letting work pile up. Both keep the store's clock, so tests move time
+//! instead of sleeping.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kiln_store::Clock;
 
 /// A breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +35,8 @@ impl BreakerState {
 struct BreakerInner {
     state: BreakerState,
     failures: u32,
-    opened: Option<Instant>,
+    /// When it opened (the clock's ms).
+    opened_ms: Option<u64>,
     trial_out: bool,
 }
 
@@ -42,22 +46,31 @@ struct BreakerInner {
 pub struct CircuitBreaker {
     threshold: u32,
     recovery: Duration,
+    clock: Clock,
     inner: Mutex<BreakerInner>,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker.
-    pub fn new(threshold: u32, recovery: Duration) -> Self {
+    /// A closed breaker keeping `clock`'s time.
+    pub fn new(threshold: u32, recovery: Duration, clock: Clock) -> Self {
         CircuitBreaker {
             threshold: threshold.max(1),
             recovery,
+            clock,
             inner: Mutex::new(BreakerInner {
                 state: BreakerState::Closed,
                 failures: 0,
-                opened: None,
+                opened_ms: None,
                 trial_out: false,
             }),
         }
+    }
+
+    /// How long ago it opened (`recovery` when it never did).
+    fn since_opened(&self, g: &BreakerInner) -> Duration {
+        g.opened_ms.map_or(self.recovery, |t| {
+            Duration::from_millis(self.clock.now_ms().saturating_sub(t))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
@@ -67,9 +80,9 @@ impl CircuitBreaker {
     /// The current state (an open breaker past its timeout reads half-open).
     pub fn state(&self) -> BreakerState {
         let g = self.lock();
-        match (g.state, g.opened) {
-            (BreakerState::Open, Some(t)) if t.elapsed() >= self.recovery => BreakerState::HalfOpen,
-            (s, _) => s,
+        match g.state {
+            BreakerState::Open if self.since_opened(&g) >= self.recovery => BreakerState::HalfOpen,
+            s => s,
         }
     }
 
@@ -80,7 +93,7 @@ impl CircuitBreaker {
         match g.state {
             BreakerState::Closed => Ok(()),
             BreakerState::Open => {
-                let elapsed = g.opened.map_or(self.recovery, |t| t.elapsed());
+                let elapsed = self.since_opened(&g);
                 if elapsed < self.recovery {
                     return Err(self.recovery - elapsed);
                 }
@@ -103,7 +116,7 @@ impl CircuitBreaker {
         if ok {
             g.state = BreakerState::Closed;
             g.failures = 0;
-            g.opened = None;
+            g.opened_ms = None;
             return;
         }
         g.failures = g.failures.saturating_add(1);
@@ -112,7 +125,7 @@ impl CircuitBreaker {
                 tracing::warn!(failures = g.failures, "circuit breaker opens");
             }
             g.state = BreakerState::Open;
-            g.opened = Some(Instant::now());
+            g.opened_ms = Some(self.clock.now_ms());
         }
     }
 }
@@ -120,13 +133,15 @@ impl CircuitBreaker {
 /// A token bucket: `rate` tokens per second up to `burst`.
 struct Bucket {
     tokens: f64,
-    at: Instant,
+    /// When it was last filled (the clock's ms).
+    at_ms: u64,
 }
 
 /// Admission control for submissions.
 pub struct Admission {
     rate: f64,
     burst: f64,
+    clock: Clock,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -134,10 +149,12 @@ pub struct Admission {
 const CLIENTS_MAX: usize = 10_000;
 
 impl Admission {
-    /// `rate` submissions (symbols) per second per client, bursts up to `burst`.
-    /// `rate` must be finite and positive (checked when the engine opens).
-    pub fn new(rate: f64, burst: f64) -> Self {
+    /// `rate` submissions (symbols) per second per client, bursts up to
+    /// `burst`, keeping `clock`'s time. `rate` must be finite and positive
+    /// (the configuration checks it).
+    pub fn new(rate: f64, burst: f64, clock: Clock) -> Self {
         Admission {
+            clock,
             rate: if rate.is_finite() && rate > 0.0 {
                 rate
             } else {
@@ -156,19 +173,20 @@ impl Admission {
     /// are enough.
     pub fn take(&self, client: &str, n: usize) -> Result<(), Duration> {
         let n = n as f64;
+        let now = self.clock.now_ms();
+        let secs = |from: u64| now.saturating_sub(from) as f64 / 1000.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= CLIENTS_MAX && !buckets.contains_key(client) {
             // Forget buckets that have refilled: they hold no debt.
             let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| b.tokens + b.at.elapsed().as_secs_f64() * rate < burst);
+            buckets.retain(|_, b| b.tokens + secs(b.at_ms) * rate < burst);
         }
-        let now = Instant::now();
         let b = buckets.entry(client.to_owned()).or_insert(Bucket {
             tokens: self.burst,
-            at: now,
+            at_ms: now,
         });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
-        b.at = now;
+        b.tokens = (b.tokens + secs(b.at_ms) * self.rate).min(self.burst);
+        b.at_ms = now;
         // A request larger than a burst is let through on a full bucket and
         // leaves it in debt, so the client then waits for it to refill.
         let need = n.min(self.burst);
@@ -187,19 +205,20 @@ mod tests {
 
     #[test]
     fn the_breaker_opens_recovers_half_open_and_closes() {
-        let b = CircuitBreaker::new(2, Duration::from_millis(30));
+        let clock = Clock::manual(1_000);
+        let b = CircuitBreaker::new(2, Duration::from_millis(30), clock.clone());
         b.record(false);
         assert_eq!(b.state(), BreakerState::Closed);
         b.record(false);
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.admit().is_err());
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance_ms(40);
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.admit().is_ok(), "one trial");
         assert!(b.admit().is_err(), "only one");
         b.record(false);
         assert_eq!(b.state(), BreakerState::Open, "a failed trial opens again");
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance_ms(40);
         assert!(b.admit().is_ok());
         b.record(true);
         assert_eq!(b.state(), BreakerState::Closed);
@@ -208,7 +227,8 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_their_rate_and_keep_clients_apart() {
-        let a = Admission::new(100.0, 10.0);
+        let clock = Clock::manual(1_000);
+        let a = Admission::new(100.0, 10.0, clock.clone());
         assert!(a.take("x", 10).is_ok());
         let wait = a.take("x", 5).expect_err("empty");
         assert!(
@@ -216,13 +236,13 @@ mod tests {
             "{wait:?}"
         );
         assert!(a.take("y", 10).is_ok(), "another client has its own bucket");
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance_ms(60);
         assert!(a.take("x", 5).is_ok());
         assert!(
             a.take("x", 11).is_err(),
             "more than a burst needs a full bucket"
         );
-        std::thread::sleep(Duration::from_millis(110));
+        clock.advance_ms(110);
         assert!(a.take("x", 30).is_ok(), "a full bucket lets it through");
         assert!(a.take("x", 1).is_err(), "and owes the rest");
     }

@@ -1,12 +1,16 @@
 //! The engine's counters and their Prometheus text rendering (served by the
-//! HTTP API's `/metrics`; `kiln stats --metrics` prints it).
+//! HTTP API's `/metrics`; `kiln stats --metrics` prints it), with the
+//! queue's and the store's figures as gauges.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_store::{JobState, Priority};
+use kiln_store::{Backend, JobState, Priority};
+
+use super::Engine;
+use super::guard::BreakerState;
 
 /// Upper bounds of the compute-duration histogram, in seconds.
 const BUCKETS_S: [f64; 12] = [
@@ -15,7 +19,6 @@ const BUCKETS_S: [f64; 12] = [
 
 /// Outcomes counted per job status.
 const STATUSES: [JobState; 3] = [JobState::Succeeded, JobState::Failed, JobState::Dead];
-const PRIORITIES: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
 #[derive(Default)]
 struct Histogram {
@@ -93,13 +96,13 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE kiln_jobs_total counter");
         for (i, s) in STATUSES.iter().enumerate() {
-            for p in PRIORITIES {
+            for p in Priority::ALL {
                 let v = self.jobs[i][p as usize].load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "kiln_jobs_total{{status=\"{}\",priority=\"{}\"}} {v}",
                     s.as_str(),
-                    format!("{p:?}").to_lowercase()
+                    p.as_str()
                 );
             }
         }
@@ -171,6 +174,65 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Prometheus text: job outcomes, compute durations, feature reads,
+    /// refusals, queue depth, breaker state, adaptive sizes, store sizes.
+    pub fn metrics(&self) -> String {
+        let st = self.store.stats().unwrap_or_default();
+        let rt = self.runtime_stats();
+        let mut gauges: Vec<(&str, &str, String, f64)> = Vec::new();
+        for p in Priority::ALL {
+            gauges.push((
+                "kiln_queue_depth",
+                "Jobs waiting (queued or awaiting a retry), by priority.",
+                format!("priority=\"{}\"", p.as_str()),
+                st.depth(p) as f64,
+            ));
+        }
+        for s in JobState::ALL {
+            gauges.push((
+                "kiln_jobs",
+                "Jobs in the store, by state.",
+                format!("state=\"{}\"", s.as_str()),
+                st.count(s) as f64,
+            ));
+        }
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            gauges.push((
+                "kiln_breaker_state",
+                "The store write path's circuit breaker (1 = current state).",
+                format!("state=\"{}\"", s.as_str()),
+                f64::from(u8::from(rt.breaker == s)),
+            ));
+        }
+        gauges.push((
+            "kiln_claim_jobs",
+            "Jobs claimed per batch (adaptive).",
+            String::new(),
+            rt.claim_jobs as f64,
+        ));
+        gauges.push((
+            "kiln_inflight_batches",
+            "Batches committing while the next computes (adaptive).",
+            String::new(),
+            rt.inflight_batches as f64,
+        ));
+        for (part, bytes) in self.store.sizes().unwrap_or_default() {
+            gauges.push((
+                "kiln_store_bytes",
+                "Bytes on disk, by part of the data directory.",
+                format!("part=\"{part}\""),
+                bytes as f64,
+            ));
+        }
+        self.runtime.metrics.render(&gauges)
     }
 }
 

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kiln_store::{Enqueued, Priority, Symbol};
+use kiln_store::{Backend, Enqueued, Priority, Symbol};
 
-use super::{Engine, EngineError, RunProgress, RunReport, is_outage};
+use super::{Engine, EngineError, RunProgress, RunReport};
+use crate::config::Config;
 use crate::features::FeatureSpec;
 
 /// A runner working the queue in the background until stopped.
@@ -32,9 +33,9 @@ impl Runner {
     pub fn stop(mut self) -> Result<RunReport, EngineError> {
         self.stop.store(true, Ordering::SeqCst);
         match self.handle.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(EngineError::Request("the runner thread panicked".into()))),
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(EngineError::Internal("the runner thread panicked".into()))
+            }),
             None => Ok(RunReport::default()),
         }
     }
@@ -57,7 +58,7 @@ impl Drop for Runner {
     }
 }
 
-impl Engine {
+impl<B: Backend> Engine<B> {
     /// Starts a runner on its own thread: it works the queue as jobs
     /// arrive until [`Runner::stop`]. Its threads run in the background
     /// with `background_idle` (see [`super::build_compute_pool`] for the
@@ -70,11 +71,11 @@ impl Engine {
             .spawn(move || {
                 // The committer it starts inherits this.
                 if engine.config().background_idle {
-                    super::run_in_background();
+                    crate::sys::run_in_background();
                 }
                 engine.run(&flag, false, &mut |_| {})
             })
-            .map_err(|e| EngineError::Request(format!("cannot start the runner thread: {e}")))?;
+            .map_err(|e| EngineError::Internal(format!("cannot start the runner thread: {e}")))?;
         Ok(Runner {
             stop,
             handle: Some(handle),
@@ -93,7 +94,7 @@ impl Engine {
         let engine = self.clone();
         tokio::task::spawn_blocking(move || engine.submit_as(&client, &symbols, &specs, priority))
             .await
-            .map_err(|e| EngineError::Request(format!("the submit task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("the submit task failed: {e}")))?
     }
 }
 
@@ -134,7 +135,7 @@ pub fn run_reopening(
         let report = match result {
             Ok(report) => report,
             Err(e)
-                if matches!(&e, EngineError::Store(s) if is_outage(s))
+                if matches!(&e, EngineError::Store(s) if s.is_outage())
                     && !stop.load(Ordering::SeqCst) =>
             {
                 attempt = if done > 0 { 1 } else { attempt + 1 };
@@ -146,10 +147,16 @@ pub fn run_reopening(
                     .saturating_mul(1 << (attempt - 1).min(16))
                     .min(REOPEN_WAIT_MAX);
                 observer.reopening(&e, attempt, wait);
-                let (dir, config) = (engine.store().dir().to_path_buf(), engine.config().clone());
+                let dir = engine.dir().to_path_buf();
+                let config = Config {
+                    store: engine.store().config().clone(),
+                    engine: engine.config().clone(),
+                    ..Config::default()
+                };
                 drop(engine);
                 let deadline = Instant::now() + wait;
                 while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+                    // The stop flag (a signal) is checked every 20 ms.
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 engine = Engine::open(&dir, config)?;
@@ -157,12 +164,7 @@ pub fn run_reopening(
             }
             Err(e) => return Err(e),
         };
-        total.succeeded += report.succeeded;
-        total.dead += report.dead;
-        total.symbols += report.symbols;
-        total.series += report.series;
-        total.continued += report.continued;
-        total.recomputed += report.recomputed;
+        total.add(&report);
         total.seconds = started.elapsed().as_secs_f64();
         return Ok((engine, total));
     }

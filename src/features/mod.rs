@@ -9,7 +9,6 @@
 //!   reusable [`Frame`]; also incremental continuation from a [`SymbolState`].
 //! - [`state`]: the versioned byte encoding of a [`SymbolState`].
 //! - [`batch`]: many symbols in parallel on rayon, and the bridge for tokio callers.
-//! - [`bench`](mod@bench): the `kiln bench features` benchmark.
 //!
 //! # Conventions shared by every kernel
 //! Inputs are contiguous `&[f64]` columns of equal length. A kernel starts at the first bar
@@ -35,7 +34,6 @@
 
 pub mod average;
 pub mod batch;
-pub mod bench;
 pub mod momentum;
 pub mod plan;
 pub mod range;
@@ -50,6 +48,32 @@ pub use spec::{FeatureSpec, SpecError};
 pub use state::StateError;
 
 pub(crate) const NAN: f64 = f64::NAN;
+
+/// The standard feature set: the 20 outputs the demo computes and the
+/// benchmarks time (the set of the peers' `features.py`).
+pub const STANDARD_SET: [&str; 16] = [
+    "sma(5)",
+    "sma(10)",
+    "sma(20)",
+    "sma(50)",
+    "sma(200)",
+    "ema(12)",
+    "ema(26)",
+    "ema(50)",
+    "macd(12,26,9)",
+    "bbands(20,2)",
+    "rsi(14)",
+    "mom(10)",
+    "roc(10)",
+    "volatility(20)",
+    "atr(14)",
+    "vwap(20)",
+];
+
+/// The plan of [`STANDARD_SET`].
+pub fn standard_plan() -> Result<Plan, FeatureError> {
+    Plan::parse(&STANDARD_SET)
+}
 
 /// One symbol's bar columns, borrowed. All columns must have the same length.
 #[derive(Debug, Clone, Copy)]

@@ -588,6 +588,16 @@ impl Plan {
         self.history
     }
 
+    /// The canonical spec list (`sma(20),macd(12,26,9)`): parsed back, it
+    /// gives this plan.
+    pub fn text(&self) -> String {
+        self.specs()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// A stable fingerprint of the output labels; saved state records it.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint

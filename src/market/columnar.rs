@@ -17,6 +17,8 @@ use arrow_schema::{ArrowError, DataType, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use kiln_store::BarIngest;
+
 use super::ingest::{Cell, IngestOptions, Loader, RawRow};
 use super::time::{EpochReader, parse_iso};
 use super::{COLUMNS, Format, MarketError, col, resolve_columns};
@@ -28,7 +30,7 @@ pub(crate) fn read(
     path: &Path,
     format: Format,
     opts: &IngestOptions,
-    loader: &mut Loader<'_>,
+    loader: &mut Loader<'_, impl BarIngest>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), MarketError> {
     let file = File::open(path).map_err(|e| MarketError::io(path, e))?;

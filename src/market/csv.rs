@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 
+use kiln_store::BarIngest;
+
 use super::ingest::{Cell, IngestOptions, Loader, RawRow};
 use super::time::{EpochReader, parse_iso};
 use super::{COLUMNS, MarketError, col, resolve_columns};
@@ -31,7 +33,7 @@ const PROGRESS_ROWS: u64 = 1 << 16;
 pub(crate) fn read(
     path: &Path,
     opts: &IngestOptions,
-    loader: &mut Loader<'_>,
+    loader: &mut Loader<'_, impl BarIngest>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), MarketError> {
     let file = File::open(path).map_err(|e| MarketError::io(path, e))?;

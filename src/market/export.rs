@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use kiln_store::{ResultStore, SeriesKey, Store, Symbol};
+use kiln_store::{BarStore, ResultStore, SeriesKey, Symbol};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -23,7 +23,7 @@ use super::{MarketError, format_iso};
 use crate::features::FeatureSpec;
 
 /// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     /// Apache Parquet, snappy-compressed.
     Parquet,
@@ -31,6 +31,24 @@ pub enum ExportFormat {
     Arrow,
     /// Comma-separated text with a header row.
     Csv,
+}
+
+impl ExportFormat {
+    /// Every format.
+    pub const ALL: [ExportFormat; 3] = [
+        ExportFormat::Parquet,
+        ExportFormat::Arrow,
+        ExportFormat::Csv,
+    ];
+
+    /// Its name as `--format` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Parquet => "parquet",
+            ExportFormat::Arrow => "arrow",
+            ExportFormat::Csv => "csv",
+        }
+    }
 }
 
 /// What to export.
@@ -62,8 +80,8 @@ pub const BAR_COLUMNS: [&str; 6] = ["open", "high", "low", "close", "volume", "v
 
 /// Writes `store`'s bars or feature series to `out`; `progress` hears
 /// (symbols written, symbols in all) after each symbol.
-pub fn export(
-    store: &Store,
+pub fn export<B: BarStore + ResultStore>(
+    store: &B,
     out: &Path,
     opts: &ExportOptions,
     progress: &mut dyn FnMut(usize, usize),

@@ -2,14 +2,13 @@
 //! validates them, buffers them per symbol, finds duplicates, and stages
 //! them in one store session that commits after the last file.
 
-use kiln_store::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln_store::{Bar, BarColumns, BarIngest, Conflict, IngestReport, Store, Symbol};
+use kiln_store::{Bar, BarColumns, BarIngest, BarStore, Conflict, IngestReport, Symbol};
 
 use super::{Format, Location, MarketError, OnError, RowError, TsUnit};
 
@@ -162,8 +161,8 @@ impl Rejects {
 }
 
 /// Validates rows, buffers them per symbol, stages full buffers.
-pub(crate) struct Loader<'s> {
-    session: kiln_store::IngestSession,
+pub(crate) struct Loader<'s, I: BarIngest> {
+    session: I,
     opts: &'s IngestOptions,
     rejects: Rejects,
     index: HashMap<String, usize>,
@@ -173,8 +172,11 @@ pub(crate) struct Loader<'s> {
     rows: u64,
 }
 
-impl<'s> Loader<'s> {
-    fn new(store: &Store, opts: &'s IngestOptions) -> Result<Self, MarketError> {
+impl<'s, I: BarIngest> Loader<'s, I> {
+    fn new<B: BarStore<Ingest = I>>(
+        store: &B,
+        opts: &'s IngestOptions,
+    ) -> Result<Self, MarketError> {
         let report = match (opts.on_error, &opts.report) {
             (OnError::Skip, Some(path)) => {
                 let file = File::create(path).map_err(|e| MarketError::io(path, e))?;
@@ -437,8 +439,8 @@ fn format_of(path: &Path, declared: Option<Format>) -> Result<Format, MarketErro
 /// commit that applies every bar (on disk when it returns, under the
 /// store's default `Durability::Sync`), or with an error and nothing
 /// changed (rows skipped under [`OnError::Skip`] aside).
-pub fn ingest_files(
-    store: &Store,
+pub fn ingest_files<B: BarStore>(
+    store: &B,
     paths: &[PathBuf],
     opts: &IngestOptions,
     progress: &mut dyn FnMut(Progress),

@@ -26,7 +26,7 @@ pub use ingest::{IngestOptions, IngestSummary, Progress, ingest_files};
 pub use time::{TsUnit, format_iso, parse_iso};
 
 /// Input file formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Comma-separated text with a header row; gzip-compressed when the file
     /// starts with the gzip magic bytes (for example `.csv.gz`).
@@ -40,6 +40,24 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format.
+    pub const ALL: [Format; 4] = [
+        Format::Csv,
+        Format::Arrow,
+        Format::ArrowStream,
+        Format::Parquet,
+    ];
+
+    /// Its name as `--format` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Arrow => "arrow",
+            Format::ArrowStream => "arrow-stream",
+            Format::Parquet => "parquet",
+        }
+    }
+
     /// The format a file name's extension names, if any.
     pub fn from_path(path: &std::path::Path) -> Option<Format> {
         let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
@@ -71,7 +89,7 @@ impl Format {
 }
 
 /// What to do with invalid rows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnError {
     /// Reject the whole ingest at the first invalid row; the store is unchanged.
     #[default]
@@ -79,6 +97,19 @@ pub enum OnError {
     /// Skip invalid rows, write each with its reason to the report file, and
     /// ingest the rest.
     Skip,
+}
+
+impl OnError {
+    /// Both choices.
+    pub const ALL: [OnError; 2] = [OnError::Reject, OnError::Skip];
+
+    /// Its name as `--on-error` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Reject => "reject",
+            OnError::Skip => "skip",
+        }
+    }
 }
 
 /// Where a row is in its file.

@@ -89,6 +89,20 @@ pub fn universe(symbols: usize, bars: usize, seed: u64) -> Vec<(Symbol, BarColum
         .collect()
 }
 
+/// [`universe`] as the kernels' input: each symbol's owned columns.
+pub fn owned_bars(symbols: usize, bars: usize, seed: u64) -> Vec<crate::features::OwnedBars> {
+    universe(symbols, bars, seed)
+        .into_iter()
+        .map(|(_, c)| crate::features::OwnedBars {
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! for export.
 
 /// The unit of integer timestamps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TsUnit {
     /// Seconds.
     S,
@@ -16,6 +16,9 @@ pub enum TsUnit {
 }
 
 impl TsUnit {
+    /// Every unit.
+    pub const ALL: [TsUnit; 4] = [TsUnit::S, TsUnit::Ms, TsUnit::Us, TsUnit::Ns];
+
     fn nanos(self) -> i64 {
         match self {
             TsUnit::S => 1_000_000_000,

@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use kiln_store::{Durability, Priority, StoreConfig, Symbol};
 
-use super::{BenchError, BenchLine};
-use crate::engine::{Engine, EngineConfig};
-use crate::features::bench::bench_plan;
-use crate::market::synth;
+use crate::{BenchError, BenchLine};
+use kiln::config::Config;
+use kiln::engine::Engine;
+use kiln::features::standard_plan;
+use kiln::market::synth;
 
 /// The sizes and the optional peer.
 #[derive(Clone, Debug)]
@@ -51,12 +52,12 @@ fn timed_run(
     bars: usize,
     durability: Durability,
 ) -> Result<(f64, f64, u64), BenchError> {
-    let config = EngineConfig {
+    let config = Config {
         store: StoreConfig {
             durability,
             ..StoreConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
     let engine = Engine::open(dir, config)?;
     let universe = synth::universe(symbols, bars, 42);
@@ -65,7 +66,7 @@ fn timed_run(
     let ingest_s = t.elapsed().as_secs_f64();
     let names: Vec<Symbol> = universe.iter().map(|(s, _)| s.clone()).collect();
     drop(universe);
-    let plan = bench_plan()?;
+    let plan = standard_plan()?;
     let t = Instant::now();
     engine.submit(&names, plan.specs(), Priority::Normal)?;
     let report = engine.run_until_idle(&mut |_| {})?;

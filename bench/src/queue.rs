@@ -28,7 +28,7 @@ use kiln_store::{
     Completion, JobQueue, NewJob, Series, SeriesKey, Store, StoreConfig, StoreError, Symbol,
 };
 
-use super::{BenchError, BenchLine};
+use crate::{BenchError, BenchLine};
 
 /// How big a run is.
 #[derive(Clone, Copy, Debug)]
@@ -237,7 +237,7 @@ fn lifecycle_worker(
 /// from two workers so that archiving overlaps the writer's I/O.
 fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> {
     // The 20 outputs of `kiln bench features` (and of the peers' bench.py).
-    let plan = crate::features::bench::bench_plan()?;
+    let plan = kiln::features::standard_plan()?;
     let outputs = plan.output_labels();
     let store = fresh_store(root, "results")?;
     let symbols: Vec<Symbol> = (0..size.symbols)
@@ -306,16 +306,17 @@ const PICKUPS: usize = 100;
 /// The median time from `submit` returning to the claim of its job by a
 /// runner that was waiting on an empty queue, in microseconds.
 fn idle_pickup_us(dir: &Path) -> Result<f64, BenchError> {
-    use crate::engine::{Engine, EngineConfig};
+    use kiln::config::Config;
+    use kiln::engine::Engine;
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    let engine = Engine::open(dir, EngineConfig::default())?;
-    let universe = crate::market::synth::universe(1, 50, 3);
+    let engine = Engine::open(dir, Config::default())?;
+    let universe = kiln::market::synth::universe(1, 50, 3);
     engine.ingest_columns("pickup", &universe)?;
     let symbols: Vec<Symbol> = universe.into_iter().map(|(s, _)| s).collect();
     let specs =
-        crate::features::spec::parse_list("sma(3)").map_err(crate::engine::EngineError::from)?;
+        kiln::features::spec::parse_list("sma(3)").map_err(kiln::engine::EngineError::from)?;
     let stop = AtomicBool::new(false);
     let (claims, claimed) = std::sync::mpsc::channel::<Instant>();
     let mut samples = Vec::with_capacity(PICKUPS);

@@ -1,4 +1,5 @@
-//! `kiln bench features`: throughput of the 20-output feature set that the Python peer
+//! `kiln bench features`: throughput of the standard feature set
+//! ([`kiln::features::STANDARD_SET`], 20 outputs) that the Python peer
 //! (`../shared/peers/features/bench.py`) times, over a synthetic universe.
 //!
 //! The universe is `market::synth`'s geometric Brownian motion from a fixed-seed
@@ -17,27 +18,9 @@
 
 use std::time::Instant;
 
-use super::{FeatureError, Frame, OwnedBars, Plan, Scratch, compute_batch_into};
-use crate::bench::BenchLine;
+use kiln::features::{FeatureError, Frame, OwnedBars, Scratch, compute_batch_into, standard_plan};
 
-/// The benchmark set: 20 outputs, as in the peer's `features.py`.
-pub const BENCH_SPECS: [&str; 15] = [
-    "sma(5)",
-    "sma(10)",
-    "sma(20)",
-    "sma(50)",
-    "sma(200)",
-    "ema(12)",
-    "ema(26)",
-    "ema(50)",
-    "macd(12,26,9)",
-    "bbands(20,2)",
-    "rsi(14)",
-    "mom(10)",
-    "roc(10)",
-    "volatility(20)",
-    "atr(14)",
-];
+use crate::BenchLine;
 
 /// Options of one benchmark run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,28 +41,6 @@ impl Default for BenchOptions {
             runs: 5,
         }
     }
-}
-
-/// The benchmark plan: [`BENCH_SPECS`] plus `vwap(20)` (20 outputs).
-pub fn bench_plan() -> Result<Plan, FeatureError> {
-    let mut specs: Vec<&str> = BENCH_SPECS.to_vec();
-    specs.push("vwap(20)");
-    Plan::parse(&specs)
-}
-
-/// A synthetic OHLCV universe: `symbols` × `bars` of geometric Brownian motion, seeded
-/// (see [`crate::market::synth`]), as the kernels' owned columns.
-pub fn synthetic_universe(symbols: usize, bars: usize, seed: u64) -> Vec<OwnedBars> {
-    crate::market::synth::universe(symbols, bars, seed)
-        .into_iter()
-        .map(|(_, c)| OwnedBars {
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            volume: c.volume,
-        })
-        .collect()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -107,9 +68,9 @@ fn time_runs(
 
 /// Run the benchmark; prints nothing, returns the lines to print.
 pub fn run(opts: BenchOptions) -> Result<Vec<BenchLine>, FeatureError> {
-    let plan = bench_plan()?;
+    let plan = standard_plan()?;
     let outputs = plan.output_labels().len();
-    let universe = synthetic_universe(opts.symbols, opts.bars, 42);
+    let universe = kiln::market::synth::owned_bars(opts.symbols, opts.bars, 42);
     let views: Vec<_> = universe.iter().map(OwnedBars::view).collect();
     let mut frames: Vec<Frame> = (0..views.len()).map(|_| plan.new_frame()).collect();
     let cells = (opts.symbols * opts.bars * outputs) as f64;

@@ -1,11 +1,11 @@
 //! Criterion benchmarks of single feature kernels over one 2000-bar synthetic symbol.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln::features::bench::synthetic_universe;
-use kiln::features::{Plan, bench::bench_plan};
+use kiln::features::{Plan, standard_plan};
+use kiln::market::synth::owned_bars;
 
 fn kernels(c: &mut Criterion) {
-    let universe = synthetic_universe(1, 2000, 7);
+    let universe = owned_bars(1, 2000, 7);
     let bars = universe[0].view();
     let specs = [
         "sma(20)",
@@ -37,7 +37,7 @@ fn kernels(c: &mut Criterion) {
         });
     }
     group.finish();
-    let plan = bench_plan().expect("bench plan");
+    let plan = standard_plan().expect("bench plan");
     let mut frame = plan.new_frame();
     c.bench_function("bench_set_20_outputs_2000_bars", |b| {
         b.iter(|| {

@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use kiln_store::{Store, StoreConfig};
 
-use super::{BenchError, BenchLine};
-use crate::market::export::{ExportFormat, write_bars};
-use crate::market::{IngestOptions, ingest_files, synth};
+use crate::{BenchError, BenchLine};
+use kiln::market::export::{ExportFormat, write_bars};
+use kiln::market::{IngestOptions, ingest_files, synth};
 
 /// The size of the ingest benchmark.
 #[derive(Clone, Debug)]

@@ -1,8 +1,8 @@
 //! `kiln bench http`: feature reads over HTTP on loopback while a batch
 //! computes. A demo-sized store (1000 symbols × 2000 bars, the 20-output
-//! set computed for every symbol) is served by `kiln serve`'s router and
-//! dispatcher, set up as `kiln serve` sets them up (the compute threads in
-//! the background, see `EngineConfig::background_idle`). `connections`
+//! set computed for every symbol) is served as `kiln serve` serves it: by
+//! [`Service::start`], its router and runner, with the compute threads in
+//! the background (see `EngineConfig::background_idle`). `connections`
 //! keep-alive connections send `GET /v1/features/{symbol}/rsi(14)?tail=100`,
 //! cycling through the symbols, at `rate` requests per second in all:
 //!
@@ -46,17 +46,18 @@
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_store::{JobQueue, JobState, Priority, Symbol};
+use kiln::api::Service;
+use kiln::config::{Config, ServeConfig};
+use kiln::engine::Engine;
+use kiln::features::spec::parse_list;
+use kiln::features::standard_plan;
+use kiln::market::synth;
+use kiln_store::prelude::*;
+use kiln_store::{JobState, Priority, Symbol};
 
-use super::{BenchError, BenchLine};
-use crate::api::{self, App};
-use crate::engine::{Engine, EngineConfig};
-use crate::features::bench::bench_plan;
-use crate::features::spec::parse_list;
-use crate::market::synth;
+use crate::{BenchError, BenchLine};
 
 /// The sizes.
 #[derive(Clone, Debug)]
@@ -100,49 +101,33 @@ pub fn run(
     opts: &HttpOptions,
     mut emit: impl FnMut(&BenchLine),
 ) -> Result<(), BenchError> {
-    let config = EngineConfig {
-        serve: api::ServeConfig {
+    let config = Config {
+        serve: ServeConfig {
             // One client address sends everything here.
             requests_per_s: 1e9,
             requests_burst: 1e9,
-            ..api::ServeConfig::default()
+            ..ServeConfig::default()
         },
-        ..EngineConfig::default()
+        ..Config::default()
     };
-    crate::engine::build_compute_pool(config.background_idle);
-    let engine = Engine::open(dir.join("store"), config)?;
+    // As `kiln serve` builds it: the compute threads in the background.
+    kiln::engine::build_compute_pool(config.engine.background_idle);
+    let engine = Engine::open(dir.join("store"), config.clone())?;
     let universe = synth::universe(opts.symbols, opts.bars, 7);
     engine.ingest_columns("synthetic", &universe)?;
     let symbols: Vec<Symbol> = universe.into_iter().map(|(s, _)| s).collect();
-    let plan = bench_plan()?;
+    let plan = standard_plan()?;
     engine.submit(&symbols, plan.specs(), Priority::Normal)?;
     engine.run_until_idle(&mut |_| {})?;
 
-    let runner = engine.spawn_runner()?;
-    let app = App::new(engine.clone(), Some(runner));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind 127.0.0.1:0"))?;
-    let addr = listener.local_addr().map_err(io("bind 127.0.0.1:0"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io("bind 127.0.0.1:0"))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = Arc::clone(&app);
-    let server = std::thread::Builder::new()
-        .name("kiln-bench-server".into())
-        .spawn(move || -> std::io::Result<()> {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                api::serve(listener, served, async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        })
-        .map_err(io("start the server thread"))?;
-
+    let service = Service::start(
+        engine.clone(),
+        config.serve,
+        listener,
+        std::future::pending(),
+    )?;
+    let addr = service.addr();
     let targets: Vec<Vec<u8>> = symbols
         .iter()
         .map(|s| {
@@ -156,7 +141,7 @@ pub fn run(
     let done_before = engine.store().stats()?.count(JobState::Succeeded);
     let submitted = Instant::now();
     let (loaded, batch_done) = if opts.batch {
-        let batch = parse_list(BACKGROUND).map_err(crate::engine::EngineError::from)?;
+        let batch = parse_list(BACKGROUND).map_err(kiln::engine::EngineError::from)?;
         engine.submit(&symbols, &batch, Priority::Normal)?;
         let window_over = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
@@ -170,12 +155,7 @@ pub fn run(
     };
     let done_after = engine.store().stats()?.count(JobState::Succeeded);
     let capacity = load(CAPACITY_WINDOW.min(window), None);
-    let _ = stop.send(());
-    let served = server
-        .join()
-        .map_err(|_| BenchError::Peer("the server thread panicked".into()))?;
-    app.stop_runner()?;
-    served.map_err(io("serve"))?;
+    service.stop()?;
     let (warm, warm_errors, _) = warmed?;
     let (latencies, errors, elapsed) = loaded?;
     let (closed, closed_errors, closed_elapsed) = capacity?;
@@ -302,7 +282,7 @@ fn load(
     window: Duration,
     rate: Option<f64>,
 ) -> Result<(Vec<Sample>, u64, Duration), BenchError> {
-    set_timer_slack_ns(1_000);
+    crate::sys::set_timer_slack_ns(1_000);
     let period = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
     let mut conns = (0..connections)
         .map(|c| Conn::open(addr, c * 7919))
@@ -355,7 +335,8 @@ fn load(
             break;
         }
         let wake = next_due.unwrap_or(deadline + DRAIN_MAX);
-        poll(&mut fds, wake.saturating_duration_since(Instant::now()))?;
+        crate::sys::poll(&mut fds, wake.saturating_duration_since(Instant::now()))
+            .map_err(io("wait for responses"))?;
         for (fd, &i) in fds.iter().zip(&waiting) {
             if fd.revents == 0 {
                 continue;
@@ -500,40 +481,4 @@ fn response_size(buf: &[u8]) -> Result<Option<(u16, usize)>, BenchError> {
         .and_then(|(_, v)| v.trim().parse().ok())
         .ok_or_else(|| BenchError::Peer("a response without Content-Length".into()))?;
     Ok(Some((status, end + 4 + length)))
-}
-
-/// Waits up to `timeout` for any of `fds` to be readable.
-fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> Result<(), BenchError> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
-    };
-    // SAFETY: `fds` is a valid slice of pollfd for its length, `ts` lives
-    // across the call, and a null signal mask leaves the mask unchanged.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(BenchError::Io("wait for responses".into(), e));
-        }
-    }
-    Ok(())
-}
-
-/// Lets this thread's timed waits end within `ns` of their time (Linux
-/// rounds them up by 50 µs by default).
-fn set_timer_slack_ns(ns: u64) {
-    // SAFETY: PR_SET_TIMERSLACK reads only its integer argument.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong);
-    }
 }

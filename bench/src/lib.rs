@@ -1,10 +1,21 @@
-//! Benchmarks run by `kiln bench …`: measurements, printed as JSON lines
-//! `{"bench":…,"name":…,"value":…,"unit":…}`, never assertions.
+//! kiln-bench: the benchmarks behind `kiln bench …` (the `kiln` binary
+//! runs this crate's `kiln-bench` binary beside it). Measurements, printed
+//! as JSON lines `{"bench":…,"name":…,"value":…,"unit":…}`, each next to a
+//! peer or a physical floor measured in the same run; never assertions.
+//!
+//! - `queue`: the durable queue and result store, next to raw sled and a
+//!   plain file, and an idle runner's pickup latency;
+//! - `features`: the standard feature set's kernels;
+//! - `e2e`: the peers' seed pipeline, end to end through the durable queue;
+//! - `http`: feature reads over HTTP while a batch computes;
+//! - `ingest`: durable ingest from Parquet and CSV, and a batch read.
 
 pub mod e2e;
+pub mod features;
 pub mod http;
 pub mod ingest;
 pub mod queue;
+mod sys;
 
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -13,15 +24,18 @@ pub enum BenchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] kiln::config::ConfigError),
     /// The feature plan failed.
     #[error(transparent)]
-    Feature(#[from] crate::features::FeatureError),
+    Feature(#[from] kiln::features::FeatureError),
     /// The engine failed.
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(#[from] kiln::engine::EngineError),
     /// Ingest or export failed.
     #[error(transparent)]
-    Market(#[from] crate::market::MarketError),
+    Market(#[from] kiln::market::MarketError),
     /// Scratch files or a peer process failed.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),

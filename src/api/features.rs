@@ -1,0 +1,270 @@
+//! Feature reads: `GET /v1/features/{symbol}/{spec}` (a series, as JSON or
+//! an Arrow IPC stream; 202 and a high-priority job when it is missing or
+//! stale) and `GET /v1/features/{symbol}` (the latest value of every stored
+//! output). Whether a series is ready is the engine's judgement
+//! ([`Engine::read_features`](crate::engine::Engine::read_features)); this
+//! module cuts and formats what it read, and keeps answers by request and
+//! data version (`cache`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use kiln_store::prelude::*;
+use kiln_store::{Priority, Symbol};
+use serde::Deserialize;
+
+use super::cache::Answer;
+use super::jobs::outputs_within_bound;
+use super::reply::{Reply, json, symbol};
+use super::{ApiError, App, ClientKey, VALUES_MAX};
+use crate::engine::metrics::ReadResult;
+use crate::engine::resolve_features;
+use crate::market::format_iso;
+
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureQuery {
+    tail: Option<usize>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    v.map(|s| {
+        crate::market::parse_iso(s).map_err(|e| ApiError::bad_request(format!("{name}={s:?}: {e}")))
+    })
+    .transpose()
+}
+
+/// `GET /v1/features/{symbol}/{spec}`: the series (JSON, or an Arrow IPC
+/// stream on `Accept: application/vnd.apache.arrow.stream`); 202 with a job
+/// when it is missing or stale.
+pub async fn get_feature<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Extension(ClientKey(client)): Extension<ClientKey>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    query: Result<Query<FeatureQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Reply {
+    let Path((sym, spec)) = path.map_err(ApiError::rejection)?;
+    let symbol = symbol(&sym)?;
+    let Some(version) = app.engine.store().data_version(&symbol)? else {
+        return Err(ApiError::not_found(format!("no bars for {symbol}")));
+    };
+    let arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(ARROW_STREAM));
+    let key = format!(
+        "{symbol}\0{spec}\0{}\0{arrow}",
+        raw.as_deref().unwrap_or("")
+    );
+    if let Some(kept) = app.reads.get(&key, &version) {
+        for _ in 0..kept.outputs {
+            app.engine.count_read(ReadResult::Hit);
+        }
+        return Ok(([(header::CONTENT_TYPE, kept.content_type)], kept.body).into_response());
+    }
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (labels, specs) =
+        resolve_features(&spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
+    let from = time_bound("from", q.from.as_deref())?;
+    let to = time_bound("to", q.to.as_deref())?;
+    let Some(read) = app.engine.read_features(&symbol, &labels)? else {
+        return Err(ApiError::not_found(format!("no bars for {symbol}")));
+    };
+    if !read.ready() {
+        let jobs = app
+            .engine
+            .submit_async(client, vec![symbol.clone()], specs, Priority::High)
+            .await?;
+        let id = jobs.first().map(|j| j.id()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                "no job was queued",
+            )
+        })?;
+        let mut r = json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "job_id": id,
+                "detail": format!("{symbol} {spec} is missing or stale; computing it now"),
+            }),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        if let Ok(v) = HeaderValue::try_from(format!("/v1/jobs/{id}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(r);
+    }
+    let views: Vec<&B::SeriesView> = read
+        .outputs
+        .iter()
+        .filter_map(|o| o.series.as_ref())
+        .collect();
+    // The bars the series cover, cut to [from, to], then to the last `tail`.
+    let ts = read.bars.ts();
+    let n = views
+        .iter()
+        .map(|v| v.values().len())
+        .min()
+        .unwrap_or(0)
+        .min(ts.len());
+    let lo = from.map_or(0, |f| ts[..n].partition_point(|&t| t < f));
+    let hi = to
+        .map_or(n, |t| ts[..n].partition_point(|&x| x <= t))
+        .max(lo);
+    let lo = q.tail.map_or(lo, |t| hi.saturating_sub(t).max(lo));
+    if (hi - lo).saturating_mul(labels.len()) > VALUES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{} rows × {} outputs is over {VALUES_MAX} values; ask for a tail or a from/to window",
+            hi - lo,
+            labels.len()
+        )));
+    }
+    let (body, content_type) = if arrow {
+        let body = arrow_stream(&labels, &views, &ts[lo..hi], lo).map_err(ApiError::internal)?;
+        (Bytes::from(body), ARROW_STREAM)
+    } else {
+        let body = series_json(&symbol, &spec, &labels, &views, &ts[lo..hi], lo);
+        (Bytes::from(body), "application/json")
+    };
+    app.reads.put(
+        key,
+        Answer {
+            version: read.bars.version(),
+            body: body.clone(),
+            content_type,
+            outputs: labels.len(),
+        },
+    );
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The series as JSON, written straight from the stored values:
+/// `{"symbol", "feature", "ts": [epoch ns], "values": {label: [number or null]}}`.
+fn series_json(
+    symbol: &Symbol,
+    spec: &str,
+    labels: &[String],
+    views: &[&impl SeriesRead],
+    ts: &[i64],
+    start: usize,
+) -> String {
+    let mut s = String::with_capacity(96 + ts.len() * (21 + 24 * labels.len()));
+    let quoted = |v: &str| serde_json::Value::from(v).to_string();
+    let _ = write!(
+        s,
+        "{{\"symbol\":{},\"feature\":{},\"ts\":[",
+        quoted(symbol.as_str()),
+        quoted(spec)
+    );
+    let mut int = itoa::Buffer::new();
+    let mut float = ryu::Buffer::new();
+    for (i, t) in ts.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(int.format(*t));
+    }
+    s.push_str("],\"values\":{");
+    for (j, (label, view)) in labels.iter().zip(views).enumerate() {
+        if j > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{}:[", quoted(label));
+        for (i, v) in view.values()[start..start + ts.len()].iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            if v.is_finite() {
+                s.push_str(float.format_finite(*v));
+            } else {
+                s.push_str("null");
+            }
+        }
+        s.push(']');
+    }
+    s.push_str("}}");
+    s
+}
+
+/// The series as an Arrow IPC stream: `ts` (timestamp ns, UTC), then one
+/// float64 column per output.
+fn arrow_stream(
+    labels: &[String],
+    views: &[&impl SeriesRead],
+    ts: &[i64],
+    start: usize,
+) -> Result<Vec<u8>, String> {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampNanosecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let mut fields = vec![Field::new(
+        "ts",
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(
+        TimestampNanosecondArray::from(ts.to_vec()).with_timezone("UTC"),
+    )];
+    for (label, view) in labels.iter().zip(views) {
+        fields.push(Field::new(label, DataType::Float64, false));
+        columns.push(Arc::new(Float64Array::from(
+            view.values()[start..start + ts.len()].to_vec(),
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut w =
+        arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(|e| e.to_string())?;
+    w.write(&batch).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    drop(w);
+    Ok(out)
+}
+
+/// `GET /v1/features/{symbol}`: the latest value of every stored output.
+pub async fn latest_features<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let Path(sym) = path.map_err(ApiError::rejection)?;
+    let symbol = symbol(&sym)?;
+    let Some(version) = app.engine.store().data_version(&symbol)? else {
+        return Err(ApiError::not_found(format!("no bars for {symbol}")));
+    };
+    let mut features = serde_json::Map::new();
+    for (key, view) in app.engine.outputs(&symbol)? {
+        let last = view.values().last().copied().filter(|v| v.is_finite());
+        features.insert(
+            key.feature.clone(),
+            serde_json::json!({
+                "value": last,
+                "ts": format_iso(view.last_ts()),
+                "current": view.is_current(&version),
+            }),
+        );
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "symbol": symbol.as_str(),
+            "bars": version.bars,
+            "last_ts": format_iso(version.last_ts),
+            "features": features,
+        }),
+    ))
+}

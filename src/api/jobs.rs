@@ -1,0 +1,157 @@
+//! Submissions and jobs: `POST /v1/compute/batch`, `GET` and `DELETE
+//! /v1/jobs/{id}`, `POST /v1/jobs/{id}/retry`. Cancel and retry go through
+//! the engine, so admission and the store's breaker apply to them.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use kiln_store::prelude::*;
+use kiln_store::{CancelOutcome, JobState, Priority};
+use serde::Deserialize;
+
+use super::reply::{Reply, blocking, job_id, json, symbol};
+use super::{ApiError, App, ClientKey, OUTPUTS_MAX};
+use crate::engine::{RetryOutcome, resolve_features};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    symbols: Vec<String>,
+    features: Features,
+    #[serde(default)]
+    priority: Option<String>,
+}
+
+/// `"rsi(14),macd(12,26,9)"` or `["rsi(14)", "macd(12,26,9)"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Features {
+    List(String),
+    Array(Vec<String>),
+}
+
+/// Refuses more than [`OUTPUTS_MAX`] outputs in one request.
+pub(crate) fn outputs_within_bound(n: usize) -> Result<(), ApiError> {
+    if n > OUTPUTS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{n} feature outputs; at most {OUTPUTS_MAX} per request"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/compute/batch`.
+pub async fn compute_batch<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Extension(ClientKey(client)): Extension<ClientKey>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let body = body.map_err(ApiError::rejection)?;
+    let req: BatchRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a batch request: {e}")))?;
+    let max = app.config.batch_symbols_max;
+    if req.symbols.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{} symbols; at most batch_symbols_max = {max} per request",
+            req.symbols.len()
+        )));
+    }
+    let symbols = req
+        .symbols
+        .iter()
+        .map(|s| symbol(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = match req.features {
+        Features::List(s) => s,
+        Features::Array(a) => a.join(","),
+    };
+    let (labels, specs) =
+        resolve_features(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
+    let priority = match req.priority.as_deref() {
+        None => Priority::Normal,
+        Some(p) => p
+            .parse::<Priority>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+    };
+    let jobs = app
+        .engine
+        .submit_async(client, symbols, specs, priority)
+        .await?;
+    let ids: Vec<u64> = jobs.iter().map(|j| j.id()).collect();
+    let stats = app.engine.store().stats()?;
+    let ahead = stats.count(JobState::Queued) + stats.count(JobState::Running);
+    let estimate = app.jobs_per_s().map(|r| ahead as f64 / r);
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"job_ids": ids, "estimated_completion_s": estimate}),
+    ))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get_job<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let id = job_id(path)?;
+    match app.engine.store().job(id)? {
+        Some(j) => Ok(json(StatusCode::OK, &crate::json::job(&j))),
+        None => Err(ApiError::not_found(format!(
+            "no job {id} (finished jobs are kept up to history_max)"
+        ))),
+    }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels a queued job (or one awaiting a retry).
+pub async fn cancel_job<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Extension(ClientKey(client)): Extension<ClientKey>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let id = job_id(path)?;
+    let engine = app.engine.clone();
+    let outcome = blocking(move || Ok(engine.cancel_as(&client, id)?)).await?;
+    match outcome {
+        CancelOutcome::Cancelled => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"id": id, "state": "cancelled"}),
+        )),
+        CancelOutcome::NotCancellable(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!(
+                "job {id} is {}; only queued jobs can be cancelled",
+                state.as_str()
+            ),
+        )),
+    }
+}
+
+/// `POST /v1/jobs/{id}/retry`: queues a dead or cancelled job again, as a
+/// new job.
+pub async fn retry_job<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Extension(ClientKey(client)): Extension<ClientKey>,
+    path: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let id = job_id(path)?;
+    let engine = app.engine.clone();
+    let outcome = blocking(move || Ok(engine.retry_as(&client, id)?)).await?;
+    match outcome {
+        RetryOutcome::Retried(job) => Ok(json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({"id": id, "retried_as": job.id()}),
+        )),
+        RetryOutcome::NotRetryable(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "job {id} is {}; only dead or cancelled jobs are retried",
+                state.as_str()
+            ),
+        )),
+    }
+}

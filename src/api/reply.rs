@@ -1,0 +1,44 @@
+//! What handlers share: JSON answers, checked path parameters, and running
+//! a blocking engine call off tokio's worker threads.
+
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_store::Symbol;
+
+use super::ApiError;
+
+/// A handler's answer.
+pub(crate) type Reply = Result<Response, ApiError>;
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// A symbol from a path or body, or 400 naming what is wrong with it.
+pub(crate) fn symbol(s: &str) -> Result<Symbol, ApiError> {
+    Symbol::new(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// A job id from the path, or 400.
+pub(crate) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
+    let Path(id) = path.map_err(ApiError::rejection)?;
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("job id {id:?} is not a number")))
+}
+
+/// Runs a blocking engine call on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
+}

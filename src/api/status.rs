@@ -1,0 +1,160 @@
+//! Following and watching the service: `GET /v1/events` (server-sent
+//! events from the durable event log, woken by the one broadcast of the
+//! store's watermark), `GET /health`, `GET /metrics`, `GET /openapi.json`,
+//! and the answers to unknown routes and methods.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::Stream;
+use kiln_store::Backend;
+use serde::Deserialize;
+
+use super::reply::json;
+use super::{ApiError, App};
+use crate::engine::guard::BreakerState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<u64>,
+}
+
+/// Events read from the log at a time.
+const EVENTS_PER_READ: usize = 256;
+
+/// `GET /v1/events`: server-sent events from the durable log, each with its
+/// sequence number as `id`, resumable with `Last-Event-ID` (or `?after=`).
+pub async fn events<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not a sequence number"))?,
+        ),
+        None => None,
+    };
+    let after = resume.or(q.after).unwrap_or(0);
+    let news = app.news.subscribe();
+    let stream = futures_util::stream::unfold(
+        (app, news, after, std::collections::VecDeque::new()),
+        |(app, mut news, mut after, mut pending)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    return Some((Ok(e), (app, news, after, pending)));
+                }
+                if news.borrow_and_update().closing {
+                    return None;
+                }
+                let read = {
+                    let engine = app.engine.clone();
+                    tokio::task::spawn_blocking(move || {
+                        engine.store().events(after, EVENTS_PER_READ)
+                    })
+                    .await
+                };
+                match read {
+                    Ok(Ok(events)) if !events.is_empty() => {
+                        for e in &events {
+                            after = e.seq;
+                            pending.push_back(
+                                SseEvent::default()
+                                    .id(e.seq.to_string())
+                                    .data(crate::json::event(e).to_string()),
+                            );
+                        }
+                    }
+                    // Nothing new: wait for the next commit (or the end).
+                    Ok(Ok(_)) => {
+                        if news.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                    // The store is closing or failing: end the stream; the
+                    // client resumes from its last id.
+                    _ => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /health`: `healthy`, `degraded` (breaker not closed, queue past its
+/// bound) or `unhealthy` (store poisoned, dispatcher stopped; status 503).
+pub async fn health<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
+    let engine = &app.engine;
+    let poisoned = engine.store().poisoned();
+    let breaker = engine.runtime_stats().breaker;
+    let depth = engine.store().stats().unwrap_or_default().waiting();
+    let limit = engine.config().admit_depth_max;
+    let dispatcher = app.runner_alive();
+    let unhealthy = poisoned.is_some() || !dispatcher;
+    let degraded = breaker != BreakerState::Closed || depth > limit;
+    let status = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "checks": {
+            "store": {"ok": poisoned.is_none(), "poisoned": poisoned},
+            "breaker": {"ok": breaker == BreakerState::Closed, "state": breaker.as_str()},
+            "queue": {"ok": depth <= limit, "depth": depth, "limit": limit},
+            "dispatcher": {"ok": dispatcher, "running": dispatcher},
+        },
+    });
+    let code = if unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(code, &body)
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
+    let mut text = app.engine.metrics();
+    let _ = write!(
+        text,
+        "# HELP kiln_bar_uploads_in_progress POST /v1/bars bodies being read or ingested\n\
+         # TYPE kiln_bar_uploads_in_progress gauge\n\
+         kiln_bar_uploads_in_progress {}\n",
+        app.uploads_in_progress()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    json(StatusCode::OK, &super::openapi::document())
+}
+
+/// Any other path.
+pub async fn no_route() -> ApiError {
+    ApiError::not_found("no such route; GET /openapi.json lists them")
+}
+
+/// A known path with another method.
+pub async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; GET /openapi.json lists them",
+    )
+}

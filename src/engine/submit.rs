@@ -1,0 +1,232 @@
+//! Work in: submissions and the admission they pass (the queue-depth bound,
+//! a token bucket per client, the store's circuit breaker), bars ingested
+//! and the refreshes they imply, warm-up, and the caller's cancel and retry
+//! of a job. Every write goes through the breaker.
+
+use std::time::Duration;
+
+use kiln_store::{
+    Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, IngestReport, JobId,
+    JobState, NewJob, Priority, SeriesRead, StoreError, Symbol,
+};
+
+use super::{COMPUTE, Engine, EngineError, REFRESH, state};
+use crate::features::{FeatureSpec, Plan};
+use crate::market::{IngestOptions, IngestSummary, ingest_files};
+
+/// What a retry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// The job was dead or cancelled; a copy of it is queued.
+    Retried(Enqueued),
+    /// The job is in this state, which is not retried.
+    NotRetryable(JobState),
+}
+
+impl<B: Backend> Engine<B> {
+    /// Ingests files (see [`ingest_files`]) and queues a `refresh` for every
+    /// changed symbol that has stored features, so they follow the new bars.
+    pub fn ingest(
+        &self,
+        paths: &[std::path::PathBuf],
+        opts: &IngestOptions,
+        progress: &mut dyn FnMut(crate::market::Progress),
+    ) -> Result<(IngestSummary, Vec<Enqueued>), EngineError> {
+        let summary = ingest_files(&self.store, paths, opts, progress)?;
+        let enqueued = self.refresh_changed(&summary.changed_symbols)?;
+        Ok((summary, enqueued))
+    }
+
+    /// Stores bars held in memory (the synthetic universe, say) as one
+    /// all-or-nothing ingest, and queues refreshes like [`Engine::ingest`].
+    pub fn ingest_columns(
+        &self,
+        source: &str,
+        bars: &[(Symbol, BarColumns)],
+    ) -> Result<(IngestReport, Vec<Enqueued>), EngineError> {
+        let mut session = self.store.bar_ingest()?;
+        let src = session.source(source);
+        for (symbol, cols) in bars {
+            session.stage(symbol, src, cols, &[])?;
+        }
+        let report = session.commit(&mut |c| {
+            Err(StoreError::Conflict(format!(
+                "{} at {} appears twice with different values",
+                c.symbol, c.ts
+            )))
+        })?;
+        let changed: Vec<Symbol> = report.changed.iter().map(|(s, _)| s.clone()).collect();
+        let enqueued = self.refresh_changed(&changed)?;
+        Ok((report, enqueued))
+    }
+
+    /// Warm-up: queues a refresh for every symbol whose stored features were
+    /// computed from other bars than those stored now.
+    pub fn warm_up(&self) -> Result<Vec<Enqueued>, EngineError> {
+        let mut stale = Vec::new();
+        for (symbol, version) in self.store.bar_symbols()? {
+            let keys: Vec<_> = self
+                .store
+                .series_keys(&symbol)?
+                .into_iter()
+                .filter(state::is_state)
+                .collect();
+            let saved = self.store.series_batch(&keys)?;
+            if saved.iter().flatten().any(|s| !s.is_current(&version)) {
+                stale.push(symbol);
+            }
+        }
+        self.refresh_changed(&stale)
+    }
+
+    /// Queues a refresh for each of `symbols` that has stored features.
+    fn refresh_changed(&self, symbols: &[Symbol]) -> Result<Vec<Enqueued>, EngineError> {
+        let mut refresh = Vec::new();
+        for symbol in symbols {
+            let has_state = self.store.series_keys(symbol)?.iter().any(state::is_state);
+            if has_state && let Some(v) = self.store.data_version(symbol)? {
+                refresh.push(refresh_job(symbol, &v));
+            }
+        }
+        self.through_breaker(|| self.enqueue_chunked(refresh))
+    }
+
+    /// Queues `compute` jobs for `specs` over `symbols` (all must have bars).
+    /// The same (symbol, features, data version) asked for again while its
+    /// job is unfinished is that job (the store's idempotency key).
+    pub fn submit(
+        &self,
+        symbols: &[Symbol],
+        specs: &[FeatureSpec],
+        priority: Priority,
+    ) -> Result<Vec<Enqueued>, EngineError> {
+        self.submit_as("local", symbols, specs, priority)
+    }
+
+    /// [`Engine::submit`] on behalf of `client` (a key for rate limiting:
+    /// an API token, an address): refused with a retry-after hint when the
+    /// client's token bucket is empty, the queue is deeper than
+    /// `admit_depth_max`, or the store's breaker is open.
+    pub fn submit_as(
+        &self,
+        client: &str,
+        symbols: &[Symbol],
+        specs: &[FeatureSpec],
+        priority: Priority,
+    ) -> Result<Vec<Enqueued>, EngineError> {
+        let jobs = self.compute_jobs(symbols, specs, priority)?;
+        self.admit(client, symbols.len(), jobs.len())?;
+        self.through_breaker(|| self.enqueue_chunked(jobs))
+    }
+
+    /// Cancels a queued job (or one awaiting a retry) for `client`.
+    pub fn cancel_as(&self, client: &str, id: JobId) -> Result<CancelOutcome, EngineError> {
+        self.admit(client, 1, 0)?;
+        self.through_breaker(|| self.store.cancel(id))
+    }
+
+    /// Queues a dead or cancelled job again, as a new job, for `client`
+    /// (admitted like a submission of its symbols).
+    pub fn retry_as(&self, client: &str, id: JobId) -> Result<RetryOutcome, EngineError> {
+        let job = self.store.job(id)?.ok_or(StoreError::UnknownJob(id))?;
+        if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+            return Ok(RetryOutcome::NotRetryable(job.state));
+        }
+        self.admit(client, job.symbols.len().max(1), 1)?;
+        let again = NewJob::new(job.kind, job.payload.to_vec())
+            .symbols(job.symbols)
+            .priority(job.priority);
+        let enqueued = self.through_breaker(|| self.store.enqueue(again))?;
+        Ok(RetryOutcome::Retried(enqueued))
+    }
+
+    /// Admission: `jobs` more must fit under `admit_depth_max`, and
+    /// `client`'s bucket must hold `symbols` tokens.
+    fn admit(&self, client: &str, symbols: usize, jobs: usize) -> Result<(), EngineError> {
+        let depth = self.store.stats()?.waiting();
+        if depth + jobs as u64 > self.config.admit_depth_max {
+            return Err(self.refuse(
+                format!(
+                    "{depth} jobs are waiting, limit admit_depth_max = {}",
+                    self.config.admit_depth_max
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+        if let Err(wait) = self.runtime.admission.take(client, symbols) {
+            return Err(self.refuse(
+                format!(
+                    "client {client:?} is over {} symbols/s (burst {})",
+                    self.config.submit_symbols_per_s, self.config.submit_burst_symbols
+                ),
+                wait,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The compute jobs of a submission, checked (every symbol has bars).
+    fn compute_jobs(
+        &self,
+        symbols: &[Symbol],
+        specs: &[FeatureSpec],
+        priority: Priority,
+    ) -> Result<Vec<NewJob>, EngineError> {
+        if specs.is_empty() {
+            return Err(EngineError::Request("no features given".into()));
+        }
+        if symbols.is_empty() {
+            return Err(EngineError::Request("no symbols given".into()));
+        }
+        let plan = Plan::new(specs);
+        let text = plan.text();
+        let mut jobs = Vec::new();
+        for chunk in symbols.chunks(self.config.submit_job_symbols) {
+            let mut key = format!("{COMPUTE}:{:016x}", plan.fingerprint());
+            for s in chunk {
+                let v = self.store.data_version(s)?.ok_or_else(|| {
+                    EngineError::Request(format!("{s} has no bars; ingest them first"))
+                })?;
+                key.push_str(&format!(":{s}@{:016x}", v.hash));
+            }
+            if key.len() > kiln_store::IDEMPOTENCY_KEY_BYTES_MAX {
+                key = format!("{COMPUTE}:{:016x}", fnv1a(key.as_bytes()));
+            }
+            jobs.push(
+                NewJob::new(COMPUTE, text.clone().into_bytes())
+                    .symbols(chunk.to_vec())
+                    .priority(priority)
+                    .idempotency_key(key),
+            );
+        }
+        Ok(jobs)
+    }
+
+    /// Enqueues in calls of at most the store's `batch_jobs_max`.
+    fn enqueue_chunked(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let batch: Vec<NewJob> = jobs
+                .by_ref()
+                .take(self.store.queue_config().batch_jobs_max)
+                .collect();
+            out.extend(self.store.enqueue_many(batch)?);
+        }
+        Ok(out)
+    }
+}
+
+fn refresh_job(symbol: &Symbol, v: &DataVersion) -> NewJob {
+    NewJob::new(REFRESH, Vec::new())
+        .symbols(vec![symbol.clone()])
+        .priority(Priority::Normal)
+        .idempotency_key(format!("{REFRESH}:{symbol}@{:016x}", v.hash))
+}
+
+/// 64-bit FNV-1a, to shorten over-long idempotency keys.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
