@@ -30,12 +30,12 @@ pub struct Config {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The text is not TOML.
     #[error("{0}")]
@@ -380,9 +380,9 @@ impl Config {
     /// Reads a configuration file over the defaults; errors name the file,
     /// the line and the key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         parse(&text).map_err(|error| ConfigError::In {
             path: path.to_path_buf(),

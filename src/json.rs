@@ -2,7 +2,7 @@
 //! HTTP API show it, an event as the event feed, `kiln watch --json` and the
 //! HTTP event stream send it.
 
-use kiln_store::{Event, Job, Symbol};
+use kiln_core::{Event, Job, Symbol};
 
 /// A job as JSON.
 pub fn job(j: &Job) -> serde_json::Value {

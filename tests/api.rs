@@ -5,30 +5,29 @@
 //! bodies, invalid UTF-8, odd symbols, unknown specs) that must never get a
 //! 500. The client is a few lines of HTTP/1.1 over a std socket.
 
-use kiln::store::prelude::*;
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::http::{Reply, get, post_json, request};
+use common::{SAMPLE, sample_options, wait_until};
+use kiln::store::prelude::*;
 
 use kiln::api::{self, App, Service};
 use kiln::config::{Config, EngineConfig, ServeConfig};
 use kiln::engine::Engine;
-use kiln::market::{IngestOptions, parse_map};
-use kiln::store::{NewJob, Priority, Symbol};
-
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/examples/data/stocks-5-daily.csv.gz"
-);
+use kiln::store::{NewJob, Priority, Store, Symbol};
 
 struct Server {
     addr: SocketAddr,
-    service: Service,
+    service: Service<Store>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn app(&self) -> &App {
+    fn app(&self) -> &App<Store> {
         self.service.app()
     }
 }
@@ -39,12 +38,8 @@ impl Server {
 fn server(config: Config, running: bool) -> Server {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), config.clone()).expect("open");
-    let opts = IngestOptions {
-        map: parse_map("Ticker=symbol,Date=ts").expect("map"),
-        ..IngestOptions::default()
-    };
     engine
-        .ingest(&[SAMPLE.into()], &opts, &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest");
     if !running {
         for p in Priority::ALL {
@@ -61,133 +56,12 @@ fn server(config: Config, running: bool) -> Server {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// An error reply: JSON `{error, detail}` with this status.
-    fn error(&self, status: u16) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let v = self.json();
-        assert!(v["error"].is_string(), "{v}");
-        v["detail"].as_str().expect("detail").to_owned()
-    }
-}
-
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = unchunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn unchunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line]).expect("hex").trim(), 16)
-            .expect("size");
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line + 2..line + 2 + size]);
-        b = &b[line + 4 + size..];
-    }
-}
-
-fn get(addr: SocketAddr, target: &str) -> Reply {
-    request(addr, "GET", target, &[], b"")
-}
-
-fn post_json(addr: SocketAddr, target: &str, body: &str) -> Reply {
-    request(
-        addr,
-        "POST",
-        target,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-}
-
 fn wait_succeeded(addr: SocketAddr, id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = get(addr, &format!("/v1/jobs/{id}")).json();
-        if job["state"] == "succeeded" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "job {id}: {job}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("job {id} succeeded"),
+        Duration::from_secs(30),
+        || get(addr, &format!("/v1/jobs/{id}")).json()["state"] == "succeeded",
+    );
 }
 
 #[test]
@@ -270,7 +144,7 @@ fn a_missing_feature_is_computed_once_then_served() {
             .into_iter()
             .map(|h| {
                 let r = h.join().expect("thread");
-                assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+                assert_eq!(r.status, 202, "{}", r.text());
                 assert_eq!(r.header("retry-after"), Some("1"));
                 r.json()["job_id"].as_u64().expect("job id")
             })
@@ -294,7 +168,7 @@ fn a_missing_feature_is_computed_once_then_served() {
     );
     wait_succeeded(s.addr, id);
     let r = get(s.addr, target);
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let ts = v["ts"].as_array().expect("ts");
     assert_eq!(ts.len(), 5);
@@ -360,19 +234,15 @@ fn a_missing_feature_is_computed_once_then_served() {
         &[("Content-Type", "text/csv")],
         bar.as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let v = loop {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut v = serde_json::Value::Null;
+    wait_until("the series refreshed", Duration::from_secs(30), || {
         let r = get(s.addr, target);
         if r.status == 200 {
-            let v = r.json();
-            if v["ts"][4].as_i64() == Some(1_362_355_200_000_000_000) {
-                break v;
-            }
+            v = r.json();
         }
-        assert!(Instant::now() < deadline, "never refreshed: {}", r.status);
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        v["ts"][4].as_i64() == Some(1_362_355_200_000_000_000)
+    });
     assert_eq!(v["ts"].as_array().map(Vec::len), Some(5));
 }
 
@@ -517,7 +387,7 @@ fn hostile_input_gets_a_json_error_never_a_500() {
         batch,
         r#"{"symbols": ["AAPL", "MSFT"], "features": ["rsi(14)", "sma(5)"], "priority": "low"}"#,
     );
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["job_ids"].as_array().map(Vec::len), Some(2));
 
     for (target, status, needle) in [
@@ -567,7 +437,7 @@ fn hostile_input_gets_a_json_error_never_a_500() {
 }
 
 #[test]
-fn jobs_are_shown_and_queued_ones_cancelled() {
+fn jobs_are_shown_cancelled_and_retried() {
     let s = server(Config::default(), false);
     let r = post_json(
         s.addr,
@@ -587,6 +457,27 @@ fn jobs_are_shown_and_queued_ones_cancelled() {
     assert!(r.error(409).contains("cancelled"));
     let r = request(s.addr, "DELETE", "/v1/jobs/424242", &[], b"");
     r.error(404);
+
+    // The cancelled job is queued again as a new one; the new one, queued,
+    // is not retried; an unknown job is not found.
+    let r = post_json(s.addr, &format!("/v1/jobs/{id}/retry"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["id"].as_u64(), Some(id));
+    let new = v["retried_as"].as_u64().expect("retried_as");
+    assert_ne!(new, id);
+    let job = get(s.addr, &format!("/v1/jobs/{new}")).json();
+    assert_eq!(
+        (job["state"].as_str(), job["payload"].as_str()),
+        (Some("queued"), Some("ema(10)"))
+    );
+    assert_eq!(job["symbols"], serde_json::json!(["IBM"]));
+    let r = post_json(s.addr, &format!("/v1/jobs/{new}/retry"), "");
+    assert!(r.error(409).contains("queued"));
+    let r = post_json(s.addr, "/v1/jobs/424242/retry", "");
+    assert!(r.error(404).contains("424242"));
+    let r = post_json(s.addr, "/v1/jobs/nope/retry", "");
+    r.error(400);
 }
 
 #[test]
@@ -630,7 +521,7 @@ fn a_token_guards_every_route_but_health() {
         b"",
     );
     assert_eq!(r.status, 200);
-    assert!(String::from_utf8_lossy(&r.body).contains("kiln_jobs_total"));
+    assert!(r.text().contains("kiln_jobs_total"));
 }
 
 #[test]
@@ -758,7 +649,7 @@ fn bars_posted_as_csv_are_ingested_all_or_nothing() {
         &[("Content-Type", "text/csv")],
         good.as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(
         (v["rows"].as_u64(), v["symbols"].as_u64()),
@@ -799,11 +690,9 @@ fn bars_posted_as_csv_are_ingested_all_or_nothing() {
 /// The `kiln_bar_uploads_in_progress` gauge, once it reads `want`.
 fn wait_uploads_in_progress(addr: SocketAddr, want: u32) {
     let line = format!("kiln_bar_uploads_in_progress {want}\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&get(addr, "/metrics").body).contains(&line) {
-        assert!(Instant::now() < deadline, "never {line}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&line, Duration::from_secs(10), || {
+        get(addr, "/metrics").text().contains(&line)
+    });
 }
 
 /// Sends a `POST /v1/bars` head promising 1000 bytes and only a few.

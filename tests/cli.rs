@@ -1,13 +1,12 @@
 //! The `kiln` binary as a user runs it.
 
-use std::process::Command;
+mod common;
 
-fn kiln(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .expect("run kiln")
-}
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{SAMPLE, SAMPLE_MAP, interrupt, kiln, kiln_command, kiln_fails, kiln_ok, wait_until};
 
 /// Runs `kiln bench <args> --json --dir <scratch>`, checks it succeeded and
 /// left nothing behind, and returns its lines, each one JSON object.
@@ -17,12 +16,7 @@ fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec!["bench"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", "--dir", dir]);
-    let out = kiln(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = kiln_ok(&all);
     let left: Vec<_> = std::fs::read_dir(scratch.path()).expect("ls").collect();
     assert!(left.is_empty(), "scratch data left behind: {left:?}");
     String::from_utf8(out.stdout)
@@ -162,19 +156,16 @@ fn bench_http_without_a_batch_runs_no_jobs_and_reports_no_batch_figures() {
 
 #[test]
 fn out_of_range_sizes_are_refused_with_the_limit() {
+    // clap's own error: several lines, with usage.
     let out = kiln(&["bench", "queue", "--jobs", "5"]);
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--jobs") && stderr.contains("100"),
-        "{stderr}"
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--jobs") && err.contains("100"), "{err}");
 }
 
 #[test]
 fn help_explains_the_bench() {
-    let out = kiln(&["bench", "queue", "--help"]);
-    assert!(out.status.success());
+    let out = kiln_ok(&["bench", "queue", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--json") && text.contains("floor"), "{text}");
 }
@@ -184,24 +175,9 @@ fn ingest_then_export_round_trips_the_real_sample() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = scratch.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/stocks-5-daily.csv.gz"
-    );
-    let out = kiln(&[
-        "--data",
-        data,
-        "--json",
-        "ingest",
-        "--map",
-        "Ticker=symbol,Date=ts",
-        sample,
+    let out = kiln_ok(&[
+        "--data", data, "--json", "ingest", "--map", SAMPLE_MAP, SAMPLE,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(
         (
@@ -213,7 +189,7 @@ fn ingest_then_export_round_trips_the_real_sample() {
     );
 
     let csv = scratch.path().join("ibm.csv");
-    let out = kiln(&[
+    let out = kiln_ok(&[
         "--data",
         data,
         "export",
@@ -224,11 +200,6 @@ fn ingest_then_export_round_trips_the_real_sample() {
         "--out",
         csv.to_str().expect("utf-8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let summary = String::from_utf8(out.stdout).expect("utf-8");
     assert!(
         summary.starts_with("exported 3270 rows of 1 symbols"),
@@ -247,35 +218,57 @@ fn ingest_then_export_round_trips_the_real_sample() {
 fn a_rejected_ingest_is_one_line_and_a_failure() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8");
     let bad = scratch.path().join("bad.csv");
     std::fs::write(
         &bad,
         "symbol,ts,open,high,low,close,volume\nA,2020-01-02,1,0.5,0.4,1,1\n",
     )
     .expect("write");
-    let out = kiln(&[
-        "--data",
-        data.to_str().expect("utf-8"),
-        "ingest",
-        bad.to_str().expect("utf-8"),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).expect("utf-8");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("bad.csv: line 2, column high: high 0.5 is below max(open, close) = 1"),
-        "{err}"
+    let bad = bad.to_str().expect("utf-8");
+    kiln_fails(
+        &["--data", data, "ingest", bad],
+        "bad.csv: line 2, column high: high 0.5 is below max(open, close) = 1",
     );
-    let out = kiln(&[
-        "--data",
-        data.to_str().expect("utf-8"),
-        "ingest",
-        "--report",
-        "r.csv",
-        bad.to_str().expect("utf-8"),
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--on-error skip"));
+    kiln_fails(
+        &["--data", data, "ingest", "--report", "r.csv", bad],
+        "--on-error skip",
+    );
+}
+
+/// An operating-system error is said once, after the file it concerns.
+#[test]
+fn a_missing_file_or_a_file_for_a_directory_is_named_once() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let missing = scratch.path().join("missing.csv");
+    let missing = missing.to_str().expect("utf-8");
+    let err = kiln_fails(&["--data", data, "ingest", missing], "missing.csv");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+    let config = scratch.path().join("missing.toml");
+    let err = kiln_fails(
+        &["--config", config.to_str().expect("utf-8"), "stats"],
+        "missing.toml",
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, "not a data directory").expect("write");
+    let file = file.to_str().expect("utf-8");
+    kiln_fails(
+        &["--data", file, "stats"],
+        "a-file is a file, not a directory",
+    );
+    assert_eq!(
+        std::fs::read_to_string(file).expect("read"),
+        "not a data directory",
+        "left as it was"
+    );
 }
 
 #[test]
@@ -283,7 +276,7 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = scratch.path().join("demo");
     let data = data.to_str().expect("utf-8 path");
-    let out = kiln(&[
+    let out = kiln_ok(&[
         "--data",
         data,
         "--json",
@@ -293,11 +286,6 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
         "--bars",
         "300",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["symbols"], 25);
     assert_eq!(v["succeeded"], 25);
@@ -313,26 +301,23 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
     let sma5 = v["aapl"]["sma(5)"].as_f64().expect("sma(5)");
     assert!((sma5 - 441.642).abs() < 1e-9, "{sma5}");
 
-    let out = kiln(&[
+    let out = kiln_ok(&[
         "--data", data, "features", "AAPL", "rsi(14)", "--format", "csv", "--tail", "2",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[2].starts_with("2013-03-01T00:00:00Z,"), "{text}");
 
-    let out = kiln(&["--data", data, "--json", "watch"]);
-    assert!(out.status.success());
+    let out = kiln_ok(&["--data", data, "--json", "watch"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25);
 
-    let out = kiln(&["--data", data, "jobs", "show", "999"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no job 999"));
+    kiln_fails(&["--data", data, "jobs", "show", "999"], "no job 999");
+    kiln_fails(&["--data", data, "jobs", "retry", "999"], "no job 999");
+    kiln_fails(
+        &["--data", data, "jobs", "retry", "1"],
+        "job 1 is succeeded",
+    );
 
     let out = kiln(&["--data", data, "check"]);
     assert!(
@@ -341,64 +326,39 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    let out = kiln(&[
-        "--data",
-        data,
-        "submit",
-        "--symbols",
-        "NOPE",
-        "--features",
-        "sma(5)",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE has no bars"));
+    kiln_fails(
+        &[
+            "--data",
+            data,
+            "submit",
+            "--symbols",
+            "NOPE",
+            "--features",
+            "sma(5)",
+        ],
+        "NOPE has no bars",
+    );
 }
 
 #[test]
 fn watch_follows_a_running_worker_from_another_process() {
-    use std::io::BufRead;
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = scratch.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/stocks-5-daily.csv.gz"
-    );
-    for args in [
-        vec![
-            "--data",
-            data,
-            "ingest",
-            sample,
-            "--map",
-            "Ticker=symbol,Date=ts",
-        ],
-        vec!["--data", data, "submit", "--all", "--features", "sma(3)"],
-    ] {
-        let out = kiln(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["--data", data, "run"])
+    kiln_ok(&["--data", data, "ingest", SAMPLE, "--map", SAMPLE_MAP]);
+    kiln_ok(&["--data", data, "submit", "--all", "--features", "sma(3)"]);
+    let mut worker = kiln_command(["--data", data, "run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the worker");
     let socket = std::path::Path::new(data).join("events.sock");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "the worker serves no event feed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["--data", data, "--json", "watch"])
+    wait_until(
+        "the worker serves an event feed",
+        Duration::from_secs(30),
+        || socket.exists(),
+    );
+    let mut watcher = kiln_command(["--data", data, "--json", "watch"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -427,11 +387,7 @@ fn watch_follows_a_running_worker_from_another_process() {
         worker.try_wait().expect("poll").is_none(),
         "the worker still runs"
     );
-    let sent = Command::new("kill")
-        .args(["-INT", &worker.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
+    interrupt(&worker);
     let out = worker.wait_with_output().expect("worker");
     assert!(
         out.status.success(),
@@ -450,14 +406,13 @@ fn watch_follows_a_running_worker_from_another_process() {
 
 #[test]
 fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
-    use std::io::{BufRead, Read, Write};
-    use std::process::Stdio;
+    use common::http::{get, request};
+    use std::io::{Read, Write};
 
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = scratch.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["--data", data, "--json", "serve", "--addr", "127.0.0.1:0"])
+    let mut server = kiln_command(["--data", data, "--json", "serve", "--addr", "127.0.0.1:0"])
         .env("KILN_TOKEN", "t0ken")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -473,24 +428,15 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
         .parse()
         .expect("an address");
     assert!(addr.ip().is_loopback());
-    let get = |path: &str, token: Option<&str>| -> String {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: kiln\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).expect("read");
-        reply
-    };
-    assert!(get("/health", None).starts_with("HTTP/1.1 200"));
-    assert!(
-        get("/metrics", None).starts_with("HTTP/1.1 401"),
+    let bearer = [("Authorization", "Bearer t0ken")];
+    assert_eq!(get(addr, "/health").status, 200);
+    assert_eq!(
+        get(addr, "/metrics").status,
+        401,
         "the token from KILN_TOKEN"
     );
-    assert!(get("/metrics", Some("t0ken")).contains("kiln_jobs_total"));
+    let metrics = request(addr, "GET", "/metrics", &bearer, b"");
+    assert!(metrics.text().contains("kiln_jobs_total"));
     // An open event stream does not keep the server from stopping.
     let mut events = std::net::TcpStream::connect(addr).expect("connect");
     write!(
@@ -501,11 +447,7 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
     let mut head = [0u8; 12];
     events.read_exact(&mut head).expect("the stream's head");
     assert_eq!(&head, b"HTTP/1.1 200");
-    let sent = Command::new("kill")
-        .args(["-INT", &server.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
+    interrupt(&server);
     let status = server.wait().expect("wait");
     let mut err = String::new();
     server

@@ -3,27 +3,21 @@
 //! and after a correction (recomputed), many-symbol jobs with checkpoints,
 //! and bad input ending a job dead with a message naming the symbol.
 
+mod common;
+
+use common::{SAMPLE, sample_options};
 use kiln::store::prelude::*;
 use std::path::{Path, PathBuf};
 
 use kiln::config::{Config, EngineConfig};
-use kiln::engine::Engine;
+use kiln::engine::{Engine, RetryOutcome};
 use kiln::features::{Bars, Plan, spec::parse_list};
-use kiln::market::{IngestOptions, parse_map};
-use kiln::store::{BarColumns, JobQueue, JobState, NewJob, Priority, ResultStore, Store, Symbol};
+use kiln::market::IngestOptions;
+use kiln::store::{
+    BarColumns, CancelOutcome, JobQueue, JobState, NewJob, Priority, ResultStore, Store, Symbol,
+};
 
 const SPECS: &str = "sma(20),ema(12),rsi(14),macd(12,26,9),bbands(20,2),atr(14),obv";
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/stocks-5-daily.csv.gz")
-}
-
-fn sample_opts() -> IngestOptions {
-    IngestOptions {
-        map: parse_map("Ticker=symbol,Date=ts").expect("map"),
-        ..IngestOptions::default()
-    }
-}
 
 fn sym(s: &str) -> Symbol {
     Symbol::new(s).expect("symbol")
@@ -68,7 +62,7 @@ fn submitted_features_are_stored_equal_to_a_direct_computation() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
-        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest");
     let specs = parse_list(SPECS).expect("specs");
     let symbols: Vec<Symbol> = ["AAPL", "FB", "GOOG", "IBM", "MSFT"].map(sym).to_vec();
@@ -100,7 +94,7 @@ fn cut_sample(dir: &Path, keep: impl Fn(usize) -> bool) -> PathBuf {
     let text = {
         use std::io::Read;
         let mut s = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(sample()).expect("open"))
+        flate2::read::GzDecoder::new(std::fs::File::open(SAMPLE).expect("open"))
             .read_to_string(&mut s)
             .expect("gunzip");
         s
@@ -127,7 +121,7 @@ fn new_bars_refresh_stored_features_incrementally_and_exactly() {
     // AAPL is the first 3270 rows: ingest 3000 of them, compute, then the rest.
     let early = cut_sample(dir.path(), |i| i < 3000);
     engine
-        .ingest(&[early], &sample_opts(), &mut |_| {})
+        .ingest(&[early], &sample_options(), &mut |_| {})
         .expect("ingest");
     let specs = parse_list(SPECS).expect("specs");
     engine
@@ -135,7 +129,7 @@ fn new_bars_refresh_stored_features_incrementally_and_exactly() {
         .expect("submit");
     engine.run_until_idle(&mut |_| {}).expect("run");
     let (summary, refresh) = engine
-        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest all");
     assert!(summary.changed_symbols.contains(&sym("AAPL")));
     assert_eq!(
@@ -155,7 +149,7 @@ fn new_bars_refresh_stored_features_incrementally_and_exactly() {
     std::fs::write(&fix, "Ticker,Date,Open,High,Low,Close,Volume\nAAPL,2000-03-02,127.0,127.94,120.69,123.0,2779100\n")
         .expect("write");
     let (_, refresh) = engine
-        .ingest(&[fix], &sample_opts(), &mut |_| {})
+        .ingest(&[fix], &sample_options(), &mut |_| {})
         .expect("correct");
     assert_eq!(refresh.len(), 1);
     let report = engine.run_until_idle(&mut |_| {}).expect("refresh");
@@ -176,7 +170,7 @@ fn a_many_symbol_job_checkpoints_and_completes() {
     };
     let engine = Engine::open(dir.path(), config).expect("open");
     engine
-        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest");
     let specs = parse_list("rsi(14),sma(5)").expect("specs");
     let symbols: Vec<Symbol> = ["AAPL", "FB", "GOOG", "IBM", "MSFT"].map(sym).to_vec();
@@ -197,7 +191,7 @@ fn bad_requests_and_bad_jobs_are_named() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
-        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest");
     let specs = parse_list("sma(5)").expect("specs");
     let e = engine
@@ -230,6 +224,103 @@ fn bad_requests_and_bad_jobs_are_named() {
     assert!(store.series_keys(&sym("GONE")).expect("keys").is_empty());
 }
 
+#[test]
+fn dead_and_cancelled_jobs_are_retried_as_new_jobs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
+    engine
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
+        .expect("ingest");
+    let store: &Store = engine.store();
+    // Dead: a symbol whose bars arrive only after the job ended.
+    let dead = store
+        .enqueue(
+            NewJob::new("compute", b"sma(5)".to_vec())
+                .symbols(vec![sym("LATE")])
+                .priority(Priority::High),
+        )
+        .expect("enqueue")
+        .id();
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(
+        store.job(dead).expect("job").expect("exists").state,
+        JobState::Dead
+    );
+    // Cancelled: a queued job for AAPL.
+    let cancelled = engine
+        .submit(
+            &[sym("AAPL")],
+            &parse_list("ema(3)").expect("specs"),
+            Priority::Low,
+        )
+        .expect("submit")[0]
+        .id();
+    assert_eq!(
+        engine.cancel_as("test", cancelled).expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+
+    // A job that is not dead or cancelled is not retried, and says why.
+    let queued = store
+        .enqueue(NewJob::new("compute", b"sma(2)".to_vec()).symbols(vec![sym("IBM")]))
+        .expect("enqueue")
+        .id();
+    assert_eq!(
+        engine.retry_as("test", queued).expect("retry"),
+        RetryOutcome::NotRetryable(JobState::Queued)
+    );
+    let e = engine.retry_as("test", 424_242).expect_err("no such job");
+    assert!(e.to_string().contains("424242"), "{e}");
+
+    let csv = dir.path().join("late.csv");
+    std::fs::write(
+        &csv,
+        "symbol,ts,open,high,low,close,volume\n\
+         LATE,2020-01-02,1,1,1,1,1\nLATE,2020-01-03,2,2,2,2,1\nLATE,2020-01-06,3,3,3,3,1\n\
+         LATE,2020-01-07,4,4,4,4,1\nLATE,2020-01-08,5,5,5,5,1\n",
+    )
+    .expect("write");
+    engine
+        .ingest(&[csv], &IngestOptions::default(), &mut |_| {})
+        .expect("ingest LATE");
+    let mut again = Vec::new();
+    for id in [dead, cancelled] {
+        let RetryOutcome::Retried(new) = engine.retry_as("test", id).expect("retry") else {
+            panic!("job {id} was not retried");
+        };
+        assert_ne!(new.id(), id, "a new job");
+        let (old, copy) = (
+            store.job(id).expect("job").expect("exists"),
+            store.job(new.id()).expect("job").expect("exists"),
+        );
+        assert_eq!(copy.state, JobState::Queued);
+        assert_eq!(
+            (
+                copy.kind,
+                copy.payload,
+                copy.symbols,
+                copy.priority,
+                copy.attempts
+            ),
+            (old.kind, old.payload, old.symbols, old.priority, 0)
+        );
+        again.push(new.id());
+    }
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    for id in again {
+        assert_eq!(
+            store.job(id).expect("job").expect("exists").state,
+            JobState::Succeeded
+        );
+    }
+    // sma(5) of closes 1..=5 is 3, by hand.
+    let late = engine
+        .feature(&sym("LATE"), "sma(5)")
+        .expect("read")
+        .expect("stored");
+    assert_eq!(late.values().last().copied(), Some(3.0));
+}
+
 /// The integrity check's problems and stale series.
 fn check(engine: &Engine) -> (Vec<String>, u64) {
     let (report, stale) = engine.check().expect("check");
@@ -241,7 +332,7 @@ fn warm_up_refreshes_what_went_stale_behind_the_engine() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");
     engine
-        .ingest(&[sample()], &sample_opts(), &mut |_| {})
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
         .expect("ingest");
     let specs = parse_list("sma(5),rsi(14)").expect("specs");
     engine

@@ -7,7 +7,11 @@
 //! unflushed window and its jobs run again. At least 20 kills by default;
 //! `KILN_ENGINE_CRASH_KILLS` sets more.
 
+mod common;
+
+use common::kiln_command;
 use kiln::store::prelude::*;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,14 +37,15 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn worker(data: &Path, config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.arg("--data")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(["run", "--until-idle"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut c = kiln_command([
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("run"),
+        OsStr::new("--until-idle"),
+    ]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     c
 }
 

@@ -1,9 +1,13 @@
 //! Admission control, rate limiting, the circuit breaker, metrics, and a
 //! graceful stop on SIGINT.
 
+mod common;
+
+use common::{interrupt, kiln_command};
 use kiln::store::prelude::*;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use kiln::config::{Config, EngineConfig};
@@ -169,20 +173,13 @@ fn sigint_stops_a_worker_cleanly() {
             .expect("submit");
         symbols
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--data")
-        .arg(&data)
-        .arg("run")
+    let child = kiln_command([OsStr::new("--data"), data.as_os_str(), OsStr::new("run")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(300));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
+    interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     assert!(
         out.status.success(),

@@ -4,7 +4,11 @@
 //! file or all of it, bit for bit against the generated universe. 8 kills
 //! by default; `KILN_INGEST_CRASH_ITERATIONS` sets more.
 
+mod common;
+
+use common::kiln_command;
 use kiln::store::prelude::*;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,13 +18,13 @@ use kiln::market::synth;
 use kiln::store::{Store, StoreConfig};
 
 fn ingest_cmd(data: &Path, file: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.arg("--data")
-        .arg(data)
-        .arg("ingest")
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut c = kiln_command([
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("ingest"),
+        file.as_os_str(),
+    ]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     c
 }
 

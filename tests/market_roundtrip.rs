@@ -3,6 +3,9 @@
 //! write (int64 epochs, dictionary symbols, int volumes); the bundled real
 //! sample; and ingest independence from chunking and file order.
 
+mod common;
+
+use common::{SAMPLE, sample_options};
 use kiln::store::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -264,12 +267,7 @@ fn pyarrow_shaped_parquet_with_epochs_dictionaries_and_int_volume_reads() {
 fn the_bundled_real_sample_ingests_with_its_values() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open(dir.path());
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/stocks-5-daily.csv.gz");
-    let opts = IngestOptions {
-        map: kiln::market::parse_map("Ticker=symbol,Date=ts").expect("map"),
-        ..IngestOptions::default()
-    };
-    let s = ingest_files(&store, &[sample], &opts, &mut |_| {}).expect("ingest");
+    let s = ingest_files(&store, &[SAMPLE.into()], &sample_options(), &mut |_| {}).expect("ingest");
     assert_eq!((s.rows, s.symbols, s.rejected), (12_154, 5, 0));
     let aapl = store
         .bars(&Symbol::new("AAPL").expect("sym"), ..)

@@ -38,7 +38,7 @@ pub enum BenchError {
     Market(#[from] kiln::market::MarketError),
     /// Scratch files or a peer process failed.
     #[error("{0}: {1}")]
-    Io(String, #[source] std::io::Error),
+    Io(String, std::io::Error),
     /// A peer baseline gave no usable figure.
     #[error("peer baseline: {0}")]
     Peer(String),

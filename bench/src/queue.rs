@@ -369,13 +369,6 @@ fn idle_pickup_us(dir: &Path) -> Result<f64, BenchError> {
     Ok(samples[samples.len() / 2])
 }
 
-fn io(context: &str, e: std::io::Error) -> StoreError {
-    StoreError::Io {
-        context: context.to_owned(),
-        source: e,
-    }
-}
-
 /// Raw sled: `n` inserts of job-sized values, one batch + flush + fsync per 100.
 fn floor_sled(dir: &Path, n: u64) -> Result<f64, StoreError> {
     let db = kiln_store::SledFloor::open(dir)?;
@@ -390,15 +383,16 @@ fn floor_sled(dir: &Path, n: u64) -> Result<f64, StoreError> {
 fn floor_file(path: &Path, bytes: u64) -> Result<f64, StoreError> {
     let chunk = vec![0x5au8; 1 << 20];
     let t = Instant::now();
-    let mut f = std::fs::File::create(path).map_err(|e| io("create floor file", e))?;
+    let mut f = std::fs::File::create(path).map_err(|e| StoreError::io("create floor file", e))?;
     let mut left = bytes;
     while left > 0 {
         let k = left.min(chunk.len() as u64) as usize;
         f.write_all(&chunk[..k])
-            .map_err(|e| io("write floor file", e))?;
+            .map_err(|e| StoreError::io("write floor file", e))?;
         left -= k as u64;
     }
-    f.sync_all().map_err(|e| io("fsync floor file", e))?;
+    f.sync_all()
+        .map_err(|e| StoreError::io("fsync floor file", e))?;
     let secs = t.elapsed().as_secs_f64();
     drop(f);
     let _ = std::fs::remove_file(path);

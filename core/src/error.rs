@@ -9,13 +9,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// An operating-system I/O error, with what the store was doing.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What the store was doing, naming the file where there is one.
         context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The backend's own engine reported an error (sled, a database).
     #[error("{backend}: {detail}")]
@@ -64,7 +63,7 @@ pub enum StoreError {
         max: u64,
     },
     /// No job has this id (it never existed or was purged from history).
-    #[error("no job with id {0}")]
+    #[error("no job {0} (finished jobs are kept up to history_max)")]
     UnknownJob(u64),
     /// The caller's lease is no longer valid: it expired and the job went back
     /// to the queue, or the job was claimed again since.
@@ -90,10 +89,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// An I/O error while doing `context`.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, error: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
-            source,
+            error,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use kiln_store::Backend;
+use kiln_core::Backend;
 use serde::Deserialize;
 
 use super::features::ARROW_STREAM;

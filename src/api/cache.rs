@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
-use kiln_store::DataVersion;
+use kiln_core::DataVersion;
 
 /// One kept answer.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_store::StoreError;
+use kiln_core::StoreError;
 
 use crate::engine::EngineError;
 

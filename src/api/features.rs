@@ -14,8 +14,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use kiln_store::prelude::*;
-use kiln_store::{Priority, Symbol};
+use kiln_core::prelude::*;
+use kiln_core::{Priority, Symbol};
 use serde::Deserialize;
 
 use super::cache::Answer;

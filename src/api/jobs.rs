@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use kiln_store::prelude::*;
-use kiln_store::{CancelOutcome, JobState, Priority};
+use kiln_core::prelude::*;
+use kiln_core::{CancelOutcome, JobState, Priority, StoreError};
 use serde::Deserialize;
 
 use super::reply::{Reply, blocking, job_id, json, symbol};
@@ -97,12 +97,12 @@ pub async fn get_job<B: Backend>(
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let id = job_id(path)?;
-    match app.engine.store().job(id)? {
-        Some(j) => Ok(json(StatusCode::OK, &crate::json::job(&j))),
-        None => Err(ApiError::not_found(format!(
-            "no job {id} (finished jobs are kept up to history_max)"
-        ))),
-    }
+    let job = app
+        .engine
+        .store()
+        .job(id)?
+        .ok_or(StoreError::UnknownJob(id))?;
+    Ok(json(StatusCode::OK, &crate::json::job(&job)))
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels a queued job (or one awaiting a retry).

@@ -31,8 +31,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kiln_store::prelude::*;
-use kiln_store::{JobState, Store, Watermark};
+use kiln_core::prelude::*;
+use kiln_core::{JobState, Watermark};
 
 pub use error::ApiError;
 pub use features::ARROW_STREAM;
@@ -51,7 +51,7 @@ pub const VALUES_MAX: usize = 2_000_000;
 const READ_CACHE_BYTES: usize = 64 << 20;
 
 /// What every handler shares.
-pub struct App<B: Backend = Store> {
+pub struct App<B: Backend> {
     engine: Engine<B>,
     config: ServeConfig,
     limiter: Admission,
@@ -291,7 +291,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// A running service: the API on its listener, the engine's runner working
 /// the queue, on threads of their own (a tokio runtime for the requests).
-pub struct Service<B: Backend = Store> {
+pub struct Service<B: Backend> {
     app: Arc<App<B>>,
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

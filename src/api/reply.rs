@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_store::Symbol;
+use kiln_core::Symbol;
 
 use super::ApiError;
 

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::Stream;
-use kiln_store::Backend;
+use kiln_core::Backend;
 use serde::Deserialize;
 
 use super::reply::json;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use kiln::engine::feed::feed_path;
 use kiln::engine::{Engine, RetryOutcome, RunObserver, RunProgress, RunReport, run_reopening};
 use kiln::json;
-use kiln::store::{CancelOutcome, Job, JobState, Priority, Symbol};
+use kiln::store::{CancelOutcome, Job, JobState, Priority, StoreError, Symbol};
 
 use super::{Ctx, choice};
 
@@ -269,11 +269,8 @@ fn job_line(j: &Job) -> String {
 pub fn jobs(ctx: &Ctx, out: &mut dyn Write, command: JobsCommand) -> anyhow::Result<()> {
     let engine = ctx.engine()?;
     let store = engine.store();
-    let find = |id: u64| -> anyhow::Result<Job> {
-        store
-            .job(id)?
-            .with_context(|| format!("no job {id} (finished jobs are kept up to history_max)"))
-    };
+    let find =
+        |id: u64| -> anyhow::Result<Job> { Ok(store.job(id)?.ok_or(StoreError::UnknownJob(id))?) };
     match command {
         JobsCommand::List { state, limit } => {
             let jobs = store.jobs(state, limit)?;

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use kiln_store::{
+use kiln_core::{
     Backend, BarsRead, Completion, DataVersion, Lease, Series, SeriesKey, SeriesRead, StoreError,
     Symbol,
 };

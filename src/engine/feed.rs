@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kiln_store::prelude::*;
+use kiln_core::prelude::*;
 
 use super::Engine;
 

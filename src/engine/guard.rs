@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kiln_store::Clock;
+use kiln_core::Clock;
 
 /// A breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

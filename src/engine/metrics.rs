@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_store::{Backend, JobState, Priority};
+use kiln_core::{Backend, JobState, Priority};
 
 use super::Engine;
 use super::guard::BreakerState;

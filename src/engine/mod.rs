@@ -44,7 +44,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kiln_store::{Backend, Store, StoreError};
+use kiln_core::{Backend, StoreError};
+use kiln_store::Store;
 
 use guard::{Admission, BreakerState, CircuitBreaker};
 use metrics::Metrics;

@@ -3,7 +3,7 @@
 //! `kiln_feature_reads_total`), a symbol's stored outputs, and the engine's
 //! part of an integrity check.
 
-use kiln_store::{Backend, BarsRead, CheckReport, JobState, SeriesKey, SeriesRead, Symbol};
+use kiln_core::{Backend, BarsRead, CheckReport, JobState, SeriesKey, SeriesRead, Symbol};
 
 use super::metrics::ReadResult;
 use super::{Engine, EngineError, state};

@@ -3,7 +3,7 @@
 //! full recompute gives), or recompute in full when the stored bars were
 //! corrected or an output is missing.
 
-use kiln_store::{Backend, Bar, BarsRead, Lease, SeriesKey, SeriesRead, StoreError, Symbol};
+use kiln_core::{Backend, Bar, BarsRead, Lease, SeriesKey, SeriesRead, StoreError, Symbol};
 use rayon::prelude::*;
 
 use super::compute::{Results, bars_of, check_bars, compute_symbol, series};

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kiln_store::{Backend, Completion, FailOutcome, JobState, Lease, Priority, StoreError, Symbol};
+use kiln_core::{Backend, Completion, FailOutcome, JobState, Lease, Priority, StoreError, Symbol};
 
 use super::{COMPUTE, Engine, EngineError, REFRESH};
 

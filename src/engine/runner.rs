@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kiln_store::{Backend, Enqueued, Priority, Symbol};
+use kiln_core::{Backend, Enqueued, Priority, Symbol};
 
 use super::{Engine, EngineError, RunProgress, RunReport};
 use crate::config::Config;

@@ -14,7 +14,7 @@
 //!   (`features::state`, versioned itself). Version 0, written before the
 //!   payload had a version, is the same without `KSV1`; it is still read.
 
-use kiln_store::{SeriesKey, StoreError, Symbol};
+use kiln_core::{SeriesKey, StoreError, Symbol};
 
 use crate::features::Plan;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kiln_store::{
+use kiln_core::{
     Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, IngestReport, JobId,
     JobState, NewJob, Priority, SeriesRead, StoreError, Symbol,
 };
@@ -189,7 +189,7 @@ impl<B: Backend> Engine<B> {
                 })?;
                 key.push_str(&format!(":{s}@{:016x}", v.hash));
             }
-            if key.len() > kiln_store::IDEMPOTENCY_KEY_BYTES_MAX {
+            if key.len() > kiln_core::IDEMPOTENCY_KEY_BYTES_MAX {
                 key = format!("{COMPUTE}:{:016x}", fnv1a(key.as_bytes()));
             }
             jobs.push(

@@ -17,7 +17,7 @@ use arrow_schema::{ArrowError, DataType, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use kiln_store::BarIngest;
+use kiln_core::BarIngest;
 
 use super::ingest::{Cell, IngestOptions, Loader, RawRow};
 use super::time::{EpochReader, parse_iso};

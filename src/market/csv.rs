@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use kiln_store::BarIngest;
+use kiln_core::BarIngest;
 
 use super::ingest::{Cell, IngestOptions, Loader, RawRow};
 use super::time::{EpochReader, parse_iso};

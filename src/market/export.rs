@@ -5,7 +5,7 @@
 //! (an empty CSV field). The file is written beside its destination and
 //! renamed into place when complete, so a failed export leaves no half file.
 
-use kiln_store::prelude::*;
+use kiln_core::prelude::*;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use kiln_store::{BarStore, ResultStore, SeriesKey, Symbol};
+use kiln_core::{BarStore, ResultStore, SeriesKey, Symbol};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -315,7 +315,7 @@ impl Drop for TableWriter {
 pub fn write_bars<'a>(
     out: &Path,
     format: ExportFormat,
-    bars: impl IntoIterator<Item = (&'a Symbol, &'a kiln_store::BarColumns)>,
+    bars: impl IntoIterator<Item = (&'a Symbol, &'a kiln_core::BarColumns)>,
 ) -> Result<u64, MarketError> {
     let columns: Vec<String> = BAR_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
     let mut table = TableWriter::create(out, format, &columns)?;

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln_store::{Bar, BarColumns, BarIngest, BarStore, Conflict, IngestReport, Symbol};
+use kiln_core::{Bar, BarColumns, BarIngest, BarStore, Conflict, IngestReport, Symbol};
 
 use super::{Format, Location, MarketError, OnError, RowError, TsUnit};
 
@@ -351,7 +351,7 @@ impl<'s, I: BarIngest> Loader<'s, I> {
                 .map_err(|e| {
                     let text = e.to_string();
                     first_error.get_or_insert(e);
-                    kiln_store::StoreError::Conflict(text)
+                    kiln_core::StoreError::Conflict(text)
                 })
         });
         let report = match (committed, first_error) {

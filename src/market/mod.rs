@@ -5,7 +5,7 @@
 //!
 //! Ingest streams each file in bounded memory: rows are validated as they
 //! are read and buffered per symbol, and full buffers are staged in the
-//! store's value log (see [`kiln_store::BarIngest`]). Nothing is visible
+//! store's value log (see [`kiln_core::BarIngest`]). Nothing is visible
 //! until every file has been read: by default one invalid row rejects the
 //! whole ingest and leaves the store exactly as it was; with
 //! [`OnError::Skip`] invalid rows are written, with their reasons, to a
@@ -173,13 +173,12 @@ impl fmt::Display for RowError {
 #[non_exhaustive]
 pub enum MarketError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
+        /// The failure (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not what its format says (bad Parquet or Arrow, bad CSV
     /// structure), or its format cannot be told.
@@ -210,14 +209,14 @@ pub enum MarketError {
     Options(String),
     /// The store refused or failed.
     #[error(transparent)]
-    Store(#[from] kiln_store::StoreError),
+    Store(#[from] kiln_core::StoreError),
 }
 
 impl MarketError {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
         MarketError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 

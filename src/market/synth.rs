@@ -4,7 +4,7 @@
 //! from 2015-01-02 (UTC midnight), like the peers' `gen_ohlcv.py` (same
 //! model, not the same bits). Symbols are `S0000`, `S0001`, ….
 
-use kiln_store::{Bar, BarColumns, Symbol};
+use kiln_core::{Bar, BarColumns, Symbol};
 
 /// Deterministic pseudo-random numbers (SplitMix64).
 struct Rng(u64);

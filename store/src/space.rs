@@ -104,10 +104,7 @@ fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
 /// A sled failure as the store reports it.
 pub(crate) fn sled_error(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(source) => StoreError::Io {
-            context: "sled".into(),
-            source,
-        },
+        sled::Error::Io(error) => StoreError::io("sled", error),
         other => StoreError::Backend {
             backend: "sled",
             detail: other.to_string(),

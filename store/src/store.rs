@@ -78,6 +78,12 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
         check_config(&config)?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::invalid(
+                "data directory",
+                format!("{} is a file, not a directory", dir.display()),
+            ));
+        }
         fs::create_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         // Checked before the lock, so a foreign directory gets no lock file;
@@ -93,12 +99,12 @@ impl Store {
             .flush_every_ms(Some(config.tick_ms.max(1) * 10))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(source) => StoreError::io(
+                sled::Error::Io(error) => StoreError::io(
                     format!(
                         "open {} (is another kiln using this directory?)",
                         sled_dir.display()
                     ),
-                    source,
+                    error,
                 ),
                 other => sled_error(other),
             })?;
