@@ -3,9 +3,8 @@
 //! counts and the events a queue reports.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::QueueConfig;
+use crate::config::{ATTEMPTS_MAX_LIMIT, QueueConfig};
 use crate::error::{Result, StoreError};
 use crate::names::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SeriesKey, Symbol, check_label};
 use crate::series::Series;
@@ -237,9 +236,6 @@ impl NewJob {
     }
 }
 
-/// The largest `attempts_max` a job may ask for.
-pub const ATTEMPTS_MAX_LIMIT: u32 = 1000;
-
 /// A job as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
@@ -432,118 +428,9 @@ impl Event {
     }
 }
 
-/// Exponential backoff with "equal jitter": attempt `a` waits a deterministic
-/// pseudo-random time in `[d/2, d]` with `d = min(base_ms * 2^(a-1), cap_ms)`.
-/// Deterministic in (job, attempt) so a replay or a model can predict it; the
-/// job id spreads jobs that failed together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The first retry's full delay.
-    pub base_ms: u64,
-    /// The largest delay.
-    pub cap_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            base_ms: 1_000,
-            cap_ms: 300_000,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before the retry that follows failed attempt `attempt` (1-based).
-    pub fn delay_ms(&self, job_id: JobId, attempt: u32) -> u64 {
-        let shift = attempt.saturating_sub(1).min(63);
-        let full = self.base_ms.saturating_mul(1u64 << shift).min(self.cap_ms);
-        let half = full / 2;
-        half + splitmix64(job_id ^ (u64::from(attempt) << 48)) % (full - half + 1)
-    }
-}
-
-/// A fixed, well-mixed hash (SplitMix64's finaliser).
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Where "now" comes from. `Manual` lets tests move time (lease expiry,
-/// delayed jobs, backoff) without sleeping.
-#[derive(Clone, Debug, Default)]
-pub enum Clock {
-    /// Wall-clock milliseconds since the Unix epoch.
-    #[default]
-    System,
-    /// A shared counter the test advances.
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    /// A manual clock starting at `start_ms`.
-    pub fn manual(start_ms: u64) -> Self {
-        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
-    }
-
-    /// Milliseconds since the epoch.
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            Clock::Manual(t) => t.load(Ordering::SeqCst),
-        }
-    }
-
-    /// Moves a manual clock forward; no effect on the system clock.
-    pub fn advance_ms(&self, ms: u64) {
-        if let Clock::Manual(t) = self {
-            t.fetch_add(ms, Ordering::SeqCst);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_within_equal_jitter_bounds_and_caps() {
-        let p = RetryPolicy {
-            base_ms: 100,
-            cap_ms: 1_000,
-        };
-        for id in 0..200 {
-            // Hand-computed full delays: 100, 200, 400, 800, then capped at 1000.
-            for (attempt, full) in [
-                (1, 100),
-                (2, 200),
-                (3, 400),
-                (4, 800),
-                (5, 1000),
-                (40, 1000),
-            ] {
-                let d = p.delay_ms(id, attempt);
-                assert!(d >= full / 2 && d <= full, "id {id} attempt {attempt}: {d}");
-            }
-        }
-    }
-
-    #[test]
-    fn backoff_jitter_spreads_jobs() {
-        let p = RetryPolicy::default();
-        let distinct: std::collections::HashSet<u64> =
-            (0..100).map(|id| p.delay_ms(id, 3)).collect();
-        assert!(
-            distinct.len() > 50,
-            "only {} distinct delays",
-            distinct.len()
-        );
-    }
 
     #[test]
     fn priority_and_state_names_round_trip() {
@@ -560,13 +447,5 @@ mod tests {
             assert_eq!(s.as_str().parse::<JobState>().expect("parse"), s);
         }
         assert!("done".parse::<JobState>().is_err());
-    }
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let c = Clock::manual(1_000);
-        assert_eq!(c.now_ms(), 1_000);
-        c.advance_ms(5);
-        assert_eq!(c.now_ms(), 1_005);
     }
 }

@@ -44,12 +44,11 @@ pub mod prelude {
 
 pub use backend::{Backend, BarStore, CheckReport, EventLog, JobQueue, ResultStore, Watermark};
 pub use bars::{Bar, BarColumns, BarIngest, BarsRead, Conflict, DataVersion, IngestReport};
-pub use config::QueueConfig;
+pub use config::{ATTEMPTS_MAX_LIMIT, Clock, QueueConfig, RetryPolicy};
 pub use error::{Result, StoreError};
 pub use job::{
-    ATTEMPTS_MAX_LIMIT, CancelOutcome, Clock, Completion, ERROR_BYTES_MAX, EVENT_SYMBOLS_MAX,
-    Enqueued, Event, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority,
-    QueueStats, RetryPolicy,
+    CancelOutcome, Completion, ERROR_BYTES_MAX, EVENT_SYMBOLS_MAX, Enqueued, Event, FailOutcome,
+    Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority, QueueStats,
 };
 pub use names::{
     FEATURE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SYMBOL_BYTES_MAX, SeriesKey,

@@ -12,13 +12,10 @@ use kiln_core::{
 };
 use rayon::prelude::*;
 
-use super::run::{RunReport, Setback, Sink, done};
+use super::run::{Results, RunReport, Setback, Sink, done};
 use super::state::{self, SavedState};
 use super::{Engine, EngineError};
 use crate::features::{Bars, FeatureError, Plan, spec::parse_list};
-
-/// A job's results: each output and the plan's saved state.
-pub(super) type Results = Vec<(SeriesKey, Series)>;
 
 /// A series computed from the bars of `v`.
 pub(super) fn series(v: &DataVersion, values: Vec<f64>, state: Vec<u8>) -> Series {

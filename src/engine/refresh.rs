@@ -6,8 +6,8 @@
 use kiln_core::{Backend, Bar, BarsRead, Lease, SeriesKey, SeriesRead, StoreError, Symbol};
 use rayon::prelude::*;
 
-use super::compute::{Results, bars_of, check_bars, compute_symbol, series};
-use super::run::{RunReport, Setback, Sink, done};
+use super::compute::{bars_of, check_bars, compute_symbol, series};
+use super::run::{Results, RunReport, Setback, Sink, done};
 use super::state::{self, SavedState};
 use super::{Engine, EngineError, REFRESH};
 use crate::features::{Plan, spec::parse_list};

@@ -18,9 +18,15 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kiln_core::{Backend, Completion, FailOutcome, JobState, Lease, Priority, StoreError, Symbol};
+use kiln_core::{
+    Backend, Completion, FailOutcome, JobState, Lease, Priority, Series, SeriesKey, StoreError,
+    Symbol,
+};
 
 use super::{COMPUTE, Engine, EngineError, REFRESH};
+
+/// A job's results: each output and the plan's saved state.
+pub(super) type Results = Vec<(SeriesKey, Series)>;
 
 /// Progress of a run, for a progress bar.
 #[derive(Clone, Copy, Debug, Default)]
@@ -208,7 +214,7 @@ impl Sink<'_> {
 /// A job's completion for the committer, counted in the report.
 pub(super) fn done(
     lease: &Lease,
-    results: super::compute::Results,
+    results: Results,
     report: &mut RunReport,
 ) -> (Completion, Priority) {
     report.series += results.len() as u64;

@@ -6,66 +6,12 @@
 
 use std::time::Duration;
 
-use kiln_core::{Event, EventLog, JobState, Result, StoreError, Watermark};
-use rkyv::rancor;
+use kiln_core::{Event, EventLog, Result, Watermark};
 
 use crate::keys::{read_u64, u64_key};
-use crate::record::with_aligned;
+use crate::record::decode_event;
 use crate::space::Space;
 use crate::store::Store;
-
-/// One job outcome, as stored.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
-pub(crate) struct EventRecord {
-    pub job_id: u64,
-    pub state: u8,
-    pub attempts: u32,
-    pub at_ms: u64,
-    pub kind: String,
-    pub symbols: Vec<String>,
-    pub symbols_total: u32,
-    pub error: Option<String>,
-}
-
-/// Archives an event.
-pub(crate) fn encode_event(e: &Event) -> Result<Vec<u8>> {
-    let record = EventRecord {
-        job_id: e.job_id,
-        state: e.state as u8,
-        attempts: e.attempts,
-        at_ms: e.at_ms,
-        kind: e.kind.clone(),
-        symbols: e.symbols.clone(),
-        symbols_total: e.symbols_total,
-        error: e.error.clone(),
-    };
-    rkyv::to_bytes::<rancor::Error>(&record)
-        .map(|b| b.to_vec())
-        .map_err(|e| StoreError::corrupt(format!("events/{}", record.job_id), e.to_string()))
-}
-
-fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event> {
-    let location = || format!("events/{seq}");
-    let r = with_aligned(bytes, |aligned| {
-        let archived = rkyv::access::<ArchivedEventRecord, rancor::Error>(aligned)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))?;
-        rkyv::deserialize::<EventRecord, rancor::Error>(archived)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))
-    })?;
-    let state = JobState::from_u8(r.state)
-        .ok_or_else(|| StoreError::corrupt(location(), format!("state {}", r.state)))?;
-    Ok(Event {
-        seq,
-        job_id: r.job_id,
-        state,
-        attempts: r.attempts,
-        at_ms: r.at_ms,
-        kind: r.kind,
-        symbols: r.symbols,
-        symbols_total: r.symbols_total,
-        error: r.error,
-    })
-}
 
 impl EventLog for Store {
     fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {

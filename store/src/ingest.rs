@@ -38,7 +38,7 @@ use crate::record::IndexEntry;
 use crate::series::ViewBytes;
 use crate::store::Store;
 use crate::vlog::Mapped;
-use crate::writer::{Apply, Op};
+use crate::writer::{Apply, BarPlan, Op};
 
 /// Chunks with fewer bars than this count as small.
 const SMALL_CHUNK_ROWS: usize = 4096;
@@ -71,19 +71,6 @@ struct Part {
 enum Target {
     Chunk(Symbol, usize),
     At(Symbol, usize),
-}
-
-/// One symbol's change, planned against `expect` (the version and
-/// generation read when planning; the writer refuses the whole ingest if
-/// either moved meanwhile).
-pub(crate) struct BarPlan {
-    pub symbol: Symbol,
-    pub expect: Option<VersionRecord>,
-    /// Chunk keys to remove.
-    pub remove: Vec<Vec<u8>>,
-    /// Chunks to index: key and staged record.
-    pub add: Vec<(Vec<u8>, IndexEntry)>,
-    pub version: DataVersion,
 }
 
 /// An ingest in progress in the embedded store (see [`BarIngest`]): every

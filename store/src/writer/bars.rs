@@ -2,13 +2,25 @@
 //! (unindexed, so a session holds little in memory), releasing what a
 //! session did not index, and applying an ingest's plans, all or none.
 
-use kiln_core::{Result, StoreError};
+use kiln_core::{DataVersion, Result, StoreError, Symbol};
 
 use super::Writer;
 use crate::bars::{VersionRecord, decode_version};
-use crate::ingest::BarPlan;
 use crate::record::{IndexEntry, ResultValue};
 use crate::space::Space;
+
+/// One symbol's change, planned against `expect` (the version and
+/// generation read when planning; the writer refuses the whole ingest if
+/// either moved meanwhile).
+pub(crate) struct BarPlan {
+    pub symbol: Symbol,
+    pub expect: Option<VersionRecord>,
+    /// Chunk keys to remove.
+    pub remove: Vec<Vec<u8>>,
+    /// Chunks to index: key and staged record.
+    pub add: Vec<(Vec<u8>, IndexEntry)>,
+    pub version: DataVersion,
+}
 
 impl Writer {
     /// Appends staged chunks and writes them out so readers can map them;

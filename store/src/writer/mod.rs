@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
+pub(crate) use bars::BarPlan;
 use kiln_core::CheckReport;
 pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
@@ -39,11 +40,9 @@ use kiln_core::{
 
 use crate::config::StoreConfig;
 use crate::disk::Disk;
-use crate::events::encode_event;
-use crate::ingest::BarPlan;
 use crate::keys::{series_key_bytes, u64_key};
 use crate::record::{
-    IndexEntry, META_KEY, ResultValue, decode_job, encode_job, encode_symbol_stats,
+    IndexEntry, META_KEY, ResultValue, decode_job, encode_event, encode_job, encode_symbol_stats,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, Writes};
