@@ -2,12 +2,12 @@
 //! the HTTP service's), and its file, TOML with every key optional (absent
 //! keys keep their defaults), unknown keys refused.
 //!
-//! Each key is declared once, in [`KEYS`]: its name in the file, the help
-//! line `kiln config` prints, where it lives in [`Config`], and what values
-//! it takes. The engine's and the service's keys are declared with their
-//! fields by `section!` (type, default, help, check in one line); the
-//! store's live in `kiln-store` and `kiln-core`, which own their defaults
-//! and check them when a store opens. [`render`] prints the effective
+//! Each key is declared once, as a [`Key`] (all of them: [`keys`]): its
+//! name in the file, the help line `kiln config` prints, where it lives in
+//! [`Config`], and what values it takes. The engine's and the service's
+//! keys are declared with their fields by `section!` (type, default, help,
+//! check in one line); the store's live in `kiln-store` and `kiln-core`,
+//! which own their defaults and check them when a store opens. [`render`] prints the effective
 //! configuration as a documented file that [`parse`] reads back.
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,11 @@
 //! - [`api`]: the HTTP service over an engine.
 //! - [`config`]: every key of the configuration, declared once.
 //! - [`store`]: the embedded backend (the `kiln-store` crate, re-exported).
-//! - [`bench`]: the measurements behind `kiln bench …`.
+//! - [`json`]: the JSON shapes of jobs and events that the CLI and the HTTP
+//!   service share; [`sys`]: the one OS call outside the store
+//!   (`SCHED_IDLE`).
+//!
+//! The benchmarks behind `kiln bench …` are the `kiln-bench` crate.
 //!
 //! `ARCHITECTURE.md` at the repository's root maps how they fit together.
 

@@ -437,7 +437,7 @@ fn hostile_input_gets_a_json_error_never_a_500() {
 }
 
 #[test]
-fn jobs_are_shown_cancelled_and_retried() {
+fn jobs_are_shown_and_queued_ones_cancelled() {
     let s = server(Config::default(), false);
     let r = post_json(
         s.addr,
@@ -457,7 +457,19 @@ fn jobs_are_shown_cancelled_and_retried() {
     assert!(r.error(409).contains("cancelled"));
     let r = request(s.addr, "DELETE", "/v1/jobs/424242", &[], b"");
     r.error(404);
+}
 
+#[test]
+fn cancelled_jobs_are_retried_as_new_ones() {
+    let s = server(Config::default(), false);
+    let r = post_json(
+        s.addr,
+        "/v1/compute/batch",
+        r#"{"symbols": ["IBM"], "features": "ema(10)"}"#,
+    );
+    let id = r.json()["job_ids"][0].as_u64().expect("id");
+    let r = request(s.addr, "DELETE", &format!("/v1/jobs/{id}"), &[], b"");
+    assert_eq!(r.status, 200);
     // The cancelled job is queued again as a new one; the new one, queued,
     // is not retried; an unknown job is not found.
     let r = post_json(s.addr, &format!("/v1/jobs/{id}/retry"), "");

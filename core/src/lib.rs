@@ -2,12 +2,12 @@
 //! ([`Backend`] and its parts) that every kiln backend implements and the
 //! engine is written against. No I/O lives here.
 //!
-//! - [`job`]: priorities, states, jobs, leases, completions, the retry
-//!   policy, the clock, queue counts and events;
+//! - [`job`]: priorities, states, jobs, leases, completions, queue counts
+//!   and events;
 //! - [`names`]: validated symbols and series keys;
 //! - [`bars`]: bars, bar columns, data versions, ingest sessions;
 //! - [`series`]: stored feature series and per-symbol aggregates;
-//! - [`config`]: the job model's bounds;
+//! - [`config`]: the job model's bounds, the retry policy and the clock;
 //! - [`backend`]: the traits;
 //! - `conformance` (feature `conformance`): the behaviour suite a backend
 //!   runs against the traits.

@@ -575,7 +575,7 @@ fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
 }
 
 #[test]
-fn a_checkpoint_stores_results_and_keeps_the_job_running_and_survives_a_restart() {
+fn a_checkpoint_stores_results_and_keeps_the_job_running() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
     let id = store
