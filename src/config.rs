@@ -322,7 +322,8 @@ macro_rules! keys_of {
                     Ok(())
                 },
                 write: |c| c.$($field).+.write(),
-                // The store checks its own bounds when it opens.
+                // Checked all together by `StoreConfig::check`, which owns
+                // the bounds between them.
                 check: |_| Ok(()),
             },
         )*]
@@ -395,6 +396,7 @@ impl Config {
         for key in keys() {
             check_key(&key, self)?;
         }
+        self.store.check().map_err(|e| store_error(e, |_| None))?;
         let (engine, queue) = (&self.engine, &self.store.queue);
         if engine.claim_jobs_max > queue.batch_jobs_max {
             return Err(ConfigError::Bounds(format!(
@@ -437,8 +439,36 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         (key.read)(&mut config, value.get_ref()).map_err(invalid)?;
         (key.check)(&config).map_err(invalid)?;
     }
+    config.store.check().map_err(|e| {
+        store_error(e, |key| {
+            table
+                .iter()
+                .find(|(name, _)| name.get_ref() == key)
+                .map(|(name, value)| (line_of(name.span().start), literal(value.get_ref())))
+        })
+    })?;
     config.check()?;
     Ok(config)
+}
+
+/// A store bound broken: the key's line and value where `locate` finds it
+/// in the file.
+fn store_error(
+    e: kiln_store::StoreError,
+    locate: impl Fn(&str) -> Option<(usize, String)>,
+) -> ConfigError {
+    match e {
+        kiln_store::StoreError::Invalid { field, reason } => match locate(field) {
+            Some((line, value)) => ConfigError::Value {
+                key: field,
+                line,
+                value,
+                reason,
+            },
+            None => ConfigError::Bounds(format!("{field}: {reason}")),
+        },
+        other => ConfigError::Bounds(other.to_string()),
+    }
 }
 
 /// The configuration as a documented TOML file that [`parse`] reads back.
@@ -516,6 +546,19 @@ mod tests {
         assert!(e.contains("attempts_max = -3: want 0 to 4294967295"), "{e}");
         let e = parse("lease_ms = [1\n").expect_err("syntax").to_string();
         assert!(e.contains("line 1"), "{e}");
+        // The store's bounds, named with their lines before a store opens.
+        let e = parse("tick_ms = 5\nattempts_max = 0\n")
+            .expect_err("store bound")
+            .to_string();
+        assert_eq!(e, "line 2: attempts_max = 0: must be 1 to 1000");
+        let e = parse("segment_bytes_max = 100\n")
+            .expect_err("store bound")
+            .to_string();
+        assert_eq!(e, "line 1: segment_bytes_max = 100: must be at least 4096");
+        let e = parse("compact_live_fraction_min = 2.0\n")
+            .expect_err("store bound")
+            .to_string();
+        assert!(e.contains("compact_live_fraction_min"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use kiln::engine::guard::BreakerState;
 use kiln::engine::{Engine, EngineError, RunObserver, run_reopening};
 use kiln::features::spec::parse_list;
 use kiln::market::synth;
-use kiln::store::{JobState, Priority, QueueConfig, RetryPolicy, Store, StoreConfig, Symbol};
+use kiln::store::{
+    CancelOutcome, JobState, NewJob, Priority, QueueConfig, RetryPolicy, Store, StoreConfig, Symbol,
+};
 
 fn engine(dir: &Path, config: Config, symbols: usize) -> (Engine, Vec<Symbol>) {
     let engine = Engine::open(dir, config).expect("open");
@@ -75,7 +77,7 @@ fn a_deep_queue_refuses_submissions_instead_of_growing() {
     };
     let (engine, symbols) = engine(dir.path(), config, 6);
     let specs = parse_list("sma(3)").expect("specs");
-    engine
+    let queued = engine
         .submit(&symbols[..3], &specs, Priority::Normal)
         .expect("room");
     let e = engine
@@ -93,6 +95,18 @@ fn a_deep_queue_refuses_submissions_instead_of_growing() {
             .depth(Priority::Normal),
         3,
         "nothing was added"
+    );
+    // Past the bound (jobs the store took directly), a cancel still works:
+    // it adds no job.
+    for s in &symbols[3..5] {
+        engine
+            .store()
+            .enqueue(NewJob::new("compute", b"sma(3)".to_vec()).symbols(vec![s.clone()]))
+            .expect("enqueue");
+    }
+    assert_eq!(
+        engine.cancel_as("test", queued[0].id()).expect("cancel"),
+        CancelOutcome::Cancelled
     );
     engine.run_until_idle(&mut |_| {}).expect("run");
     engine

@@ -3,10 +3,12 @@
 //! one process) fills them; so can a backend behind a network (PostgreSQL,
 //! many workers on many machines).
 //!
-//! Designed for the second kind: every call is fallible; work comes in
-//! batches (enqueue, claim and complete many jobs; read many symbols' bars
-//! and many series in one call), so nothing needs a round trip per job or
-//! per symbol; and nothing borrows the backend's memory across the trait
+//! Designed for the second kind: every call is fallible; the hot paths
+//! come in batches (enqueue, claim and complete many jobs; read many
+//! symbols' bars, data versions and series in one call), so submitting or
+//! running a batch needs no round trip per job or per symbol (rarer paths,
+//! a failure, a heartbeat, an ingest's refreshes, still go one by one);
+//! and nothing borrows the backend's memory across the trait
 //! but the associated view types ([`ResultStore::SeriesView`],
 //! [`BarStore::BarsView`]): the embedded store hands out views of its
 //! memory-mapped files, another backend may hand out owned data.
@@ -127,6 +129,13 @@ pub trait BarStore {
 
     /// The symbol's data version, if it has bars.
     fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>>;
+
+    /// The data versions of `symbols`, in the order given, in one call. The
+    /// default asks one at a time; a backend behind a network answers in
+    /// one round trip.
+    fn data_versions(&self, symbols: &[Symbol]) -> Result<Vec<Option<DataVersion>>> {
+        symbols.iter().map(|s| self.data_version(s)).collect()
+    }
 
     /// Every symbol with bars, in name order, with its data version.
     fn bar_symbols(&self) -> Result<Vec<(Symbol, DataVersion)>>;

@@ -116,9 +116,13 @@ impl From<StoreError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut err = ApiError::new(status, "store", e.to_string());
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            err.error = "queue_full";
-            err.retry_after_s = Some(1);
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                err.error = "queue_full";
+                err.retry_after_s = Some(1);
+            }
+            StatusCode::NOT_FOUND => err.error = "not_found",
+            _ => {}
         }
         err
     }

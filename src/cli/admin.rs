@@ -1,6 +1,6 @@
 //! `kiln stats`, `kiln check`, `kiln config`.
 
-use kiln_store::prelude::*;
+use kiln::store::prelude::*;
 use std::io::Write;
 
 use kiln::config::render;

@@ -4,13 +4,12 @@
 //! every symbol ([`kiln::features::STANDARD_SET`]), runs it to completion
 //! and prints what happened.
 
-use kiln_store::prelude::*;
+use kiln::store::prelude::*;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use kiln::engine::Engine;
 use kiln::features::standard_plan;
 use kiln::market::{IngestOptions, format_iso, parse_map, synth};
 use kiln::store::{Durability, FORMAT_FILE, Priority, Symbol};
@@ -70,8 +69,7 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     let dir = ctx.dir(DEMO_DIR);
     fresh_dir(&dir)?;
     let started = Instant::now();
-    let engine = Engine::open(&dir, ctx.config.clone())
-        .with_context(|| format!("open the data directory {}", dir.display()))?;
+    let engine = super::open_engine(&dir, &ctx.config)?;
     std::fs::write(
         dir.join(DEMO_MARKER),
         "created by kiln demo; replaced by the next one\n",

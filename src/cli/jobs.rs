@@ -1,6 +1,6 @@
 //! `kiln submit`, `kiln run`, `kiln jobs`, `kiln watch`.
 
-use kiln_store::prelude::*;
+use kiln::store::prelude::*;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;

@@ -226,8 +226,8 @@ impl<B: Backend> Engine<B> {
     /// The symbols whose outputs of `plan` are missing or stale.
     fn not_current(&self, plan: &Plan, symbols: &[Symbol]) -> Result<Vec<Symbol>, Setback> {
         let mut todo = Vec::new();
-        for s in symbols {
-            let current = match self.store.data_version(s)? {
+        for (s, version) in symbols.iter().zip(self.store.data_versions(symbols)?) {
+            let current = match version {
                 Some(v) => self.is_current(s, plan, &v)?,
                 None => false,
             };

@@ -46,8 +46,11 @@ impl Drop for EventFeed {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wakes the listener's blocking accept, which then sees the flag.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
+        // If the socket file is gone (someone removed it), nothing can
+        // wake it: the thread is left to end with the process.
+        if UnixStream::connect(&self.path).is_ok()
+            && let Some(t) = self.thread.take()
+        {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);

@@ -114,13 +114,13 @@ impl<B: Backend> Engine<B> {
         let mut report = self.store.check()?;
         let mut stale = 0;
         for (symbol, version) in self.store.bar_symbols()? {
-            for key in self.store.series_keys(&symbol)? {
-                if let Some(view) = self.store.series(&key)?
-                    && !view.is_current(&version)
-                {
+            let keys = self.store.series_keys(&symbol)?;
+            let views = self.store.series_batch(&keys)?;
+            for (key, view) in keys.iter().zip(views) {
+                if view.is_some_and(|v| !v.is_current(&version)) {
                     stale += 1;
                 }
-                let Some(writer) = self.store.series_writer(&key)? else {
+                let Some(writer) = self.store.series_writer(key)? else {
                     continue;
                 };
                 if let Some(job) = self.store.job(writer)?

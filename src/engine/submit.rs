@@ -88,7 +88,8 @@ impl<B: Backend> Engine<B> {
                 refresh.push(refresh_job(symbol, &v));
             }
         }
-        self.through_breaker(|| self.enqueue_chunked(refresh))
+        // Not refused by an open breaker: the bars they follow are committed.
+        Ok(self.enqueue_chunked(refresh)?)
     }
 
     /// Queues `compute` jobs for `specs` over `symbols` (all must have bars).
@@ -140,11 +141,16 @@ impl<B: Backend> Engine<B> {
         Ok(RetryOutcome::Retried(enqueued))
     }
 
-    /// Admission: `jobs` more must fit under `admit_depth_max`, and
+    /// Admission: `jobs` more (if any: a cancel adds none, and is never
+    /// refused for a deep queue) must fit under `admit_depth_max`, and
     /// `client`'s bucket must hold `symbols` tokens.
     fn admit(&self, client: &str, symbols: usize, jobs: usize) -> Result<(), EngineError> {
-        let depth = self.store.stats()?.waiting();
-        if depth + jobs as u64 > self.config.admit_depth_max {
+        let depth = if jobs == 0 {
+            0
+        } else {
+            self.store.stats()?.waiting()
+        };
+        if jobs > 0 && depth + jobs as u64 > self.config.admit_depth_max {
             return Err(self.refuse(
                 format!(
                     "{depth} jobs are waiting, limit admit_depth_max = {}",
@@ -180,11 +186,13 @@ impl<B: Backend> Engine<B> {
         }
         let plan = Plan::new(specs);
         let text = plan.text();
+        let versions = self.store.data_versions(symbols)?;
         let mut jobs = Vec::new();
-        for chunk in symbols.chunks(self.config.submit_job_symbols) {
+        let size = self.config.submit_job_symbols;
+        for (chunk, versions) in symbols.chunks(size).zip(versions.chunks(size)) {
             let mut key = format!("{COMPUTE}:{:016x}", plan.fingerprint());
-            for s in chunk {
-                let v = self.store.data_version(s)?.ok_or_else(|| {
+            for (s, v) in chunk.iter().zip(versions) {
+                let v = v.as_ref().ok_or_else(|| {
                     EngineError::Request(format!("{s} has no bars; ingest them first"))
                 })?;
                 key.push_str(&format!(":{s}@{:016x}", v.hash));

@@ -96,24 +96,26 @@ impl Default for StoreConfig {
     }
 }
 
-/// Checks every bound; the error names the key.
-pub(crate) fn check_config(c: &StoreConfig) -> Result<()> {
-    c.queue.check()?;
-    let d = c;
-    let bad =
-        |field: &'static str, reason: &str| Err(StoreError::invalid(field, reason.to_owned()));
-    if d.group_ops_max == 0 {
-        return bad("group_ops_max", "must be positive");
+impl StoreConfig {
+    /// Checks every bound (the store does when it opens); the error is
+    /// [`StoreError::Invalid`] naming the key.
+    pub fn check(&self) -> Result<()> {
+        self.queue.check()?;
+        let bad =
+            |field: &'static str, reason: &str| Err(StoreError::invalid(field, reason.to_owned()));
+        if self.group_ops_max == 0 {
+            return bad("group_ops_max", "must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.compact_live_fraction_min) {
+            return bad("compact_live_fraction_min", "must be within 0 and 1");
+        }
+        if self.inline_series_bytes_max > 64 * 1024 {
+            // sled moves values above 128 KiB to blob files; keep well below.
+            return bad("inline_series_bytes_max", "must be at most 65536");
+        }
+        if self.segment_bytes_max < 4096 {
+            return bad("segment_bytes_max", "must be at least 4096");
+        }
+        Ok(())
     }
-    if !(0.0..=1.0).contains(&d.compact_live_fraction_min) {
-        return bad("compact_live_fraction_min", "must be within 0 and 1");
-    }
-    if d.inline_series_bytes_max > 64 * 1024 {
-        // sled moves values above 128 KiB to blob files; keep well below.
-        return bad("inline_series_bytes_max", "must be at most 65536");
-    }
-    if d.segment_bytes_max < 4096 {
-        return bad("segment_bytes_max", "must be at least 4096");
-    }
-    Ok(())
 }

@@ -17,7 +17,7 @@ use kiln_core::{
     SeriesKey, StoreError, Symbol, SymbolStats,
 };
 
-use crate::config::{StoreConfig, check_config};
+use crate::config::StoreConfig;
 use crate::disk::Disk;
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
@@ -77,7 +77,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`, runs recovery, starts the writer.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
-        check_config(&config)?;
+        config.check()?;
         if dir.exists() && !dir.is_dir() {
             return Err(StoreError::invalid(
                 "data directory",

@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use kiln_core::conformance::{job, series, sym};
 use kiln_store::prelude::*;
 use kiln_store::{
-    Clock, Durability, Enqueued, EventLog, JobQueue, JobState, NewJob, QueueConfig, ResultStore,
-    RetryPolicy, Series, SeriesKey, SeriesRead, Store, StoreConfig, StoreError, Symbol,
+    Clock, Durability, Enqueued, EventLog, JobQueue, JobState, QueueConfig, ResultStore,
+    RetryPolicy, SeriesKey, SeriesRead, Store, StoreConfig, StoreError, Symbol,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -25,24 +26,6 @@ fn config(clock: &Clock) -> StoreConfig {
             ..QueueConfig::default()
         },
         ..StoreConfig::default()
-    }
-}
-
-fn job(name: &str) -> NewJob {
-    NewJob::new("compute", name.as_bytes().to_vec())
-}
-
-fn sym(s: &str) -> Symbol {
-    Symbol::new(s).expect("symbol")
-}
-
-fn series(values: Vec<f64>) -> Series {
-    Series {
-        bar_count: values.len() as u64,
-        last_ts: 42,
-        data_hash: 0,
-        values,
-        state: vec![1, 2, 3],
     }
 }
 

@@ -28,6 +28,12 @@ pub fn identical_reingest_is_a_no_op_and_a_correction_replaces<H: Harness>(harne
         store.data_version(&sym("A")).expect("v"),
         Some(version_of(&now))
     );
+    assert_eq!(
+        store
+            .data_versions(&[sym("NONE"), sym("A")])
+            .expect("versions"),
+        [None, Some(version_of(&now))]
+    );
 }
 
 pub fn a_conflict_within_one_source_is_reported_with_both_locations<H: Harness>(harness: &mut H) {

@@ -628,6 +628,9 @@ impl Writer {
         if let Some(outcome) = self.queue.cancel(id, now) {
             return Ok(outcome);
         }
+        // A job that finished earlier in this group is only in the queue's
+        // changes until they are encoded.
+        self.encode_changes()?;
         match self.lookup(Space::Jobs, &u64_key(id))? {
             Some(bytes) => {
                 let (job, _) = decode_job(id, &bytes)?;
