@@ -13,6 +13,11 @@ use kiln_bench::features::{BenchOptions, run as run_features_bench};
 use kiln_bench::ingest::{IngestBenchOptions, run as run_ingest_bench};
 use kiln_bench::queue::{QueueBenchSize, run as run_queue_bench};
 
+/// The allocator `kiln` runs with (see its `main.rs`), so that what is
+/// measured here is what runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run a benchmark and print its measurements.
 #[derive(Parser)]
 #[command(name = "kiln bench", bin_name = "kiln bench", version)]
