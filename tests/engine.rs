@@ -390,3 +390,30 @@ fn non_finite_bars_staged_through_the_library_end_the_job_naming_symbol_and_bar(
         "{error}"
     );
 }
+
+#[test]
+fn an_engine_claiming_more_than_its_backend_takes_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(
+        dir.path(),
+        kiln::store::StoreConfig {
+            queue: kiln::store::QueueConfig {
+                batch_jobs_max: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    let config = EngineConfig {
+        claim_jobs_max: 20,
+        claim_jobs_min: 1,
+        ..EngineConfig::default()
+    };
+    let e = Engine::with_backend(store, config).expect_err("over the bound");
+    assert!(
+        e.to_string()
+            .contains("claim_jobs_max = 20 is above the store's batch_jobs_max = 10"),
+        "{e}"
+    );
+}

@@ -158,10 +158,11 @@ impl<B: Backend> Engine<B> {
         config.check()?;
         let batch_jobs_max = store.queue_config().batch_jobs_max;
         if config.claim_jobs_max > batch_jobs_max {
-            return Err(EngineError::Request(format!(
+            return Err(crate::config::ConfigError::Bounds(format!(
                 "claim_jobs_max = {} is above the store's batch_jobs_max = {batch_jobs_max}",
                 config.claim_jobs_max
-            )));
+            ))
+            .into());
         }
         let clock = store.queue_config().clock.clone();
         let runtime = Arc::new(Runtime {
