@@ -439,15 +439,20 @@ fn hostile_input_gets_a_json_error_never_a_500() {
     );
 }
 
-#[test]
-fn jobs_are_shown_and_queued_ones_cancelled() {
-    let s = server(Config::default(), false);
+/// Submits `ema(10)` for IBM; the job's id.
+fn submit_ibm_ema(s: &Server) -> u64 {
     let r = post_json(
         s.addr,
         "/v1/compute/batch",
         r#"{"symbols": ["IBM"], "features": "ema(10)"}"#,
     );
-    let id = r.json()["job_ids"][0].as_u64().expect("id");
+    r.json()["job_ids"][0].as_u64().expect("id")
+}
+
+#[test]
+fn jobs_are_shown_and_queued_ones_cancelled() {
+    let s = server(Config::default(), false);
+    let id = submit_ibm_ema(&s);
     let job = get(s.addr, &format!("/v1/jobs/{id}")).json();
     assert_eq!(
         (job["state"].as_str(), job["payload"].as_str()),
@@ -465,12 +470,7 @@ fn jobs_are_shown_and_queued_ones_cancelled() {
 #[test]
 fn cancelled_jobs_are_retried_as_new_ones() {
     let s = server(Config::default(), false);
-    let r = post_json(
-        s.addr,
-        "/v1/compute/batch",
-        r#"{"symbols": ["IBM"], "features": "ema(10)"}"#,
-    );
-    let id = r.json()["job_ids"][0].as_u64().expect("id");
+    let id = submit_ibm_ema(&s);
     let r = request(s.addr, "DELETE", &format!("/v1/jobs/{id}"), &[], b"");
     assert_eq!(r.status, 200);
     // The cancelled job is queued again as a new one; the new one, queued,

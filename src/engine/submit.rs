@@ -145,19 +145,17 @@ impl<B: Backend> Engine<B> {
     /// refused for a deep queue) must fit under `admit_depth_max`, and
     /// `client`'s bucket must hold `symbols` tokens.
     fn admit(&self, client: &str, symbols: usize, jobs: usize) -> Result<(), EngineError> {
-        let depth = if jobs == 0 {
-            0
-        } else {
-            self.store.stats()?.waiting()
-        };
-        if jobs > 0 && depth + jobs as u64 > self.config.admit_depth_max {
-            return Err(self.refuse(
-                format!(
-                    "{depth} jobs are waiting, limit admit_depth_max = {}",
-                    self.config.admit_depth_max
-                ),
-                Duration::from_secs(1),
-            ));
+        if jobs > 0 {
+            let depth = self.store.stats()?.waiting();
+            if depth + jobs as u64 > self.config.admit_depth_max {
+                return Err(self.refuse(
+                    format!(
+                        "{depth} jobs are waiting, limit admit_depth_max = {}",
+                        self.config.admit_depth_max
+                    ),
+                    Duration::from_secs(1),
+                ));
+            }
         }
         if let Err(wait) = self.runtime.admission.take(client, symbols) {
             return Err(self.refuse(
