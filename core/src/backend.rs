@@ -27,7 +27,7 @@ use crate::job::{
     LeaseToken, NewJob, Priority, QueueStats,
 };
 use crate::names::{SeriesKey, Symbol};
-use crate::series::{Series, SeriesRead, SymbolStats};
+use crate::series::{FrameKey, FrameRead, FrameWrite, SeriesRead, SymbolStats};
 
 /// The durable job queue.
 pub trait JobQueue {
@@ -56,7 +56,7 @@ pub trait JobQueue {
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>>;
 
     /// Marks a job succeeded and stores its results, atomically.
-    fn complete(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+    fn complete(&self, token: LeaseToken, results: Vec<FrameWrite>) -> Result<()> {
         self.complete_many(vec![Completion { token, results }])?
             .pop()
             .ok_or(StoreError::Closed)?
@@ -65,7 +65,7 @@ pub trait JobQueue {
     /// Stores part of a running job's results under its lease, durably,
     /// without finishing the job: a job over many symbols checkpoints each
     /// finished group, so after a crash its next attempt can skip them.
-    fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()>;
+    fn checkpoint(&self, token: LeaseToken, results: Vec<FrameWrite>) -> Result<()>;
 
     /// Records a failed attempt: a retry with backoff, or dead when exhausted.
     fn fail(&self, token: LeaseToken, error: &str) -> Result<FailOutcome>;
@@ -98,14 +98,16 @@ pub trait JobQueue {
     fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats>;
 }
 
-/// Where completed jobs' series (feature outputs and saved kernel states)
-/// are kept. They are written by [`JobQueue::complete_many`] and
-/// [`JobQueue::checkpoint`], with the job they belong to.
+/// Where completed jobs' frames are kept (see [`crate::series`]): written
+/// by [`JobQueue::complete_many`] and [`JobQueue::checkpoint`] with the job
+/// they belong to, read by frame or by one column's label.
 pub trait ResultStore {
-    /// A stored series as this backend reads it.
+    /// One stored column as this backend reads it.
     type SeriesView: SeriesRead + Send + Sync + 'static;
+    /// A stored frame's head as this backend reads it.
+    type FrameView: FrameRead + Send + Sync + 'static;
 
-    /// The series under `key`.
+    /// The column labelled `key.feature` of the symbol's frame that holds it.
     fn series(&self, key: &SeriesKey) -> Result<Option<Self::SeriesView>>;
 
     /// The series under each of `keys`, in order, in one call.
@@ -113,11 +115,23 @@ pub trait ResultStore {
         keys.iter().map(|k| self.series(k)).collect()
     }
 
-    /// Every series key stored for a symbol.
+    /// Every label stored for a symbol, in name order.
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>>;
 
-    /// The job whose completion wrote the series under `key`.
+    /// The job whose completion wrote the newest rows of the frame that
+    /// holds `key`.
     fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>>;
+
+    /// The head of a frame.
+    fn frame(&self, key: &FrameKey) -> Result<Option<Self::FrameView>>;
+
+    /// The heads of `keys`, in order, in one call.
+    fn frames_batch(&self, keys: &[FrameKey]) -> Result<Vec<Option<Self::FrameView>>> {
+        keys.iter().map(|k| self.frame(k)).collect()
+    }
+
+    /// Every frame stored for a symbol, in name order.
+    fn frames(&self, symbol: &Symbol) -> Result<Vec<FrameKey>>;
 }
 
 /// Market data: each symbol's bars and its data version.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{ATTEMPTS_MAX_LIMIT, QueueConfig};
 use crate::error::{Result, StoreError};
-use crate::names::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SeriesKey, Symbol, check_label};
-use crate::series::Series;
+use crate::names::{IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, Symbol, check_label};
+use crate::series::FrameWrite;
 
 /// A job id: allocated in enqueue order, so it is also the FIFO order.
 pub type JobId = u64;
@@ -340,8 +340,8 @@ pub const ERROR_BYTES_MAX: usize = 4096;
 pub struct Completion {
     /// The claim being completed.
     pub token: LeaseToken,
-    /// Result series, stored in the same commit that marks the job succeeded.
-    pub results: Vec<(SeriesKey, Series)>,
+    /// Result frames, stored in the same commit that marks the job succeeded.
+    pub results: Vec<FrameWrite>,
 }
 
 /// Jobs per state and waiting jobs per priority.

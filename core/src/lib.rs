@@ -6,7 +6,8 @@
 //!   and events;
 //! - [`names`]: validated symbols and series keys;
 //! - [`bars`]: bars, bar columns, data versions, ingest sessions;
-//! - [`series`]: stored feature series and per-symbol aggregates;
+//! - [`series`]: stored frames and series (feature outputs) and per-symbol
+//!   aggregates;
 //! - [`config`]: the job model's bounds, the retry policy and the clock;
 //! - [`backend`]: the traits;
 //! - `conformance` (feature `conformance`): the behaviour suite a backend
@@ -38,7 +39,8 @@ pub mod conformance;
 /// `use kiln_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backend, BarIngest, BarStore, BarsRead, EventLog, JobQueue, ResultStore, SeriesRead,
+        Backend, BarIngest, BarStore, BarsRead, EventLog, FrameRead, JobQueue, ResultStore,
+        SeriesRead,
     };
 }
 
@@ -54,4 +56,6 @@ pub use names::{
     FEATURE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SYMBOL_BYTES_MAX, SeriesKey,
     Symbol, check_label,
 };
-pub use series::{Series, SeriesRead, SymbolStats};
+pub use series::{
+    Coverage, FrameKey, FrameRead, FrameRows, FrameWrite, Series, SeriesRead, SymbolStats,
+};

@@ -15,7 +15,7 @@ use rkyv::rancor;
 use crate::ingest::IngestSession;
 use crate::keys::symbol_prefix;
 use crate::record::{ResultValue, is_aligned_for};
-use crate::series::ViewBytes;
+use crate::view::ViewBytes;
 use crate::space::{Space, Spaces};
 use crate::store::Store;
 use crate::vlog::VlogReader;
@@ -219,14 +219,10 @@ pub(crate) fn load_chunk_value(
     value: sled::IVec,
     location: &dyn Fn() -> String,
 ) -> Result<Option<Chunk>> {
-    let bytes = match ResultValue::decode(&value)? {
-        ResultValue::Inline { .. } => ViewBytes::Inline(value),
-        ResultValue::Pointer(entry) => match reader.read(&entry)? {
-            Some(mapped) => ViewBytes::Mapped(mapped),
-            None => return Ok(None),
-        },
-    };
-    Chunk::new(bytes, location).map(Some)
+    match crate::view::load(reader, value, 0)? {
+        Some(bytes) => Chunk::new(bytes, location).map(Some),
+        None => Ok(None),
+    }
 }
 
 enum ViewData {

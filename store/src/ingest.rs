@@ -35,7 +35,7 @@ use crate::bars::{
     BAR_CHUNK_ROWS_MAX, Chunk, StoredChunk, VersionRecord, chunk_key, encode_chunk, snapshot,
 };
 use crate::record::IndexEntry;
-use crate::series::ViewBytes;
+use crate::view::ViewBytes;
 use crate::store::Store;
 use crate::vlog::Mapped;
 use crate::writer::{Apply, BarPlan, Op};

@@ -47,6 +47,7 @@ mod config;
 mod disk;
 mod events;
 mod floor;
+mod frame;
 mod ingest;
 mod keys;
 mod record;
@@ -54,6 +55,7 @@ mod series;
 mod shared;
 mod space;
 mod store;
+mod view;
 mod vlog;
 mod writer;
 
@@ -64,14 +66,14 @@ pub use ingest::IngestSession;
 pub use kiln_core::prelude;
 pub use kiln_core::{
     ATTEMPTS_MAX_LIMIT, Backend, Bar, BarColumns, BarIngest, BarStore, BarsRead, CancelOutcome,
-    CheckReport, Clock, Completion, Conflict, DataVersion, ERROR_BYTES_MAX, Enqueued, Event,
-    EventLog, FEATURE_BYTES_MAX, FailOutcome, IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId,
+    CheckReport, Clock, Completion, Conflict, Coverage, DataVersion, ERROR_BYTES_MAX, Enqueued,
+    Event, EventLog, FEATURE_BYTES_MAX, FailOutcome, FrameKey, FrameRead, FrameRows, FrameWrite, IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId,
     JobQueue, JobState, KIND_BYTES_MAX, Lease, LeaseToken, NewJob, Priority, QueueConfig,
     QueueStats, Result, ResultStore, RetryPolicy, SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead,
     StoreError, Symbol, SymbolStats, Watermark,
 };
 pub use record::FORMAT_VERSION;
-pub use series::SeriesView;
+pub use series::{FrameView, SeriesView};
 pub use store::{FORMAT_FILE, Store};
 pub use vlog::VlogRecovery;
 pub use writer::{CompactReport, RecoveryReport};

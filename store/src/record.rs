@@ -15,7 +15,10 @@ use kiln_core::{Result, StoreError};
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The older format this build still opens, and migrates (see `FORMAT.md`).
+pub const MIGRATED_FORMAT_VERSION: u32 = 3;
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
@@ -128,7 +131,8 @@ pub(crate) struct SeriesDef {
     state: Vec<u8>,
 }
 
-/// Archives a series for the value log.
+/// Archives a series as FORMAT_VERSION 3 did (the tests' fixtures).
+#[cfg(test)]
 pub(crate) fn encode_series(series: &Series) -> Result<AlignedVec> {
     rkyv::to_bytes::<rancor::Error>(rkyv::with::With::<Series, SeriesDef>::cast(series))
         .map_err(|e| StoreError::corrupt("series", e.to_string()))
@@ -169,6 +173,25 @@ pub(crate) fn series_layout(bytes: &[u8], location: &dyn Fn() -> String) -> Resu
         values_len: values.len(),
         state_offset: state.as_ptr() as usize - base,
         state_len: state.len(),
+    })
+}
+
+/// A FORMAT_VERSION 3 series from its validated archive (`bytes` aligned).
+pub(crate) fn decode_series(bytes: &[u8], location: &dyn Fn() -> String) -> Result<Series> {
+    let l = series_layout(bytes, location)?;
+    let values = bytes
+        .get(l.values_offset..l.values_offset + l.values_len * 8)
+        .and_then(|b| bytemuck::try_cast_slice::<u8, f64>(b).ok())
+        .ok_or_else(|| StoreError::corrupt(location(), "values out of place"))?;
+    let state = bytes
+        .get(l.state_offset..l.state_offset + l.state_len)
+        .ok_or_else(|| StoreError::corrupt(location(), "state out of place"))?;
+    Ok(Series {
+        bar_count: l.bar_count,
+        last_ts: l.last_ts,
+        data_hash: l.data_hash,
+        values: values.to_vec(),
+        state: state.to_vec(),
     })
 }
 
@@ -246,7 +269,7 @@ impl IndexEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ResultValue<'a> {
     Pointer(IndexEntry),
-    Inline { job_id: u64, archived: &'a [u8] },
+    Inline { job_id: u64, bytes: &'a [u8] },
 }
 
 /// Bytes before an inline series' archived bytes.
@@ -261,12 +284,12 @@ impl<'a> ResultValue<'a> {
                 v.extend_from_slice(&e.encode());
                 v
             }
-            ResultValue::Inline { job_id, archived } => {
-                let mut v = Vec::with_capacity(INLINE_HEADER_BYTES + archived.len());
+            ResultValue::Inline { job_id, bytes } => {
+                let mut v = Vec::with_capacity(INLINE_HEADER_BYTES + bytes.len());
                 v.push(1);
                 v.extend_from_slice(&[0; 7]);
                 v.extend_from_slice(&job_id.to_be_bytes());
-                v.extend_from_slice(archived);
+                v.extend_from_slice(bytes);
                 v
             }
         }
@@ -277,7 +300,7 @@ impl<'a> ResultValue<'a> {
             Some(0) => Ok(ResultValue::Pointer(IndexEntry::decode(&b[1..])?)),
             Some(1) if b.len() >= INLINE_HEADER_BYTES => Ok(ResultValue::Inline {
                 job_id: crate::keys::read_u64(&b[8..16], "results value")?,
-                archived: &b[INLINE_HEADER_BYTES..],
+                bytes: &b[INLINE_HEADER_BYTES..],
             }),
             _ => Err(StoreError::corrupt(
                 "results value",
@@ -290,6 +313,14 @@ impl<'a> ResultValue<'a> {
         match self {
             ResultValue::Pointer(e) => e.job_id,
             ResultValue::Inline { job_id, .. } => *job_id,
+        }
+    }
+
+    /// Bytes of [`ResultValue::encode`].
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            ResultValue::Pointer(_) => 1 + IndexEntry::BYTES,
+            ResultValue::Inline { bytes, .. } => INLINE_HEADER_BYTES + bytes.len(),
         }
     }
 }
@@ -552,7 +583,7 @@ mod tests {
         assert_eq!(ResultValue::decode(&p.encode()).expect("decode"), p);
         let i = ResultValue::Inline {
             job_id: 9,
-            archived: &[1, 2, 3],
+            bytes: &[1, 2, 3],
         };
         assert_eq!(ResultValue::decode(&i.encode()).expect("decode"), i);
         assert!(ResultValue::decode(&[2, 0]).is_err());

@@ -1,146 +1,253 @@
-//! Stored feature series: the zero-copy [`SeriesView`] over value-log or
-//! inline bytes, and the [`ResultStore`] reads.
+//! Reading frames (see `frame` for their records): [`SeriesView`], one
+//! column, zero-copy per chunk; [`FrameView`], a frame's head; and the
+//! [`ResultStore`] reads.
 
-use kiln_core::{JobId, Result, ResultStore, SeriesKey, SeriesRead, StoreError, Symbol};
+use kiln_core::{
+    Coverage, FrameKey, FrameRead, JobId, Result, ResultStore, SeriesKey, SeriesRead, StoreError,
+    Symbol,
+};
 
+use crate::frame::{
+    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
+    frame_key_from, head_key, labelled_frame,
+};
 use crate::keys::{series_key_bytes, series_key_from_bytes, symbol_prefix};
-use crate::record::{INLINE_HEADER_BYTES, ResultValue, SeriesLayout, series_layout};
 use crate::space::Space;
 use crate::store::Store;
-use crate::vlog::Mapped;
+use crate::view::{ViewBytes, load};
 
-/// A stored series, read in place from the value log (validated and
+/// One stored column: a slice of each chunk's rows, in place (validated and
 /// checksummed when the view was made).
 pub struct SeriesView {
-    bytes: ViewBytes,
-    layout: SeriesLayout,
-}
-
-pub(crate) enum ViewBytes {
-    /// In a mapped value-log segment.
-    Mapped(Mapped),
-    /// A small series kept inline in its sled value.
-    Inline(sled::IVec),
-    /// An aligned copy, used only when the bytes above are misaligned.
-    Copied(rkyv::util::AlignedVec),
-}
-
-impl ViewBytes {
-    /// These bytes, or an aligned copy when they cannot hold a `T` in place
-    /// (8-aligned at least: archived f64 and i64 columns need it, whatever
-    /// the container's own alignment).
-    pub(crate) fn aligned_for<T>(self) -> Self {
-        let align = std::mem::align_of::<T>().max(8);
-        if (self.raw().as_ptr() as usize).is_multiple_of(align) {
-            self
-        } else {
-            let mut copy = rkyv::util::AlignedVec::new();
-            copy.extend_from_slice(self.raw());
-            ViewBytes::Copied(copy)
-        }
-    }
-
-    pub(crate) fn raw(&self) -> &[u8] {
-        match self {
-            ViewBytes::Mapped(m) => m.bytes(),
-            ViewBytes::Inline(v) => v.get(INLINE_HEADER_BYTES..).unwrap_or(&[]),
-            ViewBytes::Copied(c) => c.as_slice(),
-        }
-    }
-}
-
-impl SeriesView {
-    fn new(bytes: ViewBytes, location: &dyn Fn() -> String) -> Result<Self> {
-        let bytes = bytes.aligned_for::<crate::record::ArchivedSeries>();
-        let layout = series_layout(bytes.raw(), location)?;
-        Ok(SeriesView { bytes, layout })
-    }
-
-    fn raw(&self) -> &[u8] {
-        self.bytes.raw()
-    }
+    covers: Coverage,
+    /// Per chunk: its bytes, where the column starts in them, its length.
+    chunks: Vec<(ViewBytes, usize, usize)>,
 }
 
 impl SeriesRead for SeriesView {
-    /// The values, in place (no copy).
-    fn values(&self) -> &[f64] {
-        let l = &self.layout;
-        self.raw()
-            .get(l.values_offset..l.values_offset + l.values_len * 8)
-            .and_then(|b| bytemuck::try_cast_slice(b).ok())
-            .unwrap_or(&[])
+    fn covers(&self) -> Coverage {
+        self.covers
     }
 
-    fn state(&self) -> &[u8] {
-        let l = &self.layout;
-        self.raw()
-            .get(l.state_offset..l.state_offset + l.state_len)
-            .unwrap_or(&[])
+    /// The values, one slice per chunk, in place (no copy).
+    fn chunks(&self) -> Vec<&[f64]> {
+        self.chunks
+            .iter()
+            .map(|(bytes, at, len)| bytes.f64s(*at, *len))
+            .collect()
     }
 
-    fn bar_count(&self) -> u64 {
-        self.layout.bar_count
-    }
-
-    fn last_ts(&self) -> i64 {
-        self.layout.last_ts
-    }
-
-    fn data_hash(&self) -> u64 {
-        self.layout.data_hash
+    fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.2).sum()
     }
 }
 
 impl std::fmt::Debug for SeriesView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeriesView")
-            .field("bar_count", &self.bar_count())
-            .field("last_ts", &self.last_ts())
-            .field("values", &self.values().len())
+            .field("covers", &self.covers)
+            .field("values", &self.len())
+            .field("chunks", &self.chunks.len())
             .finish()
     }
 }
 
-impl ResultStore for Store {
-    type SeriesView = SeriesView;
+/// A frame's head: labels, coverage and the saved state, in place.
+pub struct FrameView {
+    labels: Vec<String>,
+    covers: Coverage,
+    state: Option<(Coverage, ViewBytes)>,
+}
 
-    fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
-        let encoded = series_key_bytes(key);
-        let location = || format!("{}/{}", key.symbol, key.feature);
-        // A compaction can delete the segment between the index read and the
-        // map; the index then already points elsewhere, so read it again.
-        for _ in 0..3 {
-            let Some(v) = self.spaces().get(Space::Results, &encoded)? else {
+impl FrameRead for FrameView {
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn covers(&self) -> Coverage {
+        self.covers
+    }
+
+    fn state(&self) -> Option<(Coverage, &[u8])> {
+        self.state.as_ref().map(|(c, b)| (*c, b.raw()))
+    }
+}
+
+impl std::fmt::Debug for FrameView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameView")
+            .field("labels", &self.labels)
+            .field("covers", &self.covers)
+            .field("state", &self.state.as_ref().map(|(c, b)| (c, b.raw().len())))
+            .finish()
+    }
+}
+
+/// One stored chunk: its first row, its record, and the sled value.
+pub(crate) struct FrameChunk {
+    pub first_row: u64,
+    pub covers: Coverage,
+    pub columns: u16,
+    pub value: sled::IVec,
+}
+
+/// A read raced a writer (a fold or a compaction changed the chunks between
+/// two reads): read again.
+const READ_ATTEMPTS: usize = 5;
+
+impl Store {
+    /// A frame's chunks in row order, checked to be contiguous from row 0;
+    /// `None` when they are not (a fold was applied mid-scan: read again).
+    pub(crate) fn frame_chunks(&self, key: &FrameKey) -> Result<Option<Vec<FrameChunk>>> {
+        let prefix = chunks_prefix(key);
+        let mut out: Vec<FrameChunk> = Vec::new();
+        for item in self.spaces().scan(Space::Chunks, &prefix) {
+            let (k, value) = item?;
+            let first_row = chunk_first_row(&prefix, &k)?;
+            let c = ChunkValue::decode(&value, &|| key.to_string())?;
+            let expected = out.last().map_or(0, |p| p.covers.bars);
+            if first_row != expected || c.covers.bars < first_row {
+                return Ok(None);
+            }
+            out.push(FrameChunk {
+                first_row,
+                covers: c.covers,
+                columns: c.columns,
+                value,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Column `column` of a frame; `None` while a writer changes it under
+    /// the read (the caller reads again).
+    fn read_column(&self, key: &FrameKey, column: u16) -> Result<Option<SeriesView>> {
+        let Some(stored) = self.frame_chunks(key)? else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::with_capacity(stored.len());
+        let mut covers = Coverage::default();
+        for c in stored {
+            let location = || format!("{key} chunk at row {}", c.first_row);
+            if column >= c.columns {
+                return Err(StoreError::corrupt(
+                    location(),
+                    format!("has {} columns, a label points at column {column}", c.columns),
+                ));
+            }
+            let rows = (c.covers.bars - c.first_row) as usize;
+            let Some(bytes) = load(self.vlog_reader(), c.value, CHUNK_HEADER_BYTES)? else {
                 return Ok(None);
             };
-            match ResultValue::decode(&v)? {
-                ResultValue::Inline { .. } => {
-                    return SeriesView::new(ViewBytes::Inline(v), &location).map(Some);
-                }
-                ResultValue::Pointer(entry) => {
-                    if let Some(mapped) = self.vlog_reader().read(&entry)? {
-                        return SeriesView::new(ViewBytes::Mapped(mapped), &location).map(Some);
-                    }
+            let bytes = bytes.aligned_for::<f64>();
+            let want = rows * usize::from(c.columns) * 8;
+            if bytes.raw().len() != want {
+                return Err(StoreError::corrupt(
+                    location(),
+                    format!("{} bytes of rows, want {want}", bytes.raw().len()),
+                ));
+            }
+            chunks.push((bytes, usize::from(column) * rows * 8, rows));
+            covers = c.covers;
+        }
+        Ok(Some(SeriesView { covers, chunks }))
+    }
+
+    /// A frame's head with its coverage; `None` in `Ok(Some(..))` when it
+    /// does not exist, `Ok(None)` when a writer changed it under the read.
+    fn read_frame(&self, key: &FrameKey) -> Result<Option<Option<FrameView>>> {
+        let Some(value) = self.spaces().get(Space::Frames, &head_key(key))? else {
+            return Ok(Some(None));
+        };
+        let head = FrameHead::decode(&value, &|| key.to_string())?;
+        let covers = match self.spaces().scan(Space::Chunks, &chunks_prefix(key)).next_back() {
+            Some(item) => {
+                let (_, v) = item?;
+                ChunkValue::decode(&v, &|| key.to_string())?.covers
+            }
+            None => Coverage::default(),
+        };
+        let labels = head.labels;
+        let state = match head.state {
+            None => None,
+            Some((state_covers, rv)) => {
+                let start = value.len() - rv.encoded_len();
+                match load(self.vlog_reader(), value.clone(), start)? {
+                    Some(bytes) => Some((state_covers, bytes)),
+                    None => return Ok(None),
                 }
             }
+        };
+        Ok(Some(Some(FrameView {
+            labels,
+            covers,
+            state,
+        })))
+    }
+
+    /// Where a label points, if it exists.
+    fn label(&self, key: &SeriesKey) -> Result<Option<LabelRef>> {
+        self.spaces()
+            .get(Space::Labels, &series_key_bytes(key))?
+            .map(|v| LabelRef::decode(&v, &|| format!("{}/{}", key.symbol, key.feature)))
+            .transpose()
+    }
+}
+
+fn raced(what: String) -> StoreError {
+    StoreError::corrupt(what, "its chunks keep changing under the read")
+}
+
+impl ResultStore for Store {
+    type SeriesView = SeriesView;
+    type FrameView = FrameView;
+
+    fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
+        for _ in 0..READ_ATTEMPTS {
+            let Some(r) = self.label(key)? else {
+                return Ok(None);
+            };
+            if let Some(view) = self.read_column(&labelled_frame(key, &r)?, r.column)? {
+                return Ok(Some(view));
+            }
         }
-        Err(StoreError::corrupt(
-            location(),
-            "its value-log segment keeps disappearing",
-        ))
+        Err(raced(format!("{}/{}", key.symbol, key.feature)))
     }
 
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {
         self.spaces()
-            .scan(Space::Results, &symbol_prefix(symbol))
+            .scan(Space::Labels, &symbol_prefix(symbol))
             .map(|item| series_key_from_bytes(&item?.0))
             .collect()
     }
 
     fn series_writer(&self, key: &SeriesKey) -> Result<Option<JobId>> {
-        match self.spaces().get(Space::Results, &series_key_bytes(key))? {
-            Some(v) => Ok(Some(ResultValue::decode(&v)?.job_id())),
+        let Some(r) = self.label(key)? else {
+            return Ok(None);
+        };
+        let frame = labelled_frame(key, &r)?;
+        match self.spaces().scan(Space::Chunks, &chunks_prefix(&frame)).next_back() {
+            Some(item) => {
+                let (_, v) = item?;
+                Ok(Some(ChunkValue::decode(&v, &|| frame.to_string())?.rows.job_id()))
+            }
             None => Ok(None),
         }
+    }
+
+    fn frame(&self, key: &FrameKey) -> Result<Option<FrameView>> {
+        for _ in 0..READ_ATTEMPTS {
+            if let Some(read) = self.read_frame(key)? {
+                return Ok(read);
+            }
+        }
+        Err(raced(key.to_string()))
+    }
+
+    fn frames(&self, symbol: &Symbol) -> Result<Vec<FrameKey>> {
+        self.spaces()
+            .scan(Space::Frames, &symbol_prefix(symbol))
+            .map(|item| frame_key_from(&item?.0))
+            .collect()
     }
 }

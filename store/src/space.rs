@@ -14,8 +14,15 @@ pub(crate) enum Space {
     Jobs,
     /// Per-symbol aggregates over finished jobs.
     SymbolStats,
-    /// Feature series by `symbol 0x00 feature`.
-    Results,
+    /// Frame heads by `symbol 0x00 name` (see `frame`).
+    Frames,
+    /// Frame chunks by `symbol 0x00 name 0x00 first_row`.
+    Chunks,
+    /// Column labels by `symbol 0x00 label`: the frame and column.
+    Labels,
+    /// FORMAT_VERSION 3's one series per `symbol 0x00 feature`: read only
+    /// by the migration, which empties it.
+    LegacyResults,
     /// The writer's scalars and the synced mark.
     Meta,
     /// Bar chunks by `symbol 0x00 first_ts`.
@@ -28,10 +35,13 @@ pub(crate) enum Space {
 
 impl Space {
     /// Every keyspace (`space as usize` is its index here).
-    pub(crate) const ALL: [Space; 7] = [
+    pub(crate) const ALL: [Space; 10] = [
         Space::Jobs,
         Space::SymbolStats,
-        Space::Results,
+        Space::Frames,
+        Space::Chunks,
+        Space::Labels,
+        Space::LegacyResults,
         Space::Meta,
         Space::Bars,
         Space::DataVersions,
@@ -39,14 +49,18 @@ impl Space {
     ];
 
     /// Keyspaces whose values may point into the value log.
-    pub(crate) const POINTERS: [Space; 2] = [Space::Results, Space::Bars];
+    pub(crate) const POINTERS: [Space; 4] =
+        [Space::Frames, Space::Chunks, Space::Bars, Space::LegacyResults];
 
     /// The key prefix (see `FORMAT.md`).
     pub(crate) fn prefix(self) -> u8 {
         match self {
             Space::Jobs => b'j',
             Space::SymbolStats => b's',
-            Space::Results => b'r',
+            Space::Frames => b'f',
+            Space::Chunks => b'c',
+            Space::Labels => b'l',
+            Space::LegacyResults => b'r',
             Space::Meta => b'm',
             Space::Bars => b'b',
             Space::DataVersions => b'd',
@@ -75,6 +89,17 @@ impl Writes {
     /// The pending write of `key`: `Some(None)` when it is removed.
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Option<&Option<sled::IVec>> {
         self.spaces[space as usize].get(key)
+    }
+
+    /// The pending writes of `space` whose key starts with `prefix`.
+    pub(crate) fn with_prefix<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<sled::IVec>)> + 'a {
+        self.spaces[space as usize]
+            .range(prefix.to_vec()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -174,6 +199,6 @@ mod tests {
         let mut prefixes: Vec<u8> = Space::ALL.iter().map(|s| s.prefix()).collect();
         prefixes.sort_unstable();
         prefixes.dedup();
-        assert_eq!(prefixes, b"bdejmrs".to_vec());
+        assert_eq!(prefixes, b"bcdefjlmrs".to_vec());
     }
 }

@@ -13,22 +13,23 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, bounded};
 use kiln_core::{
     Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, Job, JobId, JobQueue,
-    JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result, Series,
-    SeriesKey, StoreError, Symbol, SymbolStats,
+    FrameWrite, JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result,
+    StoreError, Symbol, SymbolStats,
 };
 
 use crate::config::StoreConfig;
 use crate::disk::Disk;
+use crate::frame::value_start;
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
-    FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats, encode_series,
+    FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, sled_error};
 use crate::vlog::{Vlog, VlogPosition, VlogReader};
 use crate::writer::recovery::LostRecord;
 use crate::writer::{
-    After, Apply, CompactReport, EncodedCompletion, EncodedSeries, Op, RecoveryReport, Writer,
+    After, Apply, CompactReport, EncodedCompletion, EncodedFrame, Op, RecoveryReport, Writer,
 };
 
 /// The name of the file holding the data directory's format version.
@@ -90,7 +91,7 @@ impl Store {
         // written (when new) under it, so two processes cannot both create.
         check_format_file(&dir, false)?;
         let lock = lock_dir(&dir)?;
-        check_format_file(&dir, true)?;
+        let version = check_format_file(&dir, true)?;
         let sled_dir = dir.join("sled");
         let partial_snapshots = remove_partial_snapshots(&sled_dir)?;
         let db = sled::Config::new()
@@ -116,7 +117,10 @@ impl Store {
         for space in Space::POINTERS {
             for item in spaces.scan(space, &[]) {
                 let (k, v) = item?;
-                if let ResultValue::Pointer(entry) = ResultValue::decode(&v)? {
+                let Some(start) = value_start(space, &v)? else {
+                    continue;
+                };
+                if let ResultValue::Pointer(entry) = ResultValue::decode(&v[start..])? {
                     indexed.push(entry);
                     keys.push((space, k));
                 }
@@ -153,6 +157,14 @@ impl Store {
         let mut recovery = writer.recover(&lost)?;
         recovery.vlog = vlog_recovery;
         recovery.partial_snapshots_removed = partial_snapshots;
+        if version == MIGRATED_FORMAT_VERSION {
+            recovery.migrated_series = writer.migrate_series()?;
+            write_format_file(&dir)?;
+            tracing::info!(
+                series = recovery.migrated_series,
+                "migrated the store from format {MIGRATED_FORMAT_VERSION} to {FORMAT_VERSION}"
+            );
+        }
         writer.publish();
         {
             let mut versions = std::collections::HashMap::new();
@@ -214,8 +226,8 @@ impl Store {
         self.call(|reply| Op::After(After::Compact { reply }))
     }
 
-    /// Archives completions' series, checking `series_bytes_max` and
-    /// `complete_bytes_max` (which bounds one call).
+    /// Encodes completions' frames, checking `series_bytes_max` (which
+    /// bounds one frame write) and `complete_bytes_max` (one call).
     fn encode_completions(&self, completions: Vec<Completion>) -> Result<Vec<EncodedCompletion>> {
         let max = self.inner.config.queue.series_bytes_max;
         let total_max = self.inner.config.queue.complete_bytes_max;
@@ -223,29 +235,28 @@ impl Store {
         let mut items = Vec::with_capacity(completions.len());
         for c in completions {
             let mut results = Vec::with_capacity(c.results.len());
-            for (key, series) in c.results {
-                let bytes = encode_series(&series)?;
-                if bytes.len() > max {
+            for write in c.results {
+                let frame = EncodedFrame::new(write)?;
+                if frame.bytes() > max {
                     return Err(StoreError::invalid(
                         "series",
                         format!(
-                            "{}/{} archives to {} bytes, limit series_bytes_max = {max}",
-                            key.symbol,
-                            key.feature,
-                            bytes.len()
+                            "{} stores {} bytes, limit series_bytes_max = {max}",
+                            frame.key,
+                            frame.bytes()
                         ),
                     ));
                 }
-                total += bytes.len();
+                total += frame.bytes();
                 if total > total_max {
                     return Err(StoreError::invalid(
                         "series",
                         format!(
-                            "one complete call archives more than complete_bytes_max = {total_max} bytes"
+                            "one complete call stores more than complete_bytes_max = {total_max} bytes"
                         ),
                     ));
                 }
-                results.push(EncodedSeries { key, bytes });
+                results.push(frame);
             }
             items.push(EncodedCompletion {
                 token: c.token,
@@ -368,7 +379,7 @@ impl JobQueue for Store {
         self.call(|reply| Op::Apply(Apply::Complete { items, reply }))
     }
 
-    fn checkpoint(&self, token: LeaseToken, results: Vec<(SeriesKey, Series)>) -> Result<()> {
+    fn checkpoint(&self, token: LeaseToken, results: Vec<FrameWrite>) -> Result<()> {
         let mut items = self.encode_completions(vec![Completion { token, results }])?;
         let item = items.pop().ok_or(StoreError::Closed)?;
         self.call(|reply| Op::Apply(Apply::Checkpoint { item, reply }))
@@ -554,21 +565,22 @@ fn remove_partial_snapshots(sled_dir: &Path) -> Result<u32> {
     Ok(removed)
 }
 
-/// Checks the format file of an existing directory; in a new one (empty
-/// but for kiln's own lock file and a format file whose creation a crash
-/// interrupted), writes it when `create` is set (via a temporary file,
-/// renamed and fsynced, so it is whole or absent).
-fn check_format_file(dir: &Path, create: bool) -> Result<()> {
+/// Checks the format file of an existing directory and returns its
+/// version: this build's, or the one it migrates from. In a new directory
+/// (empty but for kiln's own lock file and a format file whose creation a
+/// crash interrupted), writes it when `create` is set.
+fn check_format_file(dir: &Path, create: bool) -> Result<u32> {
     let path = dir.join(FORMAT_FILE);
     let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
-    let expected = format!("kiln-store {FORMAT_VERSION}\n");
     match fs::read_to_string(&path) {
-        Ok(found) if found == expected => Ok(()),
-        Ok(found) => Err(StoreError::FormatVersion {
-            path,
-            found: found.trim().to_owned(),
-            expected: FORMAT_VERSION,
-        }),
+        Ok(found) => [FORMAT_VERSION, MIGRATED_FORMAT_VERSION]
+            .into_iter()
+            .find(|v| found == format!("kiln-store {v}\n"))
+            .ok_or_else(|| StoreError::FormatVersion {
+                path,
+                found: found.trim().to_owned(),
+                expected: FORMAT_VERSION,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let list = |e| StoreError::io(format!("list {}", dir.display()), e);
             for entry in fs::read_dir(dir).map_err(list)? {
@@ -581,15 +593,23 @@ fn check_format_file(dir: &Path, create: bool) -> Result<()> {
                     });
                 }
             }
-            if !create {
-                return Ok(());
+            if create {
+                write_format_file(dir)?;
             }
-            fs::write(&tmp, &expected)
-                .and_then(|()| File::open(&tmp)?.sync_all())
-                .and_then(|()| fs::rename(&tmp, &path))
-                .and_then(|()| File::open(dir)?.sync_all())
-                .map_err(|e| StoreError::io(format!("write {}", path.display()), e))
+            Ok(FORMAT_VERSION)
         }
         Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
     }
+}
+
+/// Writes this build's format file via a temporary file, renamed and
+/// fsynced, so it is whole or absent.
+fn write_format_file(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+    fs::write(&tmp, format!("kiln-store {FORMAT_VERSION}\n"))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, &path))
+        .and_then(|()| File::open(dir)?.sync_all())
+        .map_err(|e| StoreError::io(format!("write {}", path.display()), e))
 }

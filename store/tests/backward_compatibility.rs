@@ -1,5 +1,5 @@
 //! A data directory written by FORMAT_VERSION 3 (`tests/fixtures/format-3`,
-//! made as its README says) opens with every later kiln, or is migrated:
+//! made as its README says) opens with every later kiln and is migrated:
 //! its jobs in every state, its series (inline and in the value log), its
 //! bars, events, aggregates and paused priorities read back as written,
 //! the job a killed process left running is recovered, and the store takes
@@ -10,8 +10,8 @@ use std::path::Path;
 
 use kiln_store::prelude::*;
 use kiln_store::{
-    Bar, BarColumns, Clock, JobState, NewJob, Priority, QueueConfig, SeriesKey, Store, StoreConfig,
-    Symbol,
+    Bar, BarColumns, Clock, Coverage, FrameKey, JobState, NewJob, Priority, QueueConfig, SeriesKey,
+    Store, StoreConfig, Symbol,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -210,13 +210,26 @@ fn a_format_3_directory_keeps_its_series_and_bars() {
     }
     let version = store.data_version(&aaa).expect("read").expect("version");
     assert!(sma.is_current(&version));
-    let state = store
-        .series(&key(&aaa, "@state:00000000000000aa"))
-        .expect("read")
-        .expect("stored inline");
+    // A series without values kept only a state: it is now a frame with
+    // no column, and its state.
+    let frame = |s: &Symbol, name: &str| {
+        store
+            .frame(&FrameKey::new(s.clone(), name).expect("key"))
+            .expect("read")
+            .expect("migrated into a frame")
+    };
+    let state = frame(&aaa, "@state:00000000000000aa");
+    assert!(state.labels().is_empty());
     assert_eq!(
-        (state.values().len(), state.state()),
-        (0, &[1u8, 2, 3, 4][..])
+        state.state(),
+        Some((Coverage::of(&version), &[1u8, 2, 3, 4][..]))
+    );
+    assert!(
+        store
+            .series(&key(&aaa, "@state:00000000000000aa"))
+            .expect("read")
+            .is_none(),
+        "a frame without columns has no label"
     );
     let rsi = store
         .series(&key(&bbb, "rsi(3)"))
@@ -231,11 +244,23 @@ fn a_format_3_directory_keeps_its_series_and_bars() {
         .map(|v| (!v.is_nan()).then_some(*v))
         .collect();
     assert_eq!(got, want);
-    assert_eq!(rsi.state(), &[9]);
+    let rsi_frame = frame(&bbb, "rsi(3)");
+    assert_eq!(rsi_frame.labels(), &["rsi(3)".to_string()]);
+    assert_eq!(rsi_frame.state().map(|(_, s)| s), Some(&[9u8][..]));
     assert_eq!(
         store.series_keys(&aaa).expect("keys"),
-        vec![key(&aaa, "@state:00000000000000aa"), key(&aaa, "sma(5)")]
+        vec![key(&aaa, "sma(5)")]
     );
+    assert_eq!(
+        store.frames(&aaa).expect("frames"),
+        vec![
+            FrameKey::new(aaa.clone(), "@state:00000000000000aa").expect("key"),
+            FrameKey::new(aaa.clone(), "sma(5)").expect("key"),
+        ]
+    );
+    assert_eq!(store.recovery_report().migrated_series, 3);
+    let format = std::fs::read_to_string(store.dir().join("FORMAT_VERSION")).expect("read");
+    assert_eq!(format, "kiln-store 4\n", "the migration is recorded");
     assert_eq!(
         store.series_writer(&key(&aaa, "sma(5)")).expect("read"),
         Some(1)

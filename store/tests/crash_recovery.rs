@@ -111,16 +111,14 @@ fn child(dir: PathBuf, seed: u64) {
                         .map(|(f, name)| {
                             let key = SeriesKey::new(symbol_of(id), *name).expect("key");
                             let values = expected_values(id, f);
-                            (
-                                key,
-                                Series {
-                                    bar_count: 64,
-                                    last_ts: id as i64,
-                                    data_hash: 0,
-                                    values,
-                                    state: vec![f as u8],
-                                },
-                            )
+                            let series = Series {
+                                bar_count: 64,
+                                last_ts: id as i64,
+                                data_hash: 0,
+                                values,
+                                state: vec![f as u8],
+                            };
+                            (key, series).into()
                         })
                         .collect();
                     completions.push(Completion {

@@ -94,7 +94,7 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
         ..StoreConfig::default()
     };
     // 4096 values archive to about 32 KiB: value-log records, not inline.
-    let big = |x: f64| series(vec![x; 4096]);
+    let big = |k: &SeriesKey, x: f64| series(k, vec![x; 4096]);
     let key = |s: &str| SeriesKey::new(sym(s), "close").expect("key");
     let ids: Vec<u64> = {
         let store = Store::open(dir.path(), relaxed.clone()).expect("open");
@@ -106,16 +106,16 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
             .collect();
         let leases = store.claim(3).expect("claim");
         store
-            .complete(leases[0].token, vec![(key("A"), big(1.0))])
+            .complete(leases[0].token, vec![big(&key("A"), 1.0)])
             .expect("complete a");
         store.sync().expect("sync");
         store
-            .complete(leases[1].token, vec![(key("B"), big(2.0))])
+            .complete(leases[1].token, vec![big(&key("B"), 2.0)])
             .expect("complete b");
         store
             .complete(
                 leases[2].token,
-                vec![(key("C"), big(3.0)), (key("A"), big(4.0))],
+                vec![big(&key("C"), 3.0), big(&key("A"), 4.0)],
             )
             .expect("complete c");
         store.simulate_power_loss(true).expect("power loss");
@@ -154,7 +154,7 @@ fn a_power_loss_in_relaxed_mode_reruns_the_jobs_whose_results_did_not_reach_the_
             ("C", 3.0)
         };
         store
-            .complete(l.token, vec![(key(s), big(x))])
+            .complete(l.token, vec![big(&key(s), x)])
             .expect("complete");
     }
     drop(store);
@@ -186,7 +186,7 @@ fn the_relaxed_flusher_makes_results_durable_within_ticks_across_segments() {
             .expect("enqueue");
         for (i, l) in store.claim(12).expect("claim").iter().enumerate() {
             store
-                .complete(l.token, vec![(key(i), series(vec![i as f64; 4096]))])
+                .complete(l.token, vec![series(&key(i), vec![i as f64; 4096])])
                 .expect("complete");
         }
         // No explicit sync: the flusher fsyncs, the writer records the mark.
@@ -222,8 +222,8 @@ fn a_job_with_one_lost_record_loses_all_its_records_past_the_mark() {
         let id = store.enqueue(job("x")).expect("enqueue").id();
         let l = store.claim(1).expect("claim").remove(0);
         let results = vec![
-            (key("out"), series(vec![7.5; 4096])),
-            (key("@state"), series(vec![9.25; 4096])),
+            series(&key("out"), vec![7.5; 4096]),
+            series(&key("@state"), vec![9.25; 4096]),
         ];
         store.complete(l.token, results).expect("complete");
         store.simulate_power_loss(false).expect("power loss");
@@ -332,9 +332,9 @@ fn a_newest_segment_a_crash_left_without_its_header_is_discarded() {
         let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
         store.enqueue(job("a")).expect("enqueue");
         let lease = store.claim(1).expect("claim").remove(0);
-        let values = (0..1000).map(f64::from).collect();
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
         store
-            .complete(lease.token, vec![(key.clone(), series(values))])
+            .complete(lease.token, vec![series(&key, values)])
             .expect("complete");
     }
     let vlog = dir.path().join("vlog");
@@ -353,10 +353,10 @@ fn a_newest_segment_a_crash_left_without_its_header_is_discarded() {
         assert_eq!(view.values()[999], 999.0);
         store.enqueue(job("b")).expect("enqueue");
         let lease = store.claim(1).expect("claim").remove(0);
-        let values = (0..1000).map(|i| f64::from(i) * 2.0).collect();
+        let values: Vec<f64> = (0..1000).map(|i| f64::from(i) * 2.0).collect();
         let other = SeriesKey::new(sym("B"), "big").expect("key");
         store
-            .complete(lease.token, vec![(other, series(values))])
+            .complete(lease.token, vec![series(&other, values)])
             .expect("complete");
         assert!(store.check().expect("check").problems.is_empty());
     }
@@ -392,7 +392,7 @@ fn compaction_moves_live_series_and_deletes_sparse_segments() {
             let lease = store.claim(1).expect("claim").remove(0);
             let v = vec![(round * 100 + i) as f64; 2000];
             store
-                .complete(lease.token, vec![(key(i), series(v))])
+                .complete(lease.token, vec![series(&key(i), v)])
                 .expect("complete");
         }
     }
@@ -430,7 +430,7 @@ fn store_one_large_series(dir: &std::path::Path) -> (SeriesKey, std::path::PathB
     store.enqueue(job("a")).expect("e");
     let lease = store.claim(1).expect("claim").remove(0);
     store
-        .complete(lease.token, vec![(key.clone(), series(vec![1.0; 1000]))])
+        .complete(lease.token, vec![series(&key, vec![1.0; 1000])])
         .expect("complete");
     let seg = std::fs::read_dir(dir.join("vlog"))
         .expect("ls")
@@ -456,7 +456,7 @@ fn unindexed_value_log_tail_is_truncated_at_open() {
     assert_eq!(store.recovery_report().vlog.truncated_bytes, 1000);
     assert_eq!(std::fs::metadata(&seg).expect("stat").len(), len);
     assert_eq!(
-        store.series(&key).expect("read").expect("kept").values(),
+        &*store.series(&key).expect("read").expect("kept").values(),
         &[1.0; 1000]
     );
 }
@@ -501,13 +501,13 @@ fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
     store.enqueue(job("a")).expect("enqueue");
     let lease = store.claim(1).expect("claim").remove(0);
     store
-        .complete(lease.token, vec![(small.clone(), series(vec![0.5; 16]))])
+        .complete(lease.token, vec![series(&small, vec![0.5; 16])])
         .expect("complete");
     assert_eq!(vlog_bytes(), empty, "a 16-value series is kept inline");
     store.enqueue(job("b")).expect("enqueue");
     let lease = store.claim(1).expect("claim").remove(0);
     store
-        .complete(lease.token, vec![(large.clone(), series(vec![0.25; 2000]))])
+        .complete(lease.token, vec![series(&large, vec![0.25; 2000])])
         .expect("complete");
     assert!(
         vlog_bytes() >= empty + 16_000,
@@ -518,16 +518,16 @@ fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
             .series(&small)
             .expect("read")
             .expect("stored")
-            .values(),
-        &[0.5; 16]
+            .values()[..],
+        [0.5; 16]
     );
     assert_eq!(
         store
             .series(&large)
             .expect("read")
             .expect("stored")
-            .values(),
-        &[0.25; 2000][..]
+            .values()[..],
+        [0.25; 2000][..]
     );
     assert_eq!(
         store.series_keys(&sym("A")).expect("keys"),
@@ -570,7 +570,7 @@ fn a_checkpoint_stores_results_and_keeps_the_job_running() {
     store
         .checkpoint(
             l.token,
-            vec![(key.clone(), series((0..5).map(f64::from).collect()))],
+            vec![series(&key, (0..5).map(f64::from).collect())],
         )
         .expect("checkpoint");
     assert_eq!(
@@ -601,4 +601,80 @@ fn a_checkpoint_stores_results_and_keeps_the_job_running() {
         store.job(id).expect("job").map(|j| j.state),
         Some(JobState::Succeeded)
     );
+}
+
+#[test]
+fn an_appended_frame_reads_in_place_per_chunk_across_compaction_and_reopen() {
+    use kiln_store::{Coverage, FrameKey, FrameRead, FrameRows, FrameWrite};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = || StoreConfig {
+        segment_bytes_max: 64 * 1024,
+        // Every chunk and state in the value log.
+        inline_series_bytes_max: 0,
+        ..StoreConfig::default()
+    };
+    let covers = |bars: u64| Coverage {
+        bars,
+        last_ts: bars as i64,
+        hash: bars,
+    };
+    let key = FrameKey::new(sym("A"), "@plan:1").expect("key");
+    // Column c, row r: c * 1e6 + r.
+    let rows = |from: u64, to: u64| -> Vec<Vec<f64>> {
+        (0..2)
+            .map(|c| (from..to).map(|r| c as f64 * 1e6 + r as f64).collect())
+            .collect()
+    };
+    let run = |store: &Store, write: FrameWrite| {
+        store.enqueue(job("w")).expect("e");
+        let lease = store.claim(1).expect("claim").remove(0);
+        store.complete(lease.token, vec![write]).expect("complete");
+    };
+    let store = Store::open(dir.path(), cfg()).expect("open");
+    run(
+        &store,
+        FrameWrite {
+            key: key.clone(),
+            rows: FrameRows::Replace {
+                labels: vec!["a".into(), "b".into()],
+            },
+            covers: covers(3000),
+            columns: rows(0, 3000),
+            state: Some(vec![0; 20_000]),
+        },
+    );
+    for n in 3000..3100u64 {
+        run(
+            &store,
+            FrameWrite {
+                key: key.clone(),
+                rows: FrameRows::Append { after: covers(n) },
+                covers: covers(n + 1),
+                columns: rows(n, n + 1),
+                state: (n % 10 == 9).then(|| vec![(n % 256) as u8; 20_000]),
+            },
+        );
+    }
+    let expect = |store: &Store| {
+        let b = SeriesKey::new(sym("A"), "b").expect("key");
+        let view = store.series(&b).expect("read").expect("stored");
+        assert_eq!(view.chunks().len(), 101, "the body and 100 one-row tails");
+        let values = view.values();
+        assert_eq!(values.len(), 3100);
+        assert!(values.iter().enumerate().all(|(r, &v)| v == 1e6 + r as f64));
+        let head = store.frame(&key).expect("read").expect("stored");
+        assert_eq!(head.covers(), covers(3100));
+        let (at, state) = head.state().expect("a state");
+        assert_eq!((at, state.len(), state[0]), (covers(3100), 20_000, (3099 % 256) as u8));
+    };
+    expect(&store);
+    // The states rewritten every 10 appends left garbage to compact.
+    let report = store.compact().expect("compact");
+    assert!(report.removed_segments > 0, "{report:?}");
+    expect(&store);
+    assert_eq!(store.check().expect("check").problems, Vec::<String>::new());
+    drop(store);
+    let store = Store::open(dir.path(), cfg()).expect("reopen");
+    expect(&store);
+    assert_eq!(store.check().expect("check").problems, Vec::<String>::new());
 }

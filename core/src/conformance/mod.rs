@@ -10,12 +10,14 @@
 
 pub mod bars;
 pub mod events;
+pub mod frames;
 pub mod model;
 pub mod queue;
 
 use crate::{
     Backend, Bar, BarColumns, BarIngest, BarStore, BarsRead, Clock, Conflict, DataVersion,
-    IngestReport, NewJob, QueueConfig, Result, RetryPolicy, Series, StoreError, Symbol,
+    FrameWrite, IngestReport, NewJob, QueueConfig, Result, RetryPolicy, Series, SeriesKey,
+    StoreError, Symbol,
 };
 
 /// Opens the backend under test.
@@ -72,6 +74,12 @@ macro_rules! conformance_tests {
             history_lists_finished_jobs_newest_first_and_survives_reopen,
             a_complete_call_larger_than_its_bound_is_refused,
         );
+        $crate::conformance_tests!(@tests $harness; frames:
+            appends_add_rows_and_keep_the_state_until_one_is_saved,
+            an_append_that_does_not_continue_the_frame_is_skipped,
+            a_replace_moves_labels_and_removes_a_frame_left_without_any,
+            remove_drops_the_frame_and_its_labels,
+        );
         $crate::conformance_tests!(@tests $harness; events:
             every_outcome_is_an_event_in_order,
             the_log_is_trimmed_and_numbers_continue_after_a_restart,
@@ -127,15 +135,17 @@ pub fn sym(s: &str) -> Symbol {
     Symbol::new(s).expect("symbol")
 }
 
-/// A series of `values`, from 42 as its last timestamp, with state 1, 2, 3.
-pub fn series(values: Vec<f64>) -> Series {
-    Series {
+/// `key`'s one-column frame of `values` (see [`Series`]), from 42 as its
+/// last timestamp, with state 1, 2, 3.
+pub fn series(key: &SeriesKey, values: Vec<f64>) -> FrameWrite {
+    let s = Series {
         bar_count: values.len() as u64,
         last_ts: 42,
         data_hash: 0,
         values,
         state: vec![1, 2, 3],
-    }
+    };
+    FrameWrite::from((key.clone(), s))
 }
 
 /// A bar at `ts` closing at `close`.

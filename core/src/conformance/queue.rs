@@ -6,9 +6,9 @@
 
 use super::{Harness, T0, config, job, open, series, sym};
 use crate::{
-    Backend, CancelOutcome, Clock, Completion, Enqueued, FailOutcome, JobQueue, JobState,
-    LeaseToken, NewJob, Priority, QueueConfig, QueueStats, ResultStore, SeriesKey, SeriesRead,
-    StoreError,
+    Backend, CancelOutcome, Clock, Completion, Enqueued, FailOutcome, FrameKey, FrameRead,
+    JobQueue, JobState, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, ResultStore,
+    SeriesKey, SeriesRead, StoreError,
 };
 
 pub fn enqueued_job_is_queued_with_its_fields<H: Harness>(harness: &mut H) {
@@ -174,7 +174,7 @@ pub fn complete_stores_results_and_marks_succeeded_atomically<H: Harness>(harnes
     store
         .complete(
             lease.token,
-            vec![(key.clone(), series(vec![f64::NAN, 1.0, 2.0]))],
+            vec![series(&key, vec![f64::NAN, 1.0, 2.0])],
         )
         .expect("complete");
     let j = store.job(id).expect("read").expect("exists");
@@ -185,10 +185,13 @@ pub fn complete_stores_results_and_marks_succeeded_atomically<H: Harness>(harnes
     let view = store.series(&key).expect("read").expect("stored");
     assert!(view.values()[0].is_nan());
     assert_eq!(&view.values()[1..], &[1.0, 2.0]);
-    assert_eq!(
-        (view.bar_count(), view.last_ts(), view.state()),
-        (3, 42, &[1u8, 2, 3][..])
-    );
+    assert_eq!((view.bar_count(), view.last_ts()), (3, 42));
+    let frame = store
+        .frame(&FrameKey::new(sym("AAPL"), "sma(20)").expect("key"))
+        .expect("read")
+        .expect("stored");
+    assert_eq!(frame.labels(), &["sma(20)".to_string()]);
+    assert_eq!(frame.state(), Some((view.covers(), &[1u8, 2, 3][..])));
     assert_eq!(store.series_writer(&key).expect("read"), Some(id));
     let stats = store.symbol_stats(&sym("AAPL")).expect("stats");
     assert_eq!(
@@ -204,11 +207,11 @@ pub fn a_second_completion_replaces_the_series<H: Harness>(harness: &mut H) {
         store.enqueue(job("a")).expect("enqueue");
         let lease = store.claim(1).expect("claim").remove(0);
         store
-            .complete(lease.token, vec![(key.clone(), series(vec![v]))])
+            .complete(lease.token, vec![series(&key, vec![v])])
             .expect("complete");
     }
     assert_eq!(
-        store.series(&key).expect("read").expect("stored").values(),
+        &*store.series(&key).expect("read").expect("stored").values(),
         &[2.0]
     );
     assert_eq!(store.series_keys(&sym("X")).expect("keys"), vec![key]);
@@ -474,7 +477,7 @@ pub fn oversized_series_is_refused_and_the_job_stays_running<H: Harness>(harness
     let lease = store.claim(1).expect("claim").remove(0);
     let key = SeriesKey::new(sym("A"), "sma(5)").expect("key");
     let e = store
-        .complete(lease.token, vec![(key.clone(), series(vec![0.0; 1000]))])
+        .complete(lease.token, vec![series(&key, vec![0.0; 1000])])
         .expect_err("too big");
     assert!(e.to_string().contains("series_bytes_max = 1024"), "{e}");
     assert_eq!(store.stats().expect("stats").count(JobState::Running), 1);
@@ -588,9 +591,9 @@ pub fn a_complete_call_larger_than_its_bound_is_refused<H: Harness>(harness: &mu
     let lease = store.claim(1).expect("claim").remove(0);
     let results = (0..3)
         .map(|i| {
-            (
-                SeriesKey::new(sym("A"), format!("f{i}")).expect("key"),
-                series(vec![1.0; 1000]),
+            series(
+                &SeriesKey::new(sym("A"), format!("f{i}")).expect("key"),
+                vec![1.0; 1000],
             )
         })
         .collect();

@@ -10,9 +10,14 @@ use kiln_core::{CheckReport, Result, StoreError};
 
 use super::Writer;
 use crate::bars::check_bars;
+use crate::frame::{
+    ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix, frame_key_from, value_start,
+};
 use crate::keys::{read_u64, series_key_from_bytes};
-use crate::record::{Counters, ResultValue, decode_job, series_layout};
+use crate::record::{Counters, ResultValue, decode_job};
 use crate::space::Space;
+use crate::view::load;
+use crate::vlog::VlogReader;
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,14 +67,17 @@ impl Writer {
         let mut moves = Vec::new();
         for (space, item) in pointers {
             let (key, value) = item?;
-            let ResultValue::Pointer(old) = ResultValue::decode(&value)? else {
+            let Some(start) = value_start(space, &value)? else {
+                continue;
+            };
+            let ResultValue::Pointer(old) = ResultValue::decode(&value[start..])? else {
                 continue;
             };
             if victims.contains(&old.segment) {
-                moves.push((space, key, old));
+                moves.push((space, key, value, start, old));
             }
         }
-        for (space, key, old) in moves {
+        for (space, key, value, start, old) in moves {
             let mapped = reader.read(&old)?.ok_or_else(|| {
                 StoreError::corrupt(
                     format!("vlog segment {}", old.segment),
@@ -80,8 +88,9 @@ impl Writer {
             self.vlog.release(&old);
             report.moved_bytes += u64::from(old.len);
             report.moved_records += 1;
-            self.writes
-                .put(space, key, ResultValue::Pointer(new).encode());
+            let mut moved = value[..start].to_vec();
+            moved.extend_from_slice(&ResultValue::Pointer(new).encode());
+            self.writes.put(space, key, moved);
         }
         self.vlog_sync_required = true;
         self.commit()?;
@@ -111,30 +120,99 @@ impl Writer {
         }
         report.problems = self.queue.problems(&on_disk, &scanned);
         let reader = self.vlog.reader();
-        for item in self.spaces.scan(Space::Results, &[]) {
-            let (k, v) = item?;
-            let key = series_key_from_bytes(&k)?;
-            report.series += 1;
-            let name = format!("{}/{}", key.symbol, key.feature);
-            match ResultValue::decode(&v)? {
-                ResultValue::Inline { archived, .. } => {
-                    let mut copy = rkyv::util::AlignedVec::<16>::new();
-                    copy.extend_from_slice(archived);
-                    if let Err(e) = series_layout(&copy, &|| name.clone()) {
-                        report.problems.push(e.to_string());
-                    }
-                }
-                ResultValue::Pointer(entry) => match reader.read(&entry) {
-                    Ok(Some(_)) => {}
-                    Ok(None) => report
-                        .problems
-                        .push(format!("{name}: segment {} is missing", entry.segment)),
-                    Err(e) => report.problems.push(format!("{name}: {e}")),
-                },
-            }
-        }
+        report.series = self.check_frames(&reader, &mut report.problems)?;
         report.bar_chunks = check_bars(&self.spaces, &reader, &mut report.problems)?;
         report.counters_by_state = scanned.by_state;
         Ok(report)
+    }
+
+    /// Reads back every frame (chunks contiguous from row 0, each of the
+    /// size its columns and rows need, checksummed; the state) and every
+    /// label (its frame has its column); returns the number of labels.
+    fn check_frames(&self, reader: &VlogReader, problems: &mut Vec<String>) -> Result<u64> {
+        let mut columns = BTreeMap::new();
+        for item in self.spaces.scan(Space::Frames, &[]) {
+            let (k, v) = item?;
+            let key = frame_key_from(&k)?;
+            let name = key.to_string();
+            let head = match FrameHead::decode(&v, &|| name.clone()) {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if let Some((covers, state)) = head.state {
+                let start = v.len() - state.encoded_len();
+                match load(reader, v.clone(), start) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => problems.push(format!("{name}: the state's segment is missing")),
+                    Err(e) => problems.push(format!("{name}: state: {e}")),
+                }
+                let _ = covers;
+            }
+            let prefix = chunks_prefix(&key);
+            let (mut end, mut width) = (0u64, head.labels.len() as u16);
+            for item in self.spaces.scan(Space::Chunks, &prefix) {
+                let (ck, cv) = item?;
+                let row = chunk_first_row(&prefix, &ck)?;
+                let at = || format!("{name} chunk at row {row}");
+                let c = match ChunkValue::decode(&cv, &at) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                if row != end {
+                    problems.push(format!("{}: follows rows up to {end}", at()));
+                }
+                let want = c.rows_bytes(row);
+                match load(reader, cv.clone(), crate::frame::CHUNK_HEADER_BYTES) {
+                    Ok(Some(b)) if Some(b.raw().len() as u64) == want => {}
+                    Ok(Some(b)) => problems.push(format!(
+                        "{}: {} bytes of rows, want {want:?}",
+                        at(),
+                        b.raw().len()
+                    )),
+                    Ok(None) => problems.push(format!("{}: its segment is missing", at())),
+                    Err(e) => problems.push(format!("{}: {e}", at())),
+                }
+                end = c.covers.bars;
+                width = c.columns;
+            }
+            columns.insert(k.to_vec(), width);
+        }
+        let mut labels = 0;
+        for item in self.spaces.scan(Space::Labels, &[]) {
+            let (k, v) = item?;
+            let key = series_key_from_bytes(&k)?;
+            labels += 1;
+            let name = format!("{}/{}", key.symbol, key.feature);
+            let r = match LabelRef::decode(&v, &|| name.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let frame = crate::frame::labelled_frame(&key, &r)?;
+            match columns.get(&crate::frame::head_key(&frame)) {
+                Some(&width) if r.column < width => {}
+                Some(&width) => problems.push(format!(
+                    "{name}: points at column {} of {frame}, which has {width}",
+                    r.column
+                )),
+                None => problems.push(format!("{name}: points at {frame}, which does not exist")),
+            }
+        }
+        if let Some(item) = self.spaces.scan(Space::LegacyResults, &[]).next() {
+            let (k, _) = item?;
+            problems.push(format!(
+                "a format-3 series {} was not migrated",
+                String::from_utf8_lossy(&k)
+            ));
+        }
+        Ok(labels)
     }
 }

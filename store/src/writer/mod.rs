@@ -13,11 +13,13 @@
 //! - `queue`: the job state machine;
 //! - `durability`: what "acknowledged" means;
 //! - `bars`: staging and applying bar ingests;
+//! - `frames`: storing frames (replace, append, remove);
 //! - `maintenance`: value-log compaction and the integrity check;
 //! - `recovery`: rebuilding it all at open.
 
 mod bars;
 mod durability;
+mod frames;
 mod maintenance;
 pub(crate) mod queue;
 pub(crate) mod recovery;
@@ -29,20 +31,21 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rkyv::util::AlignedVec;
 
 pub(crate) use bars::BarPlan;
+pub(crate) use frames::EncodedFrame;
 use kiln_core::CheckReport;
 pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
 
 use kiln_core::{
     CancelOutcome, DataVersion, Enqueued, FailOutcome, JobId, Lease, LeaseToken, NewJob, Priority,
-    Result, SeriesKey, StoreError, Symbol,
+    Result, StoreError, Symbol,
 };
 
 use crate::config::StoreConfig;
 use crate::disk::Disk;
-use crate::keys::{series_key_bytes, u64_key};
+use crate::keys::u64_key;
 use crate::record::{
-    IndexEntry, META_KEY, ResultValue, decode_job, encode_event, encode_job, encode_symbol_stats,
+    IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_symbol_stats,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, Writes};
@@ -50,16 +53,10 @@ use crate::vlog::Vlog;
 use durability::Pipeline;
 use queue::{Bounds, Queue};
 
-/// A series archived by the caller, ready to append.
-pub(crate) struct EncodedSeries {
-    pub key: SeriesKey,
-    pub bytes: AlignedVec,
-}
-
 /// One job's completion with its results.
 pub(crate) struct EncodedCompletion {
     pub token: LeaseToken,
-    pub results: Vec<EncodedSeries>,
+    pub results: Vec<EncodedFrame>,
 }
 
 /// An operation for the writer.
@@ -585,16 +582,6 @@ impl Writer {
         StoreError::Poisoned { cause }
     }
 
-    /// Accounts the value-log record `key` points at (if any) as garbage.
-    fn release_pointer(&mut self, space: Space, key: &[u8]) -> Result<()> {
-        if let Some(old) = self.lookup(space, key)?
-            && let ResultValue::Pointer(old) = ResultValue::decode(&old)?
-        {
-            self.vlog.release(&old);
-        }
-        Ok(())
-    }
-
     // ---- operations the queue does not finish alone ----------------------
 
     fn complete(&mut self, c: EncodedCompletion, now: u64) -> Result<()> {
@@ -605,20 +592,11 @@ impl Writer {
     /// Stores results under a held lease, leaving the job running.
     fn checkpoint(&mut self, c: &EncodedCompletion) -> Result<()> {
         self.queue.holds(c.token)?;
-        let job_id = c.token.job_id;
-        for series in &c.results {
-            let value = if series.bytes.len() <= self.config.inline_series_bytes_max {
-                ResultValue::Inline {
-                    job_id,
-                    archived: &series.bytes,
-                }
-                .encode()
-            } else {
-                ResultValue::Pointer(self.append_or_poison(&series.bytes, job_id)?).encode()
-            };
-            let key = series_key_bytes(&series.key);
-            self.release_pointer(Space::Results, &key)?;
-            self.writes.put(Space::Results, key, value);
+        for f in &c.results {
+            self.check_frame(f)?;
+        }
+        for f in &c.results {
+            self.write_frame(f, c.token.job_id)?;
         }
         Ok(())
     }

@@ -7,14 +7,20 @@
 //! reach the disk (a power loss in `Relaxed` mode) are dropped here and the
 //! jobs that stored them run again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use kiln_core::{JobState, Result, StoreError, Symbol};
+use kiln_core::{FrameKey, FrameWrite, JobState, Result, StoreError, Symbol};
 
 use super::Writer;
-use crate::keys::{read_u64, u64_key};
-use crate::record::{META_KEY, Meta, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats, encode_job};
-use crate::space::{Space, Writes};
+use crate::frame::{FrameHead, chunk_first_row, chunks_prefix, frame_key_from, frame_of_chunk, head_key};
+use crate::keys::{read_u64, series_key_from_bytes, u64_key};
+use crate::view::load;
+use super::EncodedFrame;
+use crate::record::{
+    ArchivedSeries, META_KEY, Meta, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_series,
+    decode_symbol_stats, encode_job,
+};
+use crate::space::Space;
 use crate::vlog::VlogRecovery;
 
 /// An indexed value-log record that is not on disk whole.
@@ -42,6 +48,8 @@ pub struct RecoveryReport {
     /// Finished jobs queued again because results they stored were lost
     /// (see [`VlogRecovery::lost_records`]).
     pub rerun_lost: u64,
+    /// Series of a FORMAT_VERSION 3 store moved into frames of their own.
+    pub migrated_series: u64,
 }
 
 impl Writer {
@@ -111,8 +119,9 @@ impl Writer {
         Ok(report)
     }
 
-    /// Drops the index entries of lost records and queues the succeeded
-    /// jobs that stored them again, the lost attempt not counted; returns
+    /// Drops the index entries of lost records (a frame loses its chunks
+    /// from the first lost one on, and a state that covers more than is
+    /// left) and queues the succeeded jobs that stored them again, the lost attempt not counted; returns
     /// how many. A job still running or awaiting a retry needs nothing more
     /// (it computes what is not stored when it next runs); one that ended
     /// dead or cancelled, or was purged from the history, stays so, and its
@@ -124,15 +133,75 @@ impl Writer {
         if lost.is_empty() {
             return Ok(0);
         }
-        let mut writes = Writes::default();
+        let lost_keys: HashSet<(Space, &[u8])> =
+            lost.iter().map(|r| (r.space, r.key.as_slice())).collect();
+        // Per frame: the first row lost (every chunk from it on goes, so
+        // the frame stays contiguous), and whether its state was lost.
+        let mut cut: BTreeMap<FrameKey, u64> = BTreeMap::new();
+        let mut states_lost = BTreeSet::new();
         for r in lost {
-            if r.space != Space::Results {
-                return Err(StoreError::corrupt(
-                    format!("bar chunk {}", String::from_utf8_lossy(&r.key)),
-                    "indexed, but its value-log record is not on disk although it was fsynced first: the disk lost acknowledged writes; restore the data directory from a backup",
-                ));
+            match r.space {
+                Space::LegacyResults => self.writes.delete(Space::LegacyResults, r.key.clone()),
+                Space::Chunks => {
+                    let frame = frame_of_chunk(&r.key)?;
+                    let row = chunk_first_row(&chunks_prefix(&frame), &r.key)?;
+                    let at = cut.entry(frame).or_insert(row);
+                    *at = (*at).min(row);
+                }
+                Space::Frames => {
+                    states_lost.insert(frame_key_from(&r.key)?);
+                }
+                _ => {
+                    return Err(StoreError::corrupt(
+                        format!("bar chunk {}", String::from_utf8_lossy(&r.key)),
+                        "indexed, but its value-log record is not on disk although it was fsynced first: the disk lost acknowledged writes; restore the data directory from a backup",
+                    ));
+                }
             }
-            writes.delete(Space::Results, r.key.clone());
+        }
+        for (frame, row) in &cut {
+            for (k, v) in self.scan_pending(Space::Chunks, &chunks_prefix(frame))? {
+                if chunk_first_row(&chunks_prefix(frame), &k)? < *row {
+                    continue;
+                }
+                if !lost_keys.contains(&(Space::Chunks, k.as_slice())) {
+                    self.release_value(Space::Chunks, &v)?;
+                }
+                self.writes.delete(Space::Chunks, k);
+            }
+        }
+        let frames: BTreeSet<&FrameKey> = cut.keys().chain(&states_lost).collect();
+        for frame in frames {
+            let hk = head_key(frame);
+            let Some(v) = self.lookup(Space::Frames, &hk)? else {
+                continue;
+            };
+            let head = FrameHead::decode(&v, &|| frame.to_string())?;
+            let lost_state = states_lost.contains(frame);
+            if cut.get(frame) == Some(&0) {
+                // Nothing of the frame is left.
+                if !lost_state {
+                    self.release_value(Space::Frames, &v)?;
+                }
+                for label in &head.labels {
+                    self.unlabel(frame, label)?;
+                }
+                self.writes.delete(Space::Frames, hk);
+                continue;
+            }
+            let Some((covers, _)) = head.state else {
+                continue;
+            };
+            if lost_state || cut.get(frame).is_some_and(|&row| covers.bars > row) {
+                if !lost_state {
+                    self.release_value(Space::Frames, &v)?;
+                }
+                let kept = FrameHead {
+                    labels: head.labels,
+                    state: None,
+                };
+                self.writes.put(Space::Frames, hk, kept.encode());
+            }
         }
         let jobs: BTreeSet<u64> = lost.iter().map(|r| r.job_id).collect();
         let mut rerun = 0;
@@ -155,15 +224,47 @@ impl Writer {
                     .into(),
             );
             let record = encode_job(&job, None)?;
-            writes.put(Space::Jobs, u64_key(id).to_vec(), record.as_slice());
+            self.writes
+                .put(Space::Jobs, u64_key(id).to_vec(), record.as_slice());
             rerun += 1;
         }
-        self.spaces.apply(&writes)?;
+        self.spaces.apply(&self.writes)?;
+        self.writes.clear();
         tracing::warn!(
             records = lost.len(),
             jobs = rerun,
             "results lost before they reached the disk; their jobs run again"
         );
         Ok(rerun)
+    }
+
+    /// Moves every FORMAT_VERSION 3 series into a frame of its own (one
+    /// column labelled with its feature, or none for a series that only
+    /// kept a state), written by the job that wrote the series, in one
+    /// commit; returns how many.
+    pub(crate) fn migrate_series(&mut self) -> Result<u64> {
+        let reader = self.vlog.reader();
+        let mut moved = 0;
+        for item in self.spaces.scan(Space::LegacyResults, &[]) {
+            let (k, v) = item?;
+            let key = series_key_from_bytes(&k)?;
+            let location = || format!("{}/{}", key.symbol, key.feature);
+            let bytes = load(&reader, v.clone(), 0)?
+                .ok_or_else(|| StoreError::corrupt(location(), "its value-log segment is missing"))?
+                .aligned_for::<ArchivedSeries>();
+            let series = decode_series(bytes.raw(), &location)?;
+            let job_id = ResultValue::decode(&v)?.job_id();
+            let frame = EncodedFrame::new(FrameWrite::from((key.clone(), series)))?;
+            self.write_frame(&frame, job_id)?;
+            self.release_value(Space::LegacyResults, &v)?;
+            self.writes.delete(Space::LegacyResults, k);
+            moved += 1;
+        }
+        if moved > 0 {
+            self.vlog_sync_required = true;
+            self.commit()?;
+            self.disk.flush_and_fsync()?;
+        }
+        Ok(moved)
     }
 }

@@ -1,0 +1,310 @@
+//! The records of frames (see `kiln_core::series`): a frame's head, its
+//! chunks and the labels that name its columns. Three keyspaces hold them
+//! (`FORMAT.md`, "Frames"):
+//!
+//! - `f` heads, `symbol 0x00 name`: the column labels, and the state saved
+//!   last with the coverage it was computed over (a [`ResultValue`]:
+//!   inline, or a pointer into the value log);
+//! - `c` chunks, `symbol 0x00 name 0x00 first_row` (u64 BE, so a prefix
+//!   scan lists a frame's chunks in row order): the coverage after the
+//!   chunk's last row, the column count, and the rows (a [`ResultValue`]
+//!   whose bytes are the columns one after another, each `rows` f64 LE);
+//! - `l` labels, `symbol 0x00 label`: the frame and column that hold it.
+//!
+//! A frame's rows are its chunks, contiguous from row 0; its coverage is
+//! its last chunk's. Each value's [`ResultValue`] is its suffix, found by
+//! [`value_start`], so the value log's bookkeeping (recovery, compaction)
+//! treats every keyspace that points into it alike.
+
+use kiln_core::{Coverage, FrameKey, Result, SeriesKey, StoreError, Symbol};
+
+use crate::keys::symbol_prefix;
+use crate::record::ResultValue;
+use crate::space::Space;
+
+/// Bytes of a chunk value before its [`ResultValue`]: coverage (24), the
+/// column count (u16 BE) and 6 zero bytes, so an inline chunk's rows start
+/// 48 bytes into the value and an 8-aligned value keeps them 8-aligned.
+pub(crate) const CHUNK_HEADER_BYTES: usize = 32;
+
+/// Where a chunk's rows are and what they cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkValue<'a> {
+    /// The frame's coverage after this chunk's last row.
+    pub covers: Coverage,
+    pub columns: u16,
+    pub rows: ResultValue<'a>,
+}
+
+impl<'a> ChunkValue<'a> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(CHUNK_HEADER_BYTES + 1 + 28);
+        v.extend_from_slice(&self.covers.encode());
+        v.extend_from_slice(&self.columns.to_be_bytes());
+        v.extend_from_slice(&[0; 6]);
+        v.extend_from_slice(&self.rows.encode());
+        v
+    }
+
+    pub(crate) fn decode(b: &'a [u8], location: &dyn Fn() -> String) -> Result<Self> {
+        let covers = b
+            .get(..CHUNK_HEADER_BYTES)
+            .and_then(Coverage::decode)
+            .ok_or_else(|| StoreError::corrupt(location(), format!("chunk of {} bytes", b.len())))?;
+        Ok(ChunkValue {
+            covers,
+            columns: u16::from_be_bytes([b[24], b[25]]),
+            rows: ResultValue::decode(&b[CHUNK_HEADER_BYTES..])?,
+        })
+    }
+
+    /// Bytes the rows from `first_row` on must have.
+    pub(crate) fn rows_bytes(&self, first_row: u64) -> Option<u64> {
+        let rows = self.covers.bars.checked_sub(first_row)?;
+        rows.checked_mul(u64::from(self.columns))?.checked_mul(8)
+    }
+}
+
+/// A frame's head.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FrameHead<'a> {
+    pub labels: Vec<String>,
+    /// The state saved last and the bars it was computed over.
+    pub state: Option<(Coverage, ResultValue<'a>)>,
+}
+
+impl<'a> FrameHead<'a> {
+    /// Label count (u16 BE); per label its length (u8) and bytes; then 0,
+    /// or 1, the state's coverage and its [`ResultValue`].
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(&(self.labels.len() as u16).to_be_bytes());
+        for l in &self.labels {
+            v.push(l.len() as u8);
+            v.extend_from_slice(l.as_bytes());
+        }
+        match &self.state {
+            None => v.push(0),
+            Some((covers, value)) => {
+                v.push(1);
+                v.extend_from_slice(&covers.encode());
+                v.extend_from_slice(&value.encode());
+            }
+        }
+        v
+    }
+
+    pub(crate) fn decode(b: &'a [u8], location: &dyn Fn() -> String) -> Result<Self> {
+        let bad = |why: &str| StoreError::corrupt(location(), format!("frame head: {why}"));
+        let count = b.get(..2).ok_or_else(|| bad("no label count"))?;
+        let count = u16::from_be_bytes([count[0], count[1]]);
+        let mut at = 2;
+        let mut labels = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let len = usize::from(*b.get(at).ok_or_else(|| bad("cut short"))?);
+            let label = b
+                .get(at + 1..at + 1 + len)
+                .and_then(|l| std::str::from_utf8(l).ok())
+                .ok_or_else(|| bad("a label is cut short or not UTF-8"))?;
+            labels.push(label.to_owned());
+            at += 1 + len;
+        }
+        let state = match b.get(at) {
+            Some(0) if b.len() == at + 1 => None,
+            Some(1) => {
+                let covers = b
+                    .get(at + 1..at + 1 + Coverage::BYTES)
+                    .and_then(Coverage::decode)
+                    .ok_or_else(|| bad("the state's coverage is cut short"))?;
+                Some((covers, ResultValue::decode(&b[at + 1 + Coverage::BYTES..])?))
+            }
+            _ => return Err(bad("bad state tag")),
+        };
+        Ok(FrameHead { labels, state })
+    }
+}
+
+/// Where a label points: a frame of the same symbol and a column of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LabelRef {
+    pub column: u16,
+    pub frame: String,
+}
+
+impl LabelRef {
+    /// Column (u16 BE), then the frame's name.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = self.column.to_be_bytes().to_vec();
+        v.extend_from_slice(self.frame.as_bytes());
+        v
+    }
+
+    pub(crate) fn decode(b: &[u8], location: &dyn Fn() -> String) -> Result<Self> {
+        let frame = b
+            .get(2..)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| StoreError::corrupt(location(), "label: no frame name"))?;
+        Ok(LabelRef {
+            column: u16::from_be_bytes([b[0], b[1]]),
+            frame: frame.to_owned(),
+        })
+    }
+}
+
+/// A frame head's key: `symbol 0x00 name`.
+pub(crate) fn head_key(key: &FrameKey) -> Vec<u8> {
+    let mut k = symbol_prefix(&key.symbol);
+    k.extend_from_slice(key.name.as_bytes());
+    k
+}
+
+/// The prefix of a frame's chunk keys: `symbol 0x00 name 0x00`.
+pub(crate) fn chunks_prefix(key: &FrameKey) -> Vec<u8> {
+    let mut k = head_key(key);
+    k.push(0);
+    k
+}
+
+/// A chunk's key: the prefix, then its first row (u64 BE).
+pub(crate) fn chunk_key(key: &FrameKey, first_row: u64) -> Vec<u8> {
+    let mut k = chunks_prefix(key);
+    k.extend_from_slice(&first_row.to_be_bytes());
+    k
+}
+
+/// The first row of the chunk under `key` (which starts with `prefix`).
+pub(crate) fn chunk_first_row(prefix: &[u8], key: &[u8]) -> Result<u64> {
+    key.strip_prefix(prefix)
+        .and_then(|r| <[u8; 8]>::try_from(r).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::corrupt("chunk key", format!("{key:?}")))
+}
+
+/// A frame key from a head key.
+pub(crate) fn frame_key_from(head_key: &[u8]) -> Result<FrameKey> {
+    let bad = || StoreError::corrupt("frame key", format!("{head_key:?}"));
+    let sep = head_key.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let symbol = std::str::from_utf8(&head_key[..sep]).map_err(|_| bad())?;
+    let name = std::str::from_utf8(&head_key[sep + 1..]).map_err(|_| bad())?;
+    FrameKey::new(Symbol::new(symbol)?, name)
+}
+
+/// The frame of a chunk key: everything before the last 9 bytes.
+pub(crate) fn frame_of_chunk(chunk_key: &[u8]) -> Result<FrameKey> {
+    let head = chunk_key
+        .len()
+        .checked_sub(9)
+        .and_then(|n| chunk_key.get(..n))
+        .ok_or_else(|| StoreError::corrupt("chunk key", format!("{chunk_key:?}")))?;
+    frame_key_from(head)
+}
+
+/// The frame a label names.
+pub(crate) fn labelled_frame(key: &SeriesKey, r: &LabelRef) -> Result<FrameKey> {
+    FrameKey::new(key.symbol.clone(), r.frame.clone())
+}
+
+/// Where the [`ResultValue`] starts in a value of `space` (every keyspace
+/// that can point into the value log); `None` for a head without state.
+pub(crate) fn value_start(space: Space, value: &[u8]) -> Result<Option<usize>> {
+    match space {
+        Space::Bars | Space::LegacyResults => Ok(Some(0)),
+        Space::Chunks => Ok(Some(CHUNK_HEADER_BYTES)),
+        Space::Frames => {
+            let head = FrameHead::decode(value, &|| "frame head".into())?;
+            Ok(head.state.map(|(_, v)| value.len() - v.encoded_len()))
+        }
+        _ => Ok(None),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{INLINE_HEADER_BYTES, IndexEntry};
+
+    fn covers(bars: u64) -> Coverage {
+        Coverage {
+            bars,
+            last_ts: bars as i64 * 10,
+            hash: bars * 7,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let entry = IndexEntry {
+            segment: 2,
+            offset: 160,
+            len: 64,
+            crc: 5,
+            job_id: 9,
+        };
+        let c = ChunkValue {
+            covers: covers(8),
+            columns: 2,
+            rows: ResultValue::Pointer(entry),
+        };
+        let bytes = c.encode();
+        assert_eq!(ChunkValue::decode(&bytes, &|| "c".into()).expect("chunk"), c);
+        assert_eq!(c.rows_bytes(4), Some(64));
+        assert_eq!(c.rows_bytes(9), None);
+        let inline = [1u8; 16];
+        let c = ChunkValue {
+            rows: ResultValue::Inline {
+                job_id: 3,
+                bytes: &inline,
+            },
+            ..c
+        };
+        let bytes = c.encode();
+        assert_eq!(&bytes[CHUNK_HEADER_BYTES + INLINE_HEADER_BYTES..], &inline);
+
+        for head in [
+            FrameHead {
+                labels: vec!["sma(5)".into(), "rsi(14)".into()],
+                state: Some((covers(3), ResultValue::Pointer(entry))),
+            },
+            FrameHead {
+                labels: vec![],
+                state: None,
+            },
+        ] {
+            let bytes = head.encode();
+            assert_eq!(FrameHead::decode(&bytes, &|| "f".into()).expect("head"), head);
+            let start = value_start(Space::Frames, &bytes).expect("start");
+            assert_eq!(
+                start.map(|s| ResultValue::decode(&bytes[s..]).expect("state")),
+                head.state.map(|(_, v)| v)
+            );
+        }
+        let r = LabelRef {
+            column: 3,
+            frame: "@plan:00ff".into(),
+        };
+        assert_eq!(LabelRef::decode(&r.encode(), &|| "l".into()).expect("label"), r);
+    }
+
+    #[test]
+    fn garbage_is_a_corrupt_error_naming_the_place() {
+        for bad in [&[][..], &[0, 1][..], &[0, 1, 5, b'a'][..], &[0, 0, 2][..]] {
+            let e = FrameHead::decode(bad, &|| "A/f".into()).expect_err("garbage");
+            assert!(e.to_string().contains("A/f"), "{e}");
+        }
+        assert!(ChunkValue::decode(&[0; 31], &|| "c".into()).is_err());
+        assert!(LabelRef::decode(&[0, 1], &|| "l".into()).is_err());
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_row_and_name_their_frame() {
+        let f = FrameKey::new(Symbol::new("A").expect("symbol"), "@plan:1").expect("key");
+        let (a, b) = (chunk_key(&f, 255), chunk_key(&f, 256));
+        assert!(a < b);
+        let prefix = chunks_prefix(&f);
+        assert_eq!(chunk_first_row(&prefix, &b).expect("row"), 256);
+        assert_eq!(frame_of_chunk(&a).expect("frame"), f);
+        assert_eq!(frame_key_from(&head_key(&f)).expect("frame"), f);
+    }
+}
