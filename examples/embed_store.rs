@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             values: sma3,
             state: vec![],
         };
-        store.complete(lease.token, vec![(key, series)])?;
+        store.complete(lease.token, vec![(key, series).into()])?;
     }
 
     let view = store

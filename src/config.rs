@@ -256,6 +256,8 @@ section! {
         claim_jobs_max: usize = 256, positive, "jobs claimed and computed together";
         submit_job_symbols: usize = 1, positive,
             "symbols in one compute job that a submission makes (1 keeps repeated requests cheap to merge)";
+        refresh_job_symbols: usize = 256, positive,
+            "symbols in one refresh job that an ingest makes (a tick of many symbols is a few jobs)";
         checkpoint_symbols: usize = 64, positive,
             "symbols computed between two checkpoints of a many-symbol job";
         claim_jobs_min: usize = 16, positive,

@@ -292,8 +292,8 @@ fn demo_runs_end_to_end_and_the_commands_read_its_results() {
     assert_eq!(v["dead"], 0);
     assert_eq!(
         v["series"],
-        25 * 21,
-        "20 outputs and one saved state per symbol"
+        25 * 20,
+        "20 outputs per symbol (the saved state is the frame's, not a series)"
     );
     assert_eq!(v["check_problems"], 0);
     // AAPL's last close is 430.47 (the sample's last AAPL row): its sma(5)

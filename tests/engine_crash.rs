@@ -21,7 +21,7 @@ use kiln::engine::Engine;
 use kiln::features::spec::parse_list;
 use kiln::features::standard_plan;
 use kiln::market::synth;
-use kiln::store::{JobState, Priority, QueueConfig, Store, StoreConfig, Symbol};
+use kiln::store::{JobState, Priority, QueueConfig, SeriesKey, Store, StoreConfig, Symbol};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -58,18 +58,29 @@ struct Stored {
     version: (u64, i64, u64),
 }
 
-/// Every stored series of every symbol.
+/// Every stored frame of every symbol: each column's values, its state.
 fn snapshot(store: &Store, symbols: &[Symbol]) -> Vec<Stored> {
     let mut out = Vec::new();
     for s in symbols {
-        for key in store.series_keys(s).expect("keys") {
-            let v = store.series(&key).expect("read").expect("stored");
+        for frame in store.frames(s).expect("frames") {
+            let head = store.frame(&frame).expect("read").expect("stored");
+            let covers = head.covers();
             out.push(Stored {
-                name: format!("{}/{}", key.symbol, key.feature),
-                values: v.values().iter().map(|x| x.to_bits()).collect(),
-                state: v.state().to_vec(),
-                version: (v.bar_count(), v.last_ts(), v.data_hash()),
+                name: frame.to_string(),
+                values: Vec::new(),
+                state: head.state().map(|(_, b)| b.to_vec()).unwrap_or_default(),
+                version: (covers.bars, covers.last_ts, covers.hash),
             });
+            for label in head.labels() {
+                let key = SeriesKey::new(s.clone(), label.as_str()).expect("key");
+                let v = store.series(&key).expect("read").expect("stored");
+                out.push(Stored {
+                    name: format!("{frame}/{label}"),
+                    values: v.values().iter().map(|x| x.to_bits()).collect(),
+                    state: Vec::new(),
+                    version: (v.bar_count(), v.last_ts(), v.data_hash()),
+                });
+            }
         }
     }
     out

@@ -18,7 +18,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema};
 use kiln::market::export::{ExportFormat, write_bars};
 use kiln::market::{ExportOptions, IngestOptions, ingest_files, synth};
-use kiln::store::{BarColumns, Store, StoreConfig, Symbol};
+use kiln::store::{BarColumns, FrameWrite, Store, StoreConfig, Symbol};
 use proptest::prelude::*;
 
 fn open(dir: &Path) -> Store {
@@ -413,10 +413,8 @@ fn stored_feature_series_export_by_label_and_stale_ones_are_refused() {
                 values,
                 state: Vec::new(),
             };
-            results.push((
-                SeriesKey::new(symbol.clone(), label.clone()).expect("key"),
-                series,
-            ));
+            let key = SeriesKey::new(symbol.clone(), label.clone()).expect("key");
+            results.push(FrameWrite::from((key, series)));
         }
     }
     store

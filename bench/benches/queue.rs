@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kiln::store::{Completion, JobQueue, NewJob, Series, SeriesKey, Store, StoreConfig, Symbol};
+use kiln::store::{
+    Completion, FrameWrite, JobQueue, NewJob, Series, SeriesKey, Store, StoreConfig, Symbol,
+};
 
 fn jobs(n: usize) -> Vec<NewJob> {
     (0..n)
@@ -13,6 +15,7 @@ fn jobs(n: usize) -> Vec<NewJob> {
 }
 
 fn claim_and_complete(store: &Store, n: usize, results: impl Fn(u64) -> Vec<(SeriesKey, Series)>) {
+    let results = |id| -> Vec<FrameWrite> { results(id).into_iter().map(Into::into).collect() };
     let leases = store.claim(n).expect("claim");
     let completions = leases
         .into_iter()

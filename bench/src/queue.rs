@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use kiln_store::{
-    Completion, JobQueue, NewJob, Series, SeriesKey, Store, StoreConfig, StoreError, Symbol,
+    Completion, Coverage, FrameKey, FrameRows, FrameWrite, JobQueue, NewJob, Series, SeriesKey,
+    Store, StoreConfig, StoreError, Symbol,
 };
 
 use crate::{BenchError, BenchLine};
@@ -221,7 +222,7 @@ fn lifecycle_worker(
                 };
                 Ok(Completion {
                     token: l.token,
-                    results: vec![(key, series)],
+                    results: vec![(key, series).into()],
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -233,7 +234,8 @@ fn lifecycle_worker(
     Ok(())
 }
 
-/// Durable series writes: one job per symbol, each completed with 20 series,
+/// Durable series writes: one job per symbol, each completed with a frame
+/// of 20 outputs,
 /// from two workers so that archiving overlaps the writer's I/O.
 fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> {
     // The 20 outputs of `kiln bench features` (and of the peers' bench.py).
@@ -266,19 +268,20 @@ fn results(root: &Path, size: QueueBenchSize) -> Result<(f64, u64), BenchError> 
                         for l in leases {
                             let symbol =
                                 l.job.symbols.first().cloned().ok_or(StoreError::Closed)?;
-                            let results = outputs
-                                .iter()
-                                .map(|f| {
-                                    let series = Series {
-                                        bar_count: values.len() as u64,
-                                        last_ts: 0,
-                                        data_hash: 0,
-                                        values: values.to_vec(),
-                                        state: vec![],
-                                    };
-                                    Ok((SeriesKey::new(symbol.clone(), f.as_str())?, series))
-                                })
-                                .collect::<Result<Vec<_>, StoreError>>()?;
+                            // One frame of the 20 outputs, as the engine writes.
+                            let results = vec![FrameWrite {
+                                key: FrameKey::new(symbol, "@plan:bench")?,
+                                rows: FrameRows::Replace {
+                                    labels: outputs.to_vec(),
+                                },
+                                covers: Coverage {
+                                    bars: values.len() as u64,
+                                    last_ts: 0,
+                                    hash: 0,
+                                },
+                                columns: vec![values.to_vec(); outputs.len()],
+                                state: None,
+                            }];
                             completions.push(Completion {
                                 token: l.token,
                                 results,

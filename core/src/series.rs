@@ -438,8 +438,14 @@ mod tests {
             labels: l.iter().map(|s| s.to_string()).collect(),
         };
         for (w, needle) in [
-            (write(labels(&["a"]), vec![vec![1.0; 2]]), "column 0 has 2 rows"),
-            (write(labels(&["a", "b"]), vec![vec![1.0; 3]]), "2 labels for 1"),
+            (
+                write(labels(&["a"]), vec![vec![1.0; 2]]),
+                "column 0 has 2 rows",
+            ),
+            (
+                write(labels(&["a", "b"]), vec![vec![1.0; 3]]),
+                "2 labels for 1",
+            ),
             (
                 write(labels(&["a", "a"]), vec![vec![1.0; 3]; 2]),
                 "appears twice",

@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use kiln_core::{
-    Backend, BarsRead, Completion, DataVersion, Lease, Series, SeriesKey, SeriesRead, StoreError,
-    Symbol,
+    Backend, BarsRead, Completion, Coverage, DataVersion, FrameRead, FrameRows, FrameWrite, Lease,
+    SeriesKey, SeriesRead, StoreError, Symbol,
 };
 use rayon::prelude::*;
 
@@ -16,17 +16,6 @@ use super::run::{Results, RunReport, Setback, Sink, done};
 use super::state::{self, SavedState};
 use super::{Engine, EngineError};
 use crate::features::{Bars, FeatureError, Plan, spec::parse_list};
-
-/// A series computed from the bars of `v`.
-pub(super) fn series(v: &DataVersion, values: Vec<f64>, state: Vec<u8>) -> Series {
-    Series {
-        bar_count: v.bars,
-        last_ts: v.last_ts,
-        data_hash: v.hash,
-        values,
-        state,
-    }
-}
 
 /// The kernels' columns of a view, from bar `from` on.
 pub(super) fn bars_of(v: &impl BarsRead, from: usize) -> Bars<'_> {
@@ -63,34 +52,37 @@ pub(super) fn check_bars(symbol: &Symbol, v: &impl BarsRead, from: usize) -> Res
     Ok(())
 }
 
-/// Every output of `plan` over a symbol's full history, and its saved
-/// state; the error names the symbol.
+/// Every output of `plan` over a symbol's full history, as the symbol's
+/// plan frame (replaced) with the state after the last bar; the error
+/// names the symbol.
 pub(super) fn compute_symbol(
     plan: &Plan,
     text: &str,
     symbol: &Symbol,
     bars: &impl BarsRead,
-) -> Result<Results, String> {
+) -> Result<FrameWrite, String> {
     let fail = |e: &dyn std::fmt::Display| format!("{symbol}: {e}");
     check_bars(symbol, bars, 0)?;
     let mut state = plan.new_state();
     let mut frame = plan.new_frame();
     plan.advance(&mut state, bars_of(bars, 0), &mut frame)
         .map_err(|e: FeatureError| fail(&e))?;
-    let v = bars.version();
-    let mut out = Vec::with_capacity(plan.output_labels().len() + 1);
-    for (i, label) in plan.output_labels().iter().enumerate() {
-        let values = frame.output(i).unwrap_or(&[]).to_vec();
-        let key = SeriesKey::new(symbol.clone(), label.clone()).map_err(|e| fail(&e))?;
-        out.push((key, series(&v, values, Vec::new())));
-    }
-    let key = state::key(symbol, plan).map_err(|e| fail(&e))?;
+    let columns = (0..plan.output_labels().len())
+        .map(|i| frame.output(i).unwrap_or(&[]).to_vec())
+        .collect();
     let saved = SavedState {
         plan: text,
         state: &plan.encode_state(&state),
     };
-    out.push((key, series(&v, Vec::new(), saved.encode())));
-    Ok(out)
+    Ok(FrameWrite {
+        key: state::key(symbol, plan).map_err(|e| fail(&e))?,
+        rows: FrameRows::Replace {
+            labels: plan.output_labels().to_vec(),
+        },
+        covers: Coverage::of(&bars.version()),
+        columns,
+        state: Some(saved.encode()),
+    })
 }
 
 impl<B: Backend> Engine<B> {
@@ -124,7 +116,7 @@ impl<B: Backend> Engine<B> {
             .filter_map(|l| l.job.symbols.first().cloned())
             .collect();
         let views = self.read_bars(&symbols);
-        let computed: Vec<Result<Results, Setback>> = single
+        let computed: Vec<Result<FrameWrite, Setback>> = single
             .par_iter()
             .zip(views.par_iter())
             .map(|(l, view)| {
@@ -148,7 +140,7 @@ impl<B: Backend> Engine<B> {
         let mut completions = Vec::with_capacity(single.len());
         for (l, result) in single.iter().zip(computed) {
             match result {
-                Ok(results) => completions.push(done(l, results, report)),
+                Ok(frame) => completions.push(done(l, vec![frame], report)),
                 Err(setback) => self.settle(l, setback, report)?,
             }
         }
@@ -189,7 +181,7 @@ impl<B: Backend> Engine<B> {
                 Err(e) => return Err(e.into()),
             }
             let views = self.read_bars(chunk);
-            let computed: Result<Vec<Results>, Setback> = chunk
+            let computed: Result<Results, Setback> = chunk
                 .par_iter()
                 .zip(views.par_iter())
                 .map(|(s, view)| match view {
@@ -198,12 +190,12 @@ impl<B: Backend> Engine<B> {
                     Err(e) => Err(Setback::Read(format!("{s}: {e}"))),
                 })
                 .collect();
-            let results: Results = match computed {
-                Ok(r) => r.into_iter().flatten().collect(),
+            let results = match computed {
+                Ok(r) => r,
                 Err(setback) => return self.settle(&lease, setback, report),
             };
             report.symbols += chunk.len() as u64;
-            report.series += results.len() as u64;
+            report.series += results.iter().map(|f| f.columns.len() as u64).sum::<u64>();
             if i + 1 < chunks.len() {
                 match self.guarded(|| self.store.checkpoint(lease.token, results)) {
                     Ok(()) => {}
@@ -239,13 +231,19 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Whether every output of `plan` stored for `symbol` was computed from
-    /// `version`.
+    /// `version` (in `plan`'s frame or in others).
     pub fn is_current(
         &self,
         symbol: &Symbol,
         plan: &Plan,
         version: &DataVersion,
     ) -> Result<bool, EngineError> {
+        if let Some(frame) = self.store.frame(&state::key(symbol, plan)?)?
+            && frame.is_current(version)
+            && frame.labels() == plan.output_labels()
+        {
+            return Ok(true);
+        }
         let keys = plan
             .output_labels()
             .iter()

@@ -6,7 +6,7 @@
 use kiln_core::{Backend, BarsRead, CheckReport, JobState, SeriesKey, SeriesRead, Symbol};
 
 use super::metrics::ReadResult;
-use super::{Engine, EngineError, state};
+use super::{Engine, EngineError};
 use crate::features::{FeatureSpec, SpecError};
 
 /// One output of a [`FeatureRead`].
@@ -89,14 +89,9 @@ impl<B: Backend> Engine<B> {
         self.runtime.metrics.read(result);
     }
 
-    /// Every feature output stored for `symbol` (saved states left out).
+    /// Every feature output stored for `symbol`.
     pub fn outputs(&self, symbol: &Symbol) -> Result<Vec<(SeriesKey, B::SeriesView)>, EngineError> {
-        let keys: Vec<SeriesKey> = self
-            .store
-            .series_keys(symbol)?
-            .into_iter()
-            .filter(|k| !state::is_state(k))
-            .collect();
+        let keys: Vec<SeriesKey> = self.store.series_keys(symbol)?;
         let series = self.store.series_batch(&keys)?;
         Ok(keys
             .into_iter()

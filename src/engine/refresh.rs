@@ -1,14 +1,28 @@
-//! Executing `refresh` jobs: for every plan whose state is saved for the
-//! symbol, continue the state over the bars added since (bit for bit what a
-//! full recompute gives), or recompute in full when the stored bars were
-//! corrected or an output is missing.
+//! Executing `refresh` jobs: for each of the job's symbols and every plan
+//! frame stored for it, continue the plan's saved state over the bars
+//! added since and append only the new rows (bit for bit what a full
+//! recompute gives), or recompute the plan in full when the stored bars
+//! were corrected, the state is missing or unreadable for the plan, or the
+//! frame is a state a migrated store kept.
+//!
+//! A continuation reads only the bars after the saved state (at most
+//! [`STATE_SAVE_BARS`] plus the new ones), and checks that the state's and
+//! the frame's bars are still a prefix of the stored ones from those bars
+//! alone: the data version's hash is a sum over bars, so the hash of a
+//! prefix is the whole hash minus the digests of the bars after it. A tick
+//! therefore costs what its new bars cost, whatever the history's length.
 
-use kiln_core::{Backend, Bar, BarsRead, Lease, SeriesKey, SeriesRead, StoreError, Symbol};
+use std::ops::Bound;
+
+use kiln_core::{
+    Backend, Bar, BarsRead, Coverage, DataVersion, FrameKey, FrameRead, FrameRows, FrameWrite,
+    Lease, StoreError, Symbol,
+};
 use rayon::prelude::*;
 
-use super::compute::{bars_of, check_bars, compute_symbol, series};
+use super::compute::{bars_of, check_bars, compute_symbol};
 use super::run::{Results, RunReport, Setback, Sink, done};
-use super::state::{self, SavedState};
+use super::state::{self, STATE_SAVE_BARS, SavedState};
 use super::{Engine, EngineError, REFRESH};
 use crate::features::{Plan, spec::parse_list};
 
@@ -20,180 +34,228 @@ struct Refreshed {
     recomputed: u64,
 }
 
-/// The digest sum of a view's first `n` bars (see `DataVersion::hash`).
-fn prefix_digest(v: &impl BarsRead, n: usize) -> u64 {
-    (0..n).fold(0u64, |h, i| {
-        let bar = Bar {
-            ts: v.ts()[i],
-            open: v.open()[i],
-            high: v.high()[i],
-            low: v.low()[i],
-            close: v.close()[i],
-            volume: v.volume()[i],
-            vwap: v.vwap()[i],
-        };
-        h.wrapping_add(bar.digest())
-    })
+/// The digest of bar `i` of a view (see `DataVersion::hash`).
+fn digest(v: &impl BarsRead, i: usize) -> u64 {
+    Bar {
+        ts: v.ts()[i],
+        open: v.open()[i],
+        high: v.high()[i],
+        low: v.low()[i],
+        close: v.close()[i],
+        volume: v.volume()[i],
+        vwap: v.vwap()[i],
+    }
+    .digest()
 }
 
 impl<B: Backend> Engine<B> {
-    /// Refresh jobs: continue each stored plan's state over new bars.
+    /// Refresh jobs: every symbol of every job, in parallel. A job whose
+    /// symbols all refreshed completes with their rows; one with a symbol
+    /// that failed stores the others' rows under its lease, then fails
+    /// (its retry finds them current and skips them).
     pub(super) fn run_refresh(
         &self,
         leases: Vec<Lease>,
         report: &mut RunReport,
         sink: &Sink,
     ) -> Result<(), EngineError> {
-        let computed: Vec<Result<Refreshed, Setback>> = leases
+        let work: Vec<(usize, &Symbol)> = leases
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.job.symbols.iter().map(move |s| (i, s)))
+            .collect();
+        let mut computed: Vec<(usize, Result<Refreshed, Setback>)> = work
             .par_iter()
-            .map(|l| {
+            .map(|&(i, symbol)| {
+                let l = &leases[i];
                 let _span = tracing::debug_span!("job", id = l.job.id, kind = REFRESH).entered();
-                self.refresh_one(l)
+                (i, self.refresh_symbol(symbol))
             })
             .collect();
-        let mut completions = Vec::new();
-        for (l, result) in leases.iter().zip(computed) {
+        let mut per_job: Vec<(Results, Option<Setback>)> =
+            leases.iter().map(|_| (Vec::new(), None)).collect();
+        for (i, result) in computed.drain(..) {
             match result {
-                Ok(Refreshed {
-                    results,
-                    continued,
-                    recomputed,
-                }) => {
-                    report.continued += continued;
-                    report.recomputed += recomputed;
-                    completions.push(done(l, results, report));
+                Ok(r) => {
+                    report.continued += r.continued;
+                    report.recomputed += r.recomputed;
+                    per_job[i].0.extend(r.results);
                 }
-                Err(setback) => self.settle(l, setback, report)?,
+                Err(setback) => {
+                    per_job[i].1.get_or_insert(setback);
+                }
             }
+        }
+        let mut completions = Vec::new();
+        for (l, (results, setback)) in leases.iter().zip(per_job) {
+            if l.job.symbols.is_empty() {
+                self.kill(l, "a refresh job without a symbol", report)?;
+                continue;
+            }
+            let Some(setback) = setback else {
+                completions.push(done(l, results, report));
+                continue;
+            };
+            if !results.is_empty() {
+                match self.guarded(|| self.store.checkpoint(l.token, results)) {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.settle(l, setback, report)?;
         }
         sink.send(completions)
     }
 
-    /// The results of refreshing one symbol.
-    fn refresh_one(&self, lease: &Lease) -> Result<Refreshed, Setback> {
-        let Some(symbol) = lease.job.symbols.first() else {
-            return Err(Setback::Data("a refresh job without a symbol".into()));
-        };
-        let Some(bars) = self.store.bars(symbol, ..)? else {
+    /// The writes that bring every plan frame of `symbol` up to its bars.
+    fn refresh_symbol(&self, symbol: &Symbol) -> Result<Refreshed, Setback> {
+        let Some(version) = self.store.data_version(symbol)? else {
             return Err(Setback::Data(format!("{symbol} has no bars")));
         };
-        let version = bars.version();
-        check_bars(symbol, &bars, 0).map_err(Setback::Data)?;
+        let keys: Vec<FrameKey> = self
+            .store
+            .frames(symbol)?
+            .into_iter()
+            .filter(state::is_plan)
+            .collect();
+        let heads = self.store.frames_batch(&keys)?;
         let mut out = Refreshed::default();
-        for key in self.store.series_keys(symbol)? {
-            if !state::is_state(&key) {
-                continue;
-            }
-            let Some(saved) = self.store.series(&key)? else {
+        for (key, head) in keys.into_iter().zip(heads) {
+            let Some(head) = head else {
                 continue;
             };
-            if saved.is_current(&version) {
+            if head.is_current(&version) && !state::is_legacy(&key) {
                 continue;
             }
-            let Some(SavedState {
-                plan: text,
-                state: state_bytes,
-            }) = SavedState::decode(saved.state())
-            else {
+            let Some((saved_at, payload)) = head.state() else {
+                // Nothing to continue from, and no plan to recompute: the
+                // frame stays stale until its features are submitted again.
+                tracing::warn!(frame = %key, "a stale plan frame without a saved state");
+                continue;
+            };
+            let Some(saved) = SavedState::decode(payload) else {
                 return Err(Setback::Data(format!(
                     "{symbol}: saved state {} is unreadable",
-                    key.feature
+                    key.name
                 )));
             };
-            let plan = match parse_list(text) {
+            let plan = match parse_list(saved.plan) {
                 Ok(specs) => Plan::new(&specs),
                 Err(e) => {
-                    return Err(Setback::Data(format!("{symbol}: saved plan {text:?}: {e}")));
+                    return Err(Setback::Data(format!(
+                        "{symbol}: saved plan {:?}: {e}",
+                        saved.plan
+                    )));
                 }
             };
-            let old_n = usize::try_from(saved.bar_count()).unwrap_or(usize::MAX);
-            let grew = old_n > 0
-                && old_n <= bars.len()
-                && bars.ts()[old_n - 1] == saved.last_ts()
-                && prefix_digest(&bars, old_n) == saved.data_hash();
-            let continued = if grew {
-                self.continue_plan(
-                    symbol,
-                    &plan,
-                    text,
-                    state_bytes,
-                    &bars,
-                    saved.data_hash(),
-                    old_n,
-                )?
+            let own = state::key(symbol, &plan)? == key && head.labels() == plan.output_labels();
+            let appended = if own {
+                self.continue_plan(&key, &plan, saved, saved_at, head.covers())?
             } else {
                 None
             };
-            let results = match continued {
-                Some(r) => {
+            match appended {
+                Some(write) => {
                     out.continued += 1;
-                    r
+                    out.results.push(write);
                 }
-                // A correction, or outputs missing: recompute in full.
-                None => match compute_symbol(&plan, text, symbol, &bars) {
-                    Ok(r) => {
-                        out.recomputed += 1;
-                        r
+                None => {
+                    let Some(bars) = self.store.bars(symbol, ..)? else {
+                        return Err(Setback::Data(format!("{symbol} has no bars")));
+                    };
+                    let write =
+                        compute_symbol(&plan, saved.plan, symbol, &bars).map_err(Setback::Data)?;
+                    out.recomputed += 1;
+                    out.results.push(write);
+                    if state::is_legacy(&key) {
+                        out.results.push(FrameWrite {
+                            key,
+                            rows: FrameRows::Remove,
+                            covers: Coverage::default(),
+                            columns: Vec::new(),
+                            state: None,
+                        });
                     }
-                    Err(why) => return Err(Setback::Data(why)),
-                },
-            };
-            out.results.extend(results);
+                }
+            }
         }
         Ok(out)
     }
 
-    /// Continues a saved state over bars `old_n..`; `None` if any stored
-    /// output is not the one the state belongs to.
-    #[allow(clippy::too_many_arguments)]
+    /// The rows of `frame` (covering `frame_at`) over the bars added since,
+    /// continued from the state saved at `saved_at`; `None` when the stored
+    /// bars are not those plus new ones (a correction, a back-fill) or the
+    /// state does not fit the plan: then the plan is recomputed.
     fn continue_plan(
         &self,
-        symbol: &Symbol,
+        frame: &FrameKey,
         plan: &Plan,
-        text: &str,
-        state_bytes: &[u8],
-        bars: &B::BarsView,
-        old_hash: u64,
-        old_n: usize,
-    ) -> Result<Option<Results>, StoreError> {
-        let Ok(mut state) = plan.decode_state(state_bytes) else {
+        saved: SavedState<'_>,
+        saved_at: Coverage,
+        frame_at: Coverage,
+    ) -> Result<Option<FrameWrite>, Setback> {
+        let symbol = &frame.symbol;
+        if saved_at.bars == 0 || saved_at.bars > frame_at.bars {
+            return Ok(None);
+        }
+        let after = (Bound::Excluded(saved_at.last_ts), Bound::Unbounded);
+        let Some(view) = self.store.bars(symbol, after)? else {
             return Ok(None);
         };
-        let mut frame = plan.new_frame();
+        let version: DataVersion = view.version();
+        let n = view.len();
+        if saved_at.bars + n as u64 != version.bars {
+            return Ok(None);
+        }
+        // The hash of the bars before view[i]: the whole hash minus the
+        // digests from i on.
+        let digests: Vec<u64> = (0..n).map(|i| digest(&view, i)).collect();
+        let mut prefix = vec![version.hash; n + 1];
+        for i in (0..n).rev() {
+            prefix[i] = prefix[i + 1].wrapping_sub(digests[i]);
+        }
+        let known = (frame_at.bars - saved_at.bars) as usize;
+        if prefix[0] != saved_at.hash
+            || known > n
+            || prefix[known] != frame_at.hash
+            || (known > 0 && view.ts()[known - 1] != frame_at.last_ts)
+        {
+            return Ok(None);
+        }
+        check_bars(symbol, &view, 0).map_err(Setback::Data)?;
+        let Ok(mut state) = plan.decode_state(saved.state) else {
+            return Ok(None);
+        };
+        let mut rows = plan.new_frame();
         if plan
-            .advance(&mut state, bars_of(bars, old_n), &mut frame)
+            .advance(&mut state, bars_of(&view, 0), &mut rows)
             .is_err()
         {
             return Ok(None);
         }
-        let v = bars.version();
-        let keys = plan
-            .output_labels()
-            .iter()
-            .map(|l| SeriesKey::new(symbol.clone(), l.as_str()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let olds = self.store.series_batch(&keys)?;
-        let mut out = Vec::with_capacity(keys.len() + 1);
-        for (i, (key, old)) in keys.into_iter().zip(olds).enumerate() {
-            let Some(old) = old else {
-                return Ok(None);
-            };
-            if old.values().len() != old_n || old.data_hash() != old_hash {
-                return Ok(None);
+        let columns = (0..plan.output_labels().len())
+            .map(|i| {
+                rows.output(i)
+                    .unwrap_or(&[])
+                    .get(known..)
+                    .unwrap_or(&[])
+                    .to_vec()
+            })
+            .collect();
+        let state = (version.bars - saved_at.bars >= STATE_SAVE_BARS).then(|| {
+            SavedState {
+                plan: saved.plan,
+                state: &plan.encode_state(&state),
             }
-            let mut values = Vec::with_capacity(bars.len());
-            values.extend_from_slice(old.values());
-            values.extend_from_slice(frame.output(i).unwrap_or(&[]));
-            out.push((key, series(&v, values, Vec::new())));
-        }
-        let saved = SavedState {
-            plan: text,
-            state: &plan.encode_state(&state),
-        };
-        out.push((
-            state::key(symbol, plan)?,
-            series(&v, Vec::new(), saved.encode()),
-        ));
-        Ok(Some(out))
+            .encode()
+        });
+        Ok(Some(FrameWrite {
+            key: frame.clone(),
+            rows: FrameRows::Append { after: frame_at },
+            covers: Coverage::of(&version),
+            columns,
+            state,
+        }))
     }
 }

@@ -19,14 +19,13 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Backend, Completion, FailOutcome, JobState, Lease, Priority, Series, SeriesKey, StoreError,
-    Symbol,
+    Backend, Completion, FailOutcome, FrameWrite, JobState, Lease, Priority, StoreError, Symbol,
 };
 
 use super::{COMPUTE, Engine, EngineError, REFRESH};
 
-/// A job's results: each output and the plan's saved state.
-pub(super) type Results = Vec<(SeriesKey, Series)>;
+/// A job's results: a plan frame per symbol (or its new rows).
+pub(super) type Results = Vec<FrameWrite>;
 
 /// Progress of a run, for a progress bar.
 #[derive(Clone, Copy, Debug, Default)]
@@ -165,11 +164,15 @@ pub(super) struct Sink<'a> {
     bytes_max: usize,
 }
 
-/// About how many bytes a completion's series archive to.
+/// About how many bytes a completion's frames store.
 fn completion_bytes(c: &Completion) -> usize {
     c.results
         .iter()
-        .map(|(_, s)| s.values.len() * 8 + s.state.len() + 64)
+        .map(|f| {
+            f.columns.iter().map(|c| c.len() * 8).sum::<usize>()
+                + f.state.as_ref().map_or(0, Vec::len)
+                + 64
+        })
         .sum()
 }
 
@@ -217,8 +220,8 @@ pub(super) fn done(
     results: Results,
     report: &mut RunReport,
 ) -> (Completion, Priority) {
-    report.series += results.len() as u64;
-    report.symbols += 1;
+    report.series += results.iter().map(|f| f.columns.len() as u64).sum::<u64>();
+    report.symbols += lease.job.symbols.len().max(1) as u64;
     let completion = Completion {
         token: lease.token,
         results,

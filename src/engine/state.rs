@@ -1,39 +1,55 @@
-//! The saved kernel state: how the engine keeps, beside a symbol's feature
-//! outputs, the state that lets a refresh continue a plan over new bars
-//! instead of recomputing it. This module is its one owner (the layout is
-//! described in `store/FORMAT.md`, "Saved kernel state"):
+//! The plan frame: how the engine keeps a symbol's feature outputs. Each
+//! plan (a list of specs computed together) has one frame per symbol, every
+//! output a column, and beside it the state that lets a refresh continue
+//! the plan over new bars instead of recomputing it. This module is its one
+//! owner (the layout is described in `store/FORMAT.md`, "Plan frames"):
 //!
-//! - the key: the symbol and `@state:` + the plan's fingerprint (16 hex
-//!   digits), a series key no feature output can have (outputs are specs,
-//!   which start with a letter);
-//! - the record: a series with no values, whose data version (bars, last
-//!   timestamp, content hash) is that of the bars the state was computed
-//!   over, and whose state bytes are the payload below;
-//! - the payload, version 1: `KSV1`, the plan text's length (u32 LE), the
-//!   plan text (its canonical spec list), then the plan's state
+//! - the frame: the symbol and `@plan:` + the plan's fingerprint (16 hex
+//!   digits), a name no feature output can have (outputs are specs, which
+//!   start with a letter); its labels are the plan's output labels;
+//! - the state, saved with the frame at least every [`STATE_SAVE_BARS`]
+//!   bars: a payload, version 1: `KSV1`, the plan text's length (u32 LE),
+//!   the plan text (its canonical spec list), then the plan's state
 //!   (`features::state`, versioned itself). Version 0, written before the
 //!   payload had a version, is the same without `KSV1`; it is still read.
+//!
+//! A store migrated from FORMAT_VERSION 3 keeps each old saved state as a
+//! frame of no columns named `@state:` + the fingerprint ([`is_legacy`]);
+//! a refresh recomputes its plan into the plan frame and removes it.
 
-use kiln_core::{SeriesKey, StoreError, Symbol};
+use kiln_core::{FrameKey, StoreError, Symbol};
 
 use crate::features::Plan;
 
-/// Prefix of the feature name under which a plan's state is stored.
-const PREFIX: &str = "@state:";
+/// Prefix of a plan frame's name.
+const PREFIX: &str = "@plan:";
+/// Prefix of the saved states a FORMAT_VERSION 3 store kept.
+const LEGACY_PREFIX: &str = "@state:";
 /// The payload's magic and version.
 const MAGIC_V1: &[u8; 4] = b"KSV1";
 
-/// The key of `plan`'s saved state for `symbol`.
-pub fn key(symbol: &Symbol, plan: &Plan) -> Result<SeriesKey, StoreError> {
-    SeriesKey::new(
+/// A refresh saves the state with the rows it appends once the state saved
+/// last is this many bars behind: a refresh replays at most this many bars
+/// to continue, and a state (kilobytes) is written once per this many bars
+/// (a bar's rows are a few hundred bytes).
+pub const STATE_SAVE_BARS: u64 = 64;
+
+/// The frame of `plan`'s outputs for `symbol`.
+pub fn key(symbol: &Symbol, plan: &Plan) -> Result<FrameKey, StoreError> {
+    FrameKey::new(
         symbol.clone(),
         format!("{PREFIX}{:016x}", plan.fingerprint()),
     )
 }
 
-/// Whether `key` holds a saved state (not a feature output).
-pub fn is_state(key: &SeriesKey) -> bool {
-    key.feature.starts_with(PREFIX)
+/// Whether `key` is a plan frame, or a saved state a migrated store kept.
+pub fn is_plan(key: &FrameKey) -> bool {
+    key.name.starts_with(PREFIX) || is_legacy(key)
+}
+
+/// Whether `key` is a saved state a FORMAT_VERSION 3 store kept.
+pub fn is_legacy(key: &FrameKey) -> bool {
+    key.name.starts_with(LEGACY_PREFIX)
 }
 
 /// A plan's saved state, as stored: the plan's text and its state bytes.
@@ -92,12 +108,14 @@ mod tests {
     }
 
     #[test]
-    fn state_keys_are_told_from_outputs() {
+    fn plan_frames_are_told_from_outputs_and_legacy_states() {
         let plan = Plan::parse(&["sma(5)"]).expect("plan");
         let s = Symbol::new("A").expect("symbol");
         let k = key(&s, &plan).expect("key");
-        assert!(is_state(&k));
-        assert_eq!(k.feature.len(), PREFIX.len() + 16);
-        assert!(!is_state(&SeriesKey::new(s, "sma(5)").expect("key")));
+        assert!(is_plan(&k) && !is_legacy(&k));
+        assert_eq!(k.name.len(), PREFIX.len() + 16);
+        let legacy = FrameKey::new(s.clone(), "@state:00000000000000aa").expect("key");
+        assert!(is_plan(&legacy) && is_legacy(&legacy));
+        assert!(!is_plan(&FrameKey::new(s, "sma(5)").expect("key")));
     }
 }

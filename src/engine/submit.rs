@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use kiln_core::{
-    Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, IngestReport, JobId,
-    JobState, NewJob, Priority, SeriesRead, StoreError, Symbol,
+    Backend, BarColumns, BarIngest, CancelOutcome, Enqueued, FrameRead, IngestReport, JobId,
+    JobState, NewJob, Priority, StoreError, Symbol,
 };
 
 use super::{COMPUTE, Engine, EngineError, REFRESH, state};
@@ -60,33 +60,56 @@ impl<B: Backend> Engine<B> {
         Ok((report, enqueued))
     }
 
-    /// Warm-up: queues a refresh for every symbol whose stored features were
-    /// computed from other bars than those stored now.
+    /// Warm-up: queues a refresh for every symbol whose stored plan frames
+    /// were computed from other bars than those stored now.
     pub fn warm_up(&self) -> Result<Vec<Enqueued>, EngineError> {
         let mut stale = Vec::new();
         for (symbol, version) in self.store.bar_symbols()? {
             let keys: Vec<_> = self
                 .store
-                .series_keys(&symbol)?
+                .frames(&symbol)?
                 .into_iter()
-                .filter(state::is_state)
+                .filter(state::is_plan)
                 .collect();
-            let saved = self.store.series_batch(&keys)?;
-            if saved.iter().flatten().any(|s| !s.is_current(&version)) {
+            let heads = self.store.frames_batch(&keys)?;
+            let stale_frame = keys.iter().zip(&heads).any(|(k, h)| {
+                h.as_ref()
+                    .is_some_and(|h| !h.is_current(&version) || state::is_legacy(k))
+            });
+            if stale_frame {
                 stale.push(symbol);
             }
         }
         self.refresh_changed(&stale)
     }
 
-    /// Queues a refresh for each of `symbols` that has stored features.
+    /// Queues refreshes for those of `symbols` that have plan frames, up to
+    /// `refresh_job_symbols` symbols per job: one tick of many symbols is a
+    /// few jobs, not one per symbol.
     fn refresh_changed(&self, symbols: &[Symbol]) -> Result<Vec<Enqueued>, EngineError> {
-        let mut refresh = Vec::new();
+        let mut with_frames = Vec::new();
         for symbol in symbols {
-            let has_state = self.store.series_keys(symbol)?.iter().any(state::is_state);
-            if has_state && let Some(v) = self.store.data_version(symbol)? {
-                refresh.push(refresh_job(symbol, &v));
+            if self.store.frames(symbol)?.iter().any(state::is_plan) {
+                with_frames.push(symbol.clone());
             }
+        }
+        let versions = self.store.data_versions(&with_frames)?;
+        let mut refresh = Vec::new();
+        let size = self.config.refresh_job_symbols;
+        for (chunk, versions) in with_frames.chunks(size).zip(versions.chunks(size)) {
+            let mut key = String::from(REFRESH);
+            for (s, v) in chunk.iter().zip(versions) {
+                key.push_str(&format!(":{s}@{:016x}", v.map_or(0, |v| v.hash)));
+            }
+            if key.len() > kiln_core::IDEMPOTENCY_KEY_BYTES_MAX {
+                key = format!("{REFRESH}:{:016x}", fnv1a(key.as_bytes()));
+            }
+            refresh.push(
+                NewJob::new(REFRESH, Vec::new())
+                    .symbols(chunk.to_vec())
+                    .priority(Priority::Normal)
+                    .idempotency_key(key),
+            );
         }
         // Not refused by an open breaker: the bars they follow are committed.
         Ok(self.enqueue_chunked(refresh)?)
@@ -221,13 +244,6 @@ impl<B: Backend> Engine<B> {
         }
         Ok(out)
     }
-}
-
-fn refresh_job(symbol: &Symbol, v: &DataVersion) -> NewJob {
-    NewJob::new(REFRESH, Vec::new())
-        .symbols(vec![symbol.clone()])
-        .priority(Priority::Normal)
-        .idempotency_key(format!("{REFRESH}:{symbol}@{:016x}", v.hash))
 }
 
 /// 64-bit FNV-1a, to shorten over-long idempotency keys.

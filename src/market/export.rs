@@ -138,7 +138,9 @@ pub fn export<B: BarStore + ResultStore>(
                 }
                 views.push(view);
             }
-            let values: Vec<&[f64]> = views.iter().map(|v| v.values()).collect();
+            // Each column assembled once (in place when it is one chunk).
+            let assembled: Vec<_> = views.iter().map(|v| v.values()).collect();
+            let values: Vec<&[f64]> = assembled.iter().map(|v| &v[..]).collect();
             table.write(symbol, ts, &values)?;
         }
         rows += ts.len() as u64;

@@ -15,9 +15,9 @@ use rkyv::rancor;
 use crate::ingest::IngestSession;
 use crate::keys::symbol_prefix;
 use crate::record::{ResultValue, is_aligned_for};
-use crate::view::ViewBytes;
 use crate::space::{Space, Spaces};
 use crate::store::Store;
+use crate::view::ViewBytes;
 use crate::vlog::VlogReader;
 
 /// Most bars in one stored chunk; longer histories are split.

@@ -50,7 +50,9 @@ impl<'a> ChunkValue<'a> {
         let covers = b
             .get(..CHUNK_HEADER_BYTES)
             .and_then(Coverage::decode)
-            .ok_or_else(|| StoreError::corrupt(location(), format!("chunk of {} bytes", b.len())))?;
+            .ok_or_else(|| {
+                StoreError::corrupt(location(), format!("chunk of {} bytes", b.len()))
+            })?;
         Ok(ChunkValue {
             covers,
             columns: u16::from_be_bytes([b[24], b[25]]),
@@ -219,7 +221,6 @@ pub(crate) fn value_start(space: Space, value: &[u8]) -> Result<Option<usize>> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +249,10 @@ mod tests {
             rows: ResultValue::Pointer(entry),
         };
         let bytes = c.encode();
-        assert_eq!(ChunkValue::decode(&bytes, &|| "c".into()).expect("chunk"), c);
+        assert_eq!(
+            ChunkValue::decode(&bytes, &|| "c".into()).expect("chunk"),
+            c
+        );
         assert_eq!(c.rows_bytes(4), Some(64));
         assert_eq!(c.rows_bytes(9), None);
         let inline = [1u8; 16];
@@ -273,7 +277,10 @@ mod tests {
             },
         ] {
             let bytes = head.encode();
-            assert_eq!(FrameHead::decode(&bytes, &|| "f".into()).expect("head"), head);
+            assert_eq!(
+                FrameHead::decode(&bytes, &|| "f".into()).expect("head"),
+                head
+            );
             let start = value_start(Space::Frames, &bytes).expect("start");
             assert_eq!(
                 start.map(|s| ResultValue::decode(&bytes[s..]).expect("state")),
@@ -284,7 +291,10 @@ mod tests {
             column: 3,
             frame: "@plan:00ff".into(),
         };
-        assert_eq!(LabelRef::decode(&r.encode(), &|| "l".into()).expect("label"), r);
+        assert_eq!(
+            LabelRef::decode(&r.encode(), &|| "l".into()).expect("label"),
+            r
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@ use crate::bars::{
     BAR_CHUNK_ROWS_MAX, Chunk, StoredChunk, VersionRecord, chunk_key, encode_chunk, snapshot,
 };
 use crate::record::IndexEntry;
-use crate::view::ViewBytes;
 use crate::store::Store;
+use crate::view::ViewBytes;
 use crate::vlog::Mapped;
 use crate::writer::{Apply, BarPlan, Op};
 

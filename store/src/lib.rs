@@ -1,8 +1,9 @@
 //! kiln-store: kiln's durable job queue and result store.
 //!
-//! Jobs, indexes and small records live in sled; large feature series live
-//! in a value log beside it (checksummed segment files, read zero-copy
-//! through memory maps). One writer thread applies every mutation and
+//! Jobs, indexes and small records live in sled; feature frames (a
+//! symbol's outputs of one computation, grown by appended chunks) and bar
+//! chunks live in a value log beside it (checksummed segment files, read
+//! zero-copy through memory maps). One writer thread applies every mutation and
 //! commits callers' operations in groups: value log fsynced, one sled
 //! batch, sled flushed and its files fsynced, then every caller of the
 //! group is answered. With [`Durability::Sync`] (the default) an answered
@@ -24,7 +25,8 @@
 //! let lease = store.claim(1)?.remove(0);
 //! let key = SeriesKey::new(aapl, "sma(20)")?;
 //! let series = Series { bar_count: 3, last_ts: 1_700_000_000, data_hash: 0, values: vec![f64::NAN, 1.5, 2.5], state: vec![] };
-//! store.complete(lease.token, vec![(key.clone(), series)])?;
+//! // A single series is a frame of one column (see `FrameWrite`).
+//! store.complete(lease.token, vec![(key.clone(), series).into()])?;
 //!
 //! let view = store.series(&key)?.expect("stored with the completion");
 //! assert_eq!(&view.values()[1..], &[1.5, 2.5]);
@@ -67,10 +69,10 @@ pub use kiln_core::prelude;
 pub use kiln_core::{
     ATTEMPTS_MAX_LIMIT, Backend, Bar, BarColumns, BarIngest, BarStore, BarsRead, CancelOutcome,
     CheckReport, Clock, Completion, Conflict, Coverage, DataVersion, ERROR_BYTES_MAX, Enqueued,
-    Event, EventLog, FEATURE_BYTES_MAX, FailOutcome, FrameKey, FrameRead, FrameRows, FrameWrite, IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId,
-    JobQueue, JobState, KIND_BYTES_MAX, Lease, LeaseToken, NewJob, Priority, QueueConfig,
-    QueueStats, Result, ResultStore, RetryPolicy, SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead,
-    StoreError, Symbol, SymbolStats, Watermark,
+    Event, EventLog, FEATURE_BYTES_MAX, FailOutcome, FrameKey, FrameRead, FrameRows, FrameWrite,
+    IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId, JobQueue, JobState, KIND_BYTES_MAX, Lease,
+    LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result, ResultStore, RetryPolicy,
+    SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead, StoreError, Symbol, SymbolStats, Watermark,
 };
 pub use record::FORMAT_VERSION;
 pub use series::{FrameView, SeriesView};

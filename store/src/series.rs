@@ -78,7 +78,10 @@ impl std::fmt::Debug for FrameView {
         f.debug_struct("FrameView")
             .field("labels", &self.labels)
             .field("covers", &self.covers)
-            .field("state", &self.state.as_ref().map(|(c, b)| (c, b.raw().len())))
+            .field(
+                "state",
+                &self.state.as_ref().map(|(c, b)| (c, b.raw().len())),
+            )
             .finish()
     }
 }
@@ -132,7 +135,10 @@ impl Store {
             if column >= c.columns {
                 return Err(StoreError::corrupt(
                     location(),
-                    format!("has {} columns, a label points at column {column}", c.columns),
+                    format!(
+                        "has {} columns, a label points at column {column}",
+                        c.columns
+                    ),
                 ));
             }
             let rows = (c.covers.bars - c.first_row) as usize;
@@ -160,7 +166,11 @@ impl Store {
             return Ok(Some(None));
         };
         let head = FrameHead::decode(&value, &|| key.to_string())?;
-        let covers = match self.spaces().scan(Space::Chunks, &chunks_prefix(key)).next_back() {
+        let covers = match self
+            .spaces()
+            .scan(Space::Chunks, &chunks_prefix(key))
+            .next_back()
+        {
             Some(item) => {
                 let (_, v) = item?;
                 ChunkValue::decode(&v, &|| key.to_string())?.covers
@@ -226,10 +236,16 @@ impl ResultStore for Store {
             return Ok(None);
         };
         let frame = labelled_frame(key, &r)?;
-        match self.spaces().scan(Space::Chunks, &chunks_prefix(&frame)).next_back() {
+        match self
+            .spaces()
+            .scan(Space::Chunks, &chunks_prefix(&frame))
+            .next_back()
+        {
             Some(item) => {
                 let (_, v) = item?;
-                Ok(Some(ChunkValue::decode(&v, &|| frame.to_string())?.rows.job_id()))
+                Ok(Some(
+                    ChunkValue::decode(&v, &|| frame.to_string())?.rows.job_id(),
+                ))
             }
             None => Ok(None),
         }

@@ -49,8 +49,12 @@ impl Space {
     ];
 
     /// Keyspaces whose values may point into the value log.
-    pub(crate) const POINTERS: [Space; 4] =
-        [Space::Frames, Space::Chunks, Space::Bars, Space::LegacyResults];
+    pub(crate) const POINTERS: [Space; 4] = [
+        Space::Frames,
+        Space::Chunks,
+        Space::Bars,
+        Space::LegacyResults,
+    ];
 
     /// The key prefix (see `FORMAT.md`).
     pub(crate) fn prefix(self) -> u8 {

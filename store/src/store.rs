@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 use kiln_core::{
-    Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, Job, JobId, JobQueue,
-    FrameWrite, JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result,
+    Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, FrameWrite, Job, JobId,
+    JobQueue, JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result,
     StoreError, Symbol, SymbolStats,
 };
 
@@ -22,7 +22,8 @@ use crate::disk::Disk;
 use crate::frame::value_start;
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
-    FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_symbol_stats,
+    FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job,
+    decode_symbol_stats,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, sled_error};

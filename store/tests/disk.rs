@@ -568,10 +568,7 @@ fn a_checkpoint_stores_results_and_keeps_the_job_running() {
     let l = store.claim(1).expect("claim").remove(0);
     let key = SeriesKey::new(Symbol::new("A").expect("symbol"), "sma(3)").expect("key");
     store
-        .checkpoint(
-            l.token,
-            vec![series(&key, (0..5).map(f64::from).collect())],
-        )
+        .checkpoint(l.token, vec![series(&key, (0..5).map(f64::from).collect())])
         .expect("checkpoint");
     assert_eq!(
         store.job(id).expect("job").map(|j| j.state),
@@ -665,7 +662,10 @@ fn an_appended_frame_reads_in_place_per_chunk_across_compaction_and_reopen() {
         let head = store.frame(&key).expect("read").expect("stored");
         assert_eq!(head.covers(), covers(3100));
         let (at, state) = head.state().expect("a state");
-        assert_eq!((at, state.len(), state[0]), (covers(3100), 20_000, (3099 % 256) as u8));
+        assert_eq!(
+            (at, state.len(), state[0]),
+            (covers(3100), 20_000, (3099 % 256) as u8)
+        );
     };
     expect(&store);
     // The states rewritten every 10 appends left garbage to compact.

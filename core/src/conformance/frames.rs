@@ -5,8 +5,8 @@
 
 use super::{Harness, job, open, sym};
 use crate::{
-    Backend, Coverage, FrameKey, FrameRead, FrameRows, FrameWrite, JobQueue, JobState,
-    ResultStore, SeriesKey, SeriesRead, StoreError,
+    Backend, Coverage, FrameKey, FrameRead, FrameRows, FrameWrite, JobQueue, JobState, ResultStore,
+    SeriesKey, SeriesRead, StoreError,
 };
 
 fn covers(bars: u64) -> Coverage {
@@ -71,6 +71,7 @@ fn values<B: Backend>(store: &B, l: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// An append adds rows after the frame's coverage; the state stays until an append saves one.
 pub fn appends_add_rows_and_keep_the_state_until_one_is_saved<H: Harness>(harness: &mut H) {
     let (_c, store) = open(harness);
     write(&store, vec![replace("p", &["a", "b"], 3, Some(&[1]))]).expect("replace");
@@ -87,7 +88,10 @@ pub fn appends_add_rows_and_keep_the_state_until_one_is_saved<H: Harness>(harnes
     assert_eq!(head.labels(), &["a".to_string(), "b".to_string()]);
     assert_eq!(head.covers(), covers(5));
     assert_eq!(head.state(), Some((covers(3), &[1u8][..])), "kept");
-    assert_eq!(store.series_writer(&label("a")).expect("read"), Some(second));
+    assert_eq!(
+        store.series_writer(&label("a")).expect("read"),
+        Some(second)
+    );
 
     write(&store, vec![append("p", 2, 5, 6, Some(&[2, 2]))]).expect("append");
     let head = store.frame(&frame("p")).expect("read").expect("stored");
@@ -100,6 +104,7 @@ pub fn appends_add_rows_and_keep_the_state_until_one_is_saved<H: Harness>(harnes
     assert_eq!(values(&store, "a").len(), 6);
 }
 
+/// An append after other bars than the frame covers is skipped; a misshapen one is refused whole.
 pub fn an_append_that_does_not_continue_the_frame_is_skipped<H: Harness>(harness: &mut H) {
     let (_c, store) = open(harness);
     write(&store, vec![replace("p", &["a"], 3, Some(&[1]))]).expect("replace");
@@ -118,10 +123,7 @@ pub fn an_append_that_does_not_continue_the_frame_is_skipped<H: Harness>(harness
     let e = store
         .complete(
             lease.token,
-            vec![
-                replace("q", &["c"], 2, None),
-                append("p", 2, 3, 4, None),
-            ],
+            vec![replace("q", &["c"], 2, None), append("p", 2, 3, 4, None)],
         )
         .expect_err("two columns onto one");
     assert!(
@@ -140,6 +142,7 @@ pub fn an_append_that_does_not_continue_the_frame_is_skipped<H: Harness>(harness
     assert_eq!(values(&store, "a").len(), 3);
 }
 
+/// A replace takes over labels, and a frame left with none is removed.
 pub fn a_replace_moves_labels_and_removes_a_frame_left_without_any<H: Harness>(harness: &mut H) {
     let (_c, store) = open(harness);
     write(&store, vec![replace("g", &["x"], 2, None)]).expect("g");
@@ -174,6 +177,7 @@ pub fn a_replace_moves_labels_and_removes_a_frame_left_without_any<H: Harness>(h
     assert_eq!(frames, vec!["f", "h"]);
 }
 
+/// A remove drops the frame and its labels, and nothing else.
 pub fn remove_drops_the_frame_and_its_labels<H: Harness>(harness: &mut H) {
     let (_c, store) = open(harness);
     write(

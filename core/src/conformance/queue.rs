@@ -172,10 +172,7 @@ pub fn complete_stores_results_and_marks_succeeded_atomically<H: Harness>(harnes
     clock.advance_ms(25);
     let key = SeriesKey::new(sym("AAPL"), "sma(20)").expect("key");
     store
-        .complete(
-            lease.token,
-            vec![series(&key, vec![f64::NAN, 1.0, 2.0])],
-        )
+        .complete(lease.token, vec![series(&key, vec![f64::NAN, 1.0, 2.0])])
         .expect("complete");
     let j = store.job(id).expect("read").expect("exists");
     assert_eq!(

@@ -126,7 +126,10 @@ impl Writer {
                 column: i as u16,
                 frame: f.key.name.clone(),
             };
-            self.writes.put(Space::Labels, key, r.encode());
+            // A recompute of the same plan leaves its labels as they are.
+            if self.lookup_label(&key)?.as_ref() != Some(&r) {
+                self.writes.put(Space::Labels, key, r.encode());
+            }
         }
         // A frame whose every label moved elsewhere is of no more use.
         for name in losers {
@@ -235,7 +238,10 @@ impl Writer {
             rows: stored(entry, job_id, &f.payload),
         }
         .encode();
-        debug_assert_eq!(value_start(Space::Chunks, &value)?, Some(CHUNK_HEADER_BYTES));
+        debug_assert_eq!(
+            value_start(Space::Chunks, &value)?,
+            Some(CHUNK_HEADER_BYTES)
+        );
         self.writes.put(Space::Chunks, key, value);
         Ok(())
     }

@@ -11,16 +11,18 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use kiln_core::{FrameKey, FrameWrite, JobState, Result, StoreError, Symbol};
 
-use super::Writer;
-use crate::frame::{FrameHead, chunk_first_row, chunks_prefix, frame_key_from, frame_of_chunk, head_key};
-use crate::keys::{read_u64, series_key_from_bytes, u64_key};
-use crate::view::load;
 use super::EncodedFrame;
+use super::Writer;
+use crate::frame::{
+    FrameHead, chunk_first_row, chunks_prefix, frame_key_from, frame_of_chunk, head_key,
+};
+use crate::keys::{read_u64, series_key_from_bytes, u64_key};
 use crate::record::{
     ArchivedSeries, META_KEY, Meta, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_series,
     decode_symbol_stats, encode_job,
 };
 use crate::space::Space;
+use crate::view::load;
 use crate::vlog::VlogRecovery;
 
 /// An indexed value-log record that is not on disk whole.
