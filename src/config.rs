@@ -258,6 +258,8 @@ section! {
             "symbols in one compute job that a submission makes (1 keeps repeated requests cheap to merge)";
         refresh_job_symbols: usize = 256, positive,
             "symbols in one refresh job that an ingest makes (a tick of many symbols is a few jobs)";
+        live_states_max: usize = 10_000, any,
+            "plan states kept in memory between refreshes (about 10 KB each for the standard set), so a tick continues from its last bar; 0 replays from the saved state every time";
         checkpoint_symbols: usize = 64, positive,
             "symbols computed between two checkpoints of a many-symbol job";
         claim_jobs_min: usize = 16, positive,

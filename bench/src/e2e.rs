@@ -81,7 +81,7 @@ fn timed_run(
 }
 
 /// Writes and fsyncs `bytes` to a plain file, in 1 MiB writes.
-fn floor(dir: &Path, bytes: u64) -> Result<f64, BenchError> {
+pub(crate) fn floor(dir: &Path, bytes: u64) -> Result<f64, BenchError> {
     let path = dir.join("floor.bin");
     let io = |e| BenchError::Io(path.display().to_string(), e);
     let chunk = vec![0x5au8; 1 << 20];

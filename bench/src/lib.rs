@@ -8,12 +8,14 @@
 //! - `features`: the standard feature set's kernels;
 //! - `e2e`: the peers' seed pipeline, end to end through the durable queue;
 //! - `http`: feature reads over HTTP while a batch computes;
-//! - `ingest`: durable ingest from Parquet and CSV, and a batch read.
+//! - `ingest`: durable ingest from Parquet and CSV, and a batch read;
+//! - `live`: ticks of one new bar per symbol, ingest to durable features.
 
 pub mod e2e;
 pub mod features;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod queue;
 mod sys;
 

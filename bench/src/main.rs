@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use kiln_bench::BenchLine;
 use kiln_bench::features::{BenchOptions, run as run_features_bench};
 use kiln_bench::ingest::{IngestBenchOptions, run as run_ingest_bench};
+use kiln_bench::live::{LiveOptions, run as run_live_bench};
 use kiln_bench::queue::{QueueBenchSize, run as run_queue_bench};
 
 /// The allocator `kiln` runs with (see its `main.rs`), so that what is
@@ -130,6 +131,35 @@ enum Bench {
         /// A Python with polars (the peers' venv) to time polars.read_csv of the same CSV.
         #[arg(long, value_name = "PYTHON")]
         polars: Option<PathBuf>,
+    },
+    /// The live path: a universe computed in full (the 20-output set), then
+    /// ticks of one new bar per symbol through the library API, each timed
+    /// from the ingest until its refreshes are durable (Sync); the bytes a
+    /// tick writes against the new values' bytes and a plain file's
+    /// write+fsync of them; and a tick's time with 50,000 bars of history
+    /// against 2,000. Writes about 2.5 GB of scratch data under --dir.
+    Live {
+        /// Symbols in the main universe.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        symbols: u64,
+        /// Bars of history per symbol.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+        bars: u64,
+        /// Ticks measured.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        ticks: u64,
+        /// Ticks run first, not measured.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        warm_ticks: u64,
+        /// Symbols in the history-length comparison.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        ratio_symbols: u64,
+        /// Bars of history in its long run.
+        #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+        long_bars: u64,
+        /// Directory for scratch data (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -273,6 +303,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print_streamed(&mut out, json, "ingest benchmark", |emit| {
                 run_ingest_bench(scratch.path(), &opts, emit)
+            })?;
+        }
+        Bench::Live {
+            symbols,
+            bars,
+            ticks,
+            warm_ticks,
+            ratio_symbols,
+            long_bars,
+            dir,
+        } => {
+            let scratch = scratch_dir(dir)?;
+            let opts = LiveOptions {
+                symbols: to_usize(symbols)?,
+                bars: to_usize(bars)?,
+                ticks: to_usize(ticks)?,
+                warm_ticks: to_usize(warm_ticks)?,
+                ratio_symbols: to_usize(ratio_symbols)?,
+                long_bars: to_usize(long_bars)?,
+            };
+            print_streamed(&mut out, json, "live benchmark", |emit| {
+                run_live_bench(scratch.path(), &opts, emit)
             })?;
         }
     }

@@ -31,6 +31,7 @@
 mod compute;
 pub mod feed;
 pub mod guard;
+mod live;
 pub mod metrics;
 mod read;
 mod refresh;
@@ -116,6 +117,8 @@ pub(crate) struct Runtime {
     /// The adaptive claim size and in-flight batch limit, now.
     pub claim_jobs: AtomicUsize,
     pub inflight: AtomicUsize,
+    /// The plan states refreshes ended with.
+    pub live: live::LiveStates,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -179,6 +182,7 @@ impl<B: Backend> Engine<B> {
             metrics: Metrics::default(),
             claim_jobs: AtomicUsize::new(config.claim_jobs_min.clamp(1, config.claim_jobs_max)),
             inflight: AtomicUsize::new(1),
+            live: live::LiveStates::new(config.live_states_max),
         });
         Ok(Engine {
             store,

@@ -5,10 +5,11 @@
 //! were corrected, the state is missing or unreadable for the plan, or the
 //! frame is a state a migrated store kept.
 //!
-//! A continuation reads only the bars after the saved state (at most
-//! [`STATE_SAVE_BARS`] plus the new ones), and checks that the state's and
-//! the frame's bars are still a prefix of the stored ones from those bars
-//! alone: the data version's hash is a sum over bars, so the hash of a
+//! A continuation starts from the state the last refresh ended with, kept
+//! in memory (`live`), or else from the saved state, and reads only the
+//! bars after it (the new ones, or at most [`STATE_SAVE_BARS`] more); it
+//! checks that the state's and the frame's bars are still a prefix of the
+//! stored ones from those bars alone: the data version's hash is a sum over bars, so the hash of a
 //! prefix is the whole hash minus the digests of the bars after it. A tick
 //! therefore costs what its new bars cost, whatever the history's length.
 
@@ -184,9 +185,10 @@ impl<B: Backend> Engine<B> {
     }
 
     /// The rows of `frame` (covering `frame_at`) over the bars added since,
-    /// continued from the state saved at `saved_at`; `None` when the stored
-    /// bars are not those plus new ones (a correction, a back-fill) or the
-    /// state does not fit the plan: then the plan is recomputed.
+    /// continued from the live state at `frame_at` if one is kept, else
+    /// from the state saved at `saved_at`; `None` when the stored bars are
+    /// not those plus new ones (a correction, a back-fill) or the state
+    /// does not fit the plan: then the plan is recomputed.
     fn continue_plan(
         &self,
         frame: &FrameKey,
@@ -196,27 +198,38 @@ impl<B: Backend> Engine<B> {
         frame_at: Coverage,
     ) -> Result<Option<FrameWrite>, Setback> {
         let symbol = &frame.symbol;
-        if saved_at.bars == 0 || saved_at.bars > frame_at.bars {
+        let (from, mut state) = match self.runtime.live.get(frame, frame_at) {
+            Some(state) => (frame_at, state),
+            None => {
+                if saved_at.bars > frame_at.bars {
+                    return Ok(None);
+                }
+                match plan.decode_state(saved.state) {
+                    Ok(state) => (saved_at, state),
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        if from.bars == 0 {
             return Ok(None);
         }
-        let after = (Bound::Excluded(saved_at.last_ts), Bound::Unbounded);
+        let after = (Bound::Excluded(from.last_ts), Bound::Unbounded);
         let Some(view) = self.store.bars(symbol, after)? else {
             return Ok(None);
         };
         let version: DataVersion = view.version();
         let n = view.len();
-        if saved_at.bars + n as u64 != version.bars {
+        if from.bars + n as u64 != version.bars {
             return Ok(None);
         }
         // The hash of the bars before view[i]: the whole hash minus the
         // digests from i on.
-        let digests: Vec<u64> = (0..n).map(|i| digest(&view, i)).collect();
         let mut prefix = vec![version.hash; n + 1];
         for i in (0..n).rev() {
-            prefix[i] = prefix[i + 1].wrapping_sub(digests[i]);
+            prefix[i] = prefix[i + 1].wrapping_sub(digest(&view, i));
         }
-        let known = (frame_at.bars - saved_at.bars) as usize;
-        if prefix[0] != saved_at.hash
+        let known = (frame_at.bars - from.bars) as usize;
+        if prefix[0] != from.hash
             || known > n
             || prefix[known] != frame_at.hash
             || (known > 0 && view.ts()[known - 1] != frame_at.last_ts)
@@ -224,9 +237,6 @@ impl<B: Backend> Engine<B> {
             return Ok(None);
         }
         check_bars(symbol, &view, 0).map_err(Setback::Data)?;
-        let Ok(mut state) = plan.decode_state(saved.state) else {
-            return Ok(None);
-        };
         let mut rows = plan.new_frame();
         if plan
             .advance(&mut state, bars_of(&view, 0), &mut rows)
@@ -243,19 +253,21 @@ impl<B: Backend> Engine<B> {
                     .to_vec()
             })
             .collect();
-        let state = (version.bars - saved_at.bars >= STATE_SAVE_BARS).then(|| {
+        let covers = Coverage::of(&version);
+        let state_bytes = (version.bars - saved_at.bars >= STATE_SAVE_BARS).then(|| {
             SavedState {
                 plan: saved.plan,
                 state: &plan.encode_state(&state),
             }
             .encode()
         });
+        self.runtime.live.put(frame, covers, state);
         Ok(Some(FrameWrite {
             key: frame.clone(),
             rows: FrameRows::Append { after: frame_at },
-            covers: Coverage::of(&version),
+            covers,
             columns,
-            state,
+            state: state_bytes,
         }))
     }
 }

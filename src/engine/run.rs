@@ -356,8 +356,15 @@ impl<B: Backend> Engine<B> {
                 claimed: leases.len(),
             });
             if leases.is_empty() {
-                if until_idle && pending == 0 && shared.outstanding() == 0 {
-                    return Ok(());
+                if until_idle && pending == 0 {
+                    if shared.outstanding() == 0 {
+                        return Ok(());
+                    }
+                    // Only our own commits are left: wait for them, not
+                    // for the store's next change (which they may already
+                    // have made).
+                    shared.wait_below(1);
+                    continue;
                 }
                 // Nothing due: wait for a new job or event (a commit of
                 // ours, a job finished elsewhere), or for retries to come

@@ -306,7 +306,8 @@ impl StoredChunk {
     /// About how many bars it holds, from its size alone (no read).
     pub(crate) fn rows_hint(&self) -> usize {
         match ResultValue::decode(&self.value) {
-            Ok(ResultValue::Pointer(e)) => e.len as usize / 56,
+            // Seven 8-byte columns, after seven 8-byte column headers.
+            Ok(ResultValue::Pointer(e)) => (e.len as usize).saturating_sub(56) / 56,
             _ => 0,
         }
     }

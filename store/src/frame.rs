@@ -9,10 +9,16 @@
 //!   scan lists a frame's chunks in row order): the coverage after the
 //!   chunk's last row, the column count, and the rows (a [`ResultValue`]
 //!   whose bytes are the columns one after another, each `rows` f64 LE);
+//! - `t` tail slots, `symbol 0x00 name 0x00 slot` (u8): the chunks appends
+//!   add, each with its first row in front of a chunk value, or one zero
+//!   byte when the slot is empty. An append fills a slot (an update of a
+//!   key that exists: sled rewrites a leaf to insert a new key, which costs
+//!   a tick several times what its rows do); a fold moves the tails into
+//!   one chunk and empties the slots, which stay for the next appends.
 //! - `l` labels, `symbol 0x00 label`: the frame and column that hold it.
 //!
-//! A frame's rows are its chunks, contiguous from row 0; its coverage is
-//! its last chunk's. Each value's [`ResultValue`] is its suffix, found by
+//! A frame's rows are its chunks and tails, contiguous from row 0; its
+//! coverage is that of the one holding the last rows. Each value's [`ResultValue`] is its suffix, found by
 //! [`value_start`], so the value log's bookkeeping (recovery, compaction)
 //! treats every keyspace that points into it alike.
 
@@ -65,6 +71,54 @@ impl<'a> ChunkValue<'a> {
         let rows = self.covers.bars.checked_sub(first_row)?;
         rows.checked_mul(u64::from(self.columns))?.checked_mul(8)
     }
+}
+
+/// Bytes of a tail slot's value before its chunk value: the first row.
+pub(crate) const TAIL_ROW_BYTES: usize = 8;
+/// An empty tail slot's value.
+pub(crate) const EMPTY_TAIL: [u8; 1] = [0];
+
+/// A tail slot's value: empty, or the first row and the chunk.
+pub(crate) fn decode_tail<'a>(
+    b: &'a [u8],
+    location: &dyn Fn() -> String,
+) -> Result<Option<(u64, ChunkValue<'a>)>> {
+    if b == EMPTY_TAIL {
+        return Ok(None);
+    }
+    let row = b
+        .get(..TAIL_ROW_BYTES)
+        .and_then(|r| <[u8; 8]>::try_from(r).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::corrupt(location(), format!("tail of {} bytes", b.len())))?;
+    Ok(Some((
+        row,
+        ChunkValue::decode(&b[TAIL_ROW_BYTES..], location)?,
+    )))
+}
+
+/// A full tail slot's value.
+pub(crate) fn encode_tail(first_row: u64, chunk: &ChunkValue<'_>) -> Vec<u8> {
+    let mut v = first_row.to_be_bytes().to_vec();
+    v.extend_from_slice(&chunk.encode());
+    v
+}
+
+/// A tail slot's key: the frame's chunk prefix, then the slot.
+pub(crate) fn tail_key(key: &FrameKey, slot: u8) -> Vec<u8> {
+    let mut k = chunks_prefix(key);
+    k.push(slot);
+    k
+}
+
+/// The frame of a tail slot key: everything before the last 2 bytes.
+pub(crate) fn frame_of_tail(tail_key: &[u8]) -> Result<FrameKey> {
+    let head = tail_key
+        .len()
+        .checked_sub(2)
+        .and_then(|n| tail_key.get(..n))
+        .ok_or_else(|| StoreError::corrupt("tail key", format!("{tail_key:?}")))?;
+    frame_key_from(head)
 }
 
 /// A frame's head.
@@ -213,6 +267,8 @@ pub(crate) fn value_start(space: Space, value: &[u8]) -> Result<Option<usize>> {
     match space {
         Space::Bars | Space::LegacyResults => Ok(Some(0)),
         Space::Chunks => Ok(Some(CHUNK_HEADER_BYTES)),
+        Space::Tails if value == EMPTY_TAIL => Ok(None),
+        Space::Tails => Ok(Some(TAIL_ROW_BYTES + CHUNK_HEADER_BYTES)),
         Space::Frames => {
             let head = FrameHead::decode(value, &|| "frame head".into())?;
             Ok(head.state.map(|(_, v)| value.len() - v.encoded_len()))

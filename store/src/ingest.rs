@@ -34,16 +34,20 @@ use kiln_core::{
 use crate::bars::{
     BAR_CHUNK_ROWS_MAX, Chunk, StoredChunk, VersionRecord, chunk_key, encode_chunk, snapshot,
 };
+use crate::leveling::{Leveling, merge_from};
 use crate::record::IndexEntry;
 use crate::store::Store;
 use crate::view::ViewBytes;
 use crate::vlog::Mapped;
 use crate::writer::{Apply, BarPlan, Op};
 
-/// Chunks with fewer bars than this count as small.
-const SMALL_CHUNK_ROWS: usize = 4096;
-/// Small chunks a symbol may end with before an append merges them.
-const TAIL_CHUNKS_MAX: usize = 8;
+/// How an append merges a symbol's small chunks (see [`merge_from`]): in
+/// runs of 8 of one size class, up to 4096 bars.
+const MERGE: Leveling = Leveling {
+    fanout: 8,
+    sealed_rows: 4096,
+};
+
 /// Staged bytes gathered before one value-log append.
 const STAGE_BATCH_BYTES: usize = 64 << 20;
 
@@ -325,17 +329,15 @@ impl IngestSession {
         order.sort_by_key(|p| p.first_ts);
         let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
         if disjoint && expect.is_none_or(|r| r.version.last_ts < lo) {
-            let small_tail = stored
+            let rows: Vec<usize> = stored
                 .iter()
-                .rev()
-                .take_while(|c| c.rows_hint() < SMALL_CHUNK_ROWS)
-                .count();
-            let small_new = parts.iter().filter(|p| p.rows < SMALL_CHUNK_ROWS).count();
-            if small_tail + small_new <= TAIL_CHUNKS_MAX {
+                .map(StoredChunk::rows_hint)
+                .chain(order.iter().map(|p| p.rows))
+                .collect();
+            let Some(from) = merge_from(&rows, MERGE).filter(|&i| i < stored.len()) else {
                 return Ok(Some(Some(append_plan(symbol, expect, &order)?)));
-            }
-            // Merge the small tail with the new bars into full chunks.
-            let from = stored.len() - small_tail;
+            };
+            // Merge the tail from there with the new bars.
             return self.merge_plan(
                 symbol,
                 expect,
@@ -700,5 +702,58 @@ impl Drop for IngestSession {
             let _ = self.store.send(Op::Apply(Apply::UnstageBars { entries }));
         }
         self.store.shared().staging.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MERGE;
+    use crate::leveling::merge_from;
+
+    /// Appends `n` single bars to a symbol stored as one `history`-bar
+    /// chunk, merging as `merge_from` says; returns the chunk sizes and the
+    /// bars rewritten.
+    fn ticks(history: usize, n: usize) -> (Vec<usize>, usize) {
+        let mut chunks = vec![history];
+        let mut rewritten = 0;
+        for _ in 0..n {
+            chunks.extend_from_slice(&[1]);
+            if let Some(from) = merge_from(&chunks, MERGE) {
+                let merged: usize = chunks[from..].iter().sum();
+                rewritten += merged;
+                chunks.truncate(from);
+                chunks.push(merged);
+            }
+        }
+        (chunks, rewritten)
+    }
+
+    #[test]
+    fn single_bar_appends_merge_like_a_counter_in_base_eight() {
+        assert_eq!(merge_from(&[5000, 1, 1], MERGE), None);
+        assert_eq!(merge_from(&[5000, 1, 1, 1, 1, 1, 1, 1, 1], MERGE), Some(1));
+        // Seven 8-bar chunks and eight single bars carry into one of 64.
+        let mut rows = vec![5000];
+        rows.extend([8; 7]);
+        rows.extend([1; 8]);
+        assert_eq!(merge_from(&rows, MERGE), Some(1));
+        // 100 ticks: 64 + 4 × 8 + 4 singles (1 carry of 64 = 100 in octal 144).
+        let (chunks, _) = ticks(5000, 100);
+        assert_eq!(chunks, vec![5000, 64, 8, 8, 8, 8, 1, 1, 1, 1]);
+        // Every bar is rewritten once per size class, at most four times.
+        let (chunks, rewritten) = ticks(5000, 8 * 4096);
+        assert!(rewritten <= 4 * 8 * 4096, "{rewritten}");
+        assert!(chunks.len() <= 1 + 8 + 4 * 7, "{chunks:?}");
+        assert_eq!(chunks.iter().sum::<usize>(), 5000 + 8 * 4096);
+    }
+
+    #[test]
+    fn a_large_chunk_is_never_merged_again() {
+        let mut rows = vec![4096; 8];
+        rows.push(1);
+        assert_eq!(merge_from(&rows, MERGE), None);
+        // A history chunk of the 512-4095 class merges with seven more.
+        let (chunks, _) = ticks(2000, 7 * 512);
+        assert_eq!(chunks, vec![2000 + 7 * 512]);
     }
 }

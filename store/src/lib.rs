@@ -52,6 +52,7 @@ mod floor;
 mod frame;
 mod ingest;
 mod keys;
+mod leveling;
 mod record;
 mod series;
 mod shared;

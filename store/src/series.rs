@@ -8,10 +8,11 @@ use kiln_core::{
 };
 
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
-    frame_key_from, head_key, labelled_frame,
+    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, TAIL_ROW_BYTES, chunk_first_row,
+    chunks_prefix, decode_tail, frame_key_from, head_key, labelled_frame,
 };
 use crate::keys::{series_key_bytes, series_key_from_bytes, symbol_prefix};
+use crate::record::ResultValue;
 use crate::space::Space;
 use crate::store::Store;
 use crate::view::{ViewBytes, load};
@@ -86,12 +87,14 @@ impl std::fmt::Debug for FrameView {
     }
 }
 
-/// One stored chunk: its first row, its record, and the sled value.
+/// One stored chunk (or tail) of a frame: its first row, what it covers,
+/// its width, and the sled value with where its rows' reference starts.
 pub(crate) struct FrameChunk {
     pub first_row: u64,
     pub covers: Coverage,
     pub columns: u16,
     pub value: sled::IVec,
+    pub start: usize,
 }
 
 /// A read raced a writer (a fold or a compaction changed the chunks between
@@ -99,27 +102,70 @@ pub(crate) struct FrameChunk {
 const READ_ATTEMPTS: usize = 5;
 
 impl Store {
-    /// A frame's chunks in row order, checked to be contiguous from row 0;
-    /// `None` when they are not (a fold was applied mid-scan: read again).
+    /// A frame's chunks and tails in row order, checked to be contiguous
+    /// from row 0; `None` when they are not (a fold was applied mid-scan:
+    /// read again).
     pub(crate) fn frame_chunks(&self, key: &FrameKey) -> Result<Option<Vec<FrameChunk>>> {
         let prefix = chunks_prefix(key);
+        let location = || key.to_string();
         let mut out: Vec<FrameChunk> = Vec::new();
         for item in self.spaces().scan(Space::Chunks, &prefix) {
             let (k, value) = item?;
-            let first_row = chunk_first_row(&prefix, &k)?;
-            let c = ChunkValue::decode(&value, &|| key.to_string())?;
-            let expected = out.last().map_or(0, |p| p.covers.bars);
-            if first_row != expected || c.covers.bars < first_row {
-                return Ok(None);
-            }
+            let c = ChunkValue::decode(&value, &location)?;
             out.push(FrameChunk {
-                first_row,
+                first_row: chunk_first_row(&prefix, &k)?,
                 covers: c.covers,
                 columns: c.columns,
                 value,
+                start: CHUNK_HEADER_BYTES,
             });
         }
+        let mut tails = Vec::new();
+        for item in self.spaces().scan(Space::Tails, &prefix) {
+            let (_, value) = item?;
+            if let Some((first_row, c)) = decode_tail(&value, &location)? {
+                tails.push(FrameChunk {
+                    first_row,
+                    covers: c.covers,
+                    columns: c.columns,
+                    value,
+                    start: TAIL_ROW_BYTES + CHUNK_HEADER_BYTES,
+                });
+            }
+        }
+        tails.sort_by_key(|t| t.first_row);
+        out.extend(tails);
+        let mut end = 0;
+        for c in &out {
+            if c.first_row != end || c.covers.bars < c.first_row {
+                return Ok(None);
+            }
+            end = c.covers.bars;
+        }
         Ok(Some(out))
+    }
+
+    /// What a frame's rows cover: its last full tail slot's coverage, else
+    /// its last chunk's (without reading the rest).
+    fn frame_covers(&self, key: &FrameKey) -> Result<Coverage> {
+        let prefix = chunks_prefix(key);
+        let location = || key.to_string();
+        let mut last: Option<(u64, Coverage)> = None;
+        for item in self.spaces().scan(Space::Tails, &prefix) {
+            let (_, value) = item?;
+            if let Some((row, c)) = decode_tail(&value, &location)?
+                && last.is_none_or(|(r, _)| row >= r)
+            {
+                last = Some((row, c.covers));
+            }
+        }
+        if let Some((_, covers)) = last {
+            return Ok(covers);
+        }
+        match self.spaces().scan(Space::Chunks, &prefix).next_back() {
+            Some(item) => Ok(ChunkValue::decode(&item?.1, &location)?.covers),
+            None => Ok(Coverage::default()),
+        }
     }
 
     /// Column `column` of a frame; `None` while a writer changes it under
@@ -142,7 +188,7 @@ impl Store {
                 ));
             }
             let rows = (c.covers.bars - c.first_row) as usize;
-            let Some(bytes) = load(self.vlog_reader(), c.value, CHUNK_HEADER_BYTES)? else {
+            let Some(bytes) = load(self.vlog_reader(), c.value, c.start)? else {
                 return Ok(None);
             };
             let bytes = bytes.aligned_for::<f64>();
@@ -166,17 +212,7 @@ impl Store {
             return Ok(Some(None));
         };
         let head = FrameHead::decode(&value, &|| key.to_string())?;
-        let covers = match self
-            .spaces()
-            .scan(Space::Chunks, &chunks_prefix(key))
-            .next_back()
-        {
-            Some(item) => {
-                let (_, v) = item?;
-                ChunkValue::decode(&v, &|| key.to_string())?.covers
-            }
-            None => Coverage::default(),
-        };
+        let covers = self.frame_covers(key)?;
         let labels = head.labels;
         let state = match head.state {
             None => None,
@@ -236,19 +272,18 @@ impl ResultStore for Store {
             return Ok(None);
         };
         let frame = labelled_frame(key, &r)?;
-        match self
-            .spaces()
-            .scan(Space::Chunks, &chunks_prefix(&frame))
-            .next_back()
-        {
-            Some(item) => {
-                let (_, v) = item?;
-                Ok(Some(
-                    ChunkValue::decode(&v, &|| frame.to_string())?.rows.job_id(),
-                ))
+        for _ in 0..READ_ATTEMPTS {
+            if let Some(chunks) = self.frame_chunks(&frame)? {
+                return match chunks.last() {
+                    Some(c) => {
+                        let rv = ResultValue::decode(c.value.get(c.start..).unwrap_or(&[]))?;
+                        Ok(Some(rv.job_id()))
+                    }
+                    None => Ok(None),
+                };
             }
-            None => Ok(None),
         }
+        Err(raced(frame.to_string()))
     }
 
     fn frame(&self, key: &FrameKey) -> Result<Option<FrameView>> {

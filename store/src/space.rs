@@ -18,6 +18,9 @@ pub(crate) enum Space {
     Frames,
     /// Frame chunks by `symbol 0x00 name 0x00 first_row`.
     Chunks,
+    /// Frame tail slots by `symbol 0x00 name 0x00 slot`: the rows appends
+    /// add, until a fold moves them into a chunk.
+    Tails,
     /// Column labels by `symbol 0x00 label`: the frame and column.
     Labels,
     /// FORMAT_VERSION 3's one series per `symbol 0x00 feature`: read only
@@ -35,11 +38,12 @@ pub(crate) enum Space {
 
 impl Space {
     /// Every keyspace (`space as usize` is its index here).
-    pub(crate) const ALL: [Space; 10] = [
+    pub(crate) const ALL: [Space; 11] = [
         Space::Jobs,
         Space::SymbolStats,
         Space::Frames,
         Space::Chunks,
+        Space::Tails,
         Space::Labels,
         Space::LegacyResults,
         Space::Meta,
@@ -63,6 +67,7 @@ impl Space {
             Space::SymbolStats => b's',
             Space::Frames => b'f',
             Space::Chunks => b'c',
+            Space::Tails => b't',
             Space::Labels => b'l',
             Space::LegacyResults => b'r',
             Space::Meta => b'm',
@@ -203,6 +208,6 @@ mod tests {
         let mut prefixes: Vec<u8> = Space::ALL.iter().map(|s| s.prefix()).collect();
         prefixes.sort_unstable();
         prefixes.dedup();
-        assert_eq!(prefixes, b"bcdefjlmrs".to_vec());
+        assert_eq!(prefixes, b"bcdefjlmrst".to_vec());
     }
 }

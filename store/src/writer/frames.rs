@@ -1,9 +1,11 @@
 //! The writer's part of storing frames (see `frame` for the records): a
 //! replace drops the frame's chunks and writes one, moving its labels to
 //! it and removing any frame left with no label; an append adds one chunk
-//! after the last, or is skipped when the frame has moved on; a remove
-//! drops the frame, its chunks and its labels. Rows and states go inline
-//! when small, else to the value log.
+//! to a tail slot, or is skipped when the frame has moved on; a remove
+//! drops the frame, its chunks and its labels. A fold, a bounded number
+//! before each group, moves a frame's tails into a chunk (and merges
+//! chunks, see [`FOLD`]). Rows and states go inline when small, else to
+//! the value log.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,12 +15,37 @@ use kiln_core::{Coverage, FrameKey, FrameRows, FrameWrite, Result, StoreError};
 
 use super::Writer;
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, chunk_key, chunks_prefix, head_key,
-    value_start,
+    CHUNK_HEADER_BYTES, ChunkValue, EMPTY_TAIL, FrameHead, LabelRef, chunk_first_row, chunk_key,
+    chunks_prefix, decode_tail, encode_tail, head_key, tail_key, value_start,
 };
 use crate::keys::series_key_bytes;
+use crate::leveling::{Leveling, merge_from};
 use crate::record::{IndexEntry, ResultValue};
 use crate::space::Space;
+use crate::view::load;
+
+/// How a frame's tails fold into chunks: 32 tails into one chunk, 32 chunks
+/// of one size class into one of the next, up to 1024 rows (a row is
+/// written three times: as a tail, in a chunk of 32 or more rows, in one of
+/// 1024 or more).
+pub(crate) const FOLD: Leveling = Leveling {
+    fanout: 32,
+    sealed_rows: 1024,
+};
+/// Frames folded before a group applies its ops: folding keeps up with
+/// steady appends without holding a group up for long.
+const FOLDS_PER_STEP: usize = 64;
+
+/// Frames whose tail slots the writer keeps in view; beyond, it starts over.
+const TAIL_STATES_MAX: usize = 1 << 20;
+
+/// A frame's end and which of its tail slots hold rows, as the writer keeps
+/// them between appends.
+pub(crate) struct TailState {
+    end: Coverage,
+    columns: u16,
+    slots: Vec<bool>,
+}
 
 /// A frame write, shape-checked and encoded by the caller: its rows as one
 /// payload (the columns one after another).
@@ -60,7 +87,7 @@ impl EncodedFrame {
 impl Writer {
     /// Refuses (before anything is written) an append whose column count
     /// differs from the frame it continues.
-    pub(super) fn check_frame(&self, f: &EncodedFrame) -> Result<()> {
+    pub(super) fn check_frame(&mut self, f: &EncodedFrame) -> Result<()> {
         let FrameRows::Append { after } = &f.rows else {
             return Ok(());
         };
@@ -94,7 +121,7 @@ impl Writer {
                     return Ok(());
                 }
                 if f.covers.bars > after.bars {
-                    self.put_chunk(f, after.bars, job_id)?;
+                    self.put_tail(f, after.bars, job_id)?;
                 }
                 if let Some(state) = &f.state {
                     let head = self.head(&f.key)?.unwrap_or_default();
@@ -166,20 +193,54 @@ impl Writer {
         Ok(())
     }
 
-    /// The coverage and column count of a frame's last chunk (a frame with
-    /// no chunk covers nothing), or `None` when there is no such frame.
-    pub(super) fn frame_end(&self, key: &FrameKey) -> Result<Option<(Coverage, u16)>> {
-        let Some(head) = self.head(key)? else {
-            return Ok(None);
-        };
-        let chunks = self.scan_pending(Space::Chunks, &chunks_prefix(key))?;
-        Ok(Some(match chunks.last() {
-            Some((_, v)) => {
-                let c = ChunkValue::decode(v, &|| key.to_string())?;
-                (c.covers, c.columns)
+    /// The coverage and column count of a frame's last rows (a frame with
+    /// no rows covers nothing), or `None` when there is no such frame.
+    pub(super) fn frame_end(&mut self, key: &FrameKey) -> Result<Option<(Coverage, u16)>> {
+        Ok(self.tail_state(key)?.map(|t| (t.end, t.columns)))
+    }
+
+    /// The writer's view of a frame's end and tail slots, read once from
+    /// the tree (and this group's writes) and then kept as writes change
+    /// them, so that an append reads nothing; `None` when there is no such
+    /// frame.
+    fn tail_state(&mut self, key: &FrameKey) -> Result<Option<&mut TailState>> {
+        if !self.tails.contains_key(key) {
+            let Some(head) = self.head(key)? else {
+                return Ok(None);
+            };
+            let location = || key.to_string();
+            let prefix = chunks_prefix(key);
+            let mut state = TailState {
+                end: Coverage::default(),
+                columns: head.labels.len() as u16,
+                slots: Vec::new(),
+            };
+            let mut last_row = None;
+            for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
+                let slot = usize::from(k.last().copied().unwrap_or(0));
+                if state.slots.len() <= slot {
+                    state.slots.resize(slot + 1, false);
+                }
+                if let Some((row, c)) = decode_tail(&v, &location)? {
+                    state.slots[slot] = true;
+                    if last_row.is_none_or(|r| row >= r) {
+                        last_row = Some(row);
+                        (state.end, state.columns) = (c.covers, c.columns);
+                    }
+                }
             }
-            None => (Coverage::default(), head.labels.len() as u16),
-        }))
+            if last_row.is_none()
+                && let Some((_, v)) = self.scan_pending(Space::Chunks, &prefix)?.pop()
+            {
+                let c = ChunkValue::decode(&v, &location)?;
+                (state.end, state.columns) = (c.covers, c.columns);
+            }
+            if self.tails.len() >= TAIL_STATES_MAX {
+                self.tails.clear();
+            }
+            self.tails.insert(key.clone(), state);
+        }
+        Ok(self.tails.get_mut(key))
     }
 
     fn head(&self, key: &FrameKey) -> Result<Option<FrameHead<'static>>> {
@@ -218,11 +279,168 @@ impl Writer {
         Ok(())
     }
 
+    /// Drops a frame's chunks and tail slots.
     fn drop_chunks(&mut self, key: &FrameKey) -> Result<()> {
-        for (k, v) in self.scan_pending(Space::Chunks, &chunks_prefix(key))? {
-            self.release_value(Space::Chunks, &v)?;
-            self.writes.delete(Space::Chunks, k);
+        for space in [Space::Chunks, Space::Tails] {
+            for (k, v) in self.scan_pending(space, &chunks_prefix(key))? {
+                self.release_value(space, &v)?;
+                self.writes.delete(space, k);
+            }
         }
+        self.fold_queue.remove(key);
+        self.tails.remove(key);
+        Ok(())
+    }
+
+    /// Puts an append's rows in the frame's first empty tail slot (or a new
+    /// one), and queues the frame for a fold once it has [`FOLD`]`.fanout`
+    /// tails. With every slot taken (folds fell far behind), the rows go
+    /// to a chunk of their own.
+    fn put_tail(&mut self, f: &EncodedFrame, first_row: u64, job_id: u64) -> Result<()> {
+        let Some(state) = self.tail_state(&f.key)? else {
+            return Ok(());
+        };
+        let free = state.slots.iter().position(|full| !full);
+        let slot = match free {
+            Some(i) => i,
+            None if state.slots.len() <= usize::from(u8::MAX) => state.slots.len(),
+            None => return self.put_chunk(f, first_row, job_id),
+        };
+        if slot == state.slots.len() {
+            state.slots.push(false);
+        }
+        state.slots[slot] = true;
+        state.end = f.covers;
+        let full = state.slots.iter().filter(|&&s| s).count();
+        let entry = self.place(&f.payload, job_id)?;
+        let value = encode_tail(
+            first_row,
+            &ChunkValue {
+                covers: f.covers,
+                columns: f.columns,
+                rows: stored(entry, job_id, &f.payload),
+            },
+        );
+        self.writes
+            .put(Space::Tails, tail_key(&f.key, slot as u8), value);
+        if full >= FOLD.fanout {
+            self.fold_queue.insert(f.key.clone());
+        }
+        Ok(())
+    }
+
+    /// Folds up to [`FOLDS_PER_STEP`] queued frames, into this group's
+    /// writes. Runs before a group applies its ops, so every record it
+    /// reads is committed and written out; a frame that cannot be read is
+    /// logged and left as it is.
+    pub(super) fn fold_step(&mut self) -> Result<()> {
+        for _ in 0..FOLDS_PER_STEP {
+            let Some(key) = self.fold_queue.pop_first() else {
+                break;
+            };
+            if let Err(e) = self.fold(&key) {
+                if matches!(e, StoreError::Poisoned { .. }) {
+                    return Err(e);
+                }
+                tracing::warn!(frame = %key, error = %e, "folding a frame's tails failed; left as it is");
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a frame's tails into one chunk, merged with the chunks before
+    /// them as [`merge_from`] says: one new chunk, the old ones and the
+    /// tails' records released, the slots emptied.
+    fn fold(&mut self, key: &FrameKey) -> Result<()> {
+        let location = || key.to_string();
+        let prefix = chunks_prefix(key);
+        let mut chunks = Vec::new();
+        for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
+            let c = ChunkValue::decode(&v, &location)?;
+            chunks.push((chunk_first_row(&prefix, &k)?, c.covers, c.columns, v, k));
+        }
+        let mut tails = Vec::new();
+        for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
+            if let Some((row, c)) = decode_tail(&v, &location)? {
+                tails.push((row, c.covers, c.columns, v, k));
+            }
+        }
+        if tails.is_empty() {
+            return Ok(());
+        }
+        tails.sort_by_key(|t| t.0);
+        let rows = |c: &(u64, Coverage, u16, sled::IVec, Vec<u8>)| (c.1.bars - c.0) as usize;
+        let mut sizes: Vec<usize> = chunks.iter().map(rows).collect();
+        sizes.push(tails.iter().map(rows).sum());
+        let from = merge_from(&sizes, FOLD).unwrap_or(chunks.len());
+        let merged: Vec<_> = chunks
+            .drain(from..)
+            .map(|c| (Space::Chunks, c))
+            .chain(tails.into_iter().map(|t| (Space::Tails, t)))
+            .collect();
+        let columns = merged[0].1.2;
+        let first_row = merged[0].1.0;
+        let covers = merged[merged.len() - 1].1.1;
+        let mut end = first_row;
+        let reader = self.vlog.reader();
+        let mut parts = Vec::with_capacity(merged.len());
+        for (space, (row, c, width, value, _)) in &merged {
+            if *row != end || *width != columns {
+                return Err(StoreError::corrupt(
+                    location(),
+                    format!(
+                        "rows from {row} do not follow rows up to {end} with {columns} columns"
+                    ),
+                ));
+            }
+            end = c.bars;
+            let start = value_start(*space, value)?.unwrap_or(value.len());
+            let bytes = load(&reader, value.clone(), start)?
+                .ok_or_else(|| StoreError::corrupt(location(), "a record's segment is missing"))?
+                .aligned_for::<f64>();
+            parts.push((bytes, (c.bars - row) as usize));
+        }
+        let total = (end - first_row) as usize;
+        let mut payload: AlignedVec = AlignedVec::with_capacity(total * usize::from(columns) * 8);
+        for col in 0..usize::from(columns) {
+            for (bytes, n) in &parts {
+                let slice = bytes.f64s(col * n * 8, *n);
+                if slice.len() != *n {
+                    return Err(StoreError::corrupt(
+                        location(),
+                        "a chunk is shorter than its rows",
+                    ));
+                }
+                payload.extend_from_slice(bytemuck::cast_slice(slice));
+            }
+        }
+        drop(parts);
+        let (last_space, (_, _, _, last_value, _)) = &merged[merged.len() - 1];
+        let last_start = value_start(*last_space, last_value)?.unwrap_or(0);
+        let job_id = ResultValue::decode(&last_value[last_start..])?.job_id();
+        for (space, (_, _, _, value, k)) in &merged {
+            self.release_value(*space, value)?;
+            match space {
+                Space::Tails => self
+                    .writes
+                    .put(Space::Tails, k.clone(), EMPTY_TAIL.to_vec()),
+                _ => self.writes.delete(Space::Chunks, k.clone()),
+            }
+        }
+        let entry = self.place(&payload, job_id)?;
+        let value = ChunkValue {
+            covers,
+            columns,
+            rows: stored(entry, job_id, &payload),
+        }
+        .encode();
+        self.writes
+            .put(Space::Chunks, chunk_key(key, first_row), value);
+        if let Some(state) = self.tails.get_mut(key) {
+            state.slots.iter_mut().for_each(|s| *s = false);
+        }
+        // The rows it moves cannot be recomputed: durable before indexed.
+        self.vlog_sync_required = true;
         Ok(())
     }
 

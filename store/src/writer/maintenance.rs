@@ -11,7 +11,8 @@ use kiln_core::{CheckReport, Result, StoreError};
 use super::Writer;
 use crate::bars::check_bars;
 use crate::frame::{
-    ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix, frame_key_from, value_start,
+    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
+    decode_tail, frame_key_from, value_start,
 };
 use crate::keys::{read_u64, series_key_from_bytes};
 use crate::record::{Counters, ResultValue, decode_job};
@@ -152,12 +153,35 @@ impl Writer {
                 let _ = covers;
             }
             let prefix = chunks_prefix(&key);
-            let (mut end, mut width) = (0u64, head.labels.len() as u16);
+            // Chunks, then the full tail slots, in row order.
+            let mut rows = Vec::new();
             for item in self.spaces.scan(Space::Chunks, &prefix) {
                 let (ck, cv) = item?;
-                let row = chunk_first_row(&prefix, &ck)?;
-                let at = || format!("{name} chunk at row {row}");
-                let c = match ChunkValue::decode(&cv, &at) {
+                rows.push((chunk_first_row(&prefix, &ck)?, Space::Chunks, cv));
+            }
+            let mut tails = Vec::new();
+            for item in self.spaces.scan(Space::Tails, &prefix) {
+                let (_, tv) = item?;
+                match decode_tail(&tv, &|| name.clone()) {
+                    Ok(Some((row, _))) => tails.push((row, Space::Tails, tv)),
+                    Ok(None) => {}
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            tails.sort_by_key(|t| t.0);
+            rows.extend(tails);
+            let (mut end, mut width) = (0u64, head.labels.len() as u16);
+            for (row, space, cv) in rows {
+                let at = || format!("{name} rows from {row}");
+                let start = match value_start(space, &cv) {
+                    Ok(Some(start)) => start,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                let c = match ChunkValue::decode(&cv[start - CHUNK_HEADER_BYTES..], &at) {
                     Ok(c) => c,
                     Err(e) => {
                         problems.push(e.to_string());
@@ -168,7 +192,7 @@ impl Writer {
                     problems.push(format!("{}: follows rows up to {end}", at()));
                 }
                 let want = c.rows_bytes(row);
-                match load(reader, cv.clone(), crate::frame::CHUNK_HEADER_BYTES) {
+                match load(reader, cv.clone(), start) {
                     Ok(Some(b)) if Some(b.raw().len() as u64) == want => {}
                     Ok(Some(b)) => problems.push(format!(
                         "{}: {} bytes of rows, want {want:?}",

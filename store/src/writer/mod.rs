@@ -24,6 +24,7 @@ mod maintenance;
 pub(crate) mod queue;
 pub(crate) mod recovery;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,8 @@ pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
 
 use kiln_core::{
-    CancelOutcome, DataVersion, Enqueued, FailOutcome, JobId, Lease, LeaseToken, NewJob, Priority,
-    Result, StoreError, Symbol,
+    CancelOutcome, DataVersion, Enqueued, FailOutcome, FrameKey, JobId, Lease, LeaseToken, NewJob,
+    Priority, Result, StoreError, Symbol,
 };
 
 use crate::config::StoreConfig;
@@ -243,6 +244,10 @@ pub(crate) struct Writer {
     vlog_sync_required: bool,
     /// Data versions this group writes, published once it has committed.
     new_versions: Vec<(Symbol, DataVersion)>,
+    /// Frames whose tails are due for a fold (see `frames`).
+    fold_queue: BTreeSet<FrameKey>,
+    /// Frames' ends and tail slots, as appends find and change them.
+    tails: HashMap<FrameKey, frames::TailState>,
     /// Test support: the next commit fails.
     #[cfg(feature = "test-hooks")]
     fail_next_commit: bool,
@@ -274,6 +279,8 @@ impl Writer {
             fatal: None,
             vlog_sync_required: false,
             new_versions: Vec::new(),
+            fold_queue: BTreeSet::new(),
+            tails: HashMap::new(),
             #[cfg(feature = "test-hooks")]
             fail_next_commit: false,
             #[cfg(feature = "test-hooks")]
@@ -401,7 +408,7 @@ impl Writer {
         if mark_behind {
             self.meta_dirty = true;
         }
-        if self.queue.housekeeping_due(now) || mark_behind {
+        if self.queue.housekeeping_due(now) || mark_behind || !self.fold_queue.is_empty() {
             self.group(Vec::new());
         }
         if self.compaction_due()
@@ -420,6 +427,10 @@ impl Writer {
         let poisoned = self.shared.poison_cause();
         if poisoned.is_none() {
             self.queue.tick(now);
+            // Before the ops: a fold reads only what is committed.
+            if let Err(e) = self.fold_step() {
+                self.fatal.get_or_insert(e);
+            }
         }
         for op in ops {
             if let Some(cause) = &poisoned {

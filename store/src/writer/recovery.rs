@@ -14,7 +14,8 @@ use kiln_core::{FrameKey, FrameWrite, JobState, Result, StoreError, Symbol};
 use super::EncodedFrame;
 use super::Writer;
 use crate::frame::{
-    FrameHead, chunk_first_row, chunks_prefix, frame_key_from, frame_of_chunk, head_key,
+    EMPTY_TAIL, FrameHead, chunk_first_row, chunks_prefix, decode_tail, frame_key_from,
+    frame_of_chunk, frame_of_tail, head_key,
 };
 use crate::keys::{read_u64, series_key_from_bytes, u64_key};
 use crate::record::{
@@ -150,6 +151,14 @@ impl Writer {
                     let at = cut.entry(frame).or_insert(row);
                     *at = (*at).min(row);
                 }
+                Space::Tails => {
+                    let frame = frame_of_tail(&r.key)?;
+                    let value = self.spaces.get(Space::Tails, &r.key)?.unwrap_or_default();
+                    if let Some((row, _)) = decode_tail(&value, &|| frame.to_string())? {
+                        let at = cut.entry(frame).or_insert(row);
+                        *at = (*at).min(row);
+                    }
+                }
                 Space::Frames => {
                     states_lost.insert(frame_key_from(&r.key)?);
                 }
@@ -162,14 +171,25 @@ impl Writer {
             }
         }
         for (frame, row) in &cut {
-            for (k, v) in self.scan_pending(Space::Chunks, &chunks_prefix(frame))? {
-                if chunk_first_row(&chunks_prefix(frame), &k)? < *row {
+            let prefix = chunks_prefix(frame);
+            for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
+                if chunk_first_row(&prefix, &k)? < *row {
                     continue;
                 }
                 if !lost_keys.contains(&(Space::Chunks, k.as_slice())) {
                     self.release_value(Space::Chunks, &v)?;
                 }
                 self.writes.delete(Space::Chunks, k);
+            }
+            for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
+                match decode_tail(&v, &|| frame.to_string())? {
+                    Some((first, _)) if first >= *row => {}
+                    _ => continue,
+                }
+                if !lost_keys.contains(&(Space::Tails, k.as_slice())) {
+                    self.release_value(Space::Tails, &v)?;
+                }
+                self.writes.put(Space::Tails, k, EMPTY_TAIL.to_vec());
             }
         }
         let frames: BTreeSet<&FrameKey> = cut.keys().chain(&states_lost).collect();

@@ -1,0 +1,214 @@
+//! `kiln bench live`: the live path. A universe fully computed (the
+//! 20-output standard set), then ticks of one new bar for every symbol
+//! through the library API, each timed from the ingest until every refresh
+//! it implies is durable (`Durability::Sync`).
+//!
+//! Figures, for the main universe (1,000 × 2,000 by default):
+//! - `tick_ms_p50`, `tick_ms_p99`: one tick, ingest to durable features;
+//! - `bytes_written_per_tick`: bytes the process passed to `write` calls
+//!   (sled's log and the value log; `/proc/self/io` `wchar`) per tick, and
+//!   `dir_growth_per_tick`: the data directory's growth per tick, both
+//!   after `warm_ticks` ticks that are not counted;
+//! - `new_value_bytes_per_tick`: the new feature values (symbols × 20 × 8);
+//! - `floor_ms`: writing and fsyncing that many bytes to a plain file;
+//! - `tick_vs_floor`, `written_vs_new`: the ratios.
+//!
+//! Then `history_ratio`: the median tick of 200 symbols with 50,000 bars
+//! of history over that with 2,000 (`tick_ms_short`, `tick_ms_long`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use kiln_store::{BarColumns, Durability, Priority, StoreConfig, Symbol};
+
+use crate::{BenchError, BenchLine};
+use kiln::config::Config;
+use kiln::engine::Engine;
+use kiln::features::standard_plan;
+use kiln::market::synth;
+
+/// The sizes.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Symbols in the main universe.
+    pub symbols: usize,
+    /// Bars of history per symbol.
+    pub bars: usize,
+    /// Ticks measured.
+    pub ticks: usize,
+    /// Ticks run before measuring (not counted).
+    pub warm_ticks: usize,
+    /// Symbols of the history-length comparison.
+    pub ratio_symbols: usize,
+    /// Bars of history of its long run.
+    pub long_bars: usize,
+}
+
+fn line(name: &'static str, value: f64, unit: &'static str) -> BenchLine {
+    BenchLine {
+        bench: "live",
+        name,
+        value,
+        unit,
+    }
+}
+
+/// Bytes this process has passed to write calls so far.
+fn written() -> Result<u64, BenchError> {
+    let io = std::fs::read_to_string("/proc/self/io")
+        .map_err(|e| BenchError::Io("/proc/self/io".into(), e))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| BenchError::Peer("/proc/self/io has no wchar".into()))
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64, BenchError> {
+    let io = |e| BenchError::Io(dir.display().to_string(), e);
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// The value at quantile `q` of `v` (sorted here).
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// A universe computed in full, ready for ticks.
+struct Live {
+    engine: Engine,
+    full: Vec<(Symbol, BarColumns)>,
+    next: usize,
+}
+
+impl Live {
+    fn new(dir: &Path, symbols: usize, bars: usize, ticks: usize) -> Result<Self, BenchError> {
+        let config = Config {
+            store: StoreConfig {
+                durability: Durability::Sync,
+                ..StoreConfig::default()
+            },
+            ..Config::default()
+        };
+        let engine = Engine::open(dir, config)?;
+        let full = synth::universe(symbols, bars + ticks, 42);
+        let history: Vec<(Symbol, BarColumns)> = full
+            .iter()
+            .map(|(s, c)| (s.clone(), c.slice(0, bars)))
+            .collect();
+        engine.ingest_columns("history", &history)?;
+        drop(history);
+        let names: Vec<Symbol> = full.iter().map(|(s, _)| s.clone()).collect();
+        engine.submit(&names, standard_plan()?.specs(), Priority::Normal)?;
+        engine.run_until_idle(&mut |_| {})?;
+        Ok(Live {
+            engine,
+            full,
+            next: bars,
+        })
+    }
+
+    /// One tick: a bar per symbol, ingested, refreshed, durable; its ms.
+    fn tick(&mut self) -> Result<f64, BenchError> {
+        let i = self.next;
+        let bars: Vec<(Symbol, BarColumns)> = self
+            .full
+            .iter()
+            .map(|(s, c)| (s.clone(), c.slice(i, i + 1)))
+            .collect();
+        let t = Instant::now();
+        self.engine.ingest_columns("tick", &bars)?;
+        let report = self.engine.run_until_idle(&mut |_| {})?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if report.continued + report.recomputed != self.full.len() as u64 {
+            return Err(BenchError::Peer(format!(
+                "tick {i}: {} of {} symbols refreshed",
+                report.continued + report.recomputed,
+                self.full.len()
+            )));
+        }
+        self.next += 1;
+        Ok(ms)
+    }
+}
+
+/// Runs the benchmark in `dir`.
+pub fn run(
+    dir: &Path,
+    opts: &LiveOptions,
+    mut emit: impl FnMut(&BenchLine),
+) -> Result<(), BenchError> {
+    let data = dir.join("main");
+    let mut live = Live::new(&data, opts.symbols, opts.bars, opts.warm_ticks + opts.ticks)?;
+    for _ in 0..opts.warm_ticks {
+        live.tick()?;
+    }
+    let (w0, d0) = (written()?, dir_bytes(&data)?);
+    let mut ms = Vec::with_capacity(opts.ticks);
+    for _ in 0..opts.ticks {
+        ms.push(live.tick()?);
+    }
+    let (w1, d1) = (written()?, dir_bytes(&data)?);
+    drop(live);
+    let ticks = opts.ticks.max(1) as f64;
+    emit(&line("tick_ms_p50", quantile(&mut ms, 0.5), "ms"));
+    emit(&line("tick_ms_p99", quantile(&mut ms, 0.99), "ms"));
+    let new_bytes = (opts.symbols * 20 * 8) as f64;
+    let per_tick = (w1 - w0) as f64 / ticks;
+    emit(&line("bytes_written_per_tick", per_tick, "bytes"));
+    emit(&line(
+        "dir_growth_per_tick",
+        (d1 as f64 - d0 as f64) / ticks,
+        "bytes",
+    ));
+    emit(&line("new_value_bytes_per_tick", new_bytes, "bytes"));
+    emit(&line("written_vs_new", per_tick / new_bytes, "ratio"));
+    let mut floors = (0..opts.ticks.max(1))
+        .map(|_| crate::e2e::floor(dir, new_bytes as u64).map(|s| s * 1e3))
+        .collect::<Result<Vec<f64>, _>>()?;
+    let floor_ms = quantile(&mut floors, 0.5);
+    emit(&line("floor_ms", floor_ms, "ms"));
+    emit(&line(
+        "tick_vs_floor",
+        quantile(&mut ms, 0.5) / floor_ms,
+        "ratio",
+    ));
+    std::fs::remove_dir_all(&data).map_err(|e| BenchError::Io(data.display().to_string(), e))?;
+
+    let mut medians = Vec::new();
+    for (name, bars) in [("short", opts.bars), ("long", opts.long_bars)] {
+        let data = dir.join(name);
+        let mut live = Live::new(
+            &data,
+            opts.ratio_symbols,
+            bars,
+            opts.warm_ticks + opts.ticks,
+        )?;
+        for _ in 0..opts.warm_ticks {
+            live.tick()?;
+        }
+        let mut ms = (0..opts.ticks)
+            .map(|_| live.tick())
+            .collect::<Result<Vec<f64>, _>>()?;
+        drop(live);
+        std::fs::remove_dir_all(&data)
+            .map_err(|e| BenchError::Io(data.display().to_string(), e))?;
+        medians.push(quantile(&mut ms, 0.5));
+    }
+    emit(&line("tick_ms_short", medians[0], "ms"));
+    emit(&line("tick_ms_long", medians[1], "ms"));
+    emit(&line("history_ratio", medians[1] / medians[0], "ratio"));
+    Ok(())
+}
