@@ -4,6 +4,7 @@
 //! ([`BarsRead`]).
 
 use crate::error::{Result, StoreError};
+use crate::job::{Enqueued, NewJob};
 use crate::names::Symbol;
 
 /// One bar. `vwap` is NaN when the source has none.
@@ -232,7 +233,15 @@ pub struct IngestReport {
     pub rows: u64,
     /// Staged bars dropped as the later side of a [`Conflict`].
     pub conflicts: u64,
+    /// The jobs [`BarIngest::commit_with`]'s follow-up made, as enqueued in
+    /// the ingest's commit.
+    pub follow_ups: Vec<Enqueued>,
 }
+
+/// What [`BarIngest::commit_with`] asks for the work new bars imply: it
+/// hears the symbols whose bars change, with their new data versions, and
+/// returns the jobs to enqueue with them.
+pub type FollowUp<'a> = dyn FnMut(&[(Symbol, DataVersion)]) -> Result<Vec<NewJob>> + 'a;
 
 /// An ingest in progress: bars are staged, then committed all at once, or
 /// not at all (dropping a session without committing changes nothing).
@@ -255,7 +264,24 @@ pub trait BarIngest {
     /// Makes every staged bar durable in one commit, or nothing.
     /// `on_conflict` hears each [`Conflict`]: an error from it aborts the
     /// ingest; `Ok` drops the later bar and goes on.
-    fn commit(self, on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>) -> Result<IngestReport>;
+    fn commit(self, on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>) -> Result<IngestReport>
+    where
+        Self: Sized,
+    {
+        self.commit_with(on_conflict, &mut |_| Ok(Vec::new()))
+    }
+
+    /// [`BarIngest::commit`], with the work the new bars imply in the same
+    /// commit: `follow_up` hears the symbols whose bars change, with their
+    /// new data versions, and the jobs it returns are enqueued with the
+    /// bars, so that a crash leaves both or neither (never new bars with
+    /// stale features and nothing queued). An error from it, or a queue
+    /// that cannot take the jobs, aborts the ingest.
+    fn commit_with(
+        self,
+        on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+        follow_up: &mut FollowUp<'_>,
+    ) -> Result<IngestReport>;
 }
 
 /// A symbol's bars in a time range, as a backend reads them: in place where

@@ -45,7 +45,9 @@ pub mod prelude {
 }
 
 pub use backend::{Backend, BarStore, CheckReport, EventLog, JobQueue, ResultStore, Watermark};
-pub use bars::{Bar, BarColumns, BarIngest, BarsRead, Conflict, DataVersion, IngestReport};
+pub use bars::{
+    Bar, BarColumns, BarIngest, BarsRead, Conflict, DataVersion, FollowUp, IngestReport,
+};
 pub use config::{ATTEMPTS_MAX_LIMIT, Clock, QueueConfig, RetryPolicy};
 pub use error::{Result, StoreError};
 pub use job::{

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use kiln_core::{
-    Backend, BarColumns, BarIngest, CancelOutcome, Enqueued, FrameRead, IngestReport, JobId,
-    JobState, NewJob, Priority, StoreError, Symbol,
+    Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, FrameRead, IngestReport,
+    JobId, JobState, NewJob, Priority, StoreError, Symbol,
 };
 
 use super::{COMPUTE, Engine, EngineError, REFRESH, state};
 use crate::features::{FeatureSpec, Plan};
-use crate::market::{IngestOptions, IngestSummary, ingest_files};
+use crate::market::{IngestOptions, IngestSummary, ingest_files_with};
 
 /// What a retry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,21 +24,24 @@ pub enum RetryOutcome {
 }
 
 impl<B: Backend> Engine<B> {
-    /// Ingests files (see [`ingest_files`]) and queues a `refresh` for every
-    /// changed symbol that has stored features, so they follow the new bars.
+    /// Ingests files (see [`ingest_files_with`]) and, in the same commit,
+    /// queues `refresh` jobs for every changed symbol that has stored
+    /// features, so they follow the new bars (a crash keeps both or
+    /// neither).
     pub fn ingest(
         &self,
         paths: &[std::path::PathBuf],
         opts: &IngestOptions,
         progress: &mut dyn FnMut(crate::market::Progress),
     ) -> Result<(IngestSummary, Vec<Enqueued>), EngineError> {
-        let summary = ingest_files(&self.store, paths, opts, progress)?;
-        let enqueued = self.refresh_changed(&summary.changed_symbols)?;
+        let mut follow_up = |changed: &[(Symbol, DataVersion)]| self.refresh_jobs(changed);
+        let mut summary = ingest_files_with(&self.store, paths, opts, progress, &mut follow_up)?;
+        let enqueued = std::mem::take(&mut summary.follow_ups);
         Ok((summary, enqueued))
     }
 
-    /// Stores bars held in memory (the synthetic universe, say) as one
-    /// all-or-nothing ingest, and queues refreshes like [`Engine::ingest`].
+    /// Stores bars held in memory (the synthetic universe, a tick) as one
+    /// all-or-nothing ingest, with refreshes like [`Engine::ingest`].
     pub fn ingest_columns(
         &self,
         source: &str,
@@ -49,14 +52,16 @@ impl<B: Backend> Engine<B> {
         for (symbol, cols) in bars {
             session.stage(symbol, src, cols, &[])?;
         }
-        let report = session.commit(&mut |c| {
-            Err(StoreError::Conflict(format!(
-                "{} at {} appears twice with different values",
-                c.symbol, c.ts
-            )))
-        })?;
-        let changed: Vec<Symbol> = report.changed.iter().map(|(s, _)| s.clone()).collect();
-        let enqueued = self.refresh_changed(&changed)?;
+        let mut report = session.commit_with(
+            &mut |c| {
+                Err(StoreError::Conflict(format!(
+                    "{} at {} appears twice with different values",
+                    c.symbol, c.ts
+                )))
+            },
+            &mut |changed| self.refresh_jobs(changed),
+        )?;
+        let enqueued = std::mem::take(&mut report.follow_ups);
         Ok((report, enqueued))
     }
 
@@ -83,36 +88,53 @@ impl<B: Backend> Engine<B> {
         self.refresh_changed(&stale)
     }
 
-    /// Queues refreshes for those of `symbols` that have plan frames, up to
-    /// `refresh_job_symbols` symbols per job: one tick of many symbols is a
-    /// few jobs, not one per symbol.
+    /// Queues refreshes for those of `symbols` that have plan frames (see
+    /// [`Engine::refresh_jobs`]).
     fn refresh_changed(&self, symbols: &[Symbol]) -> Result<Vec<Enqueued>, EngineError> {
-        let mut with_frames = Vec::new();
-        for symbol in symbols {
-            if self.store.frames(symbol)?.iter().any(state::is_plan) {
-                with_frames.push(symbol.clone());
-            }
-        }
-        let versions = self.store.data_versions(&with_frames)?;
-        let mut refresh = Vec::new();
-        let size = self.config.refresh_job_symbols;
-        for (chunk, versions) in with_frames.chunks(size).zip(versions.chunks(size)) {
-            let mut key = String::from(REFRESH);
-            for (s, v) in chunk.iter().zip(versions) {
-                key.push_str(&format!(":{s}@{:016x}", v.map_or(0, |v| v.hash)));
-            }
-            if key.len() > kiln_core::IDEMPOTENCY_KEY_BYTES_MAX {
-                key = format!("{REFRESH}:{:016x}", fnv1a(key.as_bytes()));
-            }
-            refresh.push(
-                NewJob::new(REFRESH, Vec::new())
-                    .symbols(chunk.to_vec())
-                    .priority(Priority::Normal)
-                    .idempotency_key(key),
-            );
-        }
+        let versions = self.store.data_versions(symbols)?;
+        let changed: Vec<(Symbol, DataVersion)> = symbols
+            .iter()
+            .zip(versions)
+            .filter_map(|(s, v)| Some((s.clone(), v?)))
+            .collect();
         // Not refused by an open breaker: the bars they follow are committed.
-        Ok(self.enqueue_chunked(refresh)?)
+        Ok(self.enqueue_chunked(self.refresh_jobs(&changed)?)?)
+    }
+
+    /// The refresh jobs for those of `changed` that have plan frames, up to
+    /// `refresh_job_symbols` symbols per job (more when that would make
+    /// more jobs than one store call takes): one tick of many symbols is a
+    /// few jobs, not one per symbol. The same symbols at the same data
+    /// versions while the job is unfinished are that job.
+    fn refresh_jobs(&self, changed: &[(Symbol, DataVersion)]) -> Result<Vec<NewJob>, StoreError> {
+        let mut with_frames = Vec::new();
+        for (symbol, version) in changed {
+            if self.store.frames(symbol)?.iter().any(state::is_plan) {
+                with_frames.push((symbol, version));
+            }
+        }
+        let batch = self.store.queue_config().batch_jobs_max.max(1);
+        let size = self
+            .config
+            .refresh_job_symbols
+            .max(with_frames.len().div_ceil(batch))
+            .max(1);
+        Ok(with_frames
+            .chunks(size)
+            .map(|chunk| {
+                let mut key = String::from(REFRESH);
+                for (s, v) in chunk {
+                    key.push_str(&format!(":{s}@{:016x}", v.hash));
+                }
+                if key.len() > kiln_core::IDEMPOTENCY_KEY_BYTES_MAX {
+                    key = format!("{REFRESH}:{:016x}", fnv1a(key.as_bytes()));
+                }
+                NewJob::new(REFRESH, Vec::new())
+                    .symbols(chunk.iter().map(|(s, _)| (*s).clone()).collect())
+                    .priority(Priority::Normal)
+                    .idempotency_key(key)
+            })
+            .collect())
     }
 
     /// Queues `compute` jobs for `specs` over `symbols` (all must have bars).

@@ -8,7 +8,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln_core::{Bar, BarColumns, BarIngest, BarStore, Conflict, IngestReport, Symbol};
+use kiln_core::{
+    Bar, BarColumns, BarIngest, BarStore, Conflict, Enqueued, FollowUp, IngestReport, Symbol,
+};
 
 use super::{Format, Location, MarketError, OnError, RowError, TsUnit};
 
@@ -58,6 +60,8 @@ pub struct IngestSummary {
     pub changed: usize,
     /// Which symbols those are.
     pub changed_symbols: Vec<Symbol>,
+    /// The jobs the follow-up of [`ingest_files_with`] enqueued with the bars.
+    pub follow_ups: Vec<Enqueued>,
     /// Wall time, in seconds.
     pub seconds: f64,
 }
@@ -328,7 +332,7 @@ impl<'s, I: BarIngest> Loader<'s, I> {
     /// Commits the session. A conflict the store finds between rows staged
     /// in different buffers rejects the ingest, or is reported and skipped.
     /// Returns the store's report, the rows kept and the rows rejected.
-    fn commit(self) -> Result<(IngestReport, u64, u64), MarketError> {
+    fn commit(self, follow_up: &mut FollowUp<'_>) -> Result<(IngestReport, u64, u64), MarketError> {
         let Loader {
             session,
             mut rejects,
@@ -336,7 +340,7 @@ impl<'s, I: BarIngest> Loader<'s, I> {
             ..
         } = self;
         let mut first_error: Option<MarketError> = None;
-        let committed = session.commit(&mut |c: &Conflict| {
+        let mut on_conflict = |c: &Conflict| {
             let first = c.first_at.map_or_else(
                 || "an earlier row".to_owned(),
                 |a| rejects.locate(c.source, a).1.to_string(),
@@ -353,7 +357,8 @@ impl<'s, I: BarIngest> Loader<'s, I> {
                     first_error.get_or_insert(e);
                     kiln_core::StoreError::Conflict(text)
                 })
-        });
+        };
+        let committed = session.commit_with(&mut on_conflict, follow_up);
         let report = match (committed, first_error) {
             (Ok(r), _) => r,
             (Err(_), Some(e)) => return Err(e),
@@ -445,6 +450,18 @@ pub fn ingest_files<B: BarStore>(
     opts: &IngestOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<IngestSummary, MarketError> {
+    ingest_files_with(store, paths, opts, progress, &mut |_| Ok(Vec::new()))
+}
+
+/// [`ingest_files`], with the jobs `follow_up` makes from the symbols whose
+/// bars change enqueued in the same commit (see `BarIngest::commit_with`).
+pub fn ingest_files_with<B: BarStore>(
+    store: &B,
+    paths: &[PathBuf],
+    opts: &IngestOptions,
+    progress: &mut dyn FnMut(Progress),
+    follow_up: &mut FollowUp<'_>,
+) -> Result<IngestSummary, MarketError> {
     let started = Instant::now();
     if opts.buffer_rows == 0 {
         return Err(MarketError::Options("buffer_rows must be positive".into()));
@@ -473,7 +490,7 @@ pub fn ingest_files<B: BarStore>(
         }
         loader.flush()?;
     }
-    let (report, rows, rejected) = loader.commit()?;
+    let (report, rows, rejected) = loader.commit(follow_up)?;
     Ok(IngestSummary {
         files: paths.len(),
         rows,
@@ -481,6 +498,7 @@ pub fn ingest_files<B: BarStore>(
         symbols: report.changed.len() + report.unchanged.len(),
         changed: report.changed.len(),
         changed_symbols: report.changed.iter().map(|(s, _)| s.clone()).collect(),
+        follow_ups: report.follow_ups,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use export::{ExportFormat, ExportOptions, ExportSummary, export};
-pub use ingest::{IngestOptions, IngestSummary, Progress, ingest_files};
+pub use ingest::{IngestOptions, IngestSummary, Progress, ingest_files, ingest_files_with};
 pub use time::{TsUnit, format_iso, parse_iso};
 
 /// Input file formats.

@@ -28,7 +28,8 @@ use std::sync::atomic::Ordering;
 use rkyv::util::AlignedVec;
 
 use kiln_core::{
-    Bar, BarColumns, BarIngest, Conflict, DataVersion, IngestReport, Result, StoreError, Symbol,
+    Bar, BarColumns, BarIngest, Conflict, DataVersion, FollowUp, IngestReport, Result, StoreError,
+    Symbol,
 };
 
 use crate::bars::{
@@ -207,9 +208,10 @@ impl BarIngest for IngestSession {
 
     /// Plans every symbol against what is stored and hands all plans to the
     /// writer, which applies them in one group commit, or none of them.
-    fn commit(
+    fn commit_with(
         mut self,
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
+        follow_up: &mut FollowUp<'_>,
     ) -> Result<IngestReport> {
         self.flush()?;
         if let Some(cause) = &self.failed {
@@ -242,6 +244,7 @@ impl BarIngest for IngestSession {
             if plans.is_empty() {
                 return Ok(report);
             }
+            let jobs = follow_up(&report.changed)?;
             let used: HashSet<(u32, u64)> = plans
                 .iter()
                 .flat_map(|p| &p.add)
@@ -249,9 +252,10 @@ impl BarIngest for IngestSession {
                 .collect();
             match self
                 .store
-                .call(|reply| Op::Apply(Apply::IngestBars { plans, reply }))
+                .call(|reply| Op::Apply(Apply::IngestBars { plans, jobs, reply }))
             {
-                Ok(()) => {
+                Ok(enqueued) => {
+                    report.follow_ups = enqueued;
                     // What the plans did not index (locations, merged-away
                     // pieces) is garbage now; dropping the session releases it.
                     self.staged

@@ -157,3 +157,54 @@ pub fn a_dropped_session_leaves_nothing_and_unsorted_input_is_refused<H: Harness
     assert!(store.bar_symbols().expect("symbols").is_empty());
     assert!(store.check().expect("check").problems.is_empty());
 }
+
+pub fn follow_up_jobs_commit_with_the_bars_or_the_ingest_is_refused<H: Harness>(harness: &mut H) {
+    use crate::{JobQueue, JobState, NewJob, StoreError};
+    let store = harness.open(QueueConfig {
+        queue_depth_max: 2,
+        ..QueueConfig::default()
+    });
+    let commit = |parts: &[(&str, crate::BarColumns)], jobs: usize| {
+        let mut s = store.bar_ingest().expect("session");
+        let src = s.source("test");
+        for (name, c) in parts {
+            s.stage(&sym(name), src, c, &[]).expect("stage");
+        }
+        s.commit_with(&mut refuse, &mut |changed| {
+            assert!(!changed.is_empty());
+            Ok((0..jobs)
+                .map(|i| {
+                    NewJob::new("refresh", vec![])
+                        .symbols(vec![changed[i % changed.len()].0.clone()])
+                })
+                .collect())
+        })
+    };
+    let r = commit(&[("A", cols(0..10, 0.0)), ("B", cols(0..5, 0.0))], 1).expect("ingest");
+    assert_eq!(r.changed.len(), 2);
+    assert_eq!(r.follow_ups.len(), 1);
+    let job = store
+        .job(r.follow_ups[0].id())
+        .expect("read")
+        .expect("enqueued with the bars");
+    assert_eq!(job.state, JobState::Queued);
+    let before = store.data_version(&sym("A")).expect("v");
+
+    // A queue that cannot take the jobs refuses the ingest: no new bars.
+    let e = commit(&[("A", cols(10..12, 0.0))], 5).expect_err("queue full");
+    assert!(matches!(e, StoreError::QueueFull { .. }), "{e}");
+    assert_eq!(store.data_version(&sym("A")).expect("v"), before);
+    // So does an error from the follow-up.
+    let mut s = store.bar_ingest().expect("session");
+    let src = s.source("test");
+    s.stage(&sym("A"), src, &cols(10..12, 0.0), &[])
+        .expect("stage");
+    let e = s
+        .commit_with(&mut refuse, &mut |_| {
+            Err(StoreError::invalid("follow-up", "no"))
+        })
+        .expect_err("refused");
+    assert!(e.to_string().contains("no"), "{e}");
+    assert_eq!(store.data_version(&sym("A")).expect("v"), before);
+    assert_eq!(store.stats().expect("stats").waiting(), 1);
+}

@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
             a_later_source_wins_even_between_pieces_of_an_earlier_one,
             many_small_appends_and_back_fills_keep_versions_exact,
             a_dropped_session_leaves_nothing_and_unsorted_input_is_refused,
+            follow_up_jobs_commit_with_the_bars_or_the_ingest_is_refused,
         );
     };
     (@tests $harness:expr; $module:ident: $($name:ident),* $(,)?) => {

@@ -2,7 +2,7 @@
 //! (unindexed, so a session holds little in memory), releasing what a
 //! session did not index, and applying an ingest's plans, all or none.
 
-use kiln_core::{DataVersion, Result, StoreError, Symbol};
+use kiln_core::{DataVersion, Enqueued, NewJob, Result, StoreError, Symbol};
 
 use super::Writer;
 use crate::bars::{VersionRecord, decode_version};
@@ -47,8 +47,14 @@ impl Writer {
     }
 
     /// Checks every plan against the current data versions and every value
-    /// it replaces, then applies them: all, or (on an error) none.
-    pub(super) fn ingest_bars(&mut self, plans: Vec<BarPlan>) -> Result<()> {
+    /// it replaces, enqueues `jobs`, then applies the plans: all of it, or
+    /// (on an error) nothing.
+    pub(super) fn ingest_bars(
+        &mut self,
+        plans: Vec<BarPlan>,
+        jobs: Vec<NewJob>,
+        now: u64,
+    ) -> Result<Vec<Enqueued>> {
         let mut released = Vec::new();
         for p in &plans {
             let current = decode_version(
@@ -70,6 +76,13 @@ impl Writer {
                 }
             }
         }
+        // Last of the checks: a queue that cannot take the jobs refuses the
+        // ingest before anything of it is written.
+        let enqueued = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            self.queue.enqueue(jobs, now)?
+        };
         for old in &released {
             self.vlog.release(old);
         }
@@ -94,6 +107,6 @@ impl Writer {
                 .to_vec(),
             );
         }
-        Ok(())
+        Ok(enqueued)
     }
 }

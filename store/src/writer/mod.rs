@@ -126,10 +126,12 @@ pub(crate) enum Apply {
     },
     /// An ingest session ended without indexing these staged records.
     UnstageBars { entries: Vec<IndexEntry> },
-    /// Applies an ingest's plans, all or none.
+    /// Applies an ingest's plans and enqueues the jobs they imply, all or
+    /// none.
     IngestBars {
         plans: Vec<BarPlan>,
-        reply: Sender<Result<()>>,
+        jobs: Vec<NewJob>,
+        reply: Sender<Result<Vec<Enqueued>>>,
     },
     /// Test support: the group's commit fails as an I/O error would.
     #[cfg(feature = "test-hooks")]
@@ -174,9 +176,10 @@ impl Op {
                 Apply::Complete { reply, .. } => refuse(reply, cause),
                 Apply::Fail { reply, .. } => refuse(reply, cause),
                 Apply::Cancel { reply, .. } => refuse(reply, cause),
-                Apply::Checkpoint { reply, .. }
-                | Apply::SetPaused { reply, .. }
-                | Apply::IngestBars { reply, .. } => refuse(reply, cause),
+                Apply::Checkpoint { reply, .. } | Apply::SetPaused { reply, .. } => {
+                    refuse(reply, cause)
+                }
+                Apply::IngestBars { reply, .. } => refuse(reply, cause),
                 Apply::Purge { reply, .. } => refuse(reply, cause),
                 Apply::History { reply, .. } => refuse(reply, cause),
                 Apply::StageBars { reply, .. } => refuse(reply, cause),
@@ -534,8 +537,8 @@ impl Writer {
                 hold(acks, reply, v);
             }
             Apply::UnstageBars { entries } => self.unstage_bars(&entries),
-            Apply::IngestBars { plans, reply } => {
-                let v = self.ingest_bars(plans);
+            Apply::IngestBars { plans, jobs, reply } => {
+                let v = self.ingest_bars(plans, jobs, now);
                 hold(acks, reply, v);
             }
             #[cfg(feature = "test-hooks")]
