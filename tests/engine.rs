@@ -493,3 +493,75 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
     );
     assert_eq!(check(&engine), (vec![], 0));
 }
+
+#[test]
+fn a_plan_frame_whose_state_was_lost_is_recomputed_from_its_labels() {
+    use kiln::store::{FrameKey, FrameRead, FrameRows, FrameWrite, SeriesRead};
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
+    let full = kiln::market::synth::universe(1, 201, 5);
+    let (s, cols) = &full[0];
+    engine
+        .ingest_columns("history", &[(s.clone(), cols.slice(0, 200))])
+        .expect("ingest");
+    let specs = parse_list(SPECS).expect("specs");
+    let plan = Plan::new(&specs);
+    engine
+        .submit(std::slice::from_ref(s), &specs, Priority::Normal)
+        .expect("submit");
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    // The frame as a power loss in relaxed mode can leave it: rows, no state.
+    let key = FrameKey::new(s.clone(), format!("@plan:{:016x}", plan.fingerprint())).expect("key");
+    let head = engine.store().frame(&key).expect("read").expect("stored");
+    let columns: Vec<Vec<f64>> = plan
+        .output_labels()
+        .iter()
+        .map(|l| {
+            engine
+                .feature(s, l)
+                .expect("read")
+                .expect("stored")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let store = engine.store();
+    store.enqueue(NewJob::new("test", vec![])).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    let stateless = FrameWrite {
+        key: key.clone(),
+        rows: FrameRows::Replace {
+            labels: plan.output_labels().to_vec(),
+        },
+        covers: head.covers(),
+        columns,
+        state: None,
+    };
+    store
+        .complete(lease.token, vec![stateless])
+        .expect("complete");
+    assert!(
+        store
+            .frame(&key)
+            .expect("read")
+            .expect("stored")
+            .state()
+            .is_none()
+    );
+
+    let (_, queued) = engine
+        .ingest_columns("tick", &[(s.clone(), cols.slice(200, 201))])
+        .expect("ingest");
+    assert_eq!(queued.len(), 1);
+    let report = engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!((report.continued, report.recomputed), (0, 1));
+    assert_stored_equals_direct(&engine, s.as_str(), &plan);
+    assert!(
+        store
+            .frame(&key)
+            .expect("read")
+            .expect("stored")
+            .state()
+            .is_some()
+    );
+}

@@ -35,6 +35,21 @@ struct Refreshed {
     recomputed: u64,
 }
 
+/// The plan whose outputs are `labels`, in order, if there is one.
+fn plan_of_labels(labels: &[String]) -> Option<Plan> {
+    let mut specs = Vec::new();
+    for label in labels {
+        let (_, found) = super::read::resolve_features(label).ok()?;
+        for spec in found {
+            if !specs.contains(&spec) {
+                specs.push(spec);
+            }
+        }
+    }
+    let plan = Plan::new(&specs);
+    (plan.output_labels() == labels).then_some(plan)
+}
+
 /// The digest of bar `i` of a view (see `DataVersion::hash`).
 fn digest(v: &impl BarsRead, i: usize) -> u64 {
     Bar {
@@ -130,9 +145,22 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             let Some((saved_at, payload)) = head.state() else {
-                // Nothing to continue from, and no plan to recompute: the
-                // frame stays stale until its features are submitted again.
-                tracing::warn!(frame = %key, "a stale plan frame without a saved state");
+                // The state was lost (a power loss in relaxed mode): the
+                // plan is the one whose outputs the labels are.
+                match plan_of_labels(head.labels()) {
+                    Some(plan) if state::key(symbol, &plan)? == key => {
+                        let Some(bars) = self.store.bars(symbol, ..)? else {
+                            return Err(Setback::Data(format!("{symbol} has no bars")));
+                        };
+                        let write = compute_symbol(&plan, &plan.text(), symbol, &bars)
+                            .map_err(Setback::Data)?;
+                        out.recomputed += 1;
+                        out.results.push(write);
+                    }
+                    _ => {
+                        tracing::warn!(frame = %key, "a stale frame without a saved state or a plan")
+                    }
+                }
                 continue;
             };
             let Some(saved) = SavedState::decode(payload) else {

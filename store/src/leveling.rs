@@ -38,3 +38,29 @@ pub(crate) fn merge_from(rows: &[usize], l: Leveling) -> Option<usize> {
     }
     from
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FOLD: Leveling = Leveling {
+        fanout: 32,
+        sealed_rows: 1024,
+    };
+
+    #[test]
+    fn thirty_two_chunks_of_a_class_merge_and_sealed_chunks_stay() {
+        // A body, 31 chunks of 32 rows and the 32nd fold of tails: one chunk
+        // of 1024 rows from the first 32-row chunk on.
+        let mut rows = vec![5000];
+        rows.extend([32; 31]);
+        rows.push(32);
+        assert_eq!(merge_from(&rows, FOLD), Some(1));
+        rows.pop();
+        assert_eq!(merge_from(&rows, FOLD), None, "31 are not enough");
+        // Sealed chunks never merge, however many.
+        assert_eq!(merge_from(&[1024; 40], FOLD), None);
+        // A fold of fewer than 32 tails starts its own class.
+        assert_eq!(merge_from(&[5000, 7], FOLD), None);
+    }
+}

@@ -53,9 +53,10 @@ impl Space {
     ];
 
     /// Keyspaces whose values may point into the value log.
-    pub(crate) const POINTERS: [Space; 4] = [
+    pub(crate) const POINTERS: [Space; 5] = [
         Space::Frames,
         Space::Chunks,
+        Space::Tails,
         Space::Bars,
         Space::LegacyResults,
     ];

@@ -679,3 +679,80 @@ fn an_appended_frame_reads_in_place_per_chunk_across_folds_compaction_and_reopen
     expect(&store);
     assert_eq!(store.check().expect("check").problems, Vec::<String>::new());
 }
+
+#[test]
+fn a_power_loss_in_relaxed_mode_cuts_a_frame_back_to_its_rows_on_disk() {
+    use kiln_store::{Coverage, FrameKey, FrameRead, FrameRows, FrameWrite};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relaxed = StoreConfig {
+        durability: Durability::Relaxed,
+        tick_ms: 3_600_000,
+        // Tails and states in the value log, where a power loss reaches them.
+        inline_series_bytes_max: 0,
+        ..StoreConfig::default()
+    };
+    let covers = |bars: u64| Coverage {
+        bars,
+        last_ts: bars as i64,
+        hash: bars,
+    };
+    let key = FrameKey::new(sym("A"), "@plan:1").expect("key");
+    let write = |rows: FrameRows, from: u64, to: u64, state: Option<u8>| FrameWrite {
+        key: key.clone(),
+        rows,
+        covers: covers(to),
+        columns: vec![(from..to).map(|r| r as f64).collect()],
+        state: state.map(|s| vec![s; 100]),
+    };
+    let run = |store: &Store, w: FrameWrite| {
+        store.enqueue(job("w")).expect("e");
+        let lease = store.claim(1).expect("claim").remove(0);
+        store.complete(lease.token, vec![w]).expect("complete");
+    };
+    {
+        let store = Store::open(dir.path(), relaxed.clone()).expect("open");
+        let labels = vec!["a".to_string()];
+        run(&store, write(FrameRows::Replace { labels }, 0, 10, Some(1)));
+        run(
+            &store,
+            write(FrameRows::Append { after: covers(10) }, 10, 11, None),
+        );
+        store.sync().expect("sync");
+        // Past the synced mark: two tails, the second with a state.
+        run(
+            &store,
+            write(FrameRows::Append { after: covers(11) }, 11, 12, None),
+        );
+        run(
+            &store,
+            write(FrameRows::Append { after: covers(12) }, 12, 13, Some(2)),
+        );
+        store.simulate_power_loss(true).expect("power loss");
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let r = store.recovery_report();
+    assert_eq!((r.vlog.lost_records, r.rerun_lost), (3, 2), "{r:?}");
+    let view = store
+        .series(&SeriesKey::new(sym("A"), "a").expect("key"))
+        .expect("read")
+        .expect("kept");
+    assert_eq!(
+        &*view.values(),
+        &(0..11).map(|r| r as f64).collect::<Vec<_>>()[..]
+    );
+    let head = store.frame(&key).expect("read").expect("kept");
+    assert_eq!(head.covers(), covers(11), "cut back to the rows on disk");
+    // The head had moved to the lost state (the one before was released):
+    // the frame keeps its rows and no state (the engine recomputes it).
+    assert_eq!(head.state(), None, "the lost state is gone");
+    assert_eq!(store.check().expect("check").problems, Vec::<String>::new());
+    // The frame takes appends again from where it now ends.
+    run(
+        &store,
+        write(FrameRows::Append { after: covers(11) }, 11, 12, None),
+    );
+    assert_eq!(
+        store.frame(&key).expect("read").expect("kept").covers(),
+        covers(12)
+    );
+}
