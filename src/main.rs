@@ -2,6 +2,16 @@
 //! command to its handler in `cli`. Errors are one line on stderr and exit
 //! status 1.
 
+/// Writes one line to stderr, like `eprintln!`, but a line that cannot be
+/// written (a full disk under `2>log`, a daemon whose stderr is gone) is
+/// dropped: `eprintln!` panics then, and a message must never crash kiln.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 
 use std::process::ExitCode;
@@ -54,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln: {e:#}");
+            say!("kiln: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -593,7 +593,7 @@ fn health_turns_degraded_past_the_queue_bound_and_unhealthy_when_poisoned() {
         ),
         (Some(false), Some(3))
     );
-    store.inject_commit_failure().expect("inject");
+    store.inject_commit_failure(false).expect("inject");
     assert!(
         store
             .enqueue(NewJob::new("compute", b"sma(9)".to_vec()))

@@ -271,6 +271,60 @@ fn a_missing_file_or_a_file_for_a_directory_is_named_once() {
     );
 }
 
+/// stderr on a full disk (`/dev/full` fails every write with ENOSPC):
+/// messages, warnings and logs are dropped, the commands still work.
+#[test]
+fn messages_that_cannot_be_written_never_crash_kiln() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let full = || {
+        Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        )
+    };
+    let run = |args: &[&str]| {
+        kiln_command(args)
+            .env("KILN_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(full())
+            .status()
+            .expect("run kiln")
+            .code()
+    };
+    let missing = scratch.path().join("missing.csv");
+    let missing = missing.to_str().expect("utf-8");
+    assert_eq!(
+        run(&["--data", data, "ingest", missing]),
+        Some(1),
+        "an error"
+    );
+    kiln_ok(&["--data", data, "ingest", "--map", SAMPLE_MAP, SAMPLE]);
+    assert_eq!(
+        run(&[
+            "--data",
+            data,
+            "submit",
+            "--symbols",
+            "AAPL",
+            "--features",
+            "sma(5)"
+        ]),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["--data", data, "run", "--until-idle", "--watch"]),
+        Some(0)
+    );
+    // No process serves the events: said on stderr, which fails.
+    assert_eq!(run(&["--data", data, "watch"]), Some(0));
+    let out = kiln_ok(&["--data", data, "features", "AAPL", "sma(5)", "--tail", "1"]);
+    assert!(!out.stdout.is_empty(), "the run's results are there");
+}
+
 #[test]
 fn demo_runs_end_to_end_and_the_commands_read_its_results() {
     let scratch = tempfile::tempdir().expect("tempdir");

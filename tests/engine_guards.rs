@@ -127,7 +127,7 @@ fn store_outages_open_the_breaker_and_it_shows() {
     };
     let (engine, symbols) = engine(dir.path(), config, 3);
     let specs = parse_list("sma(3)").expect("specs");
-    engine.store().inject_commit_failure().expect("inject");
+    engine.store().inject_commit_failure(false).expect("inject");
     for _ in 0..2 {
         let e = engine
             .submit(&symbols[..1], &specs, Priority::Normal)
@@ -256,7 +256,7 @@ fn a_store_failure_during_a_run_ends_it_with_the_error() {
     engine
         .submit(&symbols, &specs, Priority::Normal)
         .expect("submit");
-    engine.store().inject_commit_failure().expect("inject");
+    engine.store().inject_commit_failure(false).expect("inject");
     let e = engine.run_until_idle(&mut |_| {}).expect_err("poisoned");
     assert!(
         e.to_string().contains("poisoned") || e.to_string().contains("injected"),
@@ -378,7 +378,7 @@ fn a_worker_reopens_the_store_after_a_write_failure_and_finishes() {
     engine
         .submit(&symbols, &specs, Priority::Normal)
         .expect("submit");
-    engine.store().inject_commit_failure().expect("inject");
+    engine.store().inject_commit_failure(false).expect("inject");
     let mut recorder = Recorder {
         reopens: Vec::new(),
     };
@@ -401,4 +401,44 @@ fn a_worker_reopens_the_store_after_a_write_failure_and_finishes() {
         40
     );
     assert!(engine.store().check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn a_failed_fsync_ends_the_worker_with_no_reopen_in_the_same_process() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = Config {
+        engine: EngineConfig {
+            breaker_recovery_ms: 10,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
+    };
+    let (engine, symbols) = engine(dir.path(), config.clone(), 40);
+    let specs = parse_list("sma(3),rsi(5)").expect("specs");
+    engine
+        .submit(&symbols, &specs, Priority::Normal)
+        .expect("submit");
+    engine.store().inject_commit_failure(true).expect("inject");
+    let mut recorder = Recorder {
+        reopens: Vec::new(),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let Err(e) = run_reopening(engine, &stop, true, 3, &mut recorder) else {
+        panic!("the worker went on after a failed fsync");
+    };
+    assert!(recorder.reopens.is_empty(), "{:?}", recorder.reopens);
+    let message = e.to_string();
+    assert!(message.contains("injected fsync failure"), "{message}");
+    assert!(message.contains("restart kiln"), "{message}");
+    // A new process (here: a new open once the old one is gone) recovers.
+    let engine = Engine::open(dir.path(), config).expect("reopen");
+    engine.run_until_idle(&mut |_| {}).expect("run");
+    assert_eq!(
+        engine
+            .store()
+            .stats()
+            .expect("stats")
+            .count(JobState::Succeeded),
+        40
+    );
 }

@@ -206,7 +206,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln: {e:#}");
+            // Not eprintln!, which panics when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "kiln: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -188,12 +188,20 @@ pub trait EventLog {
     /// first (`after = 0` starts at the oldest kept).
     fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
 
-    /// Where the store is now.
+    /// Where the store is now, as far as readers may see: a backend whose
+    /// commits are applied before they are durable shows (here and in
+    /// [`EventLog::events`]) only what is durable, so a crash never takes
+    /// back an event or a job id that a reader has seen.
     fn watermark(&self) -> Result<Watermark>;
 
     /// Waits until the watermark is other than `seen` (a job was added or
     /// an event appended) or `timeout` passed; returns it either way.
     fn wait_for_change(&self, seen: Watermark, timeout: Duration) -> Result<Watermark>;
+
+    /// Waits until everything committed so far is durable, `timeout` passed
+    /// or the store failed; returns whether it is. A reader that calls it
+    /// first then reads nothing a crash could take back.
+    fn wait_durable(&self, timeout: Duration) -> Result<bool>;
 }
 
 /// What an integrity scan found.

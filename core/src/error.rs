@@ -8,8 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// An operating-system I/O error, with what the store was doing.
-    #[error("{context}: {error}")]
+    /// An operating-system I/O error, with what the store was doing (a
+    /// full disk says so: the write was refused and nothing acknowledged is
+    /// lost).
+    #[error("{context}: {error}{}", full_disk_hint(error))]
     Io {
         /// What the store was doing, naming the file where there is one.
         context: String,
@@ -37,11 +39,30 @@ pub enum StoreError {
         /// The version this build reads and writes.
         expected: u32,
     },
-    /// A write failed earlier; the store refuses writes until it is reopened.
-    #[error("store is poisoned after a failed write ({cause}); reopen it to recover")]
+    /// An fsync failed. What was written since the last good fsync may be
+    /// lost whatever a retry says (the kernel drops the failed pages), so
+    /// the process that saw it must not write to the store again: the store
+    /// is poisoned for good and only a new process, whose recovery reads
+    /// what the disk kept, may reopen it.
+    #[error(
+        "{context}: {error} (an fsync failed: what was written since the last fsync may be \
+         lost, so this process stops writing to the store; restart kiln, whose recovery reads \
+         what the disk kept)"
+    )]
+    FsyncFailed {
+        /// What was being made durable, naming the file.
+        context: String,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// A write failed earlier; the store refuses writes until it is reopened
+    /// (`fatal`: the failure was an fsync, and only a new process may).
+    #[error("{}", poisoned_message(cause, *fatal))]
     Poisoned {
         /// The first failure.
         cause: String,
+        /// Whether it was a failed fsync ([`StoreError::FsyncFailed`]).
+        fatal: bool,
     },
     /// The store has been closed.
     #[error("store is closed")]
@@ -96,6 +117,22 @@ impl StoreError {
         }
     }
 
+    /// An fsync of `context` that failed (see [`StoreError::FsyncFailed`]).
+    pub fn fsync(context: impl Into<String>, error: std::io::Error) -> Self {
+        StoreError::FsyncFailed {
+            context: context.into(),
+            error,
+        }
+    }
+
+    /// Whether this process must not use the store again (a failed fsync).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::FsyncFailed { .. } | StoreError::Poisoned { fatal: true, .. }
+        )
+    }
+
     /// A bad input: `field` and why.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         StoreError::Invalid {
@@ -119,10 +156,28 @@ impl StoreError {
         matches!(
             self,
             StoreError::Io { .. }
+                | StoreError::FsyncFailed { .. }
                 | StoreError::Backend { .. }
                 | StoreError::Poisoned { .. }
                 | StoreError::Closed
         )
+    }
+}
+
+fn full_disk_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::StorageFull {
+        " (the disk is full: this write was refused and nothing acknowledged is lost; \
+         free space, and the store works again once reopened)"
+    } else {
+        ""
+    }
+}
+
+fn poisoned_message(cause: &str, fatal: bool) -> String {
+    if fatal {
+        format!("store is poisoned for this process after a failed fsync ({cause}); restart kiln")
+    } else {
+        format!("store is poisoned after a failed write ({cause}); reopen it to recover")
     }
 }
 

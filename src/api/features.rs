@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::cache::Answer;
 use super::jobs::outputs_within_bound;
-use super::reply::{Reply, json, symbol};
+use super::reply::{Reply, durable, json, symbol};
 use super::{ApiError, App, ClientKey, VALUES_MAX};
 use crate::engine::metrics::ReadResult;
 use crate::engine::resolve_features;
@@ -57,6 +57,7 @@ pub async fn get_feature<B: Backend>(
 ) -> Reply {
     let Path((sym, spec)) = path.map_err(ApiError::rejection)?;
     let symbol = symbol(&sym)?;
+    durable(app.engine.store()).await?;
     let Some(version) = app.engine.store().data_version(&symbol)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };
@@ -243,6 +244,7 @@ pub async fn latest_features<B: Backend>(
 ) -> Reply {
     let Path(sym) = path.map_err(ApiError::rejection)?;
     let symbol = symbol(&sym)?;
+    durable(app.engine.store()).await?;
     let Some(version) = app.engine.store().data_version(&symbol)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };

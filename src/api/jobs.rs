@@ -12,7 +12,7 @@ use kiln_core::prelude::*;
 use kiln_core::{CancelOutcome, JobState, Priority, StoreError};
 use serde::Deserialize;
 
-use super::reply::{Reply, blocking, job_id, json, symbol};
+use super::reply::{Reply, blocking, durable, job_id, json, symbol};
 use super::{ApiError, App, ClientKey, OUTPUTS_MAX};
 use crate::engine::{RetryOutcome, resolve_features};
 
@@ -97,6 +97,7 @@ pub async fn get_job<B: Backend>(
     path: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let id = job_id(path)?;
+    durable(app.engine.store()).await?;
     let job = app
         .engine
         .store()

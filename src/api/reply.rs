@@ -1,11 +1,12 @@
-//! What handlers share: JSON answers, checked path parameters, and running
-//! a blocking engine call off tokio's worker threads.
+//! What handlers share: JSON answers, checked path parameters, running a
+//! blocking engine call off tokio's worker threads, and the wait before a
+//! read for what is committed to be durable.
 
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_core::Symbol;
+use kiln_core::{Backend, Symbol};
 
 use super::ApiError;
 
@@ -41,4 +42,30 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
+}
+
+/// How long a read waits for the commits before it to become durable.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Before a read: waits (off the worker threads, and only when something
+/// committed is not durable yet) until everything committed is durable, so
+/// the reader sees nothing a crash could take back; 503 when the store
+/// failed meanwhile.
+pub(crate) async fn durable<B: Backend>(store: &B) -> Result<(), ApiError> {
+    if store.wait_durable(std::time::Duration::ZERO)? {
+        return Ok(());
+    }
+    let store = store.clone();
+    blocking(move || {
+        if store.wait_durable(DURABLE_WAIT)? {
+            return Ok(());
+        }
+        let cause = store.poisoned().unwrap_or_else(|| "still flushing".into());
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store",
+            format!("the commits before this read are not durable: {cause}"),
+        ))
+    })
+    .await
 }

@@ -193,7 +193,7 @@ pub fn features(ctx: &Ctx, out: &mut dyn Write, a: FeaturesArgs) -> anyhow::Resu
             format!("{symbol} {label} is not computed; run: kiln submit --symbols {symbol} --features \"{spec}\" --wait")
         })?;
         if o.result == ReadResult::Stale {
-            eprintln!(
+            say!(
                 "kiln: warning: {symbol} {label} was computed from older bars; kiln run --until-idle refreshes it"
             );
         }

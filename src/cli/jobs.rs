@@ -196,7 +196,7 @@ impl RunObserver for Worker {
     fn reopening(&mut self, error: &kiln::engine::EngineError, attempt: u32, wait: Duration) {
         self.feed = None;
         self.bar.suspend(|| {
-            eprintln!(
+            say!(
                 "kiln: the store failed: {error}; reopening it in {:.1} s (attempt {attempt} of {REOPENS_MAX})",
                 wait.as_secs_f64()
             );
@@ -234,7 +234,8 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: RunArgs) -> anyhow::Result<()> {
     worker.bar.finish_and_clear();
     let (engine, report) = result?;
     if let Some(after) = worker.watching {
-        print_events(&engine, ctx.json, &mut std::io::stderr(), after)?;
+        // Like every message on stderr: dropped if it cannot be written.
+        let _ = print_events(&engine, ctx.json, &mut std::io::stderr(), after);
     }
     drop(worker.feed.take());
     print_report(ctx, out, &report)?;
@@ -343,7 +344,7 @@ pub fn watch(ctx: &Ctx, out: &mut dyn Write, a: WatchArgs) -> anyhow::Result<()>
     let engine = ctx.engine()?;
     print_events(&engine, ctx.json, out, from)?;
     if !ctx.json {
-        eprintln!(
+        say!(
             "kiln: no kiln process is using {}; `kiln run` and `kiln serve` stream events live to `kiln watch`",
             dir.display()
         );
@@ -366,7 +367,7 @@ fn follow(ctx: &Ctx, out: &mut dyn Write, mut stream: UnixStream, from: u64) -> 
         out.flush()?;
     }
     if !ctx.json {
-        eprintln!("kiln: the kiln process serving the events has ended");
+        say!("kiln: the kiln process serving the events has ended");
     }
     Ok(())
 }

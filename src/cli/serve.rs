@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
         .or_else(|| std::env::var(TOKEN_ENV).ok())
         .filter(|t| !t.is_empty());
     if token.is_none() && !addr.ip().is_loopback() {
-        eprintln!(
+        say!(
             "kiln: warning: serving on {addr} without a token; anyone who can reach it may submit and ingest"
         );
     }
@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     let feed = match engine.serve_events() {
         Ok(f) => Some(f),
         Err(e) => {
-            eprintln!("kiln: warning: no event feed for `kiln watch`: {e}");
+            say!("kiln: warning: no event feed for `kiln watch`: {e}");
             None
         }
     };

@@ -8,7 +8,8 @@
 //! [`run_reopening`] is the long-running worker's loop (`kiln run`): when
 //! the store's write path fails, the store is poisoned until reopened, so it
 //! closes the engine, waits, reopens the directory (recovery returns the
-//! interrupted jobs to the queue) and goes on.
+//! interrupted jobs to the queue) and goes on — except after a failed
+//! fsync, which ends the process's use of the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +112,9 @@ pub trait RunObserver {
 const REOPEN_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Runs like [`Engine::run`]; when the store fails (an I/O or sled error,
-/// or the store poisoned by a failed write), closes the engine, waits
+/// or the store poisoned by a failed write, but never a failed fsync: that
+/// ends the run, as the process must not use the store again), closes the
+/// engine, waits
 /// (`breaker_recovery_ms`, doubling, at most 30 s), reopens the data
 /// directory and goes on, up to `reopens_max` times in a row (a run that
 /// gets jobs done in between starts the count again). Returns the engine
@@ -135,7 +138,7 @@ pub fn run_reopening(
         let report = match result {
             Ok(report) => report,
             Err(e)
-                if matches!(&e, EngineError::Store(s) if s.is_outage())
+                if matches!(&e, EngineError::Store(s) if s.is_outage() && !s.is_fatal())
                     && !stop.load(Ordering::SeqCst) =>
             {
                 attempt = if done > 0 { 1 } else { attempt + 1 };

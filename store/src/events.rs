@@ -2,7 +2,9 @@
 //! with a retry ahead, `dead`, `cancelled`), appended under a sequence
 //! number in the same batch as the state change it reports, and trimmed to
 //! the newest `events_max`. Readers follow it from a sequence number
-//! (`kiln watch`, server-sent events), waking on the writer's watermark.
+//! (`kiln watch`, server-sent events), waking on the writer's watermark,
+//! and see only what the watermark reveals (in `Sync` mode: what is
+//! durable, so a crash never takes back an event a reader has seen).
 
 use std::time::Duration;
 
@@ -16,8 +18,10 @@ use crate::store::Store;
 impl EventLog for Store {
     fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let start = u64_key(after.saturating_add(1));
+        let end = u64_key(self.shared().watermark().next_event_seq);
         self.spaces()
             .range_from(Space::Events, &start)
+            .take_while(|item| !matches!(item, Ok((k, _)) if k.as_slice() >= &end[..]))
             .take(limit)
             .map(|item| {
                 let (k, v) = item?;
@@ -25,6 +29,10 @@ impl EventLog for Store {
                 decode_event(seq, &v)
             })
             .collect()
+    }
+
+    fn wait_durable(&self, timeout: Duration) -> Result<bool> {
+        Ok(self.shared().wait_revealed(timeout))
     }
 
     fn watermark(&self) -> Result<Watermark> {

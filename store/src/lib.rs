@@ -50,6 +50,7 @@ mod disk;
 mod events;
 mod floor;
 mod frame;
+mod generation;
 mod ingest;
 mod keys;
 mod leveling;
@@ -65,6 +66,7 @@ mod writer;
 pub use bars::{BAR_CHUNK_ROWS_MAX, BarsView};
 pub use config::{Durability, StoreConfig};
 pub use floor::SledFloor;
+pub use generation::sled_dir;
 pub use ingest::IngestSession;
 pub use kiln_core::prelude;
 pub use kiln_core::{

@@ -331,6 +331,10 @@ pub(crate) const META_KEY: &[u8] = b"state";
 /// the value log is on disk up to this position (see `vlog`).
 pub(crate) const VLOG_SYNCED_KEY: &[u8] = b"vlog_synced";
 
+/// Meta key of the commit number (big-endian u64), which every commit
+/// writes one higher: see `generation`.
+pub(crate) const COMMIT_KEY: &[u8] = b"commit";
+
 /// Jobs per state and waiting jobs per priority. 72 bytes: nine u64 BE,
 /// the six states in counter order, then the three priorities.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,15 +2,63 @@
 //! not go through it: the counters and paused priorities (O(1) stats), the
 //! data versions, the poison cause, the open ingest sessions, and the
 //! [`Watermark`] that waiters block on instead of polling.
+//!
+//! Two watermarks: the applied one (the last commit's) and the revealed one,
+//! which is all that readers of events and of the watermark see. In `Sync`
+//! mode a commit is revealed only once the syncer has made it durable, so a
+//! crash can never take back an event or a job id a client has seen; in
+//! `Relaxed` mode at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use kiln_core::{DataVersion, QueueStats, Symbol, Watermark};
+use kiln_core::{DataVersion, QueueStats, StoreError, Symbol, Watermark};
 
 use crate::record::Counters;
+
+/// Why the store refuses writes: the first failure, and whether it was a
+/// failed fsync (then no reopen in this process, see
+/// [`StoreError::FsyncFailed`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Poison {
+    pub(crate) cause: String,
+    pub(crate) fatal: bool,
+}
+
+impl Poison {
+    /// The poison a write-path error leaves.
+    pub(crate) fn of(e: &StoreError) -> Poison {
+        Poison {
+            cause: e.to_string(),
+            fatal: e.is_fatal(),
+        }
+    }
+
+    /// A failure that is not an I/O error (a thread that could not start).
+    pub(crate) fn other(cause: String) -> Poison {
+        Poison {
+            cause,
+            fatal: false,
+        }
+    }
+
+    /// The refusal every later write gets.
+    pub(crate) fn error(&self) -> StoreError {
+        StoreError::Poisoned {
+            cause: self.cause.clone(),
+            fatal: self.fatal,
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Copy, Default)]
+struct Watermarks {
+    applied: Watermark,
+    revealed: Watermark,
+}
 
 /// See the module docs.
 #[derive(Default)]
@@ -19,21 +67,25 @@ pub(crate) struct Shared {
     depth: [AtomicU64; 3],
     paused: [AtomicBool; 3],
     poisoned: AtomicBool,
-    cause: Mutex<Option<String>>,
+    cause: Mutex<Option<Poison>>,
     /// Open bar-ingest sessions; compaction waits while their staged,
     /// not yet indexed value-log records exist.
     pub(crate) staging: AtomicUsize,
     /// Every symbol's data version, as committed: read without touching
     /// sled (whose batches block all its readers while they apply).
     pub(crate) versions: RwLock<HashMap<Symbol, DataVersion>>,
-    /// The last commit's watermark, and the waiters for the next.
-    watermark: Mutex<Watermark>,
+    /// The last commit's watermark and the revealed one, and the waiters
+    /// for the next reveal.
+    watermarks: Mutex<Watermarks>,
     changed: Condvar,
+    /// Test support: the syncer waits before its flush while set.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) hold_syncer: AtomicBool,
 }
 
 impl Shared {
     /// What a commit changed: the counts, the paused priorities and the
-    /// watermark (waking whoever waits for it).
+    /// applied watermark (revealed by [`Shared::reveal`]).
     pub(crate) fn publish(&self, c: &Counters, paused: &[bool; 3], watermark: Watermark) {
         for (a, n) in self.by_state.iter().zip(c.by_state) {
             a.store(n, Ordering::Relaxed);
@@ -44,13 +96,50 @@ impl Shared {
         for (a, p) in self.paused.iter().zip(paused) {
             a.store(*p, Ordering::Relaxed);
         }
-        let mut w = self
-            .watermark
+        self.watermarks().applied = watermark;
+    }
+
+    fn watermarks(&self) -> std::sync::MutexGuard<'_, Watermarks> {
+        self.watermarks
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *w != watermark {
-            *w = watermark;
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Readers may see every commit up to `watermark` now (waking whoever
+    /// waits for it).
+    pub(crate) fn reveal(&self, watermark: Watermark) {
+        let mut w = self.watermarks();
+        if w.revealed != watermark {
+            w.revealed = watermark;
             self.changed.notify_all();
+        }
+    }
+
+    /// Blocks until every commit applied so far is revealed (`Sync` mode:
+    /// durable), the store is poisoned, or `timeout` passed; returns whether
+    /// it is.
+    pub(crate) fn wait_revealed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut w = self.watermarks();
+        let target = w.applied;
+        loop {
+            let revealed = w.revealed;
+            if revealed.next_job_id >= target.next_job_id
+                && revealed.next_event_seq >= target.next_event_seq
+            {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.poisoned.load(Ordering::SeqCst) {
+                return false;
+            }
+            // The poison is checked every 50 ms (the syncer may never
+            // reveal after a failed fsync).
+            w = self
+                .changed
+                .wait_timeout(w, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -63,21 +152,17 @@ impl Shared {
         }
     }
 
+    /// The revealed watermark.
     pub(crate) fn watermark(&self) -> Watermark {
-        *self
-            .watermark
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.watermarks().revealed
     }
 
-    /// Blocks until the watermark is other than `seen`, or `timeout` passed.
+    /// Blocks until the revealed watermark is other than `seen`, or
+    /// `timeout` passed.
     pub(crate) fn wait_for_change(&self, seen: Watermark, timeout: Duration) -> Watermark {
         let deadline = Instant::now() + timeout;
-        let mut w = self
-            .watermark
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while *w == seen {
+        let mut w = self.watermarks();
+        while w.revealed == seen {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -88,22 +173,32 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        *w
+        w.revealed
     }
 
-    pub(crate) fn poison(&self, cause: &str) {
-        if let Ok(mut c) = self.cause.lock() {
-            c.get_or_insert_with(|| cause.to_owned());
-        }
+    /// Poisons the store (the first poison stays).
+    pub(crate) fn poison(&self, poison: Poison) {
+        self.cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(poison);
         self.poisoned.store(true, Ordering::SeqCst);
     }
 
-    pub(crate) fn poison_cause(&self) -> Option<String> {
+    pub(crate) fn poisoned(&self) -> Option<Poison> {
         if !self.poisoned.load(Ordering::SeqCst) {
             return None;
         }
-        let cause = self.cause.lock().ok().and_then(|c| c.clone());
-        Some(cause.unwrap_or_else(|| "unknown".into()))
+        let poison = self
+            .cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Some(poison.unwrap_or_else(|| Poison::other("unknown".into())))
+    }
+
+    pub(crate) fn poison_cause(&self) -> Option<String> {
+        self.poisoned().map(|p| p.cause)
     }
 }
 
@@ -130,6 +225,9 @@ mod tests {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(10));
                 shared.publish(&Counters::default(), &[false; 3], next);
+                assert_eq!(shared.watermark(), seen, "applied, not yet revealed");
+                assert!(!shared.wait_revealed(Duration::ZERO));
+                shared.reveal(next);
             })
         };
         assert_eq!(shared.wait_for_change(seen, Duration::from_secs(10)), next);

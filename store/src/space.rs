@@ -137,6 +137,9 @@ fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
 }
 
 /// A sled failure as the store reports it.
+/// The sled tree every keyspace lives in.
+pub(crate) const TREE: &str = "kiln";
+
 pub(crate) fn sled_error(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(error) => StoreError::io("sled", error),

@@ -20,13 +20,14 @@ use kiln_core::{
 use crate::config::StoreConfig;
 use crate::disk::Disk;
 use crate::frame::value_start;
+use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
     FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job,
     decode_symbol_stats,
 };
 use crate::shared::Shared;
-use crate::space::{Space, Spaces, sled_error};
+use crate::space::{Space, Spaces, TREE, sled_error};
 use crate::vlog::{Vlog, VlogPosition, VlogReader};
 use crate::writer::recovery::LostRecord;
 use crate::writer::{
@@ -51,6 +52,8 @@ struct Inner {
     config: StoreConfig,
     recovery: RecoveryReport,
     dir: PathBuf,
+    /// sled's generation directory.
+    sled_dir: PathBuf,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The directory's lock, released when the last handle is dropped.
     _lock: File,
@@ -93,25 +96,11 @@ impl Store {
         check_format_file(&dir, false)?;
         let lock = lock_dir(&dir)?;
         let version = check_format_file(&dir, true)?;
-        let sled_dir = dir.join("sled");
-        let partial_snapshots = remove_partial_snapshots(&sled_dir)?;
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(config.cache_bytes_max)
-            .flush_every_ms(Some(config.tick_ms.max(1) * 10))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(error) => StoreError::io(
-                    format!(
-                        "open {} (is another kiln using this directory?)",
-                        sled_dir.display()
-                    ),
-                    error,
-                ),
-                other => sled_error(other),
-            })?;
-        let spaces = Spaces::new(db.open_tree("kiln").map_err(sled_error)?);
-        let disk = Arc::new(Disk::new(db, &sled_dir)?);
+        let sled = generation::open(&dir, &config)?;
+        let (partial_snapshots, sled_dir) = (sled.partial_snapshots, sled.dir.clone());
+        let spaces = Spaces::new(sled.db.open_tree(TREE).map_err(sled_error)?);
+        let record = CommitRecord::open(&dir, sled.commit)?;
+        let disk = Arc::new(Disk::new(sled.db, &sled.dir, record, sled.commit)?);
 
         let mut indexed = Vec::new();
         let mut keys = Vec::new();
@@ -166,7 +155,9 @@ impl Store {
                 "migrated the store from format {MIGRATED_FORMAT_VERSION} to {FORMAT_VERSION}"
             );
         }
+        // Recovery and migration flushed what they committed.
         writer.publish();
+        writer.reveal();
         {
             let mut versions = std::collections::HashMap::new();
             for item in spaces.scan(Space::DataVersions, &[]) {
@@ -195,6 +186,7 @@ impl Store {
                 config,
                 recovery,
                 dir,
+                sled_dir,
                 writer: Mutex::new(Some(handle)),
                 _lock: lock,
             }),
@@ -285,8 +277,8 @@ impl Store {
     }
 
     pub(crate) fn call<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Op) -> Result<T> {
-        if let Some(cause) = self.inner.shared.poison_cause() {
-            return Err(StoreError::Poisoned { cause });
+        if let Some(poison) = self.inner.shared.poisoned() {
+            return Err(poison.error());
         }
         let (tx, rx) = bounded(1);
         self.inner
@@ -318,11 +310,21 @@ impl Store {
         })
     }
 
-    /// Test hook: makes the writer's next commit fail as an I/O error would,
-    /// which poisons the store.
+    /// Test hook: makes the writer's next commit fail as a write (or, with
+    /// `fsync`, an fsync) would, which poisons the store.
     #[cfg(feature = "test-hooks")]
-    pub fn inject_commit_failure(&self) -> Result<()> {
-        self.send(Op::Apply(Apply::FailNextCommit))
+    pub fn inject_commit_failure(&self, fsync: bool) -> Result<()> {
+        self.send(Op::Apply(Apply::FailNextCommit { fsync }))
+    }
+
+    /// Test hook: while `hold`, the `Sync` mode's syncer waits before its
+    /// flush (applied groups are neither durable nor answered).
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_syncer(&self, hold: bool) {
+        self.inner
+            .shared
+            .hold_syncer
+            .store(hold, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Test hook: stops the store as a power loss right now could leave it
@@ -485,7 +487,7 @@ impl Backend for Store {
         self.call(|reply| Op::After(After::Check { reply }))
     }
 
-    /// Bytes under `sled/` and `vlog/`.
+    /// Bytes of sled's generation and of `vlog/`.
     fn sizes(&self) -> Result<Vec<(&'static str, u64)>> {
         fn walk(p: &Path) -> u64 {
             fs::read_dir(p).map_or(0, |entries| {
@@ -501,7 +503,7 @@ impl Backend for Store {
         }
         let dir = &self.inner.dir;
         Ok(vec![
-            ("sled", walk(&dir.join("sled"))),
+            ("sled", walk(&self.inner.sled_dir)),
             ("vlog", walk(&dir.join("vlog"))),
         ])
     }
@@ -531,39 +533,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
             Err(StoreError::io(format!("lock {}", path.display()), e))
         }
     }
-}
-
-/// Removes sled snapshot files a crash left half-written. sled 0.34 writes
-/// a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it; a kill
-/// before the rename leaves the file behind, and sled's next open picks it
-/// (it sorts last) and fails with "Read corrupted data at file offset None"
-/// (sled issues #1509, #1527, #1533). A snapshot only speeds up recovery:
-/// without it sled replays its log from the previous complete snapshot.
-fn remove_partial_snapshots(sled_dir: &Path) -> Result<u32> {
-    let entries = match fs::read_dir(sled_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(StoreError::io(format!("list {}", sled_dir.display()), e)),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io(format!("list {}", sled_dir.display()), e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            let path = entry.path();
-            tracing::warn!(file = %path.display(), "removing a half-written sled snapshot left by a crash");
-            fs::remove_file(&path)
-                .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        File::open(sled_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(format!("fsync {}", sled_dir.display()), e))?;
-    }
-    Ok(removed)
 }
 
 /// Checks the format file of an existing directory and returns its

@@ -93,7 +93,7 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(format!("fsync directory {}", dir.display()), e))
+        .map_err(|e| StoreError::fsync(format!("fsync directory {}", dir.display()), e))
 }
 
 /// fsyncs segment `id` through a handle of its own (a segment compaction
@@ -103,7 +103,7 @@ pub(crate) fn fsync_segment(dir: &Path, id: u32) -> Result<()> {
     match File::open(&path) {
         Ok(f) => f
             .sync_data()
-            .map_err(|e| StoreError::io(format!("fsync {}", path.display()), e)),
+            .map_err(|e| StoreError::fsync(format!("fsync {}", path.display()), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(format!("open {}", path.display()), e)),
     }
@@ -485,11 +485,11 @@ impl Vlog {
         }
         for (_, f) in self.unsynced.drain(..) {
             f.sync_data()
-                .map_err(|e| StoreError::io(format!("fsync {}", self.dir.display()), e))?;
+                .map_err(|e| StoreError::fsync(format!("fsync {}", self.dir.display()), e))?;
         }
         self.flush()?;
         self.active.get_ref().sync_data().map_err(|e| {
-            StoreError::io(
+            StoreError::fsync(
                 format!(
                     "fsync {}",
                     segment_path(&self.dir, self.active_id).display()

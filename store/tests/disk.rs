@@ -267,7 +267,7 @@ fn failed_commit_poisons_the_store_until_reopened() {
     {
         let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
         store.enqueue(job("kept")).expect("enqueue");
-        store.inject_commit_failure().expect("inject");
+        store.inject_commit_failure(false).expect("inject");
         let e = store.enqueue(job("lost")).expect_err("commit fails");
         assert!(matches!(e, StoreError::Poisoned { .. }), "{e}");
         let again = store.enqueue(job("refused")).expect_err("poisoned");
@@ -486,6 +486,22 @@ fn second_open_of_the_same_directory_is_refused() {
 }
 
 #[test]
+fn an_open_that_fails_for_another_reason_does_not_blame_another_kiln() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path(), StoreConfig::default()).expect("open"));
+    // sled's data file is a directory now: its open fails with an I/O
+    // error while kiln's own lock is free.
+    let db = kiln_store::sled_dir(dir.path()).expect("sled").join("db");
+    std::fs::remove_file(&db).expect("rm");
+    std::fs::create_dir(&db).expect("mkdir");
+    let e = Store::open(dir.path(), StoreConfig::default())
+        .expect_err("sled cannot open a directory as its file")
+        .to_string();
+    assert!(e.contains("sled"), "{e}");
+    assert!(!e.contains("another kiln"), "{e}");
+}
+
+#[test]
 fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
@@ -543,9 +559,8 @@ fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
     drop(store);
     // What a kill between sled's snapshot write and its rename leaves: a
     // `.generating` file that sorts after every complete snapshot.
-    let partial = dir
-        .path()
-        .join("sled")
+    let partial = kiln_store::sled_dir(dir.path())
+        .expect("sled")
         .join("snap.FFFFFFFFFFFFFFFF.generating");
     std::fs::write(&partial, b"half a snapshot").expect("write");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
@@ -755,4 +770,48 @@ fn a_power_loss_in_relaxed_mode_cuts_a_frame_back_to_its_rows_on_disk() {
         store.frame(&key).expect("read").expect("kept").covers(),
         covers(12)
     );
+}
+
+/// `Sync` mode: what a group applied is revealed to readers (events, the
+/// watermark) only once the syncer has made it durable, so a crash cannot
+/// take back an event or a job id a reader saw.
+#[test]
+fn in_sync_mode_readers_see_a_commit_only_once_it_is_durable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let first = store.enqueue(job("A")).expect("enqueue").id();
+    let l = store.claim(1).expect("claim").remove(0);
+    let before = store.watermark().expect("watermark");
+    assert!(store.wait_durable(Duration::ZERO).expect("durable"));
+
+    store.hold_syncer(true);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            store.complete(l.token, vec![]).expect("complete");
+            store.enqueue(job("B")).expect("enqueue").id()
+        });
+        // Applied (the counters say so) but not durable: nothing revealed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.stats().expect("stats").count(JobState::Succeeded) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never applied");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(store.watermark().expect("watermark"), before);
+        assert!(store.events(0, 10).expect("events").is_empty());
+        assert!(!store.wait_durable(Duration::from_millis(5)).expect("wait"));
+
+        store.hold_syncer(false);
+        let second = writer.join().expect("writer");
+        assert!(second > first);
+        assert!(store.wait_durable(Duration::from_secs(10)).expect("wait"));
+        let after = store.watermark().expect("watermark");
+        assert_eq!(after.next_job_id, second + 1);
+        let events = store.events(0, 10).expect("events");
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].job_id, events[0].state),
+            (first, JobState::Succeeded)
+        );
+    });
 }

@@ -24,10 +24,10 @@ use super::Ack;
 use crate::Durability;
 use crate::disk::Disk;
 use crate::record::VLOG_SYNCED_KEY;
-use crate::shared::Shared;
+use crate::shared::{Poison, Shared};
 use crate::space::{Space, Writes};
 use crate::vlog::{Vlog, VlogPosition, fsync_segment};
-use kiln_core::Result;
+use kiln_core::{Result, Watermark};
 
 /// Applied groups the syncer may hold before the writer waits for it.
 const SYNC_GROUPS_MAX: usize = 8;
@@ -37,6 +37,8 @@ pub(crate) struct SyncGroup {
     acks: Vec<Box<dyn Ack>>,
     /// Whether the group wrote anything (else there is nothing to fsync).
     wrote: bool,
+    /// The watermark after it, revealed to readers once it is durable.
+    watermark: Watermark,
 }
 
 /// See the module docs.
@@ -132,7 +134,11 @@ impl Pipeline {
                     .spawn(move || sync_loop(&disk, &sh, &groups));
                 match spawned {
                     Ok(handle) => *syncer = Some((tx, handle)),
-                    Err(e) => shared.poison(&format!("cannot start the syncer thread: {e}")),
+                    Err(e) => {
+                        shared.poison(Poison::other(format!(
+                            "cannot start the syncer thread: {e}"
+                        )));
+                    }
                 }
             }
             Pipeline::Relaxed { flusher, recorded } => {
@@ -153,7 +159,11 @@ impl Pipeline {
                             handle,
                         });
                     }
-                    Err(e) => shared.poison(&format!("cannot start the flusher thread: {e}")),
+                    Err(e) => {
+                        shared.poison(Poison::other(format!(
+                            "cannot start the flusher thread: {e}"
+                        )));
+                    }
                 }
             }
         }
@@ -210,31 +220,44 @@ impl Pipeline {
         }
     }
 
-    /// Answers a committed group's callers: after the syncer's fsync in
-    /// `Sync` mode (so none is answered before the groups applied ahead of
-    /// it are on disk), at once in `Relaxed` mode.
-    pub(crate) fn answer(&mut self, acks: Vec<Box<dyn Ack>>, wrote: bool, shared: &Shared) {
+    /// Answers a committed group's callers and reveals its `watermark` to
+    /// readers: after the syncer's fsync in `Sync` mode (so none is answered
+    /// and nothing is seen before the groups applied ahead of it are on
+    /// disk), at once in `Relaxed` mode.
+    pub(crate) fn answer(
+        &mut self,
+        acks: Vec<Box<dyn Ack>>,
+        wrote: bool,
+        watermark: Watermark,
+        shared: &Shared,
+    ) {
         match self {
             Pipeline::Sync {
                 syncer: Some((tx, _)),
             } => {
-                if let Err(e) = tx.send(SyncGroup { acks, wrote }) {
-                    let cause = "the syncer thread stopped";
-                    shared.poison(cause);
+                let group = SyncGroup {
+                    acks,
+                    wrote,
+                    watermark,
+                };
+                if let Err(e) = tx.send(group) {
+                    shared.poison(Poison::other("the syncer thread stopped".into()));
+                    let poison = shared.poisoned();
                     for ack in e.into_inner().acks {
-                        ack.send(Some(cause));
+                        ack.send(poison.as_ref());
                     }
                 }
             }
             Pipeline::Sync { syncer: None } => {
-                let cause = shared
-                    .poison_cause()
-                    .unwrap_or_else(|| "the syncer thread is not running".into());
+                let poison = shared
+                    .poisoned()
+                    .unwrap_or_else(|| Poison::other("the syncer thread is not running".into()));
                 for ack in acks {
-                    ack.send(Some(&cause));
+                    ack.send(Some(&poison));
                 }
             }
             Pipeline::Relaxed { .. } => {
+                shared.reveal(watermark);
                 for ack in acks {
                     ack.send(None);
                 }
@@ -291,23 +314,31 @@ impl Pipeline {
 /// with one flush + fsync, then answers their callers.
 fn sync_loop(disk: &Disk, shared: &Shared, groups: &Receiver<SyncGroup>) {
     while let Ok(first) = groups.recv() {
-        let (mut acks, mut wrote) = (first.acks, first.wrote);
+        let (mut acks, mut wrote, mut watermark) = (first.acks, first.wrote, first.watermark);
         while let Ok(more) = groups.try_recv() {
             acks.extend(more.acks);
             wrote |= more.wrote;
+            watermark = more.watermark;
         }
-        let failure = match shared.poison_cause() {
-            Some(cause) => Some(cause),
+        #[cfg(feature = "test-hooks")]
+        while shared.hold_syncer.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let failure = match shared.poisoned() {
+            Some(poison) => Some(poison),
             None if !wrote => None,
             None => disk.flush_and_fsync().err().map(|e| {
-                let cause = e.to_string();
-                tracing::error!(error = %cause, "fsync failed; the store is poisoned");
-                shared.poison(&cause);
-                cause
+                tracing::error!(error = %e, "flush failed; the store is poisoned");
+                let poison = Poison::of(&e);
+                shared.poison(poison.clone());
+                poison
             }),
         };
+        if failure.is_none() {
+            shared.reveal(watermark);
+        }
         for ack in acks {
-            ack.send(failure.as_deref());
+            ack.send(failure.as_ref());
         }
     }
 }
@@ -340,9 +371,8 @@ fn flush_loop(
         match flushed {
             Ok(()) => (seen, from) = (commits, end.segment),
             Err(e) => {
-                let cause = e.to_string();
-                tracing::error!(error = %cause, "background flush failed; the store is poisoned");
-                shared.poison(&cause);
+                tracing::error!(error = %e, "background flush failed; the store is poisoned");
+                shared.poison(Poison::of(&e));
             }
         }
     }

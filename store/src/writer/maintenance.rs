@@ -16,6 +16,7 @@ use crate::frame::{
 };
 use crate::keys::{read_u64, series_key_from_bytes};
 use crate::record::{Counters, ResultValue, decode_job};
+use crate::shared::Poison;
 use crate::space::Space;
 use crate::view::load;
 use crate::vlog::VlogReader;
@@ -55,7 +56,7 @@ impl Writer {
         }
         let result = self.compact_segments(&victims, &mut report);
         if let Err(e) = &result {
-            self.shared.poison(&e.to_string());
+            self.shared.poison(Poison::of(e));
         }
         result.map(|()| report)
     }
@@ -96,6 +97,7 @@ impl Writer {
         self.vlog_sync_required = true;
         self.commit()?;
         self.disk.flush_and_fsync()?;
+        self.reveal();
         for &id in victims {
             self.vlog.remove_segment(id)?;
             report.removed_segments += 1;

@@ -46,9 +46,9 @@ use crate::config::StoreConfig;
 use crate::disk::Disk;
 use crate::keys::u64_key;
 use crate::record::{
-    IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_symbol_stats,
+    COMMIT_KEY, IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_symbol_stats,
 };
-use crate::shared::Shared;
+use crate::shared::{Poison, Shared};
 use crate::space::{Space, Spaces, Writes};
 use crate::vlog::Vlog;
 use durability::Pipeline;
@@ -133,9 +133,10 @@ pub(crate) enum Apply {
         jobs: Vec<NewJob>,
         reply: Sender<Result<Vec<Enqueued>>>,
     },
-    /// Test support: the group's commit fails as an I/O error would.
+    /// Test support: the group's commit fails as a write (or, with `fsync`,
+    /// an fsync) would.
     #[cfg(feature = "test-hooks")]
-    FailNextCommit,
+    FailNextCommit { fsync: bool },
 }
 
 /// An operation that runs after its group's commit.
@@ -158,41 +159,39 @@ pub(crate) enum After {
 }
 
 /// Answers `reply` with `StoreError::Poisoned` (the store refuses writes).
-fn refuse<T>(reply: Sender<Result<T>>, cause: &str) {
+fn refuse<T>(reply: Sender<Result<T>>, poison: &Poison) {
     // The caller may have gone away; nothing to do then.
-    let _ = reply.send(Err(StoreError::Poisoned {
-        cause: cause.to_owned(),
-    }));
+    let _ = reply.send(Err(poison.error()));
 }
 
 impl Op {
     /// Answers the op with `StoreError::Poisoned`.
-    fn reject(self, cause: &str) {
+    fn reject(self, poison: &Poison) {
         match self {
             Op::Apply(op) => match op {
-                Apply::Enqueue { reply, .. } => refuse(reply, cause),
-                Apply::Claim { reply, .. } => refuse(reply, cause),
-                Apply::Heartbeat { reply, .. } => refuse(reply, cause),
-                Apply::Complete { reply, .. } => refuse(reply, cause),
-                Apply::Fail { reply, .. } => refuse(reply, cause),
-                Apply::Cancel { reply, .. } => refuse(reply, cause),
+                Apply::Enqueue { reply, .. } => refuse(reply, poison),
+                Apply::Claim { reply, .. } => refuse(reply, poison),
+                Apply::Heartbeat { reply, .. } => refuse(reply, poison),
+                Apply::Complete { reply, .. } => refuse(reply, poison),
+                Apply::Fail { reply, .. } => refuse(reply, poison),
+                Apply::Cancel { reply, .. } => refuse(reply, poison),
                 Apply::Checkpoint { reply, .. } | Apply::SetPaused { reply, .. } => {
-                    refuse(reply, cause)
+                    refuse(reply, poison)
                 }
-                Apply::IngestBars { reply, .. } => refuse(reply, cause),
-                Apply::Purge { reply, .. } => refuse(reply, cause),
-                Apply::History { reply, .. } => refuse(reply, cause),
-                Apply::StageBars { reply, .. } => refuse(reply, cause),
+                Apply::IngestBars { reply, .. } => refuse(reply, poison),
+                Apply::Purge { reply, .. } => refuse(reply, poison),
+                Apply::History { reply, .. } => refuse(reply, poison),
+                Apply::StageBars { reply, .. } => refuse(reply, poison),
                 Apply::UnstageBars { .. } => {}
                 #[cfg(feature = "test-hooks")]
-                Apply::FailNextCommit => {}
+                Apply::FailNextCommit { .. } => {}
             },
             Op::After(op) => match op {
-                After::Sync { reply } => refuse(reply, cause),
-                After::Compact { reply } => refuse(reply, cause),
-                After::Check { reply } => refuse(reply, cause),
+                After::Sync { reply } => refuse(reply, poison),
+                After::Compact { reply } => refuse(reply, poison),
+                After::Check { reply } => refuse(reply, poison),
                 #[cfg(feature = "test-hooks")]
-                After::PowerLoss { reply, .. } => refuse(reply, cause),
+                After::PowerLoss { reply, .. } => refuse(reply, poison),
             },
             Op::Shutdown => {}
         }
@@ -201,7 +200,7 @@ impl Op {
 
 /// An answer held back until the group it belongs to has committed.
 pub(crate) trait Ack: Send {
-    fn send(self: Box<Self>, commit_failure: Option<&str>);
+    fn send(self: Box<Self>, commit_failure: Option<&Poison>);
 }
 
 struct Reply<T> {
@@ -210,12 +209,10 @@ struct Reply<T> {
 }
 
 impl<T: Send> Ack for Reply<T> {
-    fn send(self: Box<Self>, commit_failure: Option<&str>) {
+    fn send(self: Box<Self>, commit_failure: Option<&Poison>) {
         let value = match commit_failure {
             None => self.value,
-            Some(cause) => Err(StoreError::Poisoned {
-                cause: cause.to_owned(),
-            }),
+            Some(poison) => Err(poison.error()),
         };
         // The caller may have gone away; nothing to do then.
         let _ = self.tx.send(value);
@@ -241,7 +238,7 @@ pub(crate) struct Writer {
     /// synced mark to record, counters repaired at open).
     meta_dirty: bool,
     /// A write-path failure during apply (value-log append): fails the group.
-    fatal: Option<StoreError>,
+    failure: Option<StoreError>,
     /// The next commit fsyncs the value log whatever the mode (bar chunks
     /// and compaction moves cannot be recomputed).
     vlog_sync_required: bool,
@@ -253,7 +250,7 @@ pub(crate) struct Writer {
     tails: HashMap<FrameKey, frames::TailState>,
     /// Test support: the next commit fails.
     #[cfg(feature = "test-hooks")]
-    fail_next_commit: bool,
+    fail_next_commit: Option<bool>,
     /// Test support: a power loss was simulated; exit without a final sync.
     #[cfg(feature = "test-hooks")]
     power_lost: bool,
@@ -279,16 +276,22 @@ impl Writer {
             shared,
             writes: Writes::default(),
             meta_dirty: false,
-            fatal: None,
+            failure: None,
             vlog_sync_required: false,
             new_versions: Vec::new(),
             fold_queue: BTreeSet::new(),
             tails: HashMap::new(),
             #[cfg(feature = "test-hooks")]
-            fail_next_commit: false,
+            fail_next_commit: None,
             #[cfg(feature = "test-hooks")]
             power_lost: false,
         }
+    }
+
+    /// After a flush outside the pipeline (recovery, compaction): readers
+    /// may see everything committed.
+    pub(crate) fn reveal(&self) {
+        self.shared.reveal(self.queue.watermark());
     }
 
     /// What the job model counts now (published for lock-free reads).
@@ -348,17 +351,21 @@ impl Writer {
     }
 
     /// The flusher stops; in `Relaxed` mode what was acknowledged goes to
-    /// disk (even when poisoned: no commit is possible then, but what was
-    /// acknowledged before the failure still goes to disk if it can); the
-    /// syncer answers what it holds.
+    /// disk (even when poisoned by a failed write: no commit is possible
+    /// then, but what was acknowledged before the failure still goes to disk
+    /// if it can; never after a failed fsync, whose retry would report
+    /// success for pages the kernel already dropped); the syncer answers
+    /// what it holds.
     fn shut_down(&mut self) {
         self.pipeline.stop_flusher();
         #[cfg(feature = "test-hooks")]
         let power_lost = self.power_lost;
         #[cfg(not(feature = "test-hooks"))]
         let power_lost = false;
-        if !self.pipeline.acknowledged_is_durable() && !power_lost {
-            let flushed = if self.shared.poison_cause().is_none() {
+        let poisoned = self.shared.poisoned();
+        let fsync_failed = poisoned.as_ref().is_some_and(|p| p.fatal);
+        if !self.pipeline.acknowledged_is_durable() && !power_lost && !fsync_failed {
+            let flushed = if poisoned.is_none() {
                 self.sync_now()
             } else {
                 self.vlog.sync().and_then(|()| self.disk.flush_and_fsync())
@@ -427,18 +434,18 @@ impl Writer {
         let mut after: Vec<After> = Vec::new();
         let mut shutdown = false;
         let now = self.config.queue.clock.now_ms();
-        let poisoned = self.shared.poison_cause();
+        let poisoned = self.shared.poisoned();
         if poisoned.is_none() {
             self.queue.tick(now);
             // Before the ops: a fold reads only what is committed.
             if let Err(e) = self.fold_step() {
-                self.fatal.get_or_insert(e);
+                self.failure.get_or_insert(e);
             }
         }
         for op in ops {
-            if let Some(cause) = &poisoned {
+            if let Some(poison) = &poisoned {
                 shutdown |= matches!(op, Op::Shutdown);
-                op.reject(cause);
+                op.reject(poison);
                 continue;
             }
             match op {
@@ -450,19 +457,22 @@ impl Writer {
         if poisoned.is_none() {
             match self.commit() {
                 Err(e) => {
-                    let cause = e.to_string();
-                    tracing::error!(error = %cause, "commit failed; the store is poisoned");
-                    self.shared.poison(&cause);
+                    tracing::error!(error = %e, "commit failed; the store is poisoned");
+                    let poison = Poison::of(&e);
+                    self.shared.poison(poison.clone());
                     for ack in acks {
-                        ack.send(Some(&cause));
+                        ack.send(Some(&poison));
                     }
                 }
-                Ok(wrote) => self.pipeline.answer(acks, wrote, &self.shared),
+                Ok(wrote) => {
+                    let watermark = self.queue.watermark();
+                    self.pipeline.answer(acks, wrote, watermark, &self.shared);
+                }
             }
         }
         for op in after {
-            match self.shared.poison_cause() {
-                Some(cause) => Op::After(op).reject(&cause),
+            match self.shared.poisoned() {
+                Some(poison) => Op::After(op).reject(&poison),
                 None => shutdown |= self.apply_after(op),
             }
         }
@@ -542,7 +552,7 @@ impl Writer {
                 hold(acks, reply, v);
             }
             #[cfg(feature = "test-hooks")]
-            Apply::FailNextCommit => self.fail_next_commit = true,
+            Apply::FailNextCommit { fsync } => self.fail_next_commit = Some(fsync),
         }
     }
 
@@ -552,7 +562,7 @@ impl Writer {
             After::Sync { reply } => {
                 let v = self.sync_now();
                 if let Err(e) = &v {
-                    self.shared.poison(&e.to_string());
+                    self.shared.poison(Poison::of(e));
                 }
                 let _ = reply.send(v);
             }
@@ -591,9 +601,9 @@ impl Writer {
 
     /// Records a write-path failure for this group's commit to report.
     fn poison_with(&mut self, e: StoreError) -> StoreError {
-        let cause = e.to_string();
-        self.fatal.get_or_insert(e);
-        StoreError::Poisoned { cause }
+        let poison = Poison::of(&e);
+        self.failure.get_or_insert(e);
+        poison.error()
     }
 
     // ---- operations the queue does not finish alone ----------------------
@@ -677,15 +687,16 @@ impl Writer {
     /// which then still needs [`Disk::flush_and_fsync`] (the syncer's job in
     /// `Sync` mode, the flusher's in `Relaxed` mode, the caller's otherwise).
     pub(crate) fn commit(&mut self) -> Result<bool> {
-        if let Some(e) = self.fatal.take() {
+        if let Some(e) = self.failure.take() {
             return Err(e);
         }
         #[cfg(feature = "test-hooks")]
-        if std::mem::take(&mut self.fail_next_commit) {
-            return Err(StoreError::io(
-                "commit",
-                std::io::Error::other("injected write failure"),
-            ));
+        if let Some(fsync) = self.fail_next_commit.take() {
+            return Err(if fsync {
+                StoreError::fsync("commit", std::io::Error::other("injected fsync failure"))
+            } else {
+                StoreError::io("commit", std::io::Error::other("injected write failure"))
+            });
         }
         self.encode_changes()?;
         if self.writes.is_empty() && !self.meta_dirty {
@@ -693,6 +704,12 @@ impl Writer {
         }
         self.writes
             .put(Space::Meta, META_KEY.to_vec(), self.queue.meta().encode());
+        let commit = self.disk.applied() + 1;
+        self.writes.put(
+            Space::Meta,
+            COMMIT_KEY.to_vec(),
+            commit.to_be_bytes().to_vec(),
+        );
         self.meta_dirty = false;
         let required = std::mem::take(&mut self.vlog_sync_required);
         self.pipeline
@@ -700,6 +717,7 @@ impl Writer {
         let applied = self.spaces.apply(&self.writes);
         let versions = std::mem::take(&mut self.new_versions);
         applied?;
+        self.disk.set_applied(commit);
         self.writes.clear();
         if !versions.is_empty()
             && let Ok(mut m) = self.shared.versions.write()

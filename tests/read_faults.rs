@@ -1,0 +1,140 @@
+//! A read error while kiln opens a store never destroys it and never rolls
+//! it back. sled 0.34 takes a failed read during its recovery for the end
+//! of its log (then zeroes, truncates and snapshots); kiln opens a copy of
+//! sled's directory and checks it first (`store/src/generation.rs`).
+//!
+//! A finished store is opened by `kiln stats` with the k-th read of sled's
+//! files failing (an LD_PRELOAD shim, `tests/faults/read_fault.c`, built
+//! here with `cc`), for every k from 1 to `KILN_READ_FAULTS` (default 40:
+//! the reads of sled's recovery and the first page reads after it). After
+//! each: the faulty open either failed or saw every job; a clean open then
+//! sees every job succeeded and `kiln check` passes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::kiln_command;
+use kiln_store::prelude::*;
+use kiln_store::{FrameWrite, NewJob, Series, SeriesKey, Store, StoreConfig, Symbol};
+
+const JOBS: u64 = 300;
+
+/// Builds the shim into `dir`.
+fn build_shim(dir: &Path) -> PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/read_fault.c");
+    let lib = dir.join("read_fault.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(src)
+        .arg("-ldl")
+        .status()
+        .expect("run cc (a C compiler is needed to build the fault shim)");
+    assert!(status.success(), "cc failed to build {src}");
+    lib
+}
+
+/// A store with `JOBS` succeeded jobs, each with a small result, written
+/// over several sessions so that sled's log spans several segments.
+fn finished_store(dir: &Path) {
+    for session in 0..3 {
+        let store = Store::open(dir, StoreConfig::default()).expect("open");
+        let per = JOBS / 3;
+        let mut jobs = Vec::new();
+        for i in 0..per {
+            let n = session * per + i;
+            let symbol = Symbol::new(format!("S{n:04}")).expect("symbol");
+            jobs.push(
+                NewJob::new("compute", format!("job {n}").into_bytes()).symbols(vec![symbol]),
+            );
+        }
+        store.enqueue_many(jobs).expect("enqueue");
+        loop {
+            let leases = store.claim(32).expect("claim");
+            if leases.is_empty() {
+                break;
+            }
+            for lease in leases {
+                let symbol = lease.job.symbols[0].clone();
+                let key = SeriesKey::new(symbol, "sma(3)").expect("key");
+                let values: Vec<f64> = (0..40).map(f64::from).collect();
+                let series = Series {
+                    bar_count: values.len() as u64,
+                    last_ts: 42,
+                    data_hash: 0,
+                    values,
+                    state: vec![1, 2, 3],
+                };
+                store
+                    .complete(lease.token, vec![FrameWrite::from((key, series))])
+                    .expect("complete");
+            }
+        }
+    }
+}
+
+fn succeeded(out: &std::process::Output) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    v["jobs"]["succeeded"].as_u64().expect("succeeded count")
+}
+
+#[test]
+fn a_read_error_while_opening_never_loses_or_rolls_back_acknowledged_work() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let shim = build_shim(scratch.path());
+    let data = scratch.path().join("data");
+    finished_store(&data);
+    let data = data.to_str().expect("utf-8");
+    let trials: u64 = std::env::var("KILN_READ_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let (mut failed_opens, mut retried) = (0, 0);
+    for k in 1..=trials {
+        let faulty = kiln_command(["--data", data, "--json", "stats"])
+            .env("LD_PRELOAD", &shim)
+            .env("KILN_FAULT_READ_NTH", k.to_string())
+            .env("KILN_FAULT_READ_PATH", "/data/sled")
+            .output()
+            .expect("run kiln");
+        let stderr = String::from_utf8_lossy(&faulty.stderr);
+        assert_ne!(faulty.status.code(), Some(101), "k={k}: a panic: {stderr}");
+        if faulty.status.success() {
+            assert_eq!(succeeded(&faulty), JOBS, "k={k}: an open that lost work");
+            retried += u64::from(stderr.contains("opening a copy of sled failed"));
+        } else {
+            failed_opens += 1;
+        }
+        let clean = kiln_command(["--data", data, "--json", "stats"])
+            .output()
+            .expect("run kiln");
+        assert!(
+            clean.status.success(),
+            "k={k}: the store no longer opens: {}",
+            String::from_utf8_lossy(&clean.stderr)
+        );
+        assert_eq!(
+            succeeded(&clean),
+            JOBS,
+            "k={k}: acknowledged work rolled back"
+        );
+        let check = kiln_command(["--data", data, "check"])
+            .output()
+            .expect("run kiln");
+        assert!(
+            check.status.success(),
+            "k={k}: check: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    eprintln!(
+        "read faults: {trials} opens with one failed read: {failed_opens} refused, {retried} retried on a fresh copy"
+    );
+    assert!(
+        failed_opens + retried > 0,
+        "no injected fault reached sled: the shim matched no reads"
+    );
+}
