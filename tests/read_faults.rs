@@ -9,13 +9,17 @@
 //! the reads of sled's recovery and the first page reads after it). After
 //! each: the faulty open either failed or saw every job; a clean open then
 //! sees every job succeeded and `kiln check` passes.
+//!
+//! And a read error in the value log (read with `pread`, not a memory map,
+//! whose error would be a SIGBUS) fails that read, or that job's attempt,
+//! never the process.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::kiln_command;
+use common::{SAMPLE, SAMPLE_MAP, kiln_command, kiln_ok};
 use kiln_store::prelude::*;
 use kiln_store::{FrameWrite, NewJob, Series, SeriesKey, Store, StoreConfig, Symbol};
 
@@ -137,4 +141,87 @@ fn a_read_error_while_opening_never_loses_or_rolls_back_acknowledged_work() {
         failed_opens + retried > 0,
         "no injected fault reached sled: the shim matched no reads"
     );
+}
+
+#[test]
+fn a_read_error_in_the_value_log_fails_that_read_or_that_job_never_the_process() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let shim = build_shim(scratch.path());
+    let data = scratch.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    kiln_ok(&["--data", data, "ingest", "--map", SAMPLE_MAP, SAMPLE]);
+    kiln_ok(&[
+        "--data",
+        data,
+        "submit",
+        "--symbols",
+        "AAPL",
+        "--features",
+        "sma(5)",
+    ]);
+    kiln_ok(&["--data", data, "run", "--until-idle"]);
+    let faulty = |args: &[&str], k: u32, count: u32| {
+        kiln_command(["--data", data].iter().chain(args))
+            .env("LD_PRELOAD", &shim)
+            .env("KILN_FAULT_READ_NTH", k.to_string())
+            .env("KILN_FAULT_READ_COUNT", count.to_string())
+            .env("KILN_FAULT_READ_PATH", "/data/vlog/")
+            .output()
+            .expect("run kiln")
+    };
+    let mut failed_reads = 0;
+    for k in 1..=4 {
+        let out = faulty(&["features", "AAPL", "sma(5)", "--tail", "1"], k, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                assert!(stderr.contains("Input/output error"), "k={k}: {stderr}");
+                assert!(stderr.contains("vlog"), "k={k}: names the file: {stderr}");
+                failed_reads += 1;
+            }
+            other => panic!("k={k}: the process died ({other:?}): {stderr}"),
+        }
+    }
+    assert!(
+        failed_reads > 0,
+        "no injected read error reached the value log"
+    );
+
+    // Two reads in a row fail: the batch read of the bars and the single
+    // read after it; the job's attempt fails and its retry succeeds.
+    let mut failed_attempts = 0;
+    for (k, period) in (1..=4).zip([7, 8, 9, 10]) {
+        let spec = format!("ema({period})");
+        kiln_ok(&[
+            "--data",
+            data,
+            "submit",
+            "--symbols",
+            "AAPL",
+            "--features",
+            &spec,
+        ]);
+        let out = faulty(&["run", "--until-idle", "--watch"], k, 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {
+                failed_attempts += stderr
+                    .lines()
+                    .filter(|l| l.contains(" failed ") && l.contains("Input/output error"))
+                    .count();
+            }
+            // The value log's header check at open: the run never started.
+            Some(1) => assert!(stderr.contains("Input/output error"), "k={k}: {stderr}"),
+            other => panic!("k={k}: the process died ({other:?}): {stderr}"),
+        }
+    }
+    assert!(
+        failed_attempts > 0,
+        "no job attempt met an injected read error"
+    );
+    kiln_ok(&["--data", data, "run", "--until-idle"]);
+    let stats = kiln_ok(&["--data", data, "--json", "stats"]);
+    assert_eq!(succeeded(&stats), 5, "every job succeeded in the end");
+    kiln_ok(&["--data", data, "check"]);
 }

@@ -39,7 +39,7 @@ use crate::leveling::{Leveling, merge_from};
 use crate::record::IndexEntry;
 use crate::store::Store;
 use crate::view::ViewBytes;
-use crate::vlog::Mapped;
+use crate::vlog::Loaded;
 use crate::writer::{Apply, BarPlan, Op};
 
 /// How an append merges a symbol's small chunks (see [`merge_from`]): in
@@ -394,7 +394,7 @@ impl IngestSession {
             }
         }
         inputs.push(Input::new(window_chunks, None, None));
-        let staged = |slot: Slot, what: &str| -> Result<Mapped> {
+        let staged = |slot: Slot, what: &str| -> Result<Loaded> {
             let missing =
                 || StoreError::corrupt(format!("staged {what} of {symbol}"), "record is gone");
             match slot {
@@ -405,7 +405,7 @@ impl IngestSession {
         let mut by_source: Vec<&Part> = parts.iter().collect();
         by_source.sort_by_key(|p| p.source);
         for p in by_source {
-            let chunk = Chunk::new(ViewBytes::Mapped(staged(p.chunk, "bars")?), &|| {
+            let chunk = Chunk::new(ViewBytes::Loaded(staged(p.chunk, "bars")?), &|| {
                 format!("staged bars of {symbol}")
             })?;
             let at = p.at.map(|slot| staged(slot, "locations")).transpose()?;
@@ -545,14 +545,14 @@ fn append_plan(symbol: &Symbol, expect: Option<VersionRecord>, order: &[&Part]) 
 struct Input {
     chunks: Vec<Chunk>,
     source: Option<u32>,
-    at: Option<Mapped>,
+    at: Option<Loaded>,
     /// Current chunk and position in it.
     chunk: usize,
     pos: usize,
 }
 
 impl Input {
-    fn new(chunks: Vec<Chunk>, source: Option<u32>, at: Option<Mapped>) -> Self {
+    fn new(chunks: Vec<Chunk>, source: Option<u32>, at: Option<Loaded>) -> Self {
         Input {
             chunks,
             source,

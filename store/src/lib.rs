@@ -2,8 +2,9 @@
 //!
 //! Jobs, indexes and small records live in sled; feature frames (a
 //! symbol's outputs of one computation, grown by appended chunks) and bar
-//! chunks live in a value log beside it (checksummed segment files, read
-//! zero-copy through memory maps). One writer thread applies every mutation and
+//! chunks live in a value log beside it (checksummed segment files; a read
+//! is one `pread` into an aligned buffer, read in place from there). One
+//! writer thread applies every mutation and
 //! commits callers' operations in groups: value log fsynced, one sled
 //! batch, sled flushed and its files fsynced, then every caller of the
 //! group is answered. With [`Durability::Sync`] (the default) an answered

@@ -317,6 +317,13 @@ impl Store {
         self.send(Op::Apply(Apply::FailNextCommit { fsync }))
     }
 
+    /// Test hook: the value-log append after the next `n` fails as on a
+    /// full disk.
+    #[cfg(feature = "test-hooks")]
+    pub fn inject_append_failure(&self, n: u32) -> Result<()> {
+        self.send(Op::Apply(Apply::FailAppend { n }))
+    }
+
     /// Test hook: while `hold`, the `Sync` mode's syncer waits before its
     /// flush (applied groups are neither durable nor answered).
     #[cfg(feature = "test-hooks")]

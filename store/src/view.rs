@@ -1,15 +1,15 @@
-//! The bytes a view reads: in a mapped value-log segment, inline in a sled
-//! value, or (only when those are misaligned) an aligned copy; and
+//! The bytes a view reads: a value-log record read into memory, inline in a
+//! sled value, or (only when those are misaligned) an aligned copy; and
 //! [`load`], which finds them from an index value.
 
 use kiln_core::Result;
 
 use crate::record::{INLINE_HEADER_BYTES, ResultValue};
-use crate::vlog::{Mapped, VlogReader};
+use crate::vlog::{Loaded, VlogReader};
 
 pub(crate) enum ViewBytes {
-    /// In a mapped value-log segment.
-    Mapped(Mapped),
+    /// A value-log record, read into an aligned buffer.
+    Loaded(Loaded),
     /// Inline in a sled value, from `start` on.
     Inline { value: sled::IVec, start: usize },
     /// An aligned copy, used only when the bytes above are misaligned.
@@ -33,7 +33,7 @@ impl ViewBytes {
 
     pub(crate) fn raw(&self) -> &[u8] {
         match self {
-            ViewBytes::Mapped(m) => m.bytes(),
+            ViewBytes::Loaded(r) => r.bytes(),
             ViewBytes::Inline { value, start } => value.get(*start..).unwrap_or(&[]),
             ViewBytes::Copied(c) => c.as_slice(),
         }
@@ -64,6 +64,6 @@ pub(crate) fn load(
             value,
             start: start + INLINE_HEADER_BYTES,
         }),
-        ResultValue::Pointer(entry) => reader.read(&entry)?.map(ViewBytes::Mapped),
+        ResultValue::Pointer(entry) => reader.read(&entry)?.map(ViewBytes::Loaded),
     })
 }

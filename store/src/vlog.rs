@@ -15,20 +15,22 @@
 //! Segment file `vlog/NNNNNNNNNN.seg`: a 16-byte header (`KILNVLOG`, format
 //! version u32 LE, 4 zero bytes), then records. A record is a 16-byte header
 //! (magic `KREC` u32 LE, payload length u32 LE, CRC-32 of the payload u32 LE,
-//! 4 zero bytes) followed by the payload, padded to 16 bytes; every payload
-//! therefore starts 16-aligned, and since a mapping starts page-aligned, the
-//! archived series can be read in place. Only the writer thread appends;
-//! files are never modified in place, only appended, truncated at open (before
-//! any reader exists) or deleted whole by compaction (a reader's existing
-//! mapping outlives the unlink).
+//! 4 zero bytes) followed by the payload, padded to 16 bytes. A read copies
+//! header and payload with one `pread` into a 16-aligned buffer, so the
+//! archived series is read in place from there; a disk's read error is then
+//! an error of that read (a memory map would raise SIGBUS and kill the
+//! process). Only the writer thread appends; files are never modified in
+//! place, only appended, truncated at open (before any reader exists) or
+//! deleted whole by compaction (a reader's open file outlives the unlink).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use memmap2::Mmap;
+use rkyv::util::AlignedVec;
 
 use crate::record::{FORMAT_VERSION, IndexEntry, MIGRATED_FORMAT_VERSION, RECORD_ALIGN};
 use kiln_core::{Result, StoreError};
@@ -196,6 +198,12 @@ pub(crate) struct Vlog {
     segment_bytes_max: u64,
     segments: BTreeMap<u32, SegmentUse>,
     reader: Arc<VlogReader>,
+    /// Segments compaction leaves alone: a record in them failed to read
+    /// (it stays where it is, for `kiln check` to report).
+    pub(crate) quarantined: HashSet<u32>,
+    /// Test support: appends to go before one fails as a full disk would.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fail_append_in: Option<u32>,
 }
 
 impl Vlog {
@@ -339,7 +347,7 @@ impl Vlog {
 
         let reader = Arc::new(VlogReader {
             dir: dir.to_path_buf(),
-            maps: RwLock::new(HashMap::new()),
+            files: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashSet::new()),
         });
         let (active_id, active) = match last {
@@ -368,6 +376,9 @@ impl Vlog {
                 active_id,
                 active: BufWriter::with_capacity(APPEND_BUFFER_BYTES, active),
                 unsynced: Vec::new(),
+                quarantined: HashSet::new(),
+                #[cfg(feature = "test-hooks")]
+                fail_append_in: None,
                 dirty: false,
                 segment_bytes_max,
                 segments,
@@ -407,6 +418,20 @@ impl Vlog {
             StoreError::invalid("series", format!("{} bytes exceeds 4 GiB", payload.len()))
         })?;
         let size = record_bytes(len);
+        #[cfg(feature = "test-hooks")]
+        if let Some(n) = self.fail_append_in.as_mut() {
+            if *n == 0 {
+                self.fail_append_in = None;
+                return Err(StoreError::io(
+                    format!(
+                        "append to {}",
+                        segment_path(&self.dir, self.active_id).display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::StorageFull),
+                ));
+            }
+            *n -= 1;
+        }
         let active_len = self.segments.get(&self.active_id).map_or(0, |s| s.len);
         if active_len > SEGMENT_HEADER_BYTES && active_len + size > self.segment_bytes_max {
             self.roll()?;
@@ -522,6 +547,51 @@ impl Vlog {
         Ok(())
     }
 
+    /// Where appends will go next, with everything before it written to
+    /// the files: a point [`Vlog::rewind`] can return to.
+    pub(crate) fn mark(&mut self) -> Result<VlogPosition> {
+        self.flush()?;
+        Ok(self.end())
+    }
+
+    /// Undoes every append since `mark` (none of them indexed): drops what
+    /// is buffered, deletes the segments rolled since, and cuts the mark's
+    /// segment back to it, which becomes the active one again.
+    pub(crate) fn rewind(&mut self, mark: VlogPosition) -> Result<()> {
+        let path = segment_path(&self.dir, mark.segment);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_len(mark.offset).map(|()| f))
+            .map_err(|e| StoreError::io(format!("truncate {}", path.display()), e))?;
+        let dropped = std::mem::replace(
+            &mut self.active,
+            BufWriter::with_capacity(APPEND_BUFFER_BYTES, file),
+        );
+        // What it still buffered was appended after the mark.
+        drop(dropped.into_parts());
+        let rolled: Vec<u32> = self
+            .segments
+            .range(mark.segment + 1..)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in rolled {
+            self.segments.remove(&id);
+            self.reader.forget(id);
+            let path = segment_path(&self.dir, id);
+            fs::remove_file(&path)
+                .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+        }
+        self.unsynced.retain(|(id, _)| *id < mark.segment);
+        self.active_id = mark.segment;
+        if let Some(seg) = self.segments.get_mut(&mark.segment) {
+            seg.live = seg.live.saturating_sub(seg.len.saturating_sub(mark.offset));
+            seg.len = mark.offset;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     /// An index entry stopped referencing its record (overwritten or removed).
     pub(crate) fn release(&mut self, entry: &IndexEntry) {
         if let Some(seg) = self.segments.get_mut(&entry.segment) {
@@ -536,12 +606,15 @@ impl Vlog {
         }
     }
 
-    /// Sealed segments whose live fraction is below `live_fraction_min`.
+    /// Sealed segments whose live fraction is below `live_fraction_min`,
+    /// but for quarantined ones.
     pub(crate) fn compaction_candidates(&self, live_fraction_min: f64) -> Vec<u32> {
         self.segments
             .iter()
             .filter(|&(&id, s)| {
-                id != self.active_id && (s.live as f64) < live_fraction_min * s.len as f64
+                id != self.active_id
+                    && !self.quarantined.contains(&id)
+                    && (s.live as f64) < live_fraction_min * s.len as f64
             })
             .map(|(&id, _)| id)
             .collect()
@@ -617,65 +690,73 @@ fn check_segment_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Shared read access: memory maps of segments, reused across reads, and
-/// the records whose checksum a read has verified (records never change,
-/// so one check per record is enough; `kiln check` clears the set and
-/// verifies everything again).
+/// Shared read access: open segment files, reused across reads, and the
+/// records whose checksum a read has verified (records never change, so one
+/// check per record is enough; `kiln check` clears the set and verifies
+/// everything again).
 pub(crate) struct VlogReader {
     dir: PathBuf,
-    maps: RwLock<HashMap<u32, Arc<Mmap>>>,
+    files: RwLock<HashMap<u32, Arc<File>>>,
     verified: RwLock<HashSet<(u32, u64)>>,
 }
 
 /// Most verified records remembered; the set starts over beyond it.
 const VERIFIED_MAX: usize = 1 << 20;
 
-/// Validated payload bytes inside a mapped segment.
-pub(crate) struct Mapped {
-    pub map: Arc<Mmap>,
-    pub start: usize,
-    pub len: usize,
+/// A record read into memory: its header, then its payload, 16-aligned.
+pub(crate) struct Loaded {
+    buf: AlignedVec<16>,
 }
 
-impl Mapped {
+impl Loaded {
+    /// The payload.
     pub(crate) fn bytes(&self) -> &[u8] {
-        self.map
-            .get(self.start..self.start + self.len)
-            .unwrap_or(&[])
+        self.buf.get(RECORD_HEADER_BYTES as usize..).unwrap_or(&[])
     }
 }
 
 impl VlogReader {
-    /// Maps the record `entry` points at and checks its header and checksum.
-    /// `Ok(None)` when the segment is gone (compacted away since the caller
-    /// read the index): look the key up again.
-    pub(crate) fn read(&self, entry: &IndexEntry) -> Result<Option<Mapped>> {
+    /// Reads the record `entry` points at and checks its header and
+    /// checksum. `Ok(None)` when the segment is gone (compacted away since
+    /// the caller read the index): look the key up again.
+    pub(crate) fn read(&self, entry: &IndexEntry) -> Result<Option<Loaded>> {
         let location = || format!("vlog segment {} offset {}", entry.segment, entry.offset);
-        let start =
-            usize::try_from(entry.offset).map_err(|_| StoreError::corrupt(location(), "offset"))?;
-        let len = entry.len as usize;
-        let header_start = start
-            .checked_sub(RECORD_HEADER_BYTES as usize)
+        let header_at = entry
+            .offset
+            .checked_sub(RECORD_HEADER_BYTES)
+            .filter(|&at| at >= SEGMENT_HEADER_BYTES)
             .ok_or_else(|| StoreError::corrupt(location(), "offset inside the segment header"))?;
-        let Some(map) = self.map_covering(entry.segment, start + len)? else {
+        let Some(file) = self.file(entry.segment)? else {
             return Ok(None);
         };
-        let header = map
-            .get(header_start..start)
-            .ok_or_else(|| StoreError::corrupt(location(), "past the end of the segment"))?;
-        let field =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let mut buf =
+            AlignedVec::<16>::with_capacity(RECORD_HEADER_BYTES as usize + entry.len as usize);
+        buf.resize(RECORD_HEADER_BYTES as usize + entry.len as usize, 0);
+        if let Err(e) = file.read_exact_at(&mut buf, header_at) {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::corrupt(location(), "past the end of the segment")
+            } else {
+                StoreError::io(
+                    format!(
+                        "read {} at {header_at}",
+                        segment_path(&self.dir, entry.segment).display()
+                    ),
+                    e,
+                )
+            });
+        }
+        let field = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
         if field(0) != RECORD_MAGIC || field(4) != entry.len || field(8) != entry.crc {
             return Err(StoreError::corrupt(
                 location(),
                 "record header does not match the index",
             ));
         }
-        let mapped = Mapped { map, start, len };
+        let loaded = Loaded { buf };
         let key = (entry.segment, entry.offset);
         let known = self.verified.read().is_ok_and(|v| v.contains(&key));
         if !known {
-            if crc32fast::hash(mapped.bytes()) != entry.crc {
+            if crc32fast::hash(loaded.bytes()) != entry.crc {
                 return Err(StoreError::corrupt(location(), "checksum mismatch"));
             }
             if let Ok(mut v) = self.verified.write() {
@@ -685,39 +766,31 @@ impl VlogReader {
                 v.insert(key);
             }
         }
-        Ok(Some(mapped))
+        Ok(Some(loaded))
     }
 
-    fn map_covering(&self, id: u32, end: usize) -> Result<Option<Arc<Mmap>>> {
-        if let Ok(maps) = self.maps.read()
-            && let Some(m) = maps.get(&id)
-            && m.len() >= end
+    /// Segment `id`'s file, opened once; `None` when it is gone.
+    fn file(&self, id: u32) -> Result<Option<Arc<File>>> {
+        if let Ok(files) = self.files.read()
+            && let Some(f) = files.get(&id)
         {
-            return Ok(Some(Arc::clone(m)));
+            return Ok(Some(Arc::clone(f)));
         }
         let path = segment_path(&self.dir, id);
         let file = match File::open(&path) {
-            Ok(f) => f,
+            Ok(f) => Arc::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
         };
-        // SAFETY: a mapping is only unsound if the file changes under it. Segment
-        // files are only ever appended to (bytes already mapped never change),
-        // truncated at open before any reader exists, or unlinked whole (the
-        // mapping keeps the pages). Nothing outside kiln writes the data dir.
-        #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| StoreError::io(format!("map {}", path.display()), e))?;
-        let map = Arc::new(map);
-        if let Ok(mut maps) = self.maps.write() {
-            maps.insert(id, Arc::clone(&map));
+        if let Ok(mut files) = self.files.write() {
+            files.insert(id, Arc::clone(&file));
         }
-        Ok(Some(map))
+        Ok(Some(file))
     }
 
     fn forget(&self, id: u32) {
-        if let Ok(mut maps) = self.maps.write() {
-            maps.remove(&id);
+        if let Ok(mut files) = self.files.write() {
+            files.remove(&id);
         }
         if let Ok(mut v) = self.verified.write() {
             v.retain(|&(segment, _)| segment != id);

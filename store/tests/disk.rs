@@ -373,16 +373,14 @@ fn a_newest_segment_a_crash_left_without_its_header_is_discarded() {
     assert!(store.check().expect("check").problems.is_empty());
 }
 
-#[test]
-fn compaction_moves_live_series_and_deletes_sparse_segments() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// 20 series of 16 KB in 64 KB segments, most then overwritten: the
+/// first segments are sparse; S0, S5, S10 and S15 live there still.
+fn sparse_store(dir: &std::path::Path) -> Store {
     let cfg = StoreConfig {
         segment_bytes_max: 64 * 1024,
         ..StoreConfig::default()
     };
-    let store = Store::open(dir.path(), cfg).expect("open");
-    let key = |i: usize| SeriesKey::new(sym(&format!("S{i}")), "sma(5)").expect("key");
-    // 20 series of 16 KB fill several 64 KB segments; then overwrite most.
+    let store = Store::open(dir, cfg).expect("open");
     for round in 0..2 {
         for i in 0..20 {
             if round == 1 && i % 5 == 0 {
@@ -392,34 +390,147 @@ fn compaction_moves_live_series_and_deletes_sparse_segments() {
             let lease = store.claim(1).expect("claim").remove(0);
             let v = vec![(round * 100 + i) as f64; 2000];
             store
-                .complete(lease.token, vec![series(&key(i), v)])
+                .complete(lease.token, vec![series(&sparse_key(i), v)])
                 .expect("complete");
         }
     }
-    let segments_before = std::fs::read_dir(dir.path().join("vlog"))
-        .expect("ls")
-        .count();
+    store
+}
+
+fn sparse_key(i: usize) -> SeriesKey {
+    SeriesKey::new(sym(&format!("S{i}")), "sma(5)").expect("key")
+}
+
+/// The value `sparse_store` left in series `i`.
+fn sparse_value(i: usize) -> f64 {
+    (if i.is_multiple_of(5) { i } else { 100 + i }) as f64
+}
+
+fn vlog_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("vlog")).expect("ls").count()
+}
+
+#[test]
+fn compaction_moves_live_series_and_deletes_sparse_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sparse_store(dir.path());
+    let segments_before = vlog_files(dir.path());
     let report = store.compact().expect("compact");
     assert!(report.removed_segments > 0, "{report:?}");
-    let segments_after = std::fs::read_dir(dir.path().join("vlog"))
-        .expect("ls")
-        .count();
+    let segments_after = vlog_files(dir.path());
     assert!(
         segments_after < segments_before,
         "{segments_before} -> {segments_after}"
     );
     for i in 0..20 {
-        let want = if i % 5 == 0 { i } else { 100 + i } as f64;
-        let view = store.series(&key(i)).expect("read").expect("kept");
-        assert!(view.values().iter().all(|&v| v == want), "S{i}");
+        let view = store.series(&sparse_key(i)).expect("read").expect("kept");
+        assert!(view.values().iter().all(|&v| v == sparse_value(i)), "S{i}");
     }
     assert!(store.check().expect("check").problems.is_empty());
     drop(store);
     let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
     assert_eq!(
-        store.series(&key(3)).expect("read").expect("kept").values()[0],
+        store
+            .series(&sparse_key(3))
+            .expect("read")
+            .expect("kept")
+            .values()[0],
         103.0
     );
+}
+
+#[test]
+fn compaction_quarantines_a_record_that_fails_its_checksum_and_moves_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sparse_store(dir.path());
+    // S0 is the first record of the first segment: its payload starts after
+    // the segment's and the record's 16-byte headers.
+    let first = dir.path().join("vlog").join("0000000001.seg");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xAB; 8], 32 + 4000).expect("damage");
+    drop(f);
+
+    let report = store.compact().expect("compaction goes on");
+    assert_eq!(report.quarantined_records, 1, "{report:?}");
+    assert!(
+        report.moved_records > 0 && report.removed_segments > 0,
+        "{report:?}"
+    );
+    assert!(store.poisoned().is_none());
+    assert!(first.exists(), "the quarantined segment is kept");
+    let e = store
+        .series(&sparse_key(0))
+        .expect_err("damaged")
+        .to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    for i in 1..20 {
+        let view = store.series(&sparse_key(i)).expect("read").expect("kept");
+        assert!(view.values().iter().all(|&v| v == sparse_value(i)), "S{i}");
+    }
+    let problems = store.check().expect("check").problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("checksum mismatch"), "{problems:?}");
+    // Compaction leaves the quarantined segment alone from now on.
+    assert_eq!(store.compact().expect("again").quarantined_records, 0);
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        store
+            .series(&sparse_key(5))
+            .expect("read")
+            .expect("kept")
+            .values()[0],
+        5.0
+    );
+}
+
+#[test]
+fn a_compaction_that_runs_out_of_space_gives_up_cleanly_and_tries_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sparse_store(dir.path());
+    let segments_before = vlog_files(dir.path());
+    // The second copy fails: the first is already appended.
+    store.inject_append_failure(1).expect("inject");
+    let e = store.compact().expect_err("out of space").to_string();
+    assert!(e.contains("the disk is full"), "{e}");
+    assert!(e.contains("vlog"), "names the file: {e}");
+    assert!(store.poisoned().is_none(), "a full disk does not poison");
+    assert_eq!(vlog_files(dir.path()), segments_before);
+    for i in 0..20 {
+        let view = store.series(&sparse_key(i)).expect("read").expect("kept");
+        assert!(view.values().iter().all(|&v| v == sparse_value(i)), "S{i}");
+    }
+    // Writes go on where the copies were undone, and a retry compacts.
+    store.enqueue(job("b")).expect("e");
+    let lease = store.claim(1).expect("claim").remove(0);
+    store
+        .complete(lease.token, vec![series(&sparse_key(1), vec![7.0; 2000])])
+        .expect("complete after the failure");
+    let report = store.compact().expect("compact");
+    assert!(report.removed_segments > 0, "{report:?}");
+    assert!(store.check().expect("check").problems.is_empty());
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        store
+            .series(&sparse_key(1))
+            .expect("read")
+            .expect("kept")
+            .values()[0],
+        7.0
+    );
+    assert_eq!(
+        store
+            .series(&sparse_key(2))
+            .expect("read")
+            .expect("kept")
+            .values()[0],
+        102.0
+    );
+    assert!(store.check().expect("check").problems.is_empty());
 }
 
 /// Stores one 1000-value series (so it goes to the value log) in a store at

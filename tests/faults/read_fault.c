@@ -1,6 +1,7 @@
 /* A read fault for kiln's tests, preloaded with LD_PRELOAD: the
  * KILN_FAULT_READ_NTH-th read (read, pread, pread64) of a file whose path
- * contains KILN_FAULT_READ_PATH fails with EIO; every other call goes to
+ * contains KILN_FAULT_READ_PATH fails with EIO, and so do the next
+ * KILN_FAULT_READ_COUNT - 1 (default 1 in all); every other call goes to
  * libc. Counting only the reads of matching files makes "the k-th read of
  * sled's files" the same point in every run. Written for these tests. */
 #define _GNU_SOURCE
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 static long fail_at = -1;
+static long fail_count = 1;
 static const char *wanted = NULL;
 static long seen = 0;
 
@@ -21,6 +23,10 @@ __attribute__((constructor)) static void setup(void) {
     wanted = getenv("KILN_FAULT_READ_PATH");
     if (nth != NULL && wanted != NULL && *wanted != '\0') {
         fail_at = strtol(nth, NULL, 10);
+    }
+    const char *count = getenv("KILN_FAULT_READ_COUNT");
+    if (count != NULL) {
+        fail_count = strtol(count, NULL, 10);
     }
 }
 
@@ -40,7 +46,8 @@ static int fails(int fd) {
     if (fail_at < 1 || !is_wanted(fd)) {
         return 0;
     }
-    return __atomic_add_fetch(&seen, 1, __ATOMIC_SEQ_CST) == fail_at;
+    long k = __atomic_add_fetch(&seen, 1, __ATOMIC_SEQ_CST);
+    return k >= fail_at && k < fail_at + fail_count;
 }
 
 ssize_t read(int fd, void *buf, size_t count) {

@@ -2,6 +2,14 @@
 //! sealed segments copied forward, their index entries re-pointed in one
 //! batch, the old segments deleted) and the integrity check (every record
 //! scanned and verified, the job model held against what is committed).
+//!
+//! Compaction never poisons the store for what it reads or for a full
+//! disk: a record that fails to read (checksum, I/O) stays where it is and
+//! its segment is quarantined (kept, never compacted again in this
+//! process; `kiln check` reports the record), and the rest is moved; a
+//! write that fails before the batch applied (a full disk) undoes the
+//! copies and gives up until `COMPACT_RETRY_MS` later. Only a failed fsync
+//! or a failed batch poisons.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -21,6 +29,9 @@ use crate::space::Space;
 use crate::view::load;
 use crate::vlog::VlogReader;
 
+/// How long automatic compaction waits after giving up (a full disk).
+const COMPACT_RETRY_MS: u64 = 60_000;
+
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
@@ -30,20 +41,25 @@ pub struct CompactReport {
     pub moved_bytes: u64,
     /// Segments deleted.
     pub removed_segments: u32,
+    /// Records that failed to read and stay where they are; their
+    /// segments are quarantined.
+    pub quarantined_records: u64,
 }
 
 impl Writer {
-    /// Whether a sealed segment is sparse enough to compact.
-    pub(super) fn compaction_due(&self) -> bool {
-        !self
-            .vlog
-            .compaction_candidates(self.config.compact_live_fraction_min)
-            .is_empty()
+    /// Whether a sealed segment is sparse enough to compact (and no recent
+    /// attempt gave up).
+    pub(super) fn compaction_due(&self, now: u64) -> bool {
+        now >= self.compact_retry_at
+            && !self
+                .vlog
+                .compaction_candidates(self.config.compact_live_fraction_min)
+                .is_empty()
     }
 
     /// Rewrites the live records of sparse sealed segments into the active
     /// segment, re-points their index entries in one batch, then deletes
-    /// the old segments. A failure poisons the store.
+    /// the old segments (see the module docs for its failures).
     pub(super) fn compact(&mut self) -> Result<CompactReport> {
         let victims = self
             .vlog
@@ -54,9 +70,21 @@ impl Writer {
         if victims.is_empty() || self.shared.staging.load(Ordering::SeqCst) > 0 {
             return Ok(report);
         }
+        let applied = self.disk.applied();
+        let mark = self.vlog.mark()?;
         let result = self.compact_segments(&victims, &mut report);
         if let Err(e) = &result {
-            self.shared.poison(Poison::of(e));
+            let clean = !e.is_fatal() && self.disk.applied() == applied;
+            let rewound = clean && {
+                self.writes.clear();
+                self.vlog.rewind(mark).is_ok()
+            };
+            if rewound {
+                self.compact_retry_at = self.config.queue.clock.now_ms() + COMPACT_RETRY_MS;
+                tracing::warn!(error = %e, "value-log compaction gave up; it tries again later");
+            } else {
+                self.shared.poison(Poison::of(e));
+            }
         }
         result.map(|()| report)
     }
@@ -79,26 +107,44 @@ impl Writer {
                 moves.push((space, key, value, start, old));
             }
         }
+        let mut moved = Vec::with_capacity(moves.len());
         for (space, key, value, start, old) in moves {
-            let mapped = reader.read(&old)?.ok_or_else(|| {
-                StoreError::corrupt(
-                    format!("vlog segment {}", old.segment),
-                    "missing during compaction",
-                )
-            })?;
-            let new = self.vlog.append(mapped.bytes(), old.job_id)?;
-            self.vlog.release(&old);
+            let loaded = match reader.read(&old) {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => {
+                    return Err(StoreError::corrupt(
+                        format!("vlog segment {}", old.segment),
+                        "missing during compaction",
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, segment = old.segment, "a record failed to read during compaction; its segment is quarantined");
+                    self.vlog.quarantined.insert(old.segment);
+                    report.quarantined_records += 1;
+                    continue;
+                }
+            };
+            let new = self.vlog.append(loaded.bytes(), old.job_id)?;
             report.moved_bytes += u64::from(old.len);
             report.moved_records += 1;
-            let mut moved = value[..start].to_vec();
-            moved.extend_from_slice(&ResultValue::Pointer(new).encode());
-            self.writes.put(space, key, moved);
+            let mut value = value[..start].to_vec();
+            value.extend_from_slice(&ResultValue::Pointer(new).encode());
+            moved.push((space, key, value, old));
+        }
+        for (space, key, value, _) in &moved {
+            self.writes.put(*space, key.clone(), value.clone());
         }
         self.vlog_sync_required = true;
         self.commit()?;
+        for (.., old) in &moved {
+            self.vlog.release(old);
+        }
         self.disk.flush_and_fsync()?;
         self.reveal();
         for &id in victims {
+            if self.vlog.quarantined.contains(&id) {
+                continue;
+            }
             self.vlog.remove_segment(id)?;
             report.removed_segments += 1;
         }

@@ -137,6 +137,10 @@ pub(crate) enum Apply {
     /// an fsync) would.
     #[cfg(feature = "test-hooks")]
     FailNextCommit { fsync: bool },
+    /// Test support: the value-log append after the next `n` fails as on a
+    /// full disk.
+    #[cfg(feature = "test-hooks")]
+    FailAppend { n: u32 },
 }
 
 /// An operation that runs after its group's commit.
@@ -184,7 +188,7 @@ impl Op {
                 Apply::StageBars { reply, .. } => refuse(reply, poison),
                 Apply::UnstageBars { .. } => {}
                 #[cfg(feature = "test-hooks")]
-                Apply::FailNextCommit { .. } => {}
+                Apply::FailNextCommit { .. } | Apply::FailAppend { .. } => {}
             },
             Op::After(op) => match op {
                 After::Sync { reply } => refuse(reply, poison),
@@ -239,6 +243,8 @@ pub(crate) struct Writer {
     meta_dirty: bool,
     /// A write-path failure during apply (value-log append): fails the group.
     failure: Option<StoreError>,
+    /// Automatic compaction waits until then (ms) after giving up.
+    compact_retry_at: u64,
     /// The next commit fsyncs the value log whatever the mode (bar chunks
     /// and compaction moves cannot be recomputed).
     vlog_sync_required: bool,
@@ -277,6 +283,7 @@ impl Writer {
             writes: Writes::default(),
             meta_dirty: false,
             failure: None,
+            compact_retry_at: 0,
             vlog_sync_required: false,
             new_versions: Vec::new(),
             fold_queue: BTreeSet::new(),
@@ -421,7 +428,7 @@ impl Writer {
         if self.queue.housekeeping_due(now) || mark_behind || !self.fold_queue.is_empty() {
             self.group(Vec::new());
         }
-        if self.compaction_due()
+        if self.compaction_due(now)
             && let Err(e) = self.compact()
         {
             tracing::error!(error = %e, "automatic value-log compaction failed");
@@ -553,6 +560,8 @@ impl Writer {
             }
             #[cfg(feature = "test-hooks")]
             Apply::FailNextCommit { fsync } => self.fail_next_commit = Some(fsync),
+            #[cfg(feature = "test-hooks")]
+            Apply::FailAppend { n } => self.vlog.fail_append_in = Some(n),
         }
     }
 
