@@ -1,0 +1,247 @@
+//! I/O fault injection at every kind of call kiln makes to the file system:
+//! `kiln run` and `kiln ingest` run under libfiu's `fiu-run -x` (Debian's
+//! `fiu-utils` and `libfiu0`, installed by `.ci/run`), with one failure
+//! point enabled at random — write, pwrite, fsync, fdatasync,
+//! sync_file_range, open, rename, unlink, ftruncate, read, pread —
+//! returning EIO, or ENOSPC where a write can. For every trial: no panic
+//! and no signal; then, in a clean process, the store opens, every job the
+//! faulty run acknowledged as succeeded (its durable events, printed by
+//! `--watch --json`) is still succeeded, an ingest that said it committed
+//! is there whole, `kiln check` passes, and a clean run finishes the rest.
+//!
+//! `KILN_IO_FAULT_ROUNDS` (default 1) repeats the whole list of points.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{SAMPLE, SAMPLE_MAP, kiln_command, kiln_ok};
+
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
+/// The failure points, each with the errnos it returns and its probability
+/// per call (low enough that a run gets some way first).
+const POINTS: &[(&str, &[i32], f64)] = &[
+    ("posix/io/rw/write", &[EIO, ENOSPC], 0.05),
+    ("posix/io/rw/pwrite", &[EIO, ENOSPC], 0.1),
+    ("posix/io/sync/fsync", &[EIO], 0.05),
+    ("posix/io/sync/fdatasync", &[EIO], 0.05),
+    ("linux/io/sync_file_range", &[EIO], 0.05),
+    ("posix/io/oc/open", &[EIO, ENOSPC], 0.05),
+    ("posix/io/dir/rename", &[EIO], 0.2),
+    ("posix/io/dir/unlink", &[EIO], 0.2),
+    ("posix/io/rw/ftruncate", &[EIO, ENOSPC], 0.2),
+    ("posix/io/rw/read", &[EIO], 0.02),
+    ("posix/io/rw/pread", &[EIO], 0.01),
+];
+
+const SPECS: &[&str] = &[
+    "sma(5)",
+    "ema(9)",
+    "rsi(14)",
+    "macd(12,26,9)",
+    "bbands(20,2)",
+    "atr(14)",
+    "wma(7)",
+    "roc(10)",
+];
+
+/// Retries come quickly and never end a job, so a run's outcome is only
+/// what the faults did to the store.
+const CONFIG: &str = "attempts_max = 1000\nretry_base_ms = 5\nretry_cap_ms = 50\n\
+                      breaker_recovery_ms = 20\n";
+
+fn fiu_run(point: &str, errno: i32, probability: f64, kiln_args: &[&str]) -> Output {
+    let enable = format!("enable_random name={point},probability={probability},failinfo={errno}");
+    Command::new("fiu-run")
+        .args(["-x", "-f", "", "-c", &enable])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(kiln_args)
+        .output()
+        .expect("run fiu-run (Debian's fiu-utils; .ci/run installs it)")
+}
+
+/// Job ids that complete JSON event lines report succeeded.
+fn acknowledged_succeeded(stderr: &str) -> BTreeSet<u64> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["state"] == "succeeded")
+        .filter_map(|v| v["job"].as_u64())
+        .collect()
+}
+
+fn succeeded_now(data: &str) -> BTreeSet<u64> {
+    let out = kiln_ok(&[
+        "--data",
+        data,
+        "--json",
+        "jobs",
+        "list",
+        "--state",
+        "succeeded",
+        "--limit",
+        "100000",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|v| match v {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        })
+        .filter_map(|j| j["id"].as_u64())
+        .collect()
+}
+
+fn symbols_now(data: &str) -> u64 {
+    let out = kiln_ok(&["--data", data, "--json", "stats"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    v["symbols"].as_u64().expect("symbols")
+}
+
+fn assert_no_crash(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{what}: a crash ({:?}): {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+}
+
+/// A CSV of `n` new symbols, 30 daily bars each, named after `tag`.
+fn new_symbols_csv(dir: &Path, tag: usize, n: usize) -> String {
+    let mut csv = String::from("symbol,ts,open,high,low,close,volume\n");
+    for s in 0..n {
+        for d in 0..30u64 {
+            let close = 100.0 + (d as f64) * 0.5 + s as f64;
+            csv.push_str(&format!(
+                "N{tag}X{s},{},{close},{},{},{close},1000\n",
+                1_600_000_000 + d * 86_400,
+                close + 1.0,
+                close - 1.0
+            ));
+        }
+    }
+    let path = dir.join(format!("new-{tag}.csv"));
+    std::fs::write(&path, csv).expect("write csv");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+#[test]
+fn every_injected_io_fault_leaves_a_store_that_reopens_with_everything_acknowledged() {
+    let rounds: usize = std::env::var("KILN_IO_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("kiln.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let config = config.to_str().expect("utf-8");
+    let (mut trials, mut faulted_runs, mut acked_then_failed) = (0, 0, 0);
+    for round in 0..rounds {
+        for (p, &(point, errnos, probability)) in POINTS.iter().enumerate() {
+            for &errno in errnos {
+                trials += 1;
+                let data = scratch.path().join(format!("data-{round}-{p}-{errno}"));
+                let data = data.to_str().expect("utf-8");
+                let with = |args: &[&str]| -> Vec<String> {
+                    ["--config", config, "--data", data]
+                        .iter()
+                        .chain(args)
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                };
+                kiln_ok(
+                    &with(&["ingest", "--map", SAMPLE_MAP, SAMPLE])
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                );
+                for spec in SPECS {
+                    kiln_ok(
+                        &with(&["submit", "--all", "--features", spec])
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                let what = format!("{point} errno {errno}");
+
+                // A run under the fault.
+                let args = with(&["--json", "run", "--until-idle", "--watch"]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let run = fiu_run(point, errno, probability, &args);
+                assert_no_crash(&run, &format!("run, {what}"));
+                let acked = acknowledged_succeeded(&String::from_utf8_lossy(&run.stderr));
+                faulted_runs += usize::from(!run.status.success());
+                acked_then_failed += usize::from(!run.status.success() && !acked.is_empty());
+
+                // An ingest under the fault: all of it, or none.
+                let csv = new_symbols_csv(scratch.path(), trials, 20);
+                let before = symbols_now(data);
+                let args = with(&["ingest", &csv]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let ingest = fiu_run(point, errno, probability, &args);
+                assert_no_crash(&ingest, &format!("ingest, {what}"));
+
+                let said = |o: &Output| {
+                    let e = String::from_utf8_lossy(&o.stderr);
+                    e.lines()
+                        .find(|l| l.starts_with("kiln: "))
+                        .unwrap_or("ok")
+                        .to_owned()
+                };
+                eprintln!(
+                    "{what}: run {} ({} acknowledged), ingest {}",
+                    said(&run),
+                    acked.len(),
+                    said(&ingest)
+                );
+
+                // A clean process: the store opens and kept what was said.
+                let after = symbols_now(data);
+                if ingest.status.success() {
+                    assert_eq!(after, before + 20, "{what}: an acknowledged ingest lost");
+                } else {
+                    assert!(
+                        after == before || after == before + 20,
+                        "{what}: half an ingest ({before} -> {after} symbols)"
+                    );
+                }
+                let now = succeeded_now(data);
+                let lost: Vec<_> = acked.difference(&now).collect();
+                assert!(lost.is_empty(), "{what}: acknowledged jobs lost: {lost:?}");
+                let check = kiln_command(with(&["check"])).output().expect("check");
+                assert!(
+                    check.status.success(),
+                    "{what}: check: {}{}",
+                    String::from_utf8_lossy(&check.stdout),
+                    String::from_utf8_lossy(&check.stderr)
+                );
+                kiln_ok(
+                    &with(&["run", "--until-idle"])
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                );
+                assert_eq!(
+                    succeeded_now(data).len(),
+                    SPECS.len() * 5,
+                    "{what}: a clean run finishes every job"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "io faults: {trials} trials, {faulted_runs} runs ended by a fault, {acked_then_failed} of them after acknowledging jobs"
+    );
+    assert!(
+        faulted_runs > 0,
+        "no fault ever ended a run: the injection does nothing"
+    );
+}
