@@ -1,16 +1,21 @@
 //! Making applied sled writes durable. sled's `flush` writes its buffers and
 //! ends in `sync_file_range`, which does not survive power loss; after it we
-//! fsync sled's data file ourselves, and any blob files sled created for
-//! large values (which it never fsyncs). Every commit is numbered; after a
-//! flush, the number of the last commit it covered goes to `COMMITTED`
-//! (see `generation`).
+//! fsync sled's data file ourselves. sled writes a value too large for its
+//! log pages (a page over about 128 KiB: a job with a large payload or
+//! thousands of symbols) to a blob file, which it never fsyncs; kiln
+//! fsyncs every blob a flush covers *before* that flush writes the log
+//! entries pointing at it, and only blobs written whole: the writer thread,
+//! which is the one that makes sled write them, lists them after each
+//! commit, never the flushing thread while a commit may be writing one.
+//! Every commit is numbered; after a flush, the number of the last commit
+//! it covered goes to `COMMITTED` (see `generation`).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use kiln_core::{Result, StoreError};
 
@@ -22,11 +27,18 @@ pub(crate) struct Disk {
     db: sled::Db,
     dir: PathBuf,
     file: File,
-    /// Blob files already fsynced (they are written once, never changed).
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Blob files written whole and not yet fsynced, and those fsynced
+    /// (a blob is written once, never changed).
+    blobs: Mutex<Blobs>,
     /// The number of the last commit applied.
     applied: AtomicU64,
     record: CommitRecord,
+}
+
+#[derive(Default)]
+struct Blobs {
+    whole: Vec<OsString>,
+    synced: HashSet<OsString>,
 }
 
 impl Disk {
@@ -39,7 +51,7 @@ impl Disk {
             db,
             dir: dir.to_path_buf(),
             file,
-            synced_blobs: Mutex::new(HashSet::new()),
+            blobs: Mutex::new(Blobs::default()),
             applied: AtomicU64::new(commit),
             record,
         })
@@ -50,8 +62,18 @@ impl Disk {
         self.applied.load(Ordering::SeqCst)
     }
 
-    /// Commit `commit` was applied (the writer thread's, in order).
+    /// Commit `commit` was applied (the writer thread's, in order): every
+    /// blob file sled wrote for it is whole now.
     pub(crate) fn set_applied(&self, commit: u64) {
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("blobs")) {
+            let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !blobs.synced.contains(&name) && !blobs.whole.contains(&name) {
+                    blobs.whole.push(name);
+                }
+            }
+        }
         self.applied.store(commit, Ordering::SeqCst);
     }
 
@@ -59,8 +81,10 @@ impl Disk {
     /// A failed sled flush is a failed fsync (it ends in `sync_file_range`)
     /// unless the disk was full, which sled reports from its write first.
     pub(crate) fn flush_and_fsync(&self) -> Result<()> {
-        // Every commit up to this one was applied before the flush began.
+        // Every commit up to this one was applied before the flush began,
+        // and its blobs listed.
         let covered = self.applied();
+        self.fsync_blobs()?;
         self.db.flush().map_err(|e| match e {
             sled::Error::Io(error) if error.kind() == std::io::ErrorKind::StorageFull => {
                 StoreError::io(format!("write {}", self.dir.display()), error)
@@ -73,37 +97,32 @@ impl Disk {
         self.file.sync_data().map_err(|e| {
             StoreError::fsync(format!("fsync {}", self.dir.join("db").display()), e)
         })?;
-        self.fsync_blobs()?;
         self.record.flushed(covered);
         Ok(())
     }
 
-    /// fsyncs blob files not fsynced yet, then their directory.
+    /// fsyncs the blob files written whole and not fsynced yet, then
+    /// their directory.
     fn fsync_blobs(&self) -> Result<()> {
-        let blobs = self.dir.join("blobs");
-        let Ok(entries) = std::fs::read_dir(&blobs) else {
+        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if blobs.whole.is_empty() {
             return Ok(());
-        };
-        let mut synced = self.synced_blobs.lock().map_err(|_| StoreError::Backend {
-            backend: "sled",
-            detail: "blob bookkeeping lock poisoned".into(),
-        })?;
-        let mut new_blob = false;
-        for entry in entries.flatten() {
-            if synced.contains(&entry.file_name()) {
-                continue;
+        }
+        let dir = self.dir.join("blobs");
+        for name in std::mem::take(&mut blobs.whole) {
+            let path = dir.join(&name);
+            match File::open(&path) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(|e| StoreError::fsync(format!("fsync {}", path.display()), e))?,
+                // sled collected it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
             }
-            File::open(entry.path())
-                .and_then(|f| f.sync_all())
-                .map_err(|e| StoreError::fsync(format!("fsync {}", entry.path().display()), e))?;
-            synced.insert(entry.file_name());
-            new_blob = true;
+            blobs.synced.insert(name);
         }
-        if new_blob {
-            File::open(&blobs)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::fsync(format!("fsync {}", blobs.display()), e))?;
-        }
-        Ok(())
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::fsync(format!("fsync {}", dir.display()), e))
     }
 }

@@ -926,3 +926,62 @@ fn in_sync_mode_readers_see_a_commit_only_once_it_is_durable() {
         );
     });
 }
+
+/// The largest job, event and checkpoint the bounds allow make sled write
+/// blob files (pages over about 128 KiB); kiln fsyncs them before the sled
+/// flush that points at them, and a reopen (a copy of sled's directory,
+/// every page read back) finds them whole.
+#[test]
+fn the_largest_job_event_and_checkpoint_survive_reopen_through_sled_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        inline_series_bytes_max: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let q = cfg.queue.clone();
+    let store = Store::open(dir.path(), cfg.clone()).expect("open");
+    let symbols: Vec<Symbol> = (0..q.job_symbols_max)
+        .map(|i| sym(&format!("{i:0>32}")))
+        .collect();
+    let big = kiln_store::NewJob::new(
+        "k".repeat(kiln_store::KIND_BYTES_MAX),
+        vec![0xA5; q.payload_bytes_max],
+    )
+    .symbols(symbols.clone())
+    .idempotency_key("i".repeat(kiln_store::IDEMPOTENCY_KEY_BYTES_MAX));
+    let id = store.enqueue(big).expect("the largest job").id();
+    let lease = store.claim(1).expect("claim").remove(0);
+    // The largest inline series: 64 KiB of values, in sled.
+    let key = SeriesKey::new(symbols[0].clone(), "sma(5)").expect("key");
+    let values: Vec<f64> = (0..8000).map(f64::from).collect();
+    store
+        .checkpoint(lease.token, vec![series(&key, values.clone())])
+        .expect("the largest checkpoint");
+    let error = "e".repeat(kiln_store::ERROR_BYTES_MAX);
+    store
+        .fail(lease.token, &error)
+        .expect("fail: the largest event");
+    let sled_dir = kiln_store::sled_dir(dir.path()).expect("sled");
+    let blobs = std::fs::read_dir(sled_dir.join("blobs"))
+        .expect("blobs")
+        .count();
+    assert!(
+        blobs > 0,
+        "no blob written: the test does not reach sled's blobs"
+    );
+    drop(store);
+
+    let store = Store::open(dir.path(), cfg).expect("reopen");
+    let job = store.job(id).expect("read").expect("job");
+    assert_eq!(job.symbols, symbols);
+    assert_eq!(job.payload.len(), q.payload_bytes_max);
+    assert_eq!(job.last_error.as_deref(), Some(error.as_str()));
+    let events = store.events(0, 10).expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].error.as_deref(), Some(error.as_str()));
+    assert_eq!(
+        &*store.series(&key).expect("read").expect("kept").values(),
+        values.as_slice()
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
