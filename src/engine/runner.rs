@@ -108,6 +108,12 @@ pub trait RunObserver {
     fn reopening(&mut self, error: &EngineError, attempt: u32, wait: Duration);
 }
 
+/// Whether the store's failure is one a reopen may cure: an outage (I/O,
+/// sled, poisoned by a failed write), never a failed fsync.
+fn reopenable(e: &EngineError) -> bool {
+    matches!(e, EngineError::Store(s) if s.is_outage() && !s.is_fatal())
+}
+
 /// The longest wait between reopening attempts.
 const REOPEN_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -137,19 +143,8 @@ pub fn run_reopening(
         });
         let report = match result {
             Ok(report) => report,
-            Err(e)
-                if matches!(&e, EngineError::Store(s) if s.is_outage() && !s.is_fatal())
-                    && !stop.load(Ordering::SeqCst) =>
-            {
+            Err(e) if reopenable(&e) && !stop.load(Ordering::SeqCst) => {
                 attempt = if done > 0 { 1 } else { attempt + 1 };
-                if attempt > reopens_max {
-                    return Err(e);
-                }
-                let base = Duration::from_millis(engine.config().breaker_recovery_ms.max(1));
-                let wait = base
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(REOPEN_WAIT_MAX);
-                observer.reopening(&e, attempt, wait);
                 let dir = engine.dir().to_path_buf();
                 let config = Config {
                     store: engine.store().config().clone(),
@@ -157,12 +152,32 @@ pub fn run_reopening(
                     ..Config::default()
                 };
                 drop(engine);
-                let deadline = Instant::now() + wait;
-                while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-                    // The stop flag (a signal) is checked every 20 ms.
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                engine = Engine::open(&dir, config)?;
+                // Until a reopen works (a full disk may take a while to
+                // clear), or the attempts run out.
+                let mut failure = e;
+                engine = loop {
+                    if attempt > reopens_max {
+                        return Err(failure);
+                    }
+                    let base = Duration::from_millis(config.engine.breaker_recovery_ms.max(1));
+                    let wait = base
+                        .saturating_mul(1 << (attempt - 1).min(16))
+                        .min(REOPEN_WAIT_MAX);
+                    observer.reopening(&failure, attempt, wait);
+                    let deadline = Instant::now() + wait;
+                    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+                        // The stop flag (a signal) is checked every 20 ms.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    match Engine::open(&dir, config.clone()) {
+                        Ok(engine) => break engine,
+                        Err(e) if reopenable(&e) && !stop.load(Ordering::SeqCst) => {
+                            failure = e;
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 continue;
             }
             Err(e) => return Err(e),
