@@ -1,41 +1,43 @@
-//! I/O fault injection at every kind of call kiln makes to the file system:
-//! `kiln run` and `kiln ingest` run under libfiu's `fiu-run -x` (Debian's
-//! `fiu-utils` and `libfiu0`, installed by `.ci/run`), with one failure
-//! point enabled at random — write, pwrite, fsync, fdatasync,
-//! sync_file_range, open, rename, unlink, ftruncate, read, pread —
-//! returning EIO, or ENOSPC where a write can. For every trial: no panic
-//! and no signal; then, in a clean process, the store opens, every job the
-//! faulty run acknowledged as succeeded (its durable events, printed by
-//! `--watch --json`) is still succeeded, an ingest that said it committed
-//! is there whole, `kiln check` passes, and a clean run finishes the rest.
+//! I/O fault injection at every kind of call kiln makes to its files:
+//! `kiln run` and `kiln ingest` run with the shim `tests/faults/io_fault.c`
+//! preloaded, failing one kind of call on the data directory's files at
+//! random (seeded) — write, pwrite, fsync, fdatasync, sync_file_range,
+//! open (create), rename, unlink, ftruncate, read, pread — with EIO, or
+//! ENOSPC where a write can. For every trial: no panic and no signal;
+//! then, in a clean process, the store opens, every job the faulty run
+//! acknowledged as succeeded (its durable events, printed by `--watch
+//! --json`) is still succeeded, an ingest that said it committed is there
+//! whole, `kiln check` passes, and a clean run finishes the rest.
 //!
-//! `KILN_IO_FAULT_ROUNDS` (default 1) repeats the whole list of points.
+//! `KILN_IO_FAULT_ROUNDS` (default 1) repeats the list with new seeds;
+//! `KILN_IO_FAULT_SEED` fixes the first.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{SAMPLE, SAMPLE_MAP, kiln_command, kiln_ok};
+use common::{SAMPLE, SAMPLE_MAP, fault_shim, kiln_command, kiln_ok};
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 
-/// The failure points, each with the errnos it returns and its probability
-/// per call (low enough that a run gets some way first).
+/// The calls failed, each with the errnos it returns and its probability
+/// per call on the data directory's files (low enough that a run gets some
+/// way first).
 const POINTS: &[(&str, &[i32], f64)] = &[
-    ("posix/io/rw/write", &[EIO, ENOSPC], 0.05),
-    ("posix/io/rw/pwrite", &[EIO, ENOSPC], 0.1),
-    ("posix/io/sync/fsync", &[EIO], 0.05),
-    ("posix/io/sync/fdatasync", &[EIO], 0.05),
-    ("linux/io/sync_file_range", &[EIO], 0.05),
-    ("posix/io/oc/open", &[EIO, ENOSPC], 0.05),
-    ("posix/io/dir/rename", &[EIO], 0.2),
-    ("posix/io/dir/unlink", &[EIO], 0.2),
-    ("posix/io/rw/ftruncate", &[EIO, ENOSPC], 0.2),
-    ("posix/io/rw/read", &[EIO], 0.02),
-    ("posix/io/rw/pread", &[EIO], 0.01),
+    ("write", &[EIO, ENOSPC], 0.05),
+    ("pwrite", &[EIO, ENOSPC], 0.02),
+    ("fsync", &[EIO], 0.05),
+    ("fdatasync", &[EIO], 0.03),
+    ("sync_file_range", &[EIO], 0.05),
+    ("open", &[EIO, ENOSPC], 0.02),
+    ("rename", &[EIO, ENOSPC], 0.2),
+    ("unlink", &[EIO], 0.2),
+    ("ftruncate", &[EIO, ENOSPC], 0.2),
+    ("read", &[EIO], 0.1),
+    ("pread", &[EIO], 0.01),
 ];
 
 const SPECS: &[&str] = &[
@@ -54,14 +56,28 @@ const SPECS: &[&str] = &[
 const CONFIG: &str = "attempts_max = 1000\nretry_base_ms = 5\nretry_cap_ms = 50\n\
                       breaker_recovery_ms = 20\n";
 
-fn fiu_run(point: &str, errno: i32, probability: f64, kiln_args: &[&str]) -> Output {
-    let enable = format!("enable_random name={point},probability={probability},failinfo={errno}");
-    Command::new("fiu-run")
-        .args(["-x", "-f", "", "-c", &enable])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(kiln_args)
-        .output()
-        .expect("run fiu-run (Debian's fiu-utils; .ci/run installs it)")
+/// One faulty run of `kiln`.
+struct Fault<'a> {
+    shim: &'a Path,
+    data: &'a str,
+    call: &'a str,
+    errno: i32,
+    probability: f64,
+    seed: u64,
+}
+
+impl Fault<'_> {
+    fn run(&self, kiln_args: &[&str]) -> Output {
+        kiln_command(kiln_args)
+            .env("LD_PRELOAD", self.shim)
+            .env("KILN_FAULT_PATH", self.data)
+            .env("KILN_FAULT_CALLS", self.call)
+            .env("KILN_FAULT_ERRNO", self.errno.to_string())
+            .env("KILN_FAULT_PROBABILITY", self.probability.to_string())
+            .env("KILN_FAULT_SEED", self.seed.to_string())
+            .output()
+            .expect("run kiln")
+    }
 }
 
 /// Job ids that complete JSON event lines report succeeded.
@@ -138,15 +154,28 @@ fn every_injected_io_fault_leaves_a_store_that_reopens_with_everything_acknowled
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let mut seed: u64 = std::env::var("KILN_IO_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("io faults: KILN_IO_FAULT_SEED={seed}");
     let scratch = tempfile::tempdir().expect("tempdir");
+    let shim = fault_shim(scratch.path());
     let config = scratch.path().join("kiln.toml");
     std::fs::write(&config, CONFIG).expect("config");
     let config = config.to_str().expect("utf-8");
     let (mut trials, mut faulted_runs, mut acked_then_failed) = (0, 0, 0);
     for round in 0..rounds {
-        for (p, &(point, errnos, probability)) in POINTS.iter().enumerate() {
+        for (p, &(call, errnos, probability)) in POINTS.iter().enumerate() {
             for &errno in errnos {
                 trials += 1;
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let data = scratch.path().join(format!("data-{round}-{p}-{errno}"));
                 let data = data.to_str().expect("utf-8");
                 let with = |args: &[&str]| -> Vec<String> {
@@ -170,12 +199,20 @@ fn every_injected_io_fault_leaves_a_store_that_reopens_with_everything_acknowled
                             .collect::<Vec<_>>(),
                     );
                 }
-                let what = format!("{point} errno {errno}");
+                let what = format!("{call} errno {errno} seed {seed}");
+                let fault = Fault {
+                    shim: &shim,
+                    data,
+                    call,
+                    errno,
+                    probability,
+                    seed,
+                };
 
                 // A run under the fault.
                 let args = with(&["--json", "run", "--until-idle", "--watch"]);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let run = fiu_run(point, errno, probability, &args);
+                let run = fault.run(&args);
                 assert_no_crash(&run, &format!("run, {what}"));
                 let acked = acknowledged_succeeded(&String::from_utf8_lossy(&run.stderr));
                 faulted_runs += usize::from(!run.status.success());
@@ -186,7 +223,7 @@ fn every_injected_io_fault_leaves_a_store_that_reopens_with_everything_acknowled
                 let before = symbols_now(data);
                 let args = with(&["ingest", &csv]);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let ingest = fiu_run(point, errno, probability, &args);
+                let ingest = fault.run(&args);
                 assert_no_crash(&ingest, &format!("ingest, {what}"));
 
                 let said = |o: &Output| {

@@ -4,7 +4,7 @@
 //! sled's directory and checks it first (`store/src/generation.rs`).
 //!
 //! A finished store is opened by `kiln stats` with the k-th read of sled's
-//! files failing (an LD_PRELOAD shim, `tests/faults/read_fault.c`, built
+//! files failing (the LD_PRELOAD shim `tests/faults/io_fault.c`, built
 //! here with `cc`), for every k from 1 to `KILN_READ_FAULTS` (default 40:
 //! the reads of sled's recovery and the first page reads after it). After
 //! each: the faulty open either failed or saw every job; a clean open then
@@ -16,29 +16,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{SAMPLE, SAMPLE_MAP, kiln_command, kiln_ok};
+use common::{SAMPLE, SAMPLE_MAP, fault_shim, kiln_command, kiln_ok};
 use kiln_store::prelude::*;
 use kiln_store::{FrameWrite, NewJob, Series, SeriesKey, Store, StoreConfig, Symbol};
 
 const JOBS: u64 = 300;
-
-/// Builds the shim into `dir`.
-fn build_shim(dir: &Path) -> PathBuf {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/read_fault.c");
-    let lib = dir.join("read_fault.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&lib)
-        .arg(src)
-        .arg("-ldl")
-        .status()
-        .expect("run cc (a C compiler is needed to build the fault shim)");
-    assert!(status.success(), "cc failed to build {src}");
-    lib
-}
 
 /// A store with `JOBS` succeeded jobs, each with a small result, written
 /// over several sessions so that sled's log spans several segments.
@@ -87,7 +71,7 @@ fn succeeded(out: &std::process::Output) -> u64 {
 #[test]
 fn a_read_error_while_opening_never_loses_or_rolls_back_acknowledged_work() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let shim = build_shim(scratch.path());
+    let shim = fault_shim(scratch.path());
     let data = scratch.path().join("data");
     finished_store(&data);
     let data = data.to_str().expect("utf-8");
@@ -99,8 +83,8 @@ fn a_read_error_while_opening_never_loses_or_rolls_back_acknowledged_work() {
     for k in 1..=trials {
         let faulty = kiln_command(["--data", data, "--json", "stats"])
             .env("LD_PRELOAD", &shim)
-            .env("KILN_FAULT_READ_NTH", k.to_string())
-            .env("KILN_FAULT_READ_PATH", "/data/sled")
+            .env("KILN_FAULT_NTH", k.to_string())
+            .env("KILN_FAULT_PATH", "/data/sled")
             .output()
             .expect("run kiln");
         let stderr = String::from_utf8_lossy(&faulty.stderr);
@@ -146,7 +130,7 @@ fn a_read_error_while_opening_never_loses_or_rolls_back_acknowledged_work() {
 #[test]
 fn a_read_error_in_the_value_log_fails_that_read_or_that_job_never_the_process() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let shim = build_shim(scratch.path());
+    let shim = fault_shim(scratch.path());
     let data = scratch.path().join("data");
     let data = data.to_str().expect("utf-8");
     kiln_ok(&["--data", data, "ingest", "--map", SAMPLE_MAP, SAMPLE]);
@@ -163,9 +147,9 @@ fn a_read_error_in_the_value_log_fails_that_read_or_that_job_never_the_process()
     let faulty = |args: &[&str], k: u32, count: u32| {
         kiln_command(["--data", data].iter().chain(args))
             .env("LD_PRELOAD", &shim)
-            .env("KILN_FAULT_READ_NTH", k.to_string())
-            .env("KILN_FAULT_READ_COUNT", count.to_string())
-            .env("KILN_FAULT_READ_PATH", "/data/vlog/")
+            .env("KILN_FAULT_NTH", k.to_string())
+            .env("KILN_FAULT_COUNT", count.to_string())
+            .env("KILN_FAULT_PATH", "/data/vlog/")
             .output()
             .expect("run kiln")
     };

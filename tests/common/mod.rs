@@ -1,6 +1,6 @@
 //! What the integration tests share: the bundled sample, running the `kiln`
-//! binary as a user does, waiting for a condition, and a small HTTP client
-//! (`http`). Each test binary uses its own subset.
+//! binary as a user does, waiting for a condition, the I/O fault shim, and
+//! a small HTTP client (`http`). Each test binary uses its own subset.
 #![allow(dead_code)]
 
 pub mod http;
@@ -80,4 +80,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         assert!(Instant::now() < deadline, "never {what} ({timeout:?})");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Builds the I/O fault shim (`tests/faults/io_fault.c`, preloaded with
+/// `LD_PRELOAD`; its header says what its variables do) into `dir`.
+pub fn fault_shim(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/io_fault.c");
+    let lib = dir.join("io_fault.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(src)
+        .arg("-ldl")
+        .status()
+        .expect("run cc (a C compiler builds the fault shim; Rust's linker is one)");
+    assert!(status.success(), "cc failed to build {src}");
+    lib
 }
