@@ -56,7 +56,31 @@ fn init_logging() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
 }
 
+/// Reports a panic on one line of stderr, written like every message (a
+/// failing stderr drops it). A panic is a bug in kiln or below it, and
+/// where it is caught (sled's close, for one) kiln goes on. With
+/// `RUST_BACKTRACE` set, the backtrace follows.
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        say!("kiln: internal error{at}: {payload}");
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            say!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
+
 fn main() -> ExitCode {
+    report_panics();
     let result = init_logging().and_then(|()| {
         let cli = Cli::parse();
         cli::run(cli.global, cli.command)

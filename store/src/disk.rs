@@ -20,11 +20,11 @@ use std::sync::{Mutex, PoisonError};
 use kiln_core::{Result, StoreError};
 
 use crate::generation::CommitRecord;
-use crate::space::sled_error;
+use crate::space::{SledHandle, sled_error};
 
 /// sled's database and the files under it that must be fsynced.
 pub(crate) struct Disk {
-    db: sled::Db,
+    db: SledHandle<sled::Db>,
     dir: PathBuf,
     file: File,
     /// Blob files written whole and not yet fsynced, and those fsynced
@@ -43,7 +43,12 @@ struct Blobs {
 
 impl Disk {
     /// sled in generation directory `dir`, whose last commit was `commit`.
-    pub(crate) fn new(db: sled::Db, dir: &Path, record: CommitRecord, commit: u64) -> Result<Self> {
+    pub(crate) fn new(
+        db: SledHandle<sled::Db>,
+        dir: &Path,
+        record: CommitRecord,
+        commit: u64,
+    ) -> Result<Self> {
         let path = dir.join("db");
         let file =
             File::open(&path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;

@@ -13,9 +13,10 @@
 //! on a fresh copy, then the open is refused.
 //!
 //! `COMMITTED` holds the commit number as of the last completed flush and
-//! fsync of sled. It is written after that fsync and never fsynced itself,
-//! so it is a lower bound of what sled holds on disk: sled recovering a
-//! smaller number means sled lost acknowledged commits.
+//! fsync of sled. It is written after that fsync and fsynced only at open
+//! (with the number the open recovered), so it is a lower bound of what
+//! sled holds on disk: sled recovering a smaller number means sled lost
+//! acknowledged commits.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -26,7 +27,7 @@ use kiln_core::{Result, StoreError};
 
 use crate::config::StoreConfig;
 use crate::record::COMMIT_KEY;
-use crate::space::{Space, TREE, sled_error};
+use crate::space::{SledHandle, Space, TREE, sled_error};
 
 /// The file naming the current generation.
 const CURRENT_FILE: &str = "CURRENT";
@@ -38,7 +39,7 @@ const COMMITTED_MAGIC: &[u8; 4] = b"kcm1";
 
 /// sled opened on a checked copy of the current generation.
 pub(crate) struct Opened {
-    pub(crate) db: sled::Db,
+    pub(crate) db: SledHandle<sled::Db>,
     /// The generation's directory.
     pub(crate) dir: PathBuf,
     /// The commit number sled recovered.
@@ -93,8 +94,10 @@ pub(crate) fn open(dir: &Path, config: &StoreConfig) -> Result<Opened> {
                 format!("{CURRENT_FILE} names it but it is missing"),
             ));
         }
-        // A new store: there is nothing to lose.
+        // A new store: there is nothing to lose; what sled created is made
+        // durable (the caller fsyncs the data directory).
         let db = open_sled(&from, config)?;
+        sync_tree(&from)?;
         let commit = commit_in(&db)?;
         return Ok(Opened {
             db,
@@ -145,7 +148,7 @@ fn open_copy(
     to: &Path,
     config: &StoreConfig,
     recorded: u64,
-) -> Result<(sled::Db, u64)> {
+) -> Result<(SledHandle<sled::Db>, u64)> {
     let db = open_sled(to, config)?;
     let commit = commit_in(&db)?;
     if commit < recorded {
@@ -162,16 +165,24 @@ fn open_copy(
     Ok((db, commit))
 }
 
-fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db> {
-    sled::Config::new()
+/// Opens sled at `path`. sled's open drops what it built when it fails,
+/// and that drop can panic on a failing disk (see `SledHandle`): caught.
+fn open_sled(path: &Path, config: &StoreConfig) -> Result<SledHandle<sled::Db>> {
+    let sled_config = sled::Config::new()
         .path(path)
         .cache_capacity(config.cache_bytes_max)
-        .flush_every_ms(Some(config.tick_ms.max(1) * 10))
-        .open()
+        .flush_every_ms(Some(config.tick_ms.max(1) * 10));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open()))
+        .map_err(|_| StoreError::Backend {
+            backend: "sled",
+            detail: format!("sled panicked while opening {}", path.display()),
+        })?;
+    opened
         .map_err(|e| match e {
             sled::Error::Io(error) => StoreError::io(format!("open {}", path.display()), error),
             other => sled_error(other),
         })
+        .map(SledHandle::new)
 }
 
 /// The commit number in `db` (0 in a store no commit numbered yet).
@@ -277,6 +288,23 @@ fn remove_other_generations(dir: &Path, current: &str) -> Result<()> {
     Ok(())
 }
 
+/// fsyncs every file and directory under `dir`, then `dir`.
+fn sync_tree(dir: &Path) -> Result<()> {
+    let list = |e| StoreError::io(format!("list {}", dir.display()), e);
+    for entry in fs::read_dir(dir).map_err(list)? {
+        let entry = entry.map_err(list)?;
+        let path = entry.path();
+        if entry.file_type().map_err(list)?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io(format!("fsync {}", path.display()), e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -295,6 +323,8 @@ fn read_committed(dir: &Path) -> Result<u64> {
     };
     match decode_committed(&bytes) {
         Some(n) => Ok(n),
+        // Created, and its first record lost with the power.
+        None if bytes.is_empty() => Ok(0),
         None => {
             tracing::warn!(file = %path.display(), "ignoring a damaged commit record");
             Ok(0)
@@ -341,6 +371,12 @@ impl CommitRecord {
             written: Mutex::new(None),
         };
         record.flushed(commit);
+        // Durable once per open: after a power loss the record still holds
+        // at least the commit this open recovered.
+        record
+            .file
+            .sync_data()
+            .map_err(|e| StoreError::io(format!("fsync {}", record.path.display()), e))?;
         Ok(record)
     }
 

@@ -126,7 +126,47 @@ impl Writes {
 /// The tree all keyspaces share.
 #[derive(Clone)]
 pub(crate) struct Spaces {
-    tree: sled::Tree,
+    tree: SledHandle<sled::Tree>,
+}
+
+/// A sled handle (`Db`, `Tree`) whose drop cannot take the process down.
+/// The drop of sled's last handle closes it: a flush and an fsync whose
+/// result sled unwraps, so a failing disk makes it panic wherever that last
+/// drop happens (a failed open, a closing store). Every handle kiln keeps is
+/// one of these, so that drop is always caught and logged.
+pub(crate) struct SledHandle<T>(Option<T>);
+
+impl<T> SledHandle<T> {
+    pub(crate) fn new(handle: T) -> Self {
+        SledHandle(Some(handle))
+    }
+}
+
+impl<T: Clone> Clone for SledHandle<T> {
+    fn clone(&self) -> Self {
+        SledHandle(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for SledHandle<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Some(h) => h,
+            // Only the drop takes it.
+            None => unreachable!("a sled handle used after its drop"),
+        }
+    }
+}
+
+impl<T> Drop for SledHandle<T> {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(h))).is_err()
+        {
+            tracing::error!("sled failed while closing (its final flush or fsync)");
+        }
+    }
 }
 
 fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
@@ -152,7 +192,9 @@ pub(crate) fn sled_error(e: sled::Error) -> StoreError {
 
 impl Spaces {
     pub(crate) fn new(tree: sled::Tree) -> Self {
-        Spaces { tree }
+        Spaces {
+            tree: SledHandle::new(tree),
+        }
     }
 
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<sled::IVec>> {

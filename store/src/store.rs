@@ -46,7 +46,8 @@ pub struct Store {
 
 struct Inner {
     tx: Sender<Op>,
-    spaces: Spaces,
+    /// Taken only by the drop, which closes sled (see there).
+    spaces: Option<Spaces>,
     vlog: Arc<VlogReader>,
     shared: Arc<Shared>,
     config: StoreConfig,
@@ -68,12 +69,21 @@ impl std::fmt::Debug for Store {
 }
 
 impl Drop for Inner {
+    /// Stops the writer, then closes sled, whose own close flushes and
+    /// fsyncs once more: never after a failed fsync (a sled handle is
+    /// leaked instead: the process must not retry it; see `SledHandle` for
+    /// the other cases).
     fn drop(&mut self) {
         let _ = self.tx.send(Op::Shutdown);
         if let Ok(mut w) = self.writer.lock()
             && let Some(handle) = w.take()
         {
             let _ = handle.join();
+        }
+        if self.shared.poisoned().is_some_and(|p| p.fatal)
+            && let Some(spaces) = self.spaces.take()
+        {
+            std::mem::forget(spaces);
         }
     }
 }
@@ -89,8 +99,7 @@ impl Store {
                 format!("{} is a file, not a directory", dir.display()),
             ));
         }
-        fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        create_dir_durably(&dir)?;
         // Checked before the lock, so a foreign directory gets no lock file;
         // written (when new) under it, so two processes cannot both create.
         check_format_file(&dir, false)?;
@@ -126,6 +135,9 @@ impl Store {
             &indexed,
             synced,
         )?;
+        // The entries a first open creates (sled's generation, `vlog/`,
+        // `COMMITTED`) are durable before anything is acknowledged.
+        sync_dir(&dir)?;
         let lost: Vec<LostRecord> = lost
             .into_iter()
             .map(|i| LostRecord {
@@ -180,7 +192,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
-                spaces,
+                spaces: Some(spaces),
                 vlog: reader,
                 shared,
                 config,
@@ -260,7 +272,11 @@ impl Store {
     }
 
     pub(crate) fn spaces(&self) -> &Spaces {
-        &self.inner.spaces
+        match &self.inner.spaces {
+            Some(spaces) => spaces,
+            // Only the drop takes it, and then no handle is left.
+            None => unreachable!("the store's sled handles are gone while it is open"),
+        }
     }
 
     pub(crate) fn vlog_reader(&self) -> &VlogReader {
@@ -418,7 +434,7 @@ impl JobQueue for Store {
     }
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
-        match self.inner.spaces.get(Space::Jobs, &u64_key(id))? {
+        match self.spaces().get(Space::Jobs, &u64_key(id))? {
             Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
             None => Ok(None),
         }
@@ -427,7 +443,7 @@ impl JobQueue for Store {
     /// A scan of the jobs table: for listings, not hot paths.
     fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
         let mut out = Vec::new();
-        for item in self.inner.spaces.scan(Space::Jobs, &[]).rev() {
+        for item in self.spaces().scan(Space::Jobs, &[]).rev() {
             if out.len() >= limit {
                 break;
             }
@@ -469,8 +485,7 @@ impl JobQueue for Store {
 
     fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
         match self
-            .inner
-            .spaces
+            .spaces()
             .get(Space::SymbolStats, symbol.as_str().as_bytes())?
         {
             Some(v) => decode_symbol_stats(&v),
@@ -514,6 +529,31 @@ impl Backend for Store {
             ("vlog", walk(&dir.join("vlog"))),
         ])
     }
+}
+
+/// Creates `dir` and its missing parents, each made durable (its parent
+/// fsynced): a new store's acknowledged work must not vanish with a
+/// directory entry that a power loss took.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::fsync(format!("fsync directory {}", dir.display()), e))
 }
 
 /// Takes the data directory's lock file, held while the store is open, so
