@@ -202,6 +202,21 @@ pub trait EventLog {
     /// or the store failed; returns whether it is. A reader that calls it
     /// first then reads nothing a crash could take back.
     fn wait_durable(&self, timeout: Duration) -> Result<bool>;
+
+    /// For workers, not readers: the watermark of what is committed, durable
+    /// or not yet. A worker may act on a job before its enqueue is durable:
+    /// whatever it then does is acknowledged only once durable, after it.
+    /// (The default is [`EventLog::watermark`], for backends that reveal a
+    /// commit as soon as it is durable.)
+    fn work_watermark(&self) -> Result<Watermark> {
+        self.watermark()
+    }
+
+    /// Waits until [`EventLog::work_watermark`] is other than `seen`, or
+    /// `timeout` passed; returns it either way.
+    fn wait_for_work(&self, seen: Watermark, timeout: Duration) -> Result<Watermark> {
+        self.wait_for_change(seen, timeout)
+    }
 }
 
 /// What an integrity scan found.

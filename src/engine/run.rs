@@ -346,7 +346,7 @@ impl<B: Backend> Engine<B> {
             }
             let claim = rt.claim_jobs.load(Ordering::Relaxed).clamp(min, max);
             // Read before the claim: anything added after it wakes the wait.
-            let seen = self.store.watermark()?;
+            let seen = self.store.work_watermark()?;
             let leases = self.store.claim(claim)?;
             let pending = self.store.stats()?.unfinished();
             let done = shared.succeeded.load(Ordering::Relaxed) + report.dead;
@@ -369,7 +369,7 @@ impl<B: Backend> Engine<B> {
                 // Nothing due: wait for a new job or event (a commit of
                 // ours, a job finished elsewhere), or for retries to come
                 // due.
-                self.store.wait_for_change(seen, IDLE_WAIT)?;
+                self.store.wait_for_work(seen, IDLE_WAIT)?;
                 continue;
             }
             let full = leases.len() == claim;

@@ -35,6 +35,14 @@ impl EventLog for Store {
         Ok(self.shared().wait_revealed(timeout))
     }
 
+    fn work_watermark(&self) -> Result<Watermark> {
+        Ok(self.shared().applied_watermark())
+    }
+
+    fn wait_for_work(&self, seen: Watermark, timeout: Duration) -> Result<Watermark> {
+        Ok(self.shared().wait_for_applied_change(seen, timeout))
+    }
+
     fn watermark(&self) -> Result<Watermark> {
         Ok(self.shared().watermark())
     }

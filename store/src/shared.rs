@@ -85,7 +85,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// What a commit changed: the counts, the paused priorities and the
-    /// applied watermark (revealed by [`Shared::reveal`]).
+    /// applied watermark (waking workers; revealed to readers by
+    /// [`Shared::reveal`]).
     pub(crate) fn publish(&self, c: &Counters, paused: &[bool; 3], watermark: Watermark) {
         for (a, n) in self.by_state.iter().zip(c.by_state) {
             a.store(n, Ordering::Relaxed);
@@ -96,7 +97,11 @@ impl Shared {
         for (a, p) in self.paused.iter().zip(paused) {
             a.store(*p, Ordering::Relaxed);
         }
-        self.watermarks().applied = watermark;
+        let mut w = self.watermarks();
+        if w.applied != watermark {
+            w.applied = watermark;
+            self.changed.notify_all();
+        }
     }
 
     fn watermarks(&self) -> std::sync::MutexGuard<'_, Watermarks> {
@@ -157,12 +162,28 @@ impl Shared {
         self.watermarks().revealed
     }
 
+    /// The applied watermark (for workers).
+    pub(crate) fn applied_watermark(&self) -> Watermark {
+        self.watermarks().applied
+    }
+
+    /// Blocks until the applied watermark is other than `seen`, or
+    /// `timeout` passed.
+    pub(crate) fn wait_for_applied_change(&self, seen: Watermark, timeout: Duration) -> Watermark {
+        self.wait_until(timeout, |w| w.applied != seen).applied
+    }
+
     /// Blocks until the revealed watermark is other than `seen`, or
     /// `timeout` passed.
     pub(crate) fn wait_for_change(&self, seen: Watermark, timeout: Duration) -> Watermark {
+        self.wait_until(timeout, |w| w.revealed != seen).revealed
+    }
+
+    /// The watermarks once `done` holds of them, or `timeout` passed.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&Watermarks) -> bool) -> Watermarks {
         let deadline = Instant::now() + timeout;
         let mut w = self.watermarks();
-        while w.revealed == seen {
+        while !done(&w) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -173,7 +194,7 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        w.revealed
+        *w
     }
 
     /// Poisons the store (the first poison stays).
@@ -226,6 +247,11 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
                 shared.publish(&Counters::default(), &[false; 3], next);
                 assert_eq!(shared.watermark(), seen, "applied, not yet revealed");
+                // Workers see it applied.
+                assert_eq!(
+                    shared.wait_for_applied_change(seen, Duration::from_secs(10)),
+                    next
+                );
                 assert!(!shared.wait_revealed(Duration::ZERO));
                 shared.reveal(next);
             })
