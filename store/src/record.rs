@@ -15,10 +15,15 @@ use kiln_core::{Result, StoreError};
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The older format this build still opens, and migrates (see `FORMAT.md`).
 pub const MIGRATED_FORMAT_VERSION: u32 = 3;
+
+/// The format that differs from this one in the directory layout alone
+/// (`sled/`, before sled generations): opened as it is, then its format
+/// file rewritten.
+pub const LAYOUT_FORMAT_VERSION: u32 = 4;
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;

@@ -23,8 +23,8 @@ use crate::frame::value_start;
 use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
-    FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY, decode_job,
-    decode_symbol_stats,
+    FORMAT_VERSION, LAYOUT_FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY,
+    decode_job, decode_symbol_stats,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, TREE, sled_error};
@@ -161,10 +161,14 @@ impl Store {
         recovery.partial_snapshots_removed = partial_snapshots;
         if version == MIGRATED_FORMAT_VERSION {
             recovery.migrated_series = writer.migrate_series()?;
+        }
+        if version != FORMAT_VERSION {
+            // Format 4's layout became format 5's when sled's first copy
+            // was made above.
             write_format_file(&dir)?;
             tracing::info!(
                 series = recovery.migrated_series,
-                "migrated the store from format {MIGRATED_FORMAT_VERSION} to {FORMAT_VERSION}"
+                "migrated the store from format {version} to {FORMAT_VERSION}"
             );
         }
         // Recovery and migration flushed what they committed.
@@ -590,14 +594,18 @@ fn check_format_file(dir: &Path, create: bool) -> Result<u32> {
     let path = dir.join(FORMAT_FILE);
     let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
     match fs::read_to_string(&path) {
-        Ok(found) => [FORMAT_VERSION, MIGRATED_FORMAT_VERSION]
-            .into_iter()
-            .find(|v| found == format!("kiln-store {v}\n"))
-            .ok_or_else(|| StoreError::FormatVersion {
-                path,
-                found: found.trim().to_owned(),
-                expected: FORMAT_VERSION,
-            }),
+        Ok(found) => [
+            FORMAT_VERSION,
+            LAYOUT_FORMAT_VERSION,
+            MIGRATED_FORMAT_VERSION,
+        ]
+        .into_iter()
+        .find(|v| found == format!("kiln-store {v}\n"))
+        .ok_or_else(|| StoreError::FormatVersion {
+            path,
+            found: found.trim().to_owned(),
+            expected: FORMAT_VERSION,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let list = |e| StoreError::io(format!("list {}", dir.display()), e);
             for entry in fs::read_dir(dir).map_err(list)? {

@@ -1,5 +1,7 @@
-//! A data directory written by FORMAT_VERSION 3 (`tests/fixtures/format-3`,
-//! made as its README says) opens with every later kiln and is migrated:
+//! A FORMAT_VERSION 4 directory (sled without generations) opens as it is
+//! and becomes format 5's. A data directory written by FORMAT_VERSION 3
+//! (`tests/fixtures/format-3`, made as its README says) opens with every
+//! later kiln and is migrated:
 //! its jobs in every state, its series (inline and in the value log), its
 //! bars, events, aggregates and paused priorities read back as written,
 //! the job a killed process left running is recovered, and the store takes
@@ -260,7 +262,11 @@ fn a_format_3_directory_keeps_its_series_and_bars() {
     );
     assert_eq!(store.recovery_report().migrated_series, 3);
     let format = std::fs::read_to_string(store.dir().join("FORMAT_VERSION")).expect("read");
-    assert_eq!(format, "kiln-store 4\n", "the migration is recorded");
+    assert_eq!(
+        format,
+        format!("kiln-store {}\n", kiln_store::FORMAT_VERSION),
+        "the migration is recorded"
+    );
     assert_eq!(
         store.series_writer(&key(&aaa, "sma(5)")).expect("read"),
         Some(1)
@@ -293,5 +299,44 @@ fn a_format_3_directory_takes_new_work() {
         .map(|l| l.job.id)
         .collect();
     assert_eq!(claimed, vec![6, 7, 9]);
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+/// A FORMAT_VERSION 4 directory differs from 5 in its layout alone: sled in
+/// `sled/`, no `CURRENT` and no `COMMITTED`. It opens as it is, sled's
+/// first copy makes it format 5's, and the format file says so.
+#[test]
+fn a_format_4_directory_opens_and_becomes_format_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let id = store
+        .enqueue(NewJob::new("compute", b"kept".to_vec()))
+        .expect("enqueue")
+        .id();
+    drop(store);
+    // Make it what format 4 wrote.
+    let generation = kiln_store::sled_dir(dir.path()).expect("sled");
+    if generation != dir.path().join("sled") {
+        std::fs::rename(&generation, dir.path().join("sled")).expect("rename");
+    }
+    for file in ["CURRENT", "COMMITTED"] {
+        let _ = std::fs::remove_file(dir.path().join(file));
+    }
+    std::fs::write(dir.path().join("FORMAT_VERSION"), "kiln-store 4\n").expect("write");
+
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open format 4");
+    assert_eq!(
+        store.job(id).expect("read").map(|j| j.payload.to_vec()),
+        Some(b"kept".to_vec())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT_VERSION")).expect("read"),
+        format!("kiln-store {}\n", kiln_store::FORMAT_VERSION)
+    );
+    assert!(dir.path().join("CURRENT").exists(), "sled was copied");
+    assert!(
+        !dir.path().join("sled").exists(),
+        "and its old directory removed"
+    );
     assert!(store.check().expect("check").problems.is_empty());
 }
