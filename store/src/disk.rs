@@ -3,14 +3,17 @@
 //! fsync sled's data file ourselves. sled writes a value too large for its
 //! log pages (a page over about 128 KiB: a job with a large payload or
 //! thousands of symbols) to a blob file, which it never fsyncs; kiln
-//! fsyncs every blob a flush covers *before* that flush writes the log
-//! entries pointing at it, and only blobs written whole: the writer thread,
-//! which is the one that makes sled write them, lists them after each
-//! commit, never the flushing thread while a commit may be writing one.
+//! fsyncs every blob a commit made *before* the flush that writes the log
+//! entries pointing at it: the writer thread, which makes sled write them,
+//! lists them after each commit (whole by then), and each flush lists again
+//! and fsyncs any blob whose length changed since its last fsync (a blob
+//! another of sled's threads is writing is fsynced again once grown).
+//! Left open: sled's own background flush can make a pointer to a blob its
+//! page rewriting wrote durable before kiln's next flush fsyncs that blob.
 //! Every commit is numbered; after a flush, the number of the last commit
 //! it covered goes to `COMMITTED` (see `generation`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,13 +35,43 @@ pub(crate) struct Disk {
     blobs: Mutex<Blobs>,
     /// The number of the last commit applied.
     applied: AtomicU64,
+    /// The number of the last commit a flush made durable.
+    durable: AtomicU64,
     record: CommitRecord,
 }
 
 #[derive(Default)]
 struct Blobs {
-    whole: Vec<OsString>,
-    synced: HashSet<OsString>,
+    /// Blob files seen with a length they were not fsynced at.
+    pending: HashMap<OsString, u64>,
+    /// The length each blob was fsynced at.
+    synced: HashMap<OsString, u64>,
+}
+
+impl Blobs {
+    /// Notes every blob whose length differs from the one it was fsynced at.
+    fn note(&mut self, dir: &Path) -> Result<()> {
+        let list = |e| StoreError::io(format!("list {}", dir.display()), e);
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(list(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(list)?;
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // sled collected it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(list(e)),
+            };
+            let name = entry.file_name();
+            if self.synced.get(&name) != Some(&len) {
+                self.pending.insert(name, len);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Disk {
@@ -58,6 +91,7 @@ impl Disk {
             file,
             blobs: Mutex::new(Blobs::default()),
             applied: AtomicU64::new(commit),
+            durable: AtomicU64::new(commit),
             record,
         })
     }
@@ -67,19 +101,21 @@ impl Disk {
         self.applied.load(Ordering::SeqCst)
     }
 
+    /// The number of the last commit a flush made durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
     /// Commit `commit` was applied (the writer thread's, in order): every
-    /// blob file sled wrote for it is whole now.
-    pub(crate) fn set_applied(&self, commit: u64) {
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("blobs")) {
-            let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if !blobs.synced.contains(&name) && !blobs.whole.contains(&name) {
-                    blobs.whole.push(name);
-                }
-            }
-        }
+    /// blob file sled wrote for it is whole now, and noted for the next
+    /// flush; a failure to list them fails the commit.
+    pub(crate) fn set_applied(&self, commit: u64) -> Result<()> {
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(&self.dir.join("blobs"))?;
         self.applied.store(commit, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Everything applied so far is on disk when this returns Ok.
@@ -102,29 +138,32 @@ impl Disk {
         self.file.sync_data().map_err(|e| {
             StoreError::fsync(format!("fsync {}", self.dir.join("db").display()), e)
         })?;
+        self.durable.fetch_max(covered, Ordering::SeqCst);
         self.record.flushed(covered);
         Ok(())
     }
 
-    /// fsyncs the blob files written whole and not fsynced yet, then
-    /// their directory.
+    /// fsyncs the blob files noted, and any other thread of sled's wrote
+    /// since (its page rewrites), each again whenever its length changed,
+    /// then their directory.
     fn fsync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("blobs");
         let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        if blobs.whole.is_empty() {
+        blobs.note(&dir)?;
+        if blobs.pending.is_empty() {
             return Ok(());
         }
-        let dir = self.dir.join("blobs");
-        for name in std::mem::take(&mut blobs.whole) {
+        for (name, len) in std::mem::take(&mut blobs.pending) {
             let path = dir.join(&name);
             match File::open(&path) {
                 Ok(f) => f
                     .sync_all()
                     .map_err(|e| StoreError::fsync(format!("fsync {}", path.display()), e))?,
                 // sled collected it meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
             }
-            blobs.synced.insert(name);
+            blobs.synced.insert(name, len);
         }
         File::open(&dir)
             .and_then(|d| d.sync_all())

@@ -32,7 +32,7 @@ impl EventLog for Store {
     }
 
     fn wait_durable(&self, timeout: Duration) -> Result<bool> {
-        Ok(self.shared().wait_revealed(timeout))
+        Ok(Store::wait_durable(self, timeout))
     }
 
     fn work_watermark(&self) -> Result<Watermark> {

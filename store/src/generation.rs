@@ -13,10 +13,11 @@
 //! on a fresh copy, then the open is refused.
 //!
 //! `COMMITTED` holds the commit number as of the last completed flush and
-//! fsync of sled. It is written after that fsync and fsynced only at open
-//! (with the number the open recovered), so it is a lower bound of what
-//! sled holds on disk: sled recovering a smaller number means sled lost
-//! acknowledged commits.
+//! fsync of sled. It is written after that fsync, and fsynced at open (with
+//! the number the open recovered) and at most once a second after a flush,
+//! so it is a lower bound of what sled holds on disk, at most about a
+//! second old after a power loss: sled recovering a smaller number means
+//! sled lost acknowledged commits.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -46,6 +47,10 @@ pub(crate) struct Opened {
     pub(crate) commit: u64,
     /// Half-written snapshots a crash left, not copied.
     pub(crate) partial_snapshots: u32,
+    /// The first generation, replaced by this open's copy: the caller
+    /// removes it once the format file says the current version (until
+    /// then an older kiln may still look for it).
+    pub(crate) replaced_first: Option<PathBuf>,
 }
 
 /// The directory of the current sled generation in data directory `dir`.
@@ -85,13 +90,30 @@ fn generation_number(name: &str) -> Option<u64> {
 /// Opens sled as the module docs say. Runs under the data directory's lock.
 pub(crate) fn open(dir: &Path, config: &StoreConfig) -> Result<Opened> {
     let current = current(dir)?;
-    remove_other_generations(dir, &current)?;
     let from = dir.join(&current);
-    if !from.exists() {
-        if dir.join(CURRENT_FILE).exists() {
+    // Nothing is removed before the current generation is known to exist;
+    // a failing stat is an error, never "absent".
+    let exists = |p: &Path| {
+        p.try_exists()
+            .map_err(|e| StoreError::io(format!("stat {}", p.display()), e))
+    };
+    if !exists(&from)? {
+        if exists(&dir.join(CURRENT_FILE))? {
             return Err(StoreError::corrupt(
                 from.display().to_string(),
                 format!("{CURRENT_FILE} names it but it is missing"),
+            ));
+        }
+        // Without `CURRENT` and `sled/`, only a new store: anything else of
+        // a store here means its sled directory was lost.
+        if let Some(left) = store_leftover(dir)? {
+            return Err(StoreError::corrupt(
+                from.display().to_string(),
+                format!(
+                    "missing, but {} is there: sled's directory was lost (restore it, or \
+                     {CURRENT_FILE} naming it); nothing was changed",
+                    left.display()
+                ),
             ));
         }
         // A new store: there is nothing to lose; what sled created is made
@@ -104,8 +126,12 @@ pub(crate) fn open(dir: &Path, config: &StoreConfig) -> Result<Opened> {
             dir: from,
             commit,
             partial_snapshots: 0,
+            replaced_first: None,
         });
     }
+    // A `sled.N` beside `sled/` without `CURRENT` is a copy a crash
+    // interrupted before publishing it: removed.
+    remove_other_generations(dir, &current)?;
     let recorded = read_committed(dir)?;
     let mut next = generation_number(&current).unwrap_or(0) + 1;
     let mut failure = None;
@@ -121,14 +147,20 @@ pub(crate) fn open(dir: &Path, config: &StoreConfig) -> Result<Opened> {
         match open_copy(&from, &to, config, recorded) {
             Ok((db, commit)) => {
                 publish(dir, &to)?;
-                fs::remove_dir_all(&from)
-                    .map_err(|e| StoreError::io(format!("remove {}", from.display()), e))?;
-                sync_dir(dir)?;
+                let replaced_first = if current == FIRST {
+                    Some(from)
+                } else {
+                    remove_generation(dir, &from)?;
+                    // One an interrupted upgrade left.
+                    let first = dir.join(FIRST);
+                    first.try_exists().unwrap_or(true).then_some(first)
+                };
                 return Ok(Opened {
                     db,
                     dir: to,
                     commit,
                     partial_snapshots,
+                    replaced_first,
                 });
             }
             Err(e) => {
@@ -162,6 +194,10 @@ fn open_copy(
         ));
     }
     read_everything(&db)?;
+    // What sled's recovery wrote to the copy (a snapshot, cut segments)
+    // is durable before the copy becomes current.
+    db.flush().map_err(sled_error)?;
+    sync_tree(to)?;
     Ok((db, commit))
 }
 
@@ -262,8 +298,47 @@ fn publish(dir: &Path, to: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Removes every generation but `current` (a copy a crash interrupted, or
-/// the one a crash kept from being removed) and a half-written `CURRENT`.
+/// Removes generation `path` (no longer current) for good.
+pub(crate) fn remove_generation(dir: &Path, path: &Path) -> Result<()> {
+    fs::remove_dir_all(path)
+        .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+    sync_dir(dir)
+}
+
+/// Something only an existing store has: another sled generation, a
+/// `COMMITTED` past commit 0 or a value-log segment.
+fn store_leftover(dir: &Path) -> Result<Option<PathBuf>> {
+    let list = |e| StoreError::io(format!("list {}", dir.display()), e);
+    for entry in fs::read_dir(dir).map_err(list)? {
+        let entry = entry.map_err(list)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let committed = name == COMMITTED_FILE && read_committed(dir)? > 0;
+        if generation_number(&name).is_some() || committed {
+            return Ok(Some(entry.path()));
+        }
+    }
+    let vlog = dir.join("vlog");
+    match fs::read_dir(&vlog) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| StoreError::io(format!("list {}", vlog.display()), e))?;
+                if entry.file_name().to_string_lossy().ends_with(".seg") {
+                    return Ok(Some(entry.path()));
+                }
+            }
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("list {}", vlog.display()), e)),
+    }
+}
+
+/// Removes every copied generation but `current` (a copy a crash
+/// interrupted, or the one a crash kept from being removed) and a
+/// half-written `CURRENT`; the first generation is the caller's to remove
+/// (see [`Opened::replaced_first`]).
 fn remove_other_generations(dir: &Path, current: &str) -> Result<()> {
     let list = |e| StoreError::io(format!("list {}", dir.display()), e);
     let mut removed = false;
@@ -274,7 +349,11 @@ fn remove_other_generations(dir: &Path, current: &str) -> Result<()> {
         let path = entry.path();
         if name == format!("{CURRENT_FILE}.tmp") {
             fs::remove_file(&path)
-        } else if name != current && generation_number(&name).is_some() && path.is_dir() {
+        } else if name != current
+            && name != FIRST
+            && generation_number(&name).is_some()
+            && path.is_dir()
+        {
             fs::remove_dir_all(&path)
         } else {
             continue;
@@ -352,9 +431,14 @@ fn decode_committed(b: &[u8]) -> Option<u64> {
 pub(crate) struct CommitRecord {
     file: File,
     path: PathBuf,
-    /// The number last written (none yet: the first is written whatever it is).
-    written: Mutex<Option<u64>>,
+    /// The number last written (none yet: the first is written whatever
+    /// it is), and when the record was last fsynced.
+    written: Mutex<(Option<u64>, std::time::Instant)>,
 }
+
+/// How often, at most, a flush also fsyncs `COMMITTED`: so that after a
+/// power loss it is at most about this old.
+const COMMITTED_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl CommitRecord {
     pub(crate) fn open(dir: &Path, commit: u64) -> Result<Self> {
@@ -368,7 +452,7 @@ impl CommitRecord {
         let record = CommitRecord {
             file,
             path,
-            written: Mutex::new(None),
+            written: Mutex::new((None, std::time::Instant::now())),
         };
         record.flushed(commit);
         // Durable once per open: after a power loss the record still holds
@@ -387,13 +471,20 @@ impl CommitRecord {
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if written.is_some_and(|w| commit <= w) {
+        if written.0.is_some_and(|w| commit <= w) {
             return;
         }
         match self.file.write_all_at(&encode_committed(commit), 0) {
-            Ok(()) => *written = Some(commit),
+            Ok(()) => written.0 = Some(commit),
             Err(e) => {
                 tracing::warn!(error = %e, file = %self.path.display(), "cannot record the commit number");
+                return;
+            }
+        }
+        if written.1.elapsed() >= COMMITTED_SYNC_INTERVAL {
+            written.1 = std::time::Instant::now();
+            if let Err(e) = self.file.sync_data() {
+                tracing::warn!(error = %e, file = %self.path.display(), "cannot fsync the commit number");
             }
         }
     }

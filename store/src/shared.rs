@@ -114,37 +114,14 @@ impl Shared {
     /// waits for it).
     pub(crate) fn reveal(&self, watermark: Watermark) {
         let mut w = self.watermarks();
-        if w.revealed != watermark {
-            w.revealed = watermark;
+        // Field by field, never back (groups may be revealed out of order).
+        let revealed = Watermark {
+            next_job_id: w.revealed.next_job_id.max(watermark.next_job_id),
+            next_event_seq: w.revealed.next_event_seq.max(watermark.next_event_seq),
+        };
+        if w.revealed != revealed {
+            w.revealed = revealed;
             self.changed.notify_all();
-        }
-    }
-
-    /// Blocks until every commit applied so far is revealed (`Sync` mode:
-    /// durable), the store is poisoned, or `timeout` passed; returns whether
-    /// it is.
-    pub(crate) fn wait_revealed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut w = self.watermarks();
-        let target = w.applied;
-        loop {
-            let revealed = w.revealed;
-            if revealed.next_job_id >= target.next_job_id
-                && revealed.next_event_seq >= target.next_event_seq
-            {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.poisoned.load(Ordering::SeqCst) {
-                return false;
-            }
-            // The poison is checked every 50 ms (the syncer may never
-            // reveal after a failed fsync).
-            w = self
-                .changed
-                .wait_timeout(w, left.min(Duration::from_millis(50)))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -197,12 +174,14 @@ impl Shared {
         *w
     }
 
-    /// Poisons the store (the first poison stays).
+    /// Poisons the store: the first cause stays, but a failed fsync after
+    /// it still makes the poison fatal.
     pub(crate) fn poison(&self, poison: Poison) {
-        self.cause
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(poison);
+        let mut cause = self.cause.lock().unwrap_or_else(PoisonError::into_inner);
+        match cause.as_mut() {
+            Some(first) => first.fatal |= poison.fatal,
+            None => *cause = Some(poison),
+        }
         self.poisoned.store(true, Ordering::SeqCst);
     }
 
@@ -252,7 +231,6 @@ mod tests {
                     shared.wait_for_applied_change(seen, Duration::from_secs(10)),
                     next
                 );
-                assert!(!shared.wait_revealed(Duration::ZERO));
                 shared.reveal(next);
             })
         };

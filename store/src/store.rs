@@ -55,6 +55,8 @@ struct Inner {
     dir: PathBuf,
     /// sled's generation directory.
     sled_dir: PathBuf,
+    /// The commit numbers: how far commits are applied and durable.
+    disk: Arc<Disk>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The directory's lock, released when the last handle is dropped.
     _lock: File,
@@ -107,6 +109,7 @@ impl Store {
         let version = check_format_file(&dir, true)?;
         let sled = generation::open(&dir, &config)?;
         let (partial_snapshots, sled_dir) = (sled.partial_snapshots, sled.dir.clone());
+        let replaced_first = sled.replaced_first.clone();
         let spaces = Spaces::new(sled.db.open_tree(TREE).map_err(sled_error)?);
         let record = CommitRecord::open(&dir, sled.commit)?;
         let disk = Arc::new(Disk::new(sled.db, &sled.dir, record, sled.commit)?);
@@ -149,6 +152,7 @@ impl Store {
         drop((indexed, keys));
         let reader = vlog.reader();
         let shared = Arc::new(Shared::default());
+        let commits = Arc::clone(&disk);
         let mut writer = Writer::new(
             config.clone(),
             disk,
@@ -170,6 +174,11 @@ impl Store {
                 series = recovery.migrated_series,
                 "migrated the store from format {version} to {FORMAT_VERSION}"
             );
+        }
+        // The format file says the current version: nothing needs the
+        // first generation any more.
+        if let Some(first) = replaced_first {
+            generation::remove_generation(&dir, &first)?;
         }
         // Recovery and migration flushed what they committed.
         writer.publish();
@@ -203,6 +212,7 @@ impl Store {
                 recovery,
                 dir,
                 sled_dir,
+                disk: commits,
                 writer: Mutex::new(Some(handle)),
                 _lock: lock,
             }),
@@ -222,6 +232,27 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Waits until every commit applied before the call is durable (at once
+    /// in `Relaxed` mode, where acknowledged means applied), `timeout`
+    /// passed or the store failed; returns whether it is.
+    pub(crate) fn wait_durable(&self, timeout: std::time::Duration) -> bool {
+        if self.inner.config.durability == crate::Durability::Relaxed {
+            return true;
+        }
+        let disk = &self.inner.disk;
+        let target = disk.applied();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if disk.durable() >= target {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline || self.inner.shared.poisoned().is_some() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// Makes everything acknowledged so far durable (a no-op in `Sync` mode,

@@ -572,17 +572,18 @@ impl Vlog {
         );
         // What it still buffered was appended after the mark.
         drop(dropped.into_parts());
-        let rolled: Vec<u32> = self
-            .segments
-            .range(mark.segment + 1..)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in rolled {
+        // Every segment after the mark's: those rolled since, and one a
+        // failed roll created without using it.
+        let mut id = mark.segment + 1;
+        loop {
             self.segments.remove(&id);
             self.reader.forget(id);
             let path = segment_path(&self.dir, id);
-            fs::remove_file(&path)
-                .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+            match fs::remove_file(&path) {
+                Ok(()) => id += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(StoreError::io(format!("remove {}", path.display()), e)),
+            }
         }
         self.unsynced.retain(|(id, _)| *id < mark.segment);
         self.active_id = mark.segment;
@@ -737,29 +738,32 @@ impl VlogReader {
         let Some(file) = self.file(entry.segment)? else {
             return Ok(None);
         };
-        let mut buf =
-            AlignedVec::<16>::with_capacity(RECORD_HEADER_BYTES as usize + entry.len as usize);
-        buf.resize(RECORD_HEADER_BYTES as usize + entry.len as usize, 0);
-        if let Err(e) = file.read_exact_at(&mut buf, header_at) {
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StoreError::corrupt(location(), "past the end of the segment")
-            } else {
-                StoreError::io(
-                    format!(
-                        "read {} at {header_at}",
-                        segment_path(&self.dir, entry.segment).display()
-                    ),
-                    e,
-                )
-            });
-        }
-        let field = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        let read = |buf: &mut [u8], at: u64| {
+            file.read_exact_at(buf, at).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    StoreError::corrupt(location(), "past the end of the segment")
+                } else {
+                    let path = segment_path(&self.dir, entry.segment);
+                    StoreError::io(format!("read {} at {at}", path.display()), e)
+                }
+            })
+        };
+        // The header first: a damaged index entry must not size the buffer.
+        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        read(&mut header, header_at)?;
+        let field =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         if field(0) != RECORD_MAGIC || field(4) != entry.len || field(8) != entry.crc {
             return Err(StoreError::corrupt(
                 location(),
                 "record header does not match the index",
             ));
         }
+        let mut buf =
+            AlignedVec::<16>::with_capacity(RECORD_HEADER_BYTES as usize + entry.len as usize);
+        buf.extend_from_slice(&header);
+        buf.resize(RECORD_HEADER_BYTES as usize + entry.len as usize, 0);
+        read(&mut buf[RECORD_HEADER_BYTES as usize..], entry.offset)?;
         let loaded = Loaded { buf };
         let key = (entry.segment, entry.offset);
         let known = self.verified.read().is_ok_and(|v| v.contains(&key));

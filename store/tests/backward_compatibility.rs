@@ -336,7 +336,7 @@ fn a_format_4_directory_opens_and_becomes_format_5() {
     assert!(dir.path().join("CURRENT").exists(), "sled was copied");
     assert!(
         !dir.path().join("sled").exists(),
-        "and its old directory removed"
+        "removed once the format file says 5"
     );
     assert!(store.check().expect("check").problems.is_empty());
 }

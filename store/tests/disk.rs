@@ -668,6 +668,9 @@ fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
     let id = store.enqueue(job("kept")).expect("enqueue").id();
     drop(store);
+    // Twice more: the store lives in a copied generation, the first gone.
+    drop(Store::open(dir.path(), StoreConfig::default()).expect("reopen"));
+    drop(Store::open(dir.path(), StoreConfig::default()).expect("reopen"));
     // What a kill between sled's snapshot write and its rename leaves: a
     // `.generating` file that sorts after every complete snapshot.
     let partial = kiln_store::sled_dir(dir.path())
@@ -984,4 +987,23 @@ fn the_largest_job_event_and_checkpoint_survive_reopen_through_sled_blobs() {
         values.as_slice()
     );
     assert!(store.check().expect("check").problems.is_empty());
+}
+
+/// A store whose sled directory is gone (a restore that left it out, say)
+/// is refused with nothing changed, not opened as a new, empty store whose
+/// open would then delete the value log nothing indexes.
+#[test]
+fn a_store_whose_sled_directory_is_missing_is_refused_not_emptied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, seg) = store_one_large_series(dir.path());
+    // Two opens: the store now lives in a copied generation.
+    drop(Store::open(dir.path(), StoreConfig::default()).expect("reopen"));
+    let generation = kiln_store::sled_dir(dir.path()).expect("sled");
+    std::fs::remove_file(dir.path().join("CURRENT")).expect("rm CURRENT");
+    let e = Store::open(dir.path(), StoreConfig::default())
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("nothing was changed"), "{e}");
+    assert!(generation.exists(), "the generation is kept");
+    assert!(seg.exists(), "the value log is kept");
 }

@@ -7,9 +7,9 @@
 //! disk: a record that fails to read (checksum, I/O) stays where it is and
 //! its segment is quarantined (kept, never compacted again in this
 //! process; `kiln check` reports the record), and the rest is moved; a
-//! write that fails before the batch applied (a full disk) undoes the
-//! copies and gives up until `COMPACT_RETRY_MS` later. Only a failed fsync
-//! or a failed batch poisons.
+//! write of the copies that fails (a full disk) undoes them and gives up
+//! until `COMPACT_RETRY_MS` later. Once the index moves (the commit),
+//! any failure poisons, and so does a failed fsync anywhere.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -23,11 +23,20 @@ use crate::frame::{
     decode_tail, frame_key_from, value_start,
 };
 use crate::keys::{read_u64, series_key_from_bytes};
-use crate::record::{Counters, ResultValue, decode_job};
+use crate::record::{Counters, IndexEntry, ResultValue, decode_job};
 use crate::shared::Poison;
 use crate::space::Space;
 use crate::view::load;
 use crate::vlog::VlogReader;
+
+/// A record compaction copied: where its index entry is, the value that
+/// points at the copy, and the entry it replaces.
+struct Moved {
+    space: Space,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    old: IndexEntry,
+}
 
 /// How long automatic compaction waits after giving up (a full disk).
 const COMPACT_RETRY_MS: u64 = 60_000;
@@ -70,26 +79,40 @@ impl Writer {
         if victims.is_empty() || self.shared.staging.load(Ordering::SeqCst) > 0 {
             return Ok(report);
         }
-        let applied = self.disk.applied();
-        let mark = self.vlog.mark()?;
-        let result = self.compact_segments(&victims, &mut report);
-        if let Err(e) = &result {
-            let clean = !e.is_fatal() && self.disk.applied() == applied;
-            let rewound = clean && {
-                self.writes.clear();
-                self.vlog.rewind(mark).is_ok()
-            };
-            if rewound {
+        let mark = match self.vlog.mark() {
+            Ok(mark) => mark,
+            Err(e) => {
+                // Earlier appends could not be written: the next commit
+                // reports it; compaction waits.
                 self.compact_retry_at = self.config.queue.clock.now_ms() + COMPACT_RETRY_MS;
-                tracing::warn!(error = %e, "value-log compaction gave up; it tries again later");
-            } else {
-                self.shared.poison(Poison::of(e));
+                return Err(e);
             }
+        };
+        let moved = match self.copy_live(&victims, &mut report) {
+            Ok(moved) => moved,
+            Err(e) => {
+                // Nothing is indexed yet: the copies can be undone.
+                if !e.is_fatal() && self.vlog.rewind(mark).is_ok() {
+                    self.compact_retry_at = self.config.queue.clock.now_ms() + COMPACT_RETRY_MS;
+                    tracing::warn!(error = %e, "value-log compaction gave up; it tries again later");
+                } else {
+                    self.shared.poison(Poison::of(&e));
+                }
+                return Err(e);
+            }
+        };
+        // From here on the index moves: a failure poisons.
+        let result = self.commit_moves(moved, &victims, &mut report);
+        if let Err(e) = &result {
+            self.shared.poison(Poison::of(e));
         }
         result.map(|()| report)
     }
 
-    fn compact_segments(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<()> {
+    /// Copies the live records of `victims` to the active segment and
+    /// writes them to the file (a full disk shows here, before anything is
+    /// indexed); a record that fails to read quarantines its segment.
+    fn copy_live(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<Vec<Moved>> {
         let reader = self.vlog.reader();
         let pointers = Space::POINTERS
             .iter()
@@ -129,14 +152,33 @@ impl Writer {
             report.moved_records += 1;
             let mut value = value[..start].to_vec();
             value.extend_from_slice(&ResultValue::Pointer(new).encode());
-            moved.push((space, key, value, old));
+            moved.push(Moved {
+                space,
+                key,
+                value,
+                old,
+            });
         }
-        for (space, key, value, _) in &moved {
-            self.writes.put(*space, key.clone(), value.clone());
+        self.vlog.flush()?;
+        Ok(moved)
+    }
+
+    /// Re-points the moved records in one commit, makes it durable, then
+    /// deletes the emptied segments.
+    fn commit_moves(
+        &mut self,
+        moved: Vec<Moved>,
+        victims: &[u32],
+        report: &mut CompactReport,
+    ) -> Result<()> {
+        let mut old_entries = Vec::with_capacity(moved.len());
+        for m in moved {
+            self.writes.put(m.space, m.key, m.value);
+            old_entries.push(m.old);
         }
         self.vlog_sync_required = true;
         self.commit()?;
-        for (.., old) in &moved {
+        for old in &old_entries {
             self.vlog.release(old);
         }
         self.disk.flush_and_fsync()?;

@@ -379,6 +379,7 @@ impl Writer {
             };
             if let Err(e) = flushed {
                 tracing::error!(error = %e, "the final flush failed");
+                self.shared.poison(Poison::of(&e));
             }
         }
         self.pipeline.stop_syncer();
@@ -726,7 +727,7 @@ impl Writer {
         let applied = self.spaces.apply(&self.writes);
         let versions = std::mem::take(&mut self.new_versions);
         applied?;
-        self.disk.set_applied(commit);
+        self.disk.set_applied(commit)?;
         self.writes.clear();
         if !versions.is_empty()
             && let Ok(mut m) = self.shared.versions.write()
