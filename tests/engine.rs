@@ -423,8 +423,8 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
     use kiln::store::{Coverage, FrameKey, FrameRead, SeriesRead};
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");
-    // 30 symbols of 400 bars, then 150 more bars each, one per tick.
-    let full = kiln::market::synth::universe(30, 550, 3);
+    // 30 symbols of 400 bars, then 300 more bars each, one per tick.
+    let full = kiln::market::synth::universe(30, 700, 3);
     let head: Vec<(Symbol, BarColumns)> = full
         .iter()
         .map(|(s, c)| (s.clone(), c.slice(0, 400)))
@@ -441,7 +441,7 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
     let frame_key = |s: &Symbol| {
         FrameKey::new(s.clone(), format!("@plan:{:016x}", plan.fingerprint())).expect("key")
     };
-    for tick in 400..550 {
+    for tick in 400..700 {
         let bars: Vec<(Symbol, BarColumns)> = full
             .iter()
             .map(|(s, c)| (s.clone(), c.slice(tick, tick + 1)))
@@ -471,12 +471,12 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
         let (saved_at, _) = after.state().expect("a state");
         if Some(saved_at) != before {
             state_saves += 1;
-            // Saved once the last save is 64 bars behind.
-            assert_eq!(saved_at.bars - before.map_or(0, |c: Coverage| c.bars), 64);
+            // Saved once the last save is 256 bars behind.
+            assert_eq!(saved_at.bars - before.map_or(0, |c: Coverage| c.bars), 256);
         }
     }
-    assert_eq!(continued, 30 * 150);
-    assert_eq!(state_saves, 150 / 64);
+    assert_eq!(continued, 30 * 300);
+    assert_eq!(state_saves, 300 / 256);
     for s in &symbols {
         assert_stored_equals_direct(&engine, s.as_str(), &plan);
     }
@@ -488,8 +488,8 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
     let chunks = view.chunks().len();
     assert_eq!(
         chunks,
-        1 + 150 / 32 + 150 % 32,
-        "the body, 4 folds, 22 tails"
+        1 + 300 / 32 + 300 % 32,
+        "the body, 9 folds, 12 tails"
     );
     assert_eq!(check(&engine), (vec![], 0));
 }

@@ -4,14 +4,26 @@
 //! it implies is durable (`Durability::Sync`).
 //!
 //! Figures, for the main universe (1,000 × 2,000 by default):
-//! - `tick_ms_p50`, `tick_ms_p99`: one tick, ingest to durable features;
+//! - `tick_ms_p50`, `tick_ms_p99`: one tick, ingest to durable features,
+//!   over `ticks` ticks after `warm_ticks` that are not counted;
 //! - `bytes_written_per_tick`: bytes the process passed to `write` calls
 //!   (sled's log and the value log; `/proc/self/io` `wchar`) per tick, and
-//!   `dir_growth_per_tick`: the data directory's growth per tick, both
-//!   after `warm_ticks` ticks that are not counted;
+//!   `dir_growth_per_tick`: the data directory's growth per tick, both over
+//!   the `byte_ticks` ticks after those: the store's periodic work (a
+//!   frame's tails fold every 32 appends, a symbol's small bar chunks merge
+//!   every 8, 64 and 512, states are saved every 256 bars) comes in waves,
+//!   all symbols at once, so a window of a whole number of periods (256 by
+//!   default) counts each its share, where the 20 timed ticks would count
+//!   a wave's bytes over 20 ticks or none;
 //! - `new_value_bytes_per_tick`: the new feature values (symbols × 20 × 8);
 //! - `floor_ms`: writing and fsyncing that many bytes to a plain file;
 //! - `tick_vs_floor`, `written_vs_new`: the ratios.
+//!
+//! Then `steady_written_vs_new`: the bytes written per symbol and tick over
+//! the new values' 160, over `steady_ticks` ticks (1,024 by default: also
+//! the rarer waves, a frame's 32-row chunks merging every 1,024 rows, the
+//! value log's compaction) of `steady_symbols` symbols (100), after the
+//! same warm-up.
 //!
 //! Then `history_ratio`: the median tick of 200 symbols with 50,000 bars
 //! of history over that with 2,000 (`tick_ms_short`, `tick_ms_long`).
@@ -38,6 +50,12 @@ pub struct LiveOptions {
     pub ticks: usize,
     /// Ticks run before measuring (not counted).
     pub warm_ticks: usize,
+    /// Ticks after the timed ones over which the bytes are counted.
+    pub byte_ticks: usize,
+    /// Symbols of the steady-state run.
+    pub steady_symbols: usize,
+    /// Ticks of the steady-state run, counted after the warm-up.
+    pub steady_ticks: usize,
     /// Symbols of the history-length comparison.
     pub ratio_symbols: usize,
     /// Bars of history of its long run.
@@ -151,18 +169,26 @@ pub fn run(
     mut emit: impl FnMut(&BenchLine),
 ) -> Result<(), BenchError> {
     let data = dir.join("main");
-    let mut live = Live::new(&data, opts.symbols, opts.bars, opts.warm_ticks + opts.ticks)?;
+    let mut live = Live::new(
+        &data,
+        opts.symbols,
+        opts.bars,
+        opts.warm_ticks + opts.ticks + opts.byte_ticks,
+    )?;
     for _ in 0..opts.warm_ticks {
         live.tick()?;
     }
-    let (w0, d0) = (written()?, dir_bytes(&data)?);
     let mut ms = Vec::with_capacity(opts.ticks);
     for _ in 0..opts.ticks {
         ms.push(live.tick()?);
     }
+    let (w0, d0) = (written()?, dir_bytes(&data)?);
+    for _ in 0..opts.byte_ticks {
+        live.tick()?;
+    }
     let (w1, d1) = (written()?, dir_bytes(&data)?);
     drop(live);
-    let ticks = opts.ticks.max(1) as f64;
+    let ticks = opts.byte_ticks.max(1) as f64;
     emit(&line("tick_ms_p50", quantile(&mut ms, 0.5), "ms"));
     emit(&line("tick_ms_p99", quantile(&mut ms, 0.99), "ms"));
     let new_bytes = (opts.symbols * 20 * 8) as f64;
@@ -186,6 +212,30 @@ pub fn run(
         "ratio",
     ));
     std::fs::remove_dir_all(&data).map_err(|e| BenchError::Io(data.display().to_string(), e))?;
+
+    let data = dir.join("steady");
+    let mut live = Live::new(
+        &data,
+        opts.steady_symbols,
+        opts.bars,
+        opts.warm_ticks + opts.steady_ticks,
+    )?;
+    for _ in 0..opts.warm_ticks {
+        live.tick()?;
+    }
+    let w0 = written()?;
+    for _ in 0..opts.steady_ticks {
+        live.tick()?;
+    }
+    let w1 = written()?;
+    drop(live);
+    std::fs::remove_dir_all(&data).map_err(|e| BenchError::Io(data.display().to_string(), e))?;
+    let symbol_ticks = (opts.steady_symbols * opts.steady_ticks).max(1) as f64;
+    emit(&line(
+        "steady_written_vs_new",
+        (w1 - w0) as f64 / symbol_ticks / (20.0 * 8.0),
+        "ratio",
+    ));
 
     let mut medians = Vec::new();
     for (name, bars) in [("short", opts.bars), ("long", opts.long_bars)] {

@@ -151,6 +151,17 @@ enum Bench {
         /// Ticks run first, not measured.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=100_000))]
         warm_ticks: u64,
+        /// Ticks after the timed ones over which the bytes written are
+        /// counted: a whole number of the store's periods (see the docs of
+        /// `kiln_bench::live`).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        byte_ticks: u64,
+        /// Symbols of the steady-state run (bytes per symbol and tick).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        steady_symbols: u64,
+        /// Ticks of the steady-state run, counted after the warm-up.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        steady_ticks: u64,
         /// Symbols in the history-length comparison.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         ratio_symbols: u64,
@@ -311,6 +322,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bars,
             ticks,
             warm_ticks,
+            byte_ticks,
+            steady_symbols,
+            steady_ticks,
             ratio_symbols,
             long_bars,
             dir,
@@ -321,6 +335,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bars: to_usize(bars)?,
                 ticks: to_usize(ticks)?,
                 warm_ticks: to_usize(warm_ticks)?,
+                byte_ticks: to_usize(byte_ticks)?,
+                steady_symbols: to_usize(steady_symbols)?,
+                steady_ticks: to_usize(steady_ticks)?,
                 ratio_symbols: to_usize(ratio_symbols)?,
                 long_bars: to_usize(long_bars)?,
             };

@@ -39,6 +39,15 @@ const FOLDS_PER_STEP: usize = 64;
 /// Frames whose tail slots the writer keeps in view; beyond, it starts over.
 const TAIL_STATES_MAX: usize = 1 << 20;
 
+/// A tail's rows up to this size go inline in sled; larger ones go to the
+/// value log, whatever `inline_series_bytes_max` says. A tail is rewritten
+/// by every fold and sled rewrites whole leaves around an update, so bytes
+/// inline in a tail slot cost several times their size, where the value
+/// log writes them once (measured by `kiln bench live`: a tick of 1,000
+/// symbols × 20 columns wrote 1.61 MB with its 160-byte tails inline,
+/// 1.46 MB with them in the value log).
+const TAIL_INLINE_BYTES_MAX: usize = 64;
+
 /// A frame's end and which of its tail slots hold rows, as the writer keeps
 /// them between appends.
 pub(crate) struct TailState {
@@ -312,7 +321,12 @@ impl Writer {
         state.slots[slot] = true;
         state.end = f.covers;
         let full = state.slots.iter().filter(|&&s| s).count();
-        let entry = self.place(&f.payload, job_id)?;
+        let entry =
+            if f.payload.len() > TAIL_INLINE_BYTES_MAX.min(self.config.inline_series_bytes_max) {
+                Some(self.append_or_poison(&f.payload, job_id)?)
+            } else {
+                None
+            };
         let value = encode_tail(
             first_row,
             &ChunkValue {
