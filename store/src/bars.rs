@@ -332,13 +332,15 @@ pub(crate) fn decode_version(
 /// Reads a symbol's version and chunk list as one snapshot: an ingest
 /// committing between the reads would pair old chunks with a new version,
 /// so the version is read on both sides of the scan until they agree.
+/// With `from`, only the chunks that can hold bars from then on.
 pub(crate) fn snapshot(
     store: &Store,
     symbol: &Symbol,
+    from: Option<i64>,
 ) -> Result<(Option<VersionRecord>, Vec<StoredChunk>)> {
     for _ in 0..8 {
         let before = store.version_record(symbol)?;
-        let stored = store.stored_chunks(symbol)?;
+        let stored = store.stored_chunks(symbol, from)?;
         if store.version_record(symbol)? == before {
             return Ok((before, stored));
         }
@@ -403,20 +405,39 @@ impl Store {
         )
     }
 
-    pub(crate) fn stored_chunks(&self, symbol: &Symbol) -> Result<Vec<StoredChunk>> {
+    /// A symbol's stored chunks in time order: all of them, or (`from`)
+    /// only those that can hold bars at or after that time, read from the
+    /// newest back (a tick reads one or two).
+    pub(crate) fn stored_chunks(
+        &self,
+        symbol: &Symbol,
+        from: Option<i64>,
+    ) -> Result<Vec<StoredChunk>> {
         let location = format!("bar chunks of {symbol}");
-        self.spaces()
-            .scan(Space::Bars, &symbol_prefix(symbol))
-            .map(|item| {
-                let (key, value) = item?;
-                let first_ts = chunk_first_ts(&key, &location)?;
-                Ok(StoredChunk {
-                    key,
-                    first_ts,
-                    value,
-                })
+        let decode = |item: Result<(Vec<u8>, sled::IVec)>| {
+            let (key, value) = item?;
+            let first_ts = chunk_first_ts(&key, &location)?;
+            Ok(StoredChunk {
+                key,
+                first_ts,
+                value,
             })
-            .collect()
+        };
+        let chunks = self.spaces().scan(Space::Bars, &symbol_prefix(symbol));
+        let Some(from) = from else {
+            return chunks.map(decode).collect();
+        };
+        let mut out = Vec::new();
+        for item in chunks.rev() {
+            let c = decode(item)?;
+            let first = c.first_ts <= from;
+            out.push(c);
+            if first {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Loads a chunk; `None` if its segment was compacted away meanwhile.
@@ -433,7 +454,11 @@ impl Store {
         // A compaction can move a chunk between the scan and the read; the
         // index then points elsewhere, so read it again.
         for _ in 0..3 {
-            let (version, stored) = snapshot(self, symbol)?;
+            let from = match want {
+                Want::Range(Bound::Included(t) | Bound::Excluded(t), _) => Some(*t),
+                _ => None,
+            };
+            let (version, stored) = snapshot(self, symbol, from)?;
             let Some(version) = version else {
                 return Ok(None);
             };

@@ -302,7 +302,7 @@ impl IngestSession {
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<BarPlan>> {
         for _ in 0..3 {
-            let (expect, stored) = snapshot(&self.store, symbol)?;
+            let (expect, stored) = snapshot(&self.store, symbol, None)?;
             if let Some(outcome) = self.plan_against(symbol, parts, expect, &stored, on_conflict)? {
                 return Ok(outcome);
             }

@@ -133,8 +133,9 @@ impl Store {
                 });
             }
         }
-        tails.sort_by_key(|t| t.first_row);
+        // Tails, then any chunk an append wrote with every slot full.
         out.extend(tails);
+        out.sort_by_key(|c| c.first_row);
         let mut end = 0;
         for c in &out {
             if c.first_row != end || c.covers.bars < c.first_row {
@@ -145,27 +146,32 @@ impl Store {
         Ok(Some(out))
     }
 
-    /// What a frame's rows cover: its last full tail slot's coverage, else
-    /// its last chunk's (without reading the rest).
+    /// What a frame's rows cover: those of its newest rows, read from its
+    /// last chunk and its full tail slots alone. Appends fill the tail
+    /// slots in order from slot 0 and a fold empties them all, so the full
+    /// slots come first and the last of them holds the newest tail (sled
+    /// scans forward several times faster than back); with every slot
+    /// full, appends go to chunks after the tails, so the newer of the two
+    /// ends counts.
     fn frame_covers(&self, key: &FrameKey) -> Result<Coverage> {
         let prefix = chunks_prefix(key);
         let location = || key.to_string();
-        let mut last: Option<(u64, Coverage)> = None;
+        let chunk = match self.spaces().scan(Space::Chunks, &prefix).next_back() {
+            Some(item) => Some(ChunkValue::decode(&item?.1, &location)?.covers),
+            None => None,
+        };
+        let mut tail = None;
         for item in self.spaces().scan(Space::Tails, &prefix) {
-            let (_, value) = item?;
-            if let Some((row, c)) = decode_tail(&value, &location)?
-                && last.is_none_or(|(r, _)| row >= r)
-            {
-                last = Some((row, c.covers));
+            match decode_tail(&item?.1, &location)? {
+                Some((_, c)) => tail = Some(c.covers),
+                None => break,
             }
         }
-        if let Some((_, covers)) = last {
-            return Ok(covers);
-        }
-        match self.spaces().scan(Space::Chunks, &prefix).next_back() {
-            Some(item) => Ok(ChunkValue::decode(&item?.1, &location)?.covers),
-            None => Ok(Coverage::default()),
-        }
+        Ok(chunk
+            .into_iter()
+            .chain(tail)
+            .max_by_key(|c| c.bars)
+            .unwrap_or_default())
     }
 
     /// Column `column` of a frame; `None` while a writer changes it under
@@ -212,7 +218,14 @@ impl Store {
             return Ok(Some(None));
         };
         let head = FrameHead::decode(&value, &|| key.to_string())?;
-        let covers = self.frame_covers(key)?;
+        let published = match self.shared().frame_ends.read() {
+            Ok(m) => m.get(key).copied(),
+            Err(_) => None,
+        };
+        let covers = match published {
+            Some(covers) => covers,
+            None => self.frame_covers(key)?,
+        };
         let labels = head.labels;
         let state = match head.state {
             None => None,

@@ -1,6 +1,7 @@
 //! What the writer thread publishes after each commit for readers that do
 //! not go through it: the counters and paused priorities (O(1) stats), the
-//! data versions, the poison cause, the open ingest sessions, and the
+//! data versions and appended frames' ends, the poison cause, the open
+//! ingest sessions, and the
 //! [`Watermark`] that waiters block on instead of polling.
 //!
 //! Two watermarks: the applied one (the last commit's) and the revealed one,
@@ -14,9 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use kiln_core::{DataVersion, QueueStats, StoreError, Symbol, Watermark};
+use kiln_core::{Coverage, DataVersion, FrameKey, QueueStats, StoreError, Symbol, Watermark};
 
 use crate::record::Counters;
+
+/// Most frame ends [`Shared::frame_ends`] keeps; beyond, it starts over.
+pub(crate) const FRAME_ENDS_MAX: usize = 1 << 20;
 
 /// Why the store refuses writes: the first failure, and whether it was a
 /// failed fsync (then no reopen in this process, see
@@ -74,6 +78,10 @@ pub(crate) struct Shared {
     /// Every symbol's data version, as committed: read without touching
     /// sled (whose batches block all its readers while they apply).
     pub(crate) versions: RwLock<HashMap<Symbol, DataVersion>>,
+    /// What the frames appended to since the open cover, as committed (at
+    /// most [`FRAME_ENDS_MAX`]): a reader learns a frame's end without
+    /// scanning its chunks and tail slots.
+    pub(crate) frame_ends: RwLock<HashMap<FrameKey, Coverage>>,
     /// The last commit's watermark and the revealed one, and the waiters
     /// for the next reveal.
     watermarks: Mutex<Watermarks>,

@@ -375,6 +375,13 @@ impl Store {
         self.send(Op::Apply(Apply::FailAppend { n }))
     }
 
+    /// Test hook: while `paused`, the writer folds no tails (as when folds
+    /// fall behind).
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_folds(&self, paused: bool) -> Result<()> {
+        self.send(Op::Apply(Apply::PauseFolds { paused }))
+    }
+
     /// Test hook: while `hold`, the `Sync` mode's syncer waits before its
     /// flush (applied groups are neither durable nor answered).
     #[cfg(feature = "test-hooks")]

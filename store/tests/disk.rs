@@ -810,6 +810,90 @@ fn an_appended_frame_reads_in_place_per_chunk_across_folds_compaction_and_reopen
 }
 
 #[test]
+fn appends_beyond_every_tail_slot_go_to_chunks_after_the_tails_and_read_in_order() {
+    use kiln_store::{Coverage, FrameKey, FrameRead, FrameRows, FrameWrite};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let covers = |bars: u64| Coverage {
+        bars,
+        last_ts: bars as i64,
+        hash: bars,
+    };
+    let key = FrameKey::new(sym("A"), "@plan:1").expect("key");
+    let run = |store: &Store, rows: FrameRows, from: u64, to: u64| {
+        store.enqueue(job("w")).expect("e");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let write = FrameWrite {
+            key: key.clone(),
+            rows,
+            covers: covers(to),
+            columns: vec![(from..to).map(|r| r as f64).collect()],
+            state: None,
+        };
+        store.complete(lease.token, vec![write]).expect("complete");
+    };
+    let append =
+        |store: &Store, n: u64| run(store, FrameRows::Append { after: covers(n) }, n, n + 1);
+    let expect = |store: &Store, n: u64| {
+        let a = SeriesKey::new(sym("A"), "a").expect("key");
+        let view = store.series(&a).expect("read").expect("stored");
+        let values = view.values();
+        assert_eq!(values.len() as u64, n);
+        assert!(values.iter().enumerate().all(|(r, &v)| v == r as f64));
+        let head = store.frame(&key).expect("read").expect("stored");
+        assert_eq!(head.covers(), covers(n));
+        assert_eq!(store.check().expect("check").problems, Vec::<String>::new());
+    };
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    run(
+        &store,
+        FrameRows::Replace {
+            labels: vec!["a".into()],
+        },
+        0,
+        10,
+    );
+    // Folds fall behind: 256 appends fill every tail slot, 20 more go to
+    // chunks of their own after the tails.
+    store.pause_folds(true).expect("pause");
+    for n in 10..286 {
+        append(&store, n);
+    }
+    expect(&store, 286);
+    // The writer finds the frame's end after those chunks when it reads it
+    // anew: later appends are not taken for stale ones.
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    store.pause_folds(true).expect("pause");
+    for n in 286..290 {
+        append(&store, n);
+    }
+    expect(&store, 290);
+    // A fold takes the tails and the chunks after them.
+    store.pause_folds(false).expect("resume");
+    for n in 290..300 {
+        append(&store, n);
+    }
+    expect(&store, 300);
+    let a = SeriesKey::new(sym("A"), "a").expect("key");
+    let view = store.series(&a).expect("read").expect("stored");
+    let sizes: Vec<usize> = view.chunks().iter().map(|c| c.len()).collect();
+    // The body, rows 10 to 290 folded, then ten tails.
+    let mut want = vec![10, 280];
+    want.extend([1; 10]);
+    assert_eq!(sizes, want);
+    // A replace with fewer rows: the frame covers those, not the appends'.
+    run(
+        &store,
+        FrameRows::Replace {
+            labels: vec!["a".into()],
+        },
+        0,
+        5,
+    );
+    expect(&store, 5);
+}
+
+#[test]
 fn a_power_loss_in_relaxed_mode_cuts_a_frame_back_to_its_rows_on_disk() {
     use kiln_store::{Coverage, FrameKey, FrameRead, FrameRows, FrameWrite};
     let dir = tempfile::tempdir().expect("tempdir");

@@ -238,11 +238,12 @@ impl Writer {
                     }
                 }
             }
-            if last_row.is_none()
-                && let Some((_, v)) = self.scan_pending(Space::Chunks, &prefix)?.pop()
-            {
+            // A chunk an append wrote with every slot full follows the tails.
+            if let Some((_, v)) = self.scan_pending(Space::Chunks, &prefix)?.pop() {
                 let c = ChunkValue::decode(&v, &location)?;
-                (state.end, state.columns) = (c.covers, c.columns);
+                if last_row.is_none() || c.covers.bars > state.end.bars {
+                    (state.end, state.columns) = (c.covers, c.columns);
+                }
             }
             if self.tails.len() >= TAIL_STATES_MAX {
                 self.tails.clear();
@@ -298,6 +299,7 @@ impl Writer {
         }
         self.fold_queue.remove(key);
         self.tails.remove(key);
+        self.new_ends.push((key.clone(), None));
         Ok(())
     }
 
@@ -306,20 +308,27 @@ impl Writer {
     /// tails. With every slot taken (folds fell far behind), the rows go
     /// to a chunk of their own.
     fn put_tail(&mut self, f: &EncodedFrame, first_row: u64, job_id: u64) -> Result<()> {
+        if self.tail_state(&f.key)?.is_none() {
+            return Ok(());
+        }
+        self.new_ends.push((f.key.clone(), Some(f.covers)));
         let Some(state) = self.tail_state(&f.key)? else {
             return Ok(());
         };
+        state.end = f.covers;
         let free = state.slots.iter().position(|full| !full);
         let slot = match free {
             Some(i) => i,
             None if state.slots.len() <= usize::from(u8::MAX) => state.slots.len(),
-            None => return self.put_chunk(f, first_row, job_id),
+            None => {
+                self.fold_queue.insert(f.key.clone());
+                return self.put_chunk(f, first_row, job_id);
+            }
         };
         if slot == state.slots.len() {
             state.slots.push(false);
         }
         state.slots[slot] = true;
-        state.end = f.covers;
         let full = state.slots.iter().filter(|&&s| s).count();
         let entry =
             if f.payload.len() > TAIL_INLINE_BYTES_MAX.min(self.config.inline_series_bytes_max) {
@@ -348,6 +357,10 @@ impl Writer {
     /// reads is committed and written out; a frame that cannot be read is
     /// logged and left as it is.
     pub(super) fn fold_step(&mut self) -> Result<()> {
+        #[cfg(feature = "test-hooks")]
+        if self.folds_paused {
+            return Ok(());
+        }
         for _ in 0..FOLDS_PER_STEP {
             let Some(key) = self.fold_queue.pop_first() else {
                 break;
@@ -383,14 +396,23 @@ impl Writer {
             return Ok(());
         }
         tails.sort_by_key(|t| t.0);
+        // Chunks an append wrote after the tails (with every slot full)
+        // fold with them.
+        let later = chunks.partition_point(|c| c.0 < tails[0].0);
+        let mut group: Vec<_> = chunks
+            .drain(later..)
+            .map(|c| (Space::Chunks, c))
+            .chain(tails.into_iter().map(|t| (Space::Tails, t)))
+            .collect();
+        group.sort_by_key(|(_, t)| t.0);
         let rows = |c: &(u64, Coverage, u16, sled::IVec, Vec<u8>)| (c.1.bars - c.0) as usize;
         let mut sizes: Vec<usize> = chunks.iter().map(rows).collect();
-        sizes.push(tails.iter().map(rows).sum());
+        sizes.push(group.iter().map(|(_, t)| rows(t)).sum());
         let from = merge_from(&sizes, FOLD).unwrap_or(chunks.len());
         let merged: Vec<_> = chunks
             .drain(from..)
             .map(|c| (Space::Chunks, c))
-            .chain(tails.into_iter().map(|t| (Space::Tails, t)))
+            .chain(group)
             .collect();
         let columns = merged[0].1.2;
         let first_row = merged[0].1.0;

@@ -243,7 +243,7 @@ impl Writer {
                 let _ = covers;
             }
             let prefix = chunks_prefix(&key);
-            // Chunks, then the full tail slots, in row order.
+            // Chunks and the full tail slots.
             let mut rows = Vec::new();
             for item in self.spaces.scan(Space::Chunks, &prefix) {
                 let (ck, cv) = item?;
@@ -258,8 +258,10 @@ impl Writer {
                     Err(e) => problems.push(e.to_string()),
                 }
             }
-            tails.sort_by_key(|t| t.0);
+            // In row order: a chunk an append wrote with every slot full
+            // follows the tails.
             rows.extend(tails);
+            rows.sort_by_key(|t| t.0);
             let (mut end, mut width) = (0u64, head.labels.len() as u16);
             for (row, space, cv) in rows {
                 let at = || format!("{name} rows from {row}");

@@ -38,8 +38,8 @@ pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
 
 use kiln_core::{
-    CancelOutcome, DataVersion, Enqueued, FailOutcome, FrameKey, JobId, Lease, LeaseToken, NewJob,
-    Priority, Result, StoreError, Symbol,
+    CancelOutcome, Coverage, DataVersion, Enqueued, FailOutcome, FrameKey, JobId, Lease,
+    LeaseToken, NewJob, Priority, Result, StoreError, Symbol,
 };
 
 use crate::config::StoreConfig;
@@ -48,7 +48,7 @@ use crate::keys::u64_key;
 use crate::record::{
     COMMIT_KEY, IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_symbol_stats,
 };
-use crate::shared::{Poison, Shared};
+use crate::shared::{FRAME_ENDS_MAX, Poison, Shared};
 use crate::space::{Space, Spaces, Writes};
 use crate::vlog::Vlog;
 use durability::Pipeline;
@@ -141,6 +141,9 @@ pub(crate) enum Apply {
     /// full disk.
     #[cfg(feature = "test-hooks")]
     FailAppend { n: u32 },
+    /// Test support: while `paused`, no tails are folded.
+    #[cfg(feature = "test-hooks")]
+    PauseFolds { paused: bool },
 }
 
 /// An operation that runs after its group's commit.
@@ -188,7 +191,9 @@ impl Op {
                 Apply::StageBars { reply, .. } => refuse(reply, poison),
                 Apply::UnstageBars { .. } => {}
                 #[cfg(feature = "test-hooks")]
-                Apply::FailNextCommit { .. } | Apply::FailAppend { .. } => {}
+                Apply::FailNextCommit { .. }
+                | Apply::FailAppend { .. }
+                | Apply::PauseFolds { .. } => {}
             },
             Op::After(op) => match op {
                 After::Sync { reply } => refuse(reply, poison),
@@ -250,6 +255,9 @@ pub(crate) struct Writer {
     vlog_sync_required: bool,
     /// Data versions this group writes, published once it has committed.
     new_versions: Vec<(Symbol, DataVersion)>,
+    /// Frames' ends this group changes (`None`: unknown, read them),
+    /// published once it has committed.
+    new_ends: Vec<(FrameKey, Option<Coverage>)>,
     /// Frames whose tails are due for a fold (see `frames`).
     fold_queue: BTreeSet<FrameKey>,
     /// Frames' ends and tail slots, as appends find and change them.
@@ -257,6 +265,9 @@ pub(crate) struct Writer {
     /// Test support: the next commit fails.
     #[cfg(feature = "test-hooks")]
     fail_next_commit: Option<bool>,
+    /// Test support: no folds while set.
+    #[cfg(feature = "test-hooks")]
+    folds_paused: bool,
     /// Test support: a power loss was simulated; exit without a final sync.
     #[cfg(feature = "test-hooks")]
     power_lost: bool,
@@ -286,10 +297,13 @@ impl Writer {
             compact_retry_at: 0,
             vlog_sync_required: false,
             new_versions: Vec::new(),
+            new_ends: Vec::new(),
             fold_queue: BTreeSet::new(),
             tails: HashMap::new(),
             #[cfg(feature = "test-hooks")]
             fail_next_commit: None,
+            #[cfg(feature = "test-hooks")]
+            folds_paused: false,
             #[cfg(feature = "test-hooks")]
             power_lost: false,
         }
@@ -563,6 +577,8 @@ impl Writer {
             Apply::FailNextCommit { fsync } => self.fail_next_commit = Some(fsync),
             #[cfg(feature = "test-hooks")]
             Apply::FailAppend { n } => self.vlog.fail_append_in = Some(n),
+            #[cfg(feature = "test-hooks")]
+            Apply::PauseFolds { paused } => self.folds_paused = paused,
         }
     }
 
@@ -726,6 +742,7 @@ impl Writer {
             .before_batch(&mut self.vlog, required, &mut self.writes)?;
         let applied = self.spaces.apply(&self.writes);
         let versions = std::mem::take(&mut self.new_versions);
+        let ends = std::mem::take(&mut self.new_ends);
         applied?;
         self.disk.set_applied(commit)?;
         self.writes.clear();
@@ -733,6 +750,19 @@ impl Writer {
             && let Ok(mut m) = self.shared.versions.write()
         {
             m.extend(versions);
+        }
+        if !ends.is_empty()
+            && let Ok(mut m) = self.shared.frame_ends.write()
+        {
+            if m.len() >= FRAME_ENDS_MAX {
+                m.clear();
+            }
+            for (key, end) in ends {
+                match end {
+                    Some(end) => m.insert(key, end),
+                    None => m.remove(&key),
+                };
+            }
         }
         self.pipeline.committed(self.vlog.end());
         self.publish();
