@@ -142,8 +142,14 @@ impl Writer {
     }
 
     fn replace_frame(&mut self, f: &EncodedFrame, labels: &[String], job_id: u64) -> Result<()> {
-        let old_labels = self.head(&f.key)?.map(|h| h.labels).unwrap_or_default();
-        self.drop_chunks(&f.key)?;
+        let old_head = self.head(&f.key)?;
+        // A frame's chunks and tail slots exist only beside its head.
+        if old_head.is_some() {
+            self.drop_chunks(&f.key)?;
+        } else {
+            self.tails.remove(&f.key);
+        }
+        let old_labels = old_head.map(|h| h.labels).unwrap_or_default();
         self.put_chunk(f, 0, job_id)?;
         let state = f.state.as_ref().map(|s| (f.covers, s));
         self.put_head(&f.key, labels, state, job_id)?;
@@ -153,18 +159,19 @@ impl Writer {
         let mut losers = BTreeSet::new();
         for (i, label) in labels.iter().enumerate() {
             let key = self.label_key(&f.key, label)?;
-            if let Some(r) = self.lookup_label(&key)?
-                && r.frame != f.key.name
-            {
-                losers.insert(r.frame);
-            }
+            let old = self.lookup_label(&key)?;
             let r = LabelRef {
                 column: i as u16,
                 frame: f.key.name.clone(),
             };
             // A recompute of the same plan leaves its labels as they are.
-            if self.lookup_label(&key)?.as_ref() != Some(&r) {
+            if old.as_ref() != Some(&r) {
                 self.writes.put(Space::Labels, key, r.encode());
+            }
+            if let Some(old) = old
+                && old.frame != f.key.name
+            {
+                losers.insert(old.frame);
             }
         }
         // A frame whose every label moved elsewhere is of no more use.
