@@ -8,8 +8,11 @@
 //! lists them after each commit (whole by then), and each flush lists again
 //! and fsyncs any blob whose length changed since its last fsync (a blob
 //! another of sled's threads is writing is fsynced again once grown).
-//! Left open: sled's own background flush can make a pointer to a blob its
-//! page rewriting wrote durable before kiln's next flush fsyncs that blob.
+//! sled's own background flush is off (`generation`), so no flush outside
+//! kiln's can make a pointer to a blob durable before the blob, and
+//! nothing fsyncs sled after a failed fsync. Left open: a log buffer sled
+//! fills writes itself out without a flush, and the kernel may write that
+//! back before the blob it points at is fsynced (milliseconds later).
 //! Every commit is numbered; after a flush, the number of the last commit
 //! it covered goes to `COMMITTED` (see `generation`).
 

@@ -204,10 +204,14 @@ fn open_copy(
 /// Opens sled at `path`. sled's open drops what it built when it fails,
 /// and that drop can panic on a failing disk (see `SledHandle`): caught.
 fn open_sled(path: &Path, config: &StoreConfig) -> Result<SledHandle<sled::Db>> {
+    // No background flush of sled's own: kiln flushes sled itself (the
+    // syncer after each group, the `Relaxed` flusher every tick), after
+    // fsyncing the blob files the flush will point at, and never after a
+    // failed fsync (see `disk`).
     let sled_config = sled::Config::new()
         .path(path)
         .cache_capacity(config.cache_bytes_max)
-        .flush_every_ms(Some(config.tick_ms.max(1) * 10));
+        .flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open()))
         .map_err(|_| StoreError::Backend {
             backend: "sled",
