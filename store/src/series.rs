@@ -147,12 +147,10 @@ impl Store {
     }
 
     /// What a frame's rows cover: those of its newest rows, read from its
-    /// last chunk and its full tail slots alone. Appends fill the tail
-    /// slots in order from slot 0 and a fold empties them all, so the full
-    /// slots come first and the last of them holds the newest tail (sled
-    /// scans forward several times faster than back); with every slot
-    /// full, appends go to chunks after the tails, so the newer of the two
-    /// ends counts.
+    /// last chunk and its tail slots alone (with every slot full, appends
+    /// go to chunks after the tails, so the newer of the two ends counts).
+    /// Readers of a frame appended to since the open take it from what the
+    /// writer published instead (`Shared::frame_ends`).
     fn frame_covers(&self, key: &FrameKey) -> Result<Coverage> {
         let prefix = chunks_prefix(key);
         let location = || key.to_string();
@@ -160,13 +158,15 @@ impl Store {
             Some(item) => Some(ChunkValue::decode(&item?.1, &location)?.covers),
             None => None,
         };
-        let mut tail = None;
+        let mut tail: Option<(u64, Coverage)> = None;
         for item in self.spaces().scan(Space::Tails, &prefix) {
-            match decode_tail(&item?.1, &location)? {
-                Some((_, c)) => tail = Some(c.covers),
-                None => break,
+            if let Some((row, c)) = decode_tail(&item?.1, &location)?
+                && tail.is_none_or(|(r, _)| row >= r)
+            {
+                tail = Some((row, c.covers));
             }
         }
+        let tail = tail.map(|(_, covers)| covers);
         Ok(chunk
             .into_iter()
             .chain(tail)

@@ -40,12 +40,12 @@ const FOLDS_PER_STEP: usize = 64;
 const TAIL_STATES_MAX: usize = 1 << 20;
 
 /// A tail's rows up to this size go inline in sled; larger ones go to the
-/// value log, whatever `inline_series_bytes_max` says. A tail is rewritten
-/// by every fold and sled rewrites whole leaves around an update, so bytes
-/// inline in a tail slot cost several times their size, where the value
-/// log writes them once (measured by `kiln bench live`: a tick of 1,000
-/// symbols × 20 columns wrote 1.61 MB with its 160-byte tails inline,
-/// 1.46 MB with them in the value log).
+/// value log, whatever `inline_series_bytes_max` says. sled rewrites the
+/// whole leaf around a slot as its updates pile up, so rows inline in a
+/// slot are written several times, where the value log writes them once
+/// (measured by `kiln bench live`: a tick of 1,000 symbols × 20 columns
+/// wrote 1.61 MB with its 160-byte tails inline, 1.46 MB with them in the
+/// value log).
 const TAIL_INLINE_BYTES_MAX: usize = 64;
 
 /// A frame's end and which of its tail slots hold rows, as the writer keeps
