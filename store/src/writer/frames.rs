@@ -130,6 +130,7 @@ impl Writer {
                     return Ok(());
                 }
                 if f.covers.bars > after.bars {
+                    self.new_ends.push((f.key.clone(), Some(f.covers)));
                     self.put_tail(f, after.bars, job_id)?;
                 }
                 if let Some(state) = &f.state {
@@ -315,10 +316,6 @@ impl Writer {
     /// tails. With every slot taken (folds fell far behind), the rows go
     /// to a chunk of their own.
     fn put_tail(&mut self, f: &EncodedFrame, first_row: u64, job_id: u64) -> Result<()> {
-        if self.tail_state(&f.key)?.is_none() {
-            return Ok(());
-        }
-        self.new_ends.push((f.key.clone(), Some(f.covers)));
         let Some(state) = self.tail_state(&f.key)? else {
             return Ok(());
         };
