@@ -394,3 +394,38 @@ fn duplicates_far_apart_in_one_file_name_both_lines() {
     let s = ingest_files(&store, &[again], &default_skip, &mut |_| {}).expect("skip");
     assert_eq!((s.rows, s.rejected), (4, 1));
 }
+
+/// Files the fuzz targets found (`fuzz/`, ingest_arrow and ingest_parquet):
+/// arrow-ipc 60 and parquet 60 panic on the first two, and arrow-ipc
+/// allocates the 800 MB the third's footer declares for a record batch
+/// (checked before the reader now). Each ingest is an error that names the
+/// file and what is wrong, and changes nothing.
+#[test]
+fn malformed_arrow_and_parquet_files_are_errors_not_panics() {
+    let f = Fixture::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/malformed");
+    for (name, batch, says) in [
+        (
+            "buffer-beyond-body.arrow",
+            "record batch 1: not readable",
+            "cannot exceed the existing length",
+        ),
+        (
+            "negative-column-offset.parquet",
+            "record batch 0: not readable",
+            "should not be negative",
+        ),
+        (
+            "block-beyond-end.arrow",
+            "not a readable Arrow file",
+            "record batch 0 declares bytes 480 to 838862320; the file has 2054",
+        ),
+    ] {
+        let bad = f.path(name);
+        std::fs::copy(fixtures.join(name), &bad).expect("copy the fixture");
+        let msg = f.reject(bad);
+        for part in [name, batch, says] {
+            assert!(msg.contains(part), "{name}: {msg:?} lacks {part:?}");
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod export;
 mod ingest;
 pub mod synth;
 mod time;
+pub mod untrusted;
 
 use std::fmt;
 use std::path::PathBuf;
