@@ -59,6 +59,12 @@ impl<'a> ChunkValue<'a> {
             .ok_or_else(|| {
                 StoreError::corrupt(location(), format!("chunk of {} bytes", b.len()))
             })?;
+        if b[26..CHUNK_HEADER_BYTES].iter().any(|&p| p != 0) {
+            return Err(StoreError::corrupt(
+                location(),
+                "chunk: padding is not zero",
+            ));
+        }
         Ok(ChunkValue {
             covers,
             columns: u16::from_be_bytes([b[24], b[25]]),
@@ -287,6 +293,31 @@ mod tests {
             bars,
             last_ts: bars as i64 * 10,
             hash: bars * 7,
+        }
+    }
+
+    #[test]
+    fn padding_that_is_not_zero_is_refused() {
+        // fuzz/'s record target found a chunk whose nonzero padding decoded
+        // and encoded back to other bytes; an inline value's padding had the
+        // same gap.
+        let c = ChunkValue {
+            covers: covers(8),
+            columns: 2,
+            rows: ResultValue::Inline {
+                job_id: 3,
+                bytes: &[7u8; 8],
+            },
+        };
+        let good = c.encode();
+        assert!(ChunkValue::decode(&good, &|| "c".into()).is_ok());
+        for at in [27, CHUNK_HEADER_BYTES + 1, CHUNK_HEADER_BYTES + 7] {
+            let mut bad = good.clone();
+            bad[at] = 0x3f;
+            assert!(
+                ChunkValue::decode(&bad, &|| "c".into()).is_err(),
+                "a nonzero byte at {at} decoded"
+            );
         }
     }
 

@@ -51,6 +51,8 @@ mod disk;
 mod events;
 mod floor;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod generation;
 mod ingest;
 mod keys;
