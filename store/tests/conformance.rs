@@ -49,3 +49,18 @@ fn store_agrees_with_the_model() {
     // Relaxed: the model test is about the job model, not fsyncs.
     conformance::model::run(|| Sled::new(Durability::Relaxed), 48);
 }
+
+/// The inputs of `fuzz/`'s queue_model target kept as seeds (a sequence
+/// the fuzzer finds to break agreement joins them): each agrees with the
+/// model here too.
+#[test]
+fn store_agrees_with_the_model_on_the_fuzz_seeds() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/queue_model");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&seeds).expect("the seeds") {
+        let bytes = std::fs::read(entry.expect("a seed").path()).expect("read a seed");
+        conformance::model::run_bytes(&mut Sled::new(Durability::Relaxed), &bytes);
+        ran += 1;
+    }
+    assert!(ran >= 3, "{ran} seeds in {}", seeds.display());
+}

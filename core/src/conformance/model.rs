@@ -327,6 +327,72 @@ fn run_steps<H: Harness>(harness: &mut H, steps: Vec<Step>) -> Result<(), TestCa
     Ok(())
 }
 
+/// Reads bytes as a sequence of steps (for a coverage-guided fuzzer): each
+/// step is a tag byte and up to three argument bytes, in the proportions
+/// and ranges of the random sequences; missing bytes read as 0; at most
+/// 256 steps.
+fn steps_from(data: &[u8]) -> Vec<Step> {
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    let mut steps = Vec::new();
+    while let Some(tag) = next() {
+        if steps.len() == 256 {
+            break;
+        }
+        let mut arg = || next().unwrap_or(0);
+        let step = match tag % 17 {
+            0..=3 => {
+                let (p, d, k) = (arg(), arg(), arg());
+                Step::Enqueue {
+                    priority: p % 3,
+                    delay_ms: (d >= 128).then(|| u64::from(d - 128) * 23),
+                    key: (k >= 128).then_some(k % 4),
+                }
+            }
+            4..=6 => Step::Claim {
+                max: 1 + usize::from(arg() % 3),
+                lease_ms: 100 + u64::from(arg()) * 7,
+            },
+            7 => Step::Heartbeat {
+                pick: usize::from(arg()),
+                extend_ms: 100 + u64::from(arg()) * 7,
+            },
+            8 | 9 => Step::Complete {
+                pick: usize::from(arg()),
+            },
+            10 | 11 => Step::Fail {
+                pick: usize::from(arg()),
+            },
+            12 => Step::Cancel {
+                id: 1 + u64::from(arg() % 11),
+            },
+            13 => {
+                let (p, on) = (arg(), arg());
+                Step::Pause {
+                    priority: p % 3,
+                    paused: on % 2 == 1,
+                }
+            }
+            14 | 15 => Step::Advance {
+                ms: u64::from(arg()) * 12,
+            },
+            _ => Step::Reopen,
+        };
+        steps.push(step);
+    }
+    steps
+}
+
+/// Runs the sequence `data` reads as (see `steps_from`) against a backend
+/// from `harness` and the model; panics where they disagree. For `fuzz/`'s
+/// queue_model target.
+pub fn run_bytes<H: Harness>(harness: &mut H, data: &[u8]) {
+    let steps = steps_from(data);
+    if let Err(e) = run_steps(harness, steps.clone()) {
+        panic!("the backend disagrees with the model: {e}\nsteps: {steps:?}");
+    }
+}
+
 /// Runs `cases` random sequences of up to 60 operations, each against a
 /// backend from a new harness, and fails with the smallest sequence that
 /// breaks agreement with the model.

@@ -1,0 +1,55 @@
+//! The job queue against a plain model (`kiln_core::conformance::model`):
+//! the bytes are a sequence of enqueue / claim / heartbeat / complete /
+//! fail / cancel / pause / time passing / close-and-reopen on a store in a
+//! scratch directory; every answer, and every job's state, attempts and
+//! the counters after every step, must agree with the model, and `check`
+//! finds nothing at the end.
+#![no_main]
+
+use std::path::PathBuf;
+
+use kiln_core::conformance::{Harness, model};
+use kiln_store::{Durability, QueueConfig, Store, StoreConfig};
+use libfuzzer_sys::fuzz_target;
+
+/// A store in this process's scratch directory, emptied when opened anew.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn config(queue: QueueConfig) -> StoreConfig {
+        StoreConfig {
+            queue,
+            // The model is about the job model, not fsyncs.
+            durability: Durability::Relaxed,
+            cache_bytes_max: 16 << 20,
+            ..StoreConfig::default()
+        }
+    }
+}
+
+impl Harness for Scratch {
+    type Backend = Store;
+    const REOPEN_REQUEUES_RUNNING: bool = true;
+
+    fn open(&mut self, config: QueueConfig) -> Store {
+        let _ = std::fs::remove_dir_all(&self.0);
+        Store::open(&self.0, Scratch::config(config)).expect("open")
+    }
+
+    fn reopen(&mut self, store: Store, config: QueueConfig) -> Store {
+        drop(store);
+        Store::open(&self.0, Scratch::config(config)).expect("reopen")
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("kiln-fuzz-queue-{}", std::process::id()));
+    model::run_bytes(&mut Scratch(dir.clone()), data);
+    let _ = std::fs::remove_dir_all(&dir);
+});
