@@ -36,6 +36,14 @@ pub trait Harness {
 
     /// Closes `backend` and opens the same data again with `config`.
     fn reopen(&mut self, backend: Self::Backend, config: QueueConfig) -> Self::Backend;
+
+    /// Makes the backend's next commit fail as a failed write (or, with
+    /// `fsync`, a failed fsync) would; after it the backend refuses every
+    /// change until reopened. `false` where this harness cannot (the model
+    /// test then skips the step).
+    fn break_next_commit(&mut self, _backend: &Self::Backend, _fsync: bool) -> bool {
+        false
+    }
 }
 
 /// Writes one `#[test]` per behaviour of the suite, each with a new harness

@@ -12,8 +12,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::Harness;
 use crate::{
-    Backend, CancelOutcome, Clock, Enqueued, FailOutcome, JobQueue, JobState, LeaseToken, NewJob,
-    Priority, QueueConfig, RetryPolicy, StoreError,
+    Backend, CancelOutcome, Clock, Enqueued, FailOutcome, JobState, LeaseToken, NewJob, Priority,
+    QueueConfig, RetryPolicy, StoreError,
 };
 
 const T0: u64 = 1_000_000;
@@ -56,6 +56,11 @@ enum Step {
         ms: u64,
     },
     Reopen,
+    /// The backend's next commit fails (a write, or with `fsync` an
+    /// fsync); only where the harness can make it (the byte sequences).
+    BreakCommit {
+        fsync: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -83,7 +88,7 @@ struct MJob {
     key: Option<String>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Model {
     jobs: BTreeMap<u64, MJob>,
     next_id: u64,
@@ -142,188 +147,253 @@ fn run_steps<H: Harness>(harness: &mut H, steps: Vec<Step>) -> Result<(), TestCa
         ..Model::default()
     };
     let mut tokens: Vec<LeaseToken> = Vec::new();
+    // A commit of the backend was made to fail and has not failed yet.
+    let mut armed = false;
     for step in steps {
         let now = clock.now_ms();
         model.expire(now);
         let advanced = matches!(step, Step::Advance { .. });
         match step {
-            Step::Enqueue {
-                priority: p,
-                delay_ms,
-                key,
-            } => {
-                let key = key.map(|k| format!("key{k}"));
-                let mut job = NewJob::new("t", vec![]).priority(priority(p));
-                if let Some(d) = delay_ms {
-                    job = job.run_at_ms(now + d);
-                }
-                if let Some(k) = &key {
-                    job = job.idempotency_key(k.clone());
-                }
-                let got = store.enqueue(job).expect("enqueue");
-                let existing = key.as_ref().and_then(|k| {
-                    model
-                        .jobs
-                        .iter()
-                        .find(|(_, j)| !j.state.is_terminal() && j.key.as_ref() == Some(k))
-                        .map(|(id, _)| *id)
-                });
-                let want = match existing {
-                    Some(id) => Enqueued::Existing(id),
-                    None => {
-                        let id = model.next_id;
-                        model.next_id += 1;
-                        let run_at = now + delay_ms.unwrap_or(0);
-                        model.jobs.insert(
-                            id,
-                            MJob {
-                                priority: p,
-                                state: JobState::Queued,
-                                attempts: 0,
-                                run_at,
-                                lease_expires: 0,
-                                key,
-                            },
-                        );
-                        Enqueued::Created(id)
-                    }
-                };
-                prop_assert_eq!(got, want);
-            }
-            Step::Claim { max, lease_ms } => {
-                let got: Vec<u64> = store
-                    .claim_with_lease(max, lease_ms)
-                    .expect("claim")
-                    .into_iter()
-                    .map(|l| {
-                        tokens.push(l.token);
-                        l.job.id
-                    })
-                    .collect();
-                let mut due: Vec<(u8, u64)> = model
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| {
-                        j.state.is_waiting()
-                            && j.run_at <= now
-                            && !model.paused[usize::from(j.priority)]
-                    })
-                    .map(|(id, j)| (j.priority, *id))
-                    .collect();
-                due.sort();
-                let want: Vec<u64> = due.into_iter().take(max).map(|(_, id)| id).collect();
-                for id in &want {
-                    if let Some(j) = model.jobs.get_mut(id) {
-                        j.state = JobState::Running;
-                        j.attempts += 1;
-                        j.lease_expires = now + lease_ms;
-                    }
-                }
-                prop_assert_eq!(got, want);
-            }
-            Step::Heartbeat { pick, extend_ms } => {
-                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                    let got = store.heartbeat(t, extend_ms);
-                    if model.holds(t) {
-                        prop_assert_eq!(got.expect("held"), now + extend_ms);
-                        if let Some(j) = model.jobs.get_mut(&t.job_id) {
-                            j.lease_expires = now + extend_ms;
-                        }
-                    } else {
-                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                    }
-                }
-            }
-            Step::Complete { pick } => {
-                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                    let got = store.complete(t, vec![]);
-                    if model.holds(t) {
-                        prop_assert!(got.is_ok(), "{got:?}");
-                        if let Some(j) = model.jobs.get_mut(&t.job_id) {
-                            j.state = JobState::Succeeded;
-                        }
-                    } else {
-                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                    }
-                }
-            }
-            Step::Fail { pick } => {
-                if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                    let got = store.fail(t, "err");
-                    if model.holds(t) {
-                        let j = model.jobs.get_mut(&t.job_id).expect("held job");
-                        let want = if j.attempts >= ATTEMPTS {
-                            j.state = JobState::Dead;
-                            FailOutcome::Dead
-                        } else {
-                            j.state = JobState::Failed;
-                            j.run_at = now + POLICY.delay_ms(t.job_id, t.attempt);
-                            FailOutcome::Retry {
-                                run_at_ms: j.run_at,
-                            }
-                        };
-                        prop_assert_eq!(got.expect("held"), want);
-                    } else {
-                        prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                    }
-                }
-            }
-            Step::Cancel { id } => {
-                let got = store.cancel(id);
-                match model.jobs.get_mut(&id) {
-                    None => prop_assert!(
-                        matches!(got, Err(StoreError::UnknownJob(x)) if x == id),
-                        "{got:?}"
-                    ),
-                    Some(j) if j.state.is_waiting() => {
-                        j.state = JobState::Cancelled;
-                        prop_assert_eq!(got.expect("cancel"), CancelOutcome::Cancelled);
-                    }
-                    Some(j) => prop_assert_eq!(
-                        got.expect("cancel"),
-                        CancelOutcome::NotCancellable(j.state)
-                    ),
-                }
-            }
-            Step::Pause {
-                priority: p,
-                paused,
-            } => {
-                store.set_paused(priority(p), paused).expect("pause");
-                model.paused[usize::from(p)] = paused;
-            }
             Step::Advance { ms } => clock.advance_ms(ms),
             Step::Reopen => {
-                store = harness.reopen(store, config(&clock));
-                for j in model.jobs.values_mut() {
-                    if H::REOPEN_REQUEUES_RUNNING && j.state == JobState::Running {
-                        j.state = if j.attempts >= ATTEMPTS {
-                            JobState::Dead
-                        } else {
-                            JobState::Queued
-                        };
-                        j.run_at = now;
+                store = reopen(harness, store, &clock, &mut model, now);
+                armed = false;
+            }
+            Step::BreakCommit { fsync } => armed |= harness.break_next_commit(&store, fsync),
+            step => {
+                let before = armed.then(|| (model.clone(), tokens.clone()));
+                match (before, apply(&store, step, &mut model, &mut tokens, now)) {
+                    // The failure struck (this step's commit, or one before
+                    // it): nothing of the step happened, and the backend
+                    // refuses everything until it is reopened; every step
+                    // acknowledged before is there after.
+                    (Some((m, t)), Err(_)) => {
+                        (model, tokens) = (m, t);
+                        store = reopen(harness, store, &clock, &mut model, now);
+                        armed = false;
                     }
+                    (_, outcome) => outcome?,
                 }
             }
         }
         // After time passes, the writer's idle tick may expire leases before
         // the model does (at the next step); compare after every other step.
-        if !advanced {
-            for (id, j) in &model.jobs {
-                let got = store.job(*id).expect("read").expect("job exists");
-                prop_assert_eq!(
-                    (got.state, got.attempts),
-                    (j.state, j.attempts),
-                    "job {}",
-                    id
-                );
-            }
-            prop_assert_eq!(store.stats().expect("stats").by_state, model.counts());
+        if !advanced && !armed {
+            agree(&store, &model)?;
         }
+    }
+    // A failure made to strike may have struck a commit of the backend's
+    // own (its idle tick): reopened, it has all that was acknowledged.
+    if armed {
+        store = reopen(harness, store, &clock, &mut model, clock.now_ms());
+        agree(&store, &model)?;
     }
     let report = store.check().expect("check");
     prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+    Ok(())
+}
+
+/// Every job's state and attempts, and the counters, as the model has them.
+fn agree<B: Backend>(store: &B, model: &Model) -> Result<(), TestCaseError> {
+    for (id, j) in &model.jobs {
+        let got = store.job(*id).expect("read").expect("job exists");
+        prop_assert_eq!(
+            (got.state, got.attempts),
+            (j.state, j.attempts),
+            "job {}",
+            id
+        );
+    }
+    prop_assert_eq!(store.stats().expect("stats").by_state, model.counts());
+    Ok(())
+}
+
+/// A backend's refusal where the model expects an answer.
+fn refused(e: StoreError) -> TestCaseError {
+    TestCaseError::fail(format!("refused: {e}"))
+}
+
+/// Closes and reopens the backend; the jobs it had running go back to the
+/// queue (or die on their last attempt) where the harness says so.
+fn reopen<H: Harness>(
+    harness: &mut H,
+    store: H::Backend,
+    clock: &Clock,
+    model: &mut Model,
+    now: u64,
+) -> H::Backend {
+    let store = harness.reopen(store, config(clock));
+    for j in model.jobs.values_mut() {
+        if H::REOPEN_REQUEUES_RUNNING && j.state == JobState::Running {
+            j.state = if j.attempts >= ATTEMPTS {
+                JobState::Dead
+            } else {
+                JobState::Queued
+            };
+            j.run_at = now;
+        }
+    }
+    store
+}
+
+/// One step that calls the backend, against the model.
+fn apply<B: Backend>(
+    store: &B,
+    step: Step,
+    model: &mut Model,
+    tokens: &mut Vec<LeaseToken>,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    match step {
+        Step::Enqueue {
+            priority: p,
+            delay_ms,
+            key,
+        } => {
+            let key = key.map(|k| format!("key{k}"));
+            let mut job = NewJob::new("t", vec![]).priority(priority(p));
+            if let Some(d) = delay_ms {
+                job = job.run_at_ms(now + d);
+            }
+            if let Some(k) = &key {
+                job = job.idempotency_key(k.clone());
+            }
+            let got = store.enqueue(job).map_err(refused)?;
+            let existing = key.as_ref().and_then(|k| {
+                model
+                    .jobs
+                    .iter()
+                    .find(|(_, j)| !j.state.is_terminal() && j.key.as_ref() == Some(k))
+                    .map(|(id, _)| *id)
+            });
+            let want = match existing {
+                Some(id) => Enqueued::Existing(id),
+                None => {
+                    let id = model.next_id;
+                    model.next_id += 1;
+                    let run_at = now + delay_ms.unwrap_or(0);
+                    model.jobs.insert(
+                        id,
+                        MJob {
+                            priority: p,
+                            state: JobState::Queued,
+                            attempts: 0,
+                            run_at,
+                            lease_expires: 0,
+                            key,
+                        },
+                    );
+                    Enqueued::Created(id)
+                }
+            };
+            prop_assert_eq!(got, want);
+        }
+        Step::Claim { max, lease_ms } => {
+            let got: Vec<u64> = store
+                .claim_with_lease(max, lease_ms)
+                .map_err(refused)?
+                .into_iter()
+                .map(|l| {
+                    tokens.push(l.token);
+                    l.job.id
+                })
+                .collect();
+            let mut due: Vec<(u8, u64)> = model
+                .jobs
+                .iter()
+                .filter(|(_, j)| {
+                    j.state.is_waiting()
+                        && j.run_at <= now
+                        && !model.paused[usize::from(j.priority)]
+                })
+                .map(|(id, j)| (j.priority, *id))
+                .collect();
+            due.sort();
+            let want: Vec<u64> = due.into_iter().take(max).map(|(_, id)| id).collect();
+            for id in &want {
+                if let Some(j) = model.jobs.get_mut(id) {
+                    j.state = JobState::Running;
+                    j.attempts += 1;
+                    j.lease_expires = now + lease_ms;
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
+        Step::Heartbeat { pick, extend_ms } => {
+            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                let got = store.heartbeat(t, extend_ms);
+                if model.holds(t) {
+                    prop_assert_eq!(got.map_err(refused)?, now + extend_ms);
+                    if let Some(j) = model.jobs.get_mut(&t.job_id) {
+                        j.lease_expires = now + extend_ms;
+                    }
+                } else {
+                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                }
+            }
+        }
+        Step::Complete { pick } => {
+            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                let got = store.complete(t, vec![]);
+                if model.holds(t) {
+                    prop_assert!(got.is_ok(), "{got:?}");
+                    if let Some(j) = model.jobs.get_mut(&t.job_id) {
+                        j.state = JobState::Succeeded;
+                    }
+                } else {
+                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                }
+            }
+        }
+        Step::Fail { pick } => {
+            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
+                let got = store.fail(t, "err");
+                if model.holds(t) {
+                    let Some(j) = model.jobs.get_mut(&t.job_id) else {
+                        return Err(TestCaseError::fail("a held job is not in the model"));
+                    };
+                    let want = if j.attempts >= ATTEMPTS {
+                        j.state = JobState::Dead;
+                        FailOutcome::Dead
+                    } else {
+                        j.state = JobState::Failed;
+                        j.run_at = now + POLICY.delay_ms(t.job_id, t.attempt);
+                        FailOutcome::Retry {
+                            run_at_ms: j.run_at,
+                        }
+                    };
+                    prop_assert_eq!(got.map_err(refused)?, want);
+                } else {
+                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
+                }
+            }
+        }
+        Step::Cancel { id } => {
+            let got = store.cancel(id);
+            match model.jobs.get_mut(&id) {
+                None => prop_assert!(
+                    matches!(got, Err(StoreError::UnknownJob(x)) if x == id),
+                    "{got:?}"
+                ),
+                Some(j) if j.state.is_waiting() => {
+                    j.state = JobState::Cancelled;
+                    prop_assert_eq!(got.map_err(refused)?, CancelOutcome::Cancelled);
+                }
+                Some(j) => prop_assert_eq!(
+                    got.map_err(refused)?,
+                    CancelOutcome::NotCancellable(j.state)
+                ),
+            }
+        }
+        Step::Pause {
+            priority: p,
+            paused,
+        } => {
+            store.set_paused(priority(p), paused).map_err(refused)?;
+            model.paused[usize::from(p)] = paused;
+        }
+        Step::Advance { .. } | Step::Reopen | Step::BreakCommit { .. } => {}
+    }
     Ok(())
 }
 
@@ -340,7 +410,7 @@ fn steps_from(data: &[u8]) -> Vec<Step> {
             break;
         }
         let mut arg = || next().unwrap_or(0);
-        let step = match tag % 17 {
+        let step = match tag % 18 {
             0..=3 => {
                 let (p, d, k) = (arg(), arg(), arg());
                 Step::Enqueue {
@@ -376,7 +446,11 @@ fn steps_from(data: &[u8]) -> Vec<Step> {
             14 | 15 => Step::Advance {
                 ms: u64::from(arg()) * 12,
             },
-            _ => Step::Reopen,
+            16 => Step::Reopen,
+            // A failed write, not a failed fsync: after that, a process
+            // leaves the store as it is (it leaks sled's handle) and must
+            // not reopen it, so one fuzz process could not go on.
+            _ => Step::BreakCommit { fsync: false },
         };
         steps.push(step);
     }
