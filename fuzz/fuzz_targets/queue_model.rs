@@ -50,13 +50,7 @@ impl Harness for Scratch {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("kiln-fuzz-queue-{}", std::process::id()));
+    let dir = kiln_fuzz::scratch("queue_model");
     model::run_bytes(&mut Scratch(dir.clone()), data);
     let _ = std::fs::remove_dir_all(&dir);
 });

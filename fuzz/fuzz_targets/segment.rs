@@ -9,17 +9,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-fn scratch() -> &'static PathBuf {
+fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let shm = std::path::Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        base.join(format!("kiln-fuzz-segment-{}", std::process::id()))
-    })
+    DIR.get_or_init(|| kiln_fuzz::scratch("segment"))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -28,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let index_bytes = (usize::from(n) % 8 * 28).min(rest.len());
     let (index, segment) = rest.split_at(index_bytes);
-    kiln_store::fuzzing::segment(scratch(), index, segment);
+    kiln_store::fuzzing::segment(dir(), index, segment);
 });

@@ -1,7 +1,8 @@
-//! What the ingest targets share: an input file ingested the way `kiln
-//! ingest` does it, into a fresh scratch store, checked against what a
-//! reference reader (plain code over the `csv` and `arrow` crates, in each
-//! target) makes of the same bytes.
+//! What the targets share: a scratch directory per process, and for the
+//! ingest targets an input file ingested the way `kiln ingest` does it,
+//! into a fresh scratch store, checked against what a reference reader
+//! (plain code over the `csv` and `arrow` crates, in each target) makes of
+//! the same bytes.
 //!
 //! The checks: an ingest that fails leaves the store without a bar; one
 //! that succeeds stores, per symbol, exactly the reference's rows in time
@@ -112,14 +113,14 @@ pub fn date_ns(text: &str) -> Option<i64> {
 }
 
 /// A scratch directory of this process (on tmpfs when there is one).
-fn scratch() -> PathBuf {
+pub fn scratch(target: &str) -> PathBuf {
     let shm = std::path::Path::new("/dev/shm");
     let base = if shm.is_dir() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
     };
-    base.join(format!("kiln-fuzz-ingest-{}", std::process::id()))
+    base.join(format!("kiln-fuzz-{target}-{}", std::process::id()))
 }
 
 /// This process's scratch store: kept while ingests fail (a failed ingest
@@ -152,7 +153,7 @@ pub fn check_ingest(
     reference: impl FnOnce() -> Option<Vec<(String, RefBar)>>,
 ) {
     pass_caught_panics();
-    let dir = scratch();
+    let dir = scratch("ingest");
     let mut kept = STORE.lock().unwrap_or_else(|e| e.into_inner());
     let store = kept.get_or_insert_with(|| {
         let _ = std::fs::remove_dir_all(&dir);
