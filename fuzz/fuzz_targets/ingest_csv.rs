@@ -5,11 +5,12 @@
 
 use std::io::Read;
 
-use kiln_fuzz::{RefBar, check_ingest, columns, date_ns};
+use kiln::store::Bar;
+use kiln_fuzz::{check_ingest, columns, date_ns};
 use libfuzzer_sys::fuzz_target;
 
 /// The rows as the reference reads them; `None` when it cannot read one.
-fn reference(bytes: &[u8]) -> Option<Vec<(String, RefBar)>> {
+fn reference(bytes: &[u8]) -> Option<Vec<(String, Bar)>> {
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
@@ -49,7 +50,7 @@ fn reference(bytes: &[u8]) -> Option<Vec<(String, RefBar)>> {
             Some(_) if field(7)?.trim().is_empty() => f64::NAN,
             Some(_) => number(7)?,
         };
-        let bar = RefBar {
+        let bar = Bar {
             ts,
             open: number(2)?,
             high: number(3)?,

@@ -19,38 +19,7 @@ use arrow_array::types::{Int64Type, TimestampNanosecondType};
 use arrow_array::{Array, Float64Array, RecordBatch};
 use arrow_schema::{ArrowError, DataType, TimeUnit};
 use kiln::market::{IngestOptions, TsUnit, ingest_files, untrusted};
-use kiln::store::{BarStore, BarsRead, Durability, Store, StoreConfig};
-
-/// One row as the reference reads it.
-#[derive(Clone, Copy, Debug)]
-pub struct RefBar {
-    pub ts: i64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub volume: f64,
-    /// NaN when the file gives none.
-    pub vwap: f64,
-}
-
-impl RefBar {
-    fn values(&self) -> [f64; 6] {
-        [
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.vwap,
-        ]
-    }
-}
-
-/// Equal as stored values: NaN equals NaN.
-fn same(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan())
-}
+use kiln::store::{Bar, BarStore, BarsRead, Durability, Store, StoreConfig};
 
 /// The canonical columns of an input file, as `kiln ingest` names them.
 pub const COLUMNS: [&str; 8] = [
@@ -150,7 +119,7 @@ fn pass_caught_panics() {
 pub fn check_ingest(
     bytes: &[u8],
     extension: &str,
-    reference: impl FnOnce() -> Option<Vec<(String, RefBar)>>,
+    reference: impl FnOnce() -> Option<Vec<(String, Bar)>>,
 ) {
     pass_caught_panics();
     let dir = scratch("ingest");
@@ -195,17 +164,9 @@ pub fn check_ingest(
             let want = &expected[symbol.as_str()];
             assert_eq!(bars.ts().len(), want.len(), "bars of {symbol}");
             for (i, w) in want.iter().enumerate() {
-                let got = [
-                    bars.open()[i],
-                    bars.high()[i],
-                    bars.low()[i],
-                    bars.close()[i],
-                    bars.volume()[i],
-                    bars.vwap()[i],
-                ];
-                assert_eq!(bars.ts()[i], w.ts, "{symbol} bar {i}: ts");
+                let got = bars.bar(i);
                 assert!(
-                    got.iter().zip(w.values()).all(|(&g, e)| same(g, e)),
+                    got.same_as(w),
                     "{symbol} bar {i}: stored {got:?}, the file says {w:?}"
                 );
             }
@@ -217,8 +178,8 @@ pub fn check_ingest(
 
 /// The reference's rows per symbol in time order, a repeated row once.
 /// An accepted ingest never holds one time twice with different values.
-fn expected(rows: Vec<(String, RefBar)>) -> BTreeMap<String, Vec<RefBar>> {
-    let mut by_symbol: BTreeMap<String, Vec<RefBar>> = BTreeMap::new();
+fn expected(rows: Vec<(String, Bar)>) -> BTreeMap<String, Vec<Bar>> {
+    let mut by_symbol: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
     for (symbol, bar) in rows {
         by_symbol.entry(symbol).or_default().push(bar);
     }
@@ -228,10 +189,7 @@ fn expected(rows: Vec<(String, RefBar)>) -> BTreeMap<String, Vec<RefBar>> {
             if a.ts != b.ts {
                 return false;
             }
-            assert!(
-                a.values().iter().zip(b.values()).all(|(&x, y)| same(x, y)),
-                "accepted: {a:?} and {b:?} share a time"
-            );
+            assert!(a.same_as(b), "accepted: {a:?} and {b:?} share a time");
             true
         });
     }
@@ -245,7 +203,7 @@ fn expected(rows: Vec<(String, RefBar)>) -> BTreeMap<String, Vec<RefBar>> {
 /// fails to decode.
 pub fn arrow_rows(
     batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
-) -> Option<Vec<(String, RefBar)>> {
+) -> Option<Vec<(String, Bar)>> {
     let mut rows = Vec::new();
     for batch in batches {
         let batch = batch.ok()?;
@@ -282,7 +240,7 @@ pub fn arrow_rows(
             return None;
         }
         for (i, &ts) in ts.iter().enumerate().take(batch.num_rows()) {
-            let bar = RefBar {
+            let bar = Bar {
                 ts,
                 open: open.value(i),
                 high: high.value(i),
