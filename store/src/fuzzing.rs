@@ -62,7 +62,16 @@ pub fn record(kind: u8, bytes: &[u8]) {
         ),
         1 => exact(bytes, ResultValue::decode(bytes).map(|v| v.encode())),
         2 => exact(bytes, Counters::decode(bytes).map(|v| v.encode().to_vec())),
-        3 => exact(bytes, Meta::decode(bytes).map(|v| v.encode())),
+        // Format 5's shorter meta encodes as this format's: the same bytes,
+        // then the sequence number its aggregates cover.
+        3 => exact(
+            bytes,
+            Meta::decode(bytes).map(|v| {
+                let mut b = v.encode();
+                b.truncate(bytes.len());
+                b
+            }),
+        ),
         4 => exact(
             bytes,
             decode_symbol_stats(bytes).map(|v| encode_symbol_stats(&v).to_vec()),

@@ -15,15 +15,18 @@ use kiln_core::{Result, StoreError};
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The older format this build still opens, and migrates (see `FORMAT.md`).
 pub const MIGRATED_FORMAT_VERSION: u32 = 3;
 
-/// The format that differs from this one in the directory layout alone
-/// (`sled/`, before sled generations): opened as it is, then its format
-/// file rewritten.
-pub const LAYOUT_FORMAT_VERSION: u32 = 4;
+/// Every format this build opens. Besides its own and the migrated one:
+/// 5, whose `Meta` record is shorter (it stored every symbol aggregate with
+/// each finished job), and 4, which differs from 5 in the directory layout
+/// alone (`sled/`, before sled generations). Those two open as they are,
+/// then the format file is rewritten.
+pub(crate) const READABLE_FORMAT_VERSIONS: [u32; 4] =
+    [FORMAT_VERSION, 5, 4, MIGRATED_FORMAT_VERSION];
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
@@ -398,10 +401,14 @@ pub(crate) struct Meta {
     pub next_finish_seq: u64,
     pub counters: Counters,
     pub paused: [bool; 3],
+    /// The last history sequence number the stored symbol aggregates cover.
+    pub stats_through: u64,
 }
 
 impl Meta {
-    const BYTES: usize = 16 + Counters::BYTES + 3;
+    const BYTES: usize = Self::FORMAT_5_BYTES + 8;
+    /// Format 5's, which stored every aggregate with each finished job.
+    const FORMAT_5_BYTES: usize = 16 + Counters::BYTES + 3;
 
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::BYTES);
@@ -409,21 +416,25 @@ impl Meta {
         b.extend_from_slice(&self.next_finish_seq.to_be_bytes());
         b.extend_from_slice(&self.counters.encode());
         b.extend(self.paused.map(u8::from));
+        b.extend_from_slice(&self.stats_through.to_be_bytes());
         b
     }
 
     pub(crate) fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != Self::BYTES {
+        if b.len() != Self::BYTES && b.len() != Self::FORMAT_5_BYTES {
             return Err(StoreError::corrupt(
                 "meta/state",
                 format!("{} bytes, want {}", b.len(), Self::BYTES),
             ));
         }
+        let read = |at: usize| crate::keys::read_u64(&b[at..at + 8], "meta/state");
+        let next_finish_seq = read(8)?;
+        let flags = 16 + Counters::BYTES;
         Ok(Meta {
-            next_id: crate::keys::read_u64(&b[0..8], "meta/state")?,
-            next_finish_seq: crate::keys::read_u64(&b[8..16], "meta/state")?,
-            counters: Counters::decode(&b[16..16 + Counters::BYTES])?,
-            paused: match &b[16 + Counters::BYTES..] {
+            next_id: read(0)?,
+            next_finish_seq,
+            counters: Counters::decode(&b[16..flags])?,
+            paused: match &b[flags..flags + 3] {
                 &[p0, p1, p2] if [p0, p1, p2].iter().all(|&p| p <= 1) => {
                     [p0 == 1, p1 == 1, p2 == 1]
                 }
@@ -433,6 +444,10 @@ impl Meta {
                         format!("paused flags {flags:?}, want 0 or 1 each"),
                     ));
                 }
+            },
+            stats_through: match b.len() {
+                Self::BYTES => read(flags + 3)?,
+                _ => next_finish_seq.saturating_sub(1),
             },
         })
     }
@@ -531,7 +546,7 @@ mod tests {
         };
         let mut bytes = meta.encode();
         assert_eq!(Meta::decode(&bytes).expect("meta"), meta);
-        *bytes.last_mut().expect("flag") = 2;
+        bytes[16 + Counters::BYTES + 2] = 2;
         assert!(Meta::decode(&bytes).is_err());
     }
 
@@ -642,9 +657,18 @@ mod tests {
                 depth: [7, 8, u64::MAX],
             },
             paused: [true, false, true],
+            stats_through: 2,
         };
         assert_eq!(Meta::decode(&m.encode()).expect("decode"), m);
         assert!(Meta::decode(&m.encode()[1..]).is_err());
+        // Format 5 stored every aggregate with its job: they cover the
+        // whole history (sequence numbers 1 to 3).
+        let format_5 = &m.encode()[..m.encode().len() - 8];
+        assert_eq!(
+            Meta::decode(format_5).expect("decode").stats_through,
+            3,
+            "next_finish_seq 4"
+        );
         assert!(Counters::decode(&[0; 71]).is_err());
     }
 }

@@ -23,8 +23,8 @@ use crate::frame::value_start;
 use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
-    FORMAT_VERSION, LAYOUT_FORMAT_VERSION, MIGRATED_FORMAT_VERSION, ResultValue, VLOG_SYNCED_KEY,
-    decode_job, decode_symbol_stats,
+    FORMAT_VERSION, MIGRATED_FORMAT_VERSION, READABLE_FORMAT_VERSIONS, ResultValue,
+    VLOG_SYNCED_KEY, decode_job,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, TREE, sled_error};
@@ -167,8 +167,9 @@ impl Store {
             recovery.migrated_series = writer.migrate_series()?;
         }
         if version != FORMAT_VERSION {
-            // Format 4's layout became format 5's when sled's first copy
-            // was made above.
+            // Format 4's layout became this format's when sled's first
+            // copy was made above; format 5's shorter `Meta` reads as it
+            // is, and the next commit writes this format's.
             write_format_file(&dir)?;
             tracing::info!(
                 series = recovery.migrated_series,
@@ -526,13 +527,8 @@ impl JobQueue for Store {
     }
 
     fn symbol_stats(&self, symbol: &Symbol) -> Result<SymbolStats> {
-        match self
-            .spaces()
-            .get(Space::SymbolStats, symbol.as_str().as_bytes())?
-        {
-            Some(v) => decode_symbol_stats(&v),
-            None => Ok(SymbolStats::default()),
-        }
+        let symbol = symbol.clone();
+        self.call(|reply| Op::Apply(Apply::SymbolStats { symbol, reply }))
     }
 }
 
@@ -632,18 +628,14 @@ fn check_format_file(dir: &Path, create: bool) -> Result<u32> {
     let path = dir.join(FORMAT_FILE);
     let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
     match fs::read_to_string(&path) {
-        Ok(found) => [
-            FORMAT_VERSION,
-            LAYOUT_FORMAT_VERSION,
-            MIGRATED_FORMAT_VERSION,
-        ]
-        .into_iter()
-        .find(|v| found == format!("kiln-store {v}\n"))
-        .ok_or_else(|| StoreError::FormatVersion {
-            path,
-            found: found.trim().to_owned(),
-            expected: FORMAT_VERSION,
-        }),
+        Ok(found) => READABLE_FORMAT_VERSIONS
+            .into_iter()
+            .find(|v| found == format!("kiln-store {v}\n"))
+            .ok_or_else(|| StoreError::FormatVersion {
+                path,
+                found: found.trim().to_owned(),
+                expected: FORMAT_VERSION,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let list = |e| StoreError::io(format!("list {}", dir.display()), e);
             for entry in fs::read_dir(dir).map_err(list)? {

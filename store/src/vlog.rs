@@ -32,9 +32,7 @@ use std::sync::{Arc, RwLock};
 
 use rkyv::util::AlignedVec;
 
-use crate::record::{
-    FORMAT_VERSION, IndexEntry, LAYOUT_FORMAT_VERSION, MIGRATED_FORMAT_VERSION, RECORD_ALIGN,
-};
+use crate::record::{FORMAT_VERSION, IndexEntry, READABLE_FORMAT_VERSIONS, RECORD_ALIGN};
 use kiln_core::{Result, StoreError};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"KILNVLOG";
@@ -683,13 +681,7 @@ fn check_segment_header(path: &Path) -> Result<()> {
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     // Records have not changed since format 3, whose segments are kept.
-    if ![
-        FORMAT_VERSION,
-        LAYOUT_FORMAT_VERSION,
-        MIGRATED_FORMAT_VERSION,
-    ]
-    .contains(&version)
-    {
+    if !READABLE_FORMAT_VERSIONS.contains(&version) {
         return Err(StoreError::FormatVersion {
             path: path.to_path_buf(),
             found: version.to_string(),

@@ -1,9 +1,11 @@
 //! A FORMAT_VERSION 4 directory (sled without generations) opens as it is
-//! and becomes format 5's. A data directory written by FORMAT_VERSION 3
+//! and becomes the current format's. A data directory written by
+//! FORMAT_VERSION 3
 //! (`tests/fixtures/format-3`, made as its README says) opens with every
 //! later kiln and is migrated:
 //! its jobs in every state, its series (inline and in the value log), its
-//! bars, events, aggregates and paused priorities read back as written,
+//! bars, events, aggregates (stored with a format-5-sized `Meta`, which has
+//! no `stats_through`) and paused priorities read back as written,
 //! the job a killed process left running is recovered, and the store takes
 //! new work. Expected values come from the formulas the fixture was written
 //! with, not from reading it.
@@ -304,9 +306,9 @@ fn a_format_3_directory_takes_new_work() {
 
 /// A FORMAT_VERSION 4 directory differs from 5 in its layout alone: sled in
 /// `sled/`, no `CURRENT` and no `COMMITTED`. It opens as it is, sled's
-/// first copy makes it format 5's, and the format file says so.
+/// first copy makes it the current format's, and the format file says so.
 #[test]
-fn a_format_4_directory_opens_and_becomes_format_5() {
+fn a_format_4_directory_opens_and_becomes_the_current_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
     let id = store
@@ -336,7 +338,7 @@ fn a_format_4_directory_opens_and_becomes_format_5() {
     assert!(dir.path().join("CURRENT").exists(), "sled was copied");
     assert!(
         !dir.path().join("sled").exists(),
-        "removed once the format file says 5"
+        "removed once the format file says the current format"
     );
     assert!(store.check().expect("check").problems.is_empty());
 }

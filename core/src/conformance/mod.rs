@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             purge_removes_finished_jobs_older_than_an_age,
             retention_purges_old_finished_jobs_by_itself,
             history_lists_finished_jobs_newest_first_and_survives_reopen,
+            symbol_aggregates_survive_reopen_and_purge,
             a_complete_call_larger_than_its_bound_is_refused,
         );
         $crate::conformance_tests!(@tests $harness; frames:

@@ -271,7 +271,14 @@ pub fn failure_schedules_a_retry_with_backoff<H: Harness>(harness: &mut H) {
         "not before the backoff"
     );
     clock.advance_ms(run_at_ms - T0);
-    assert_eq!(store.claim(1).expect("claim")[0].token.attempt, 2);
+    let lease = store.claim(1).expect("claim").remove(0);
+    assert_eq!(lease.token.attempt, 2);
+    assert_eq!(
+        store.symbol_stats(&sym("A")).expect("stats").jobs,
+        0,
+        "the aggregates count finished jobs"
+    );
+    store.complete(lease.token, vec![]).expect("complete");
     assert_eq!(store.symbol_stats(&sym("A")).expect("stats").failures, 1);
 }
 
@@ -576,6 +583,66 @@ pub fn history_lists_finished_jobs_newest_first_and_survives_reopen<H: Harness>(
         vec![(ids[1], JobState::Succeeded), (ids[2], JobState::Succeeded)]
     );
     assert_eq!(store.history(1).expect("history").len(), 1);
+}
+
+/// Per-symbol aggregates over finished jobs: one job each, the attempts
+/// that did not succeed, the last attempt's run time; the same after a
+/// reopen, and after a purge that removes the jobs they were counted from.
+pub fn symbol_aggregates_survive_reopen_and_purge<H: Harness>(harness: &mut H) {
+    let clock = Clock::manual(T0);
+    let store = harness.open(config(&clock));
+    // A and B: failed once, then succeeded after 30 ms.
+    store
+        .enqueue(job("1").symbols(vec![sym("A"), sym("B")]))
+        .expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    let FailOutcome::Retry { run_at_ms } = store.fail(lease.token, "x").expect("fail") else {
+        panic!("expected a retry");
+    };
+    clock.advance_ms(run_at_ms - T0);
+    let lease = store.claim(1).expect("claim").remove(0);
+    clock.advance_ms(30);
+    store.complete(lease.token, vec![]).expect("complete");
+    // A: succeeded at once after 5 ms.
+    store
+        .enqueue(job("2").symbols(vec![sym("A")]))
+        .expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    clock.advance_ms(5);
+    store.complete(lease.token, vec![]).expect("complete");
+    // B: cancelled before it ran.
+    let id = store
+        .enqueue(job("3").symbols(vec![sym("B")]))
+        .expect("enqueue")
+        .id();
+    assert_eq!(store.cancel(id).expect("cancel"), CancelOutcome::Cancelled);
+
+    let expected = |store: &H::Backend, when: &str| {
+        for (s, want) in [("A", (2, 1, 35)), ("B", (2, 1, 30))] {
+            let st = store.symbol_stats(&sym(s)).expect("stats");
+            assert_eq!(
+                (st.jobs, st.failures, st.duration_ms_total),
+                want,
+                "{s} {when}"
+            );
+        }
+        assert_eq!(store.symbol_stats(&sym("C")).expect("stats").jobs, 0);
+    };
+    expected(&store, "before a reopen");
+    let store = harness.reopen(store, config(&clock));
+    expected(&store, "after a reopen");
+    let store = harness.reopen(
+        store,
+        QueueConfig {
+            history_max: 1,
+            ..config(&clock)
+        },
+    );
+    store.enqueue(job("flush")).expect("a group trims history");
+    assert_eq!(store.history(10).expect("history").len(), 1);
+    expected(&store, "after a purge");
+    let store = harness.reopen(store, config(&clock));
+    expected(&store, "after a purge and a reopen");
 }
 
 pub fn a_complete_call_larger_than_its_bound_is_refused<H: Harness>(harness: &mut H) {

@@ -39,7 +39,7 @@ pub use recovery::RecoveryReport;
 
 use kiln_core::{
     CancelOutcome, Coverage, DataVersion, Enqueued, FailOutcome, FrameKey, JobId, Lease,
-    LeaseToken, NewJob, Priority, Result, StoreError, Symbol,
+    LeaseToken, NewJob, Priority, Result, StoreError, Symbol, SymbolStats,
 };
 
 use crate::config::StoreConfig;
@@ -119,6 +119,11 @@ pub(crate) enum Apply {
         limit: usize,
         reply: Sender<Result<Vec<JobId>>>,
     },
+    /// A symbol's aggregates (the stored ones lag: see `queue`).
+    SymbolStats {
+        symbol: Symbol,
+        reply: Sender<Result<SymbolStats>>,
+    },
     /// Appends bar chunks to the value log, unindexed, for an ingest session.
     StageBars {
         payloads: Vec<AlignedVec>,
@@ -188,6 +193,7 @@ impl Op {
                 Apply::IngestBars { reply, .. } => refuse(reply, poison),
                 Apply::Purge { reply, .. } => refuse(reply, poison),
                 Apply::History { reply, .. } => refuse(reply, poison),
+                Apply::SymbolStats { reply, .. } => refuse(reply, poison),
                 Apply::StageBars { reply, .. } => refuse(reply, poison),
                 Apply::UnstageBars { .. } => {}
                 #[cfg(feature = "test-hooks")]
@@ -562,6 +568,10 @@ impl Writer {
             }
             Apply::History { limit, reply } => {
                 let v = Ok(self.queue.history(limit));
+                hold(acks, reply, v);
+            }
+            Apply::SymbolStats { symbol, reply } => {
+                let v = Ok(self.queue.symbol_stats(&symbol));
                 hold(acks, reply, v);
             }
             Apply::StageBars { payloads, reply } => {

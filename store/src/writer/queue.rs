@@ -1,7 +1,14 @@
 //! The job state machine, in memory: the unfinished jobs with their ready
 //! (`due`), scheduled and leased sets, idempotency keys, paused priorities,
 //! the finished-job history, per-symbol aggregates, the counters and the
-//! event log's sequence numbers. Every transition of the job model happens
+//! event log's sequence numbers.
+//!
+//! The per-symbol aggregates are not written with every finished job (a
+//! tick of a thousand symbols would rewrite a thousand keys): the stored
+//! ones cover the finished jobs up to a history sequence number
+//! (`Meta::stats_through`), and recovery adds the finished jobs after it
+//! from their records. They are written (folded) only when a purge is about
+//! to remove a finished job they do not cover yet. Every transition of the job model happens
 //! here, and each records what it changed ([`Changes`]) for the writer to
 //! encode into the group's sled batch. It touches no disk: recovery rebuilds
 //! it from the committed records, and unit tests drive it directly.
@@ -66,7 +73,7 @@ pub(crate) struct Changes {
     pub finished: Vec<(Job, u64)>,
     /// Finished jobs trimmed from the history: their records go.
     pub removed: Vec<JobId>,
-    /// Symbols whose aggregates changed.
+    /// Symbols whose aggregates are to be stored (a fold).
     pub symbol_stats: HashSet<Symbol>,
     /// Events appended.
     pub events: Vec<Event>,
@@ -106,6 +113,10 @@ pub(crate) struct Queue {
     /// Finished jobs, oldest first (bounded by `history_max` and retention).
     history: VecDeque<Finished>,
     symstats: HashMap<Symbol, SymbolStats>,
+    /// Symbols whose aggregates changed since the stored ones.
+    symstats_unstored: HashSet<Symbol>,
+    /// The last history sequence number the stored aggregates cover.
+    stats_through: u64,
     counters: Counters,
     next_id: JobId,
     next_finish_seq: u64,
@@ -156,6 +167,8 @@ impl Queue {
             paused: [false; 3],
             history: VecDeque::new(),
             symstats: HashMap::new(),
+            symstats_unstored: HashSet::new(),
+            stats_through: 0,
             counters: Counters::default(),
             next_id: 1,
             next_finish_seq: 1,
@@ -173,8 +186,12 @@ impl Queue {
         self.counters.enter(&job);
         self.next_id = self.next_id.max(job.id + 1);
         if job.state.is_terminal() {
+            let seq = finish_seq.unwrap_or(0);
+            if seq > self.stats_through {
+                self.add_to_symbol_stats(&job);
+            }
             self.history.push_back(Finished {
-                seq: finish_seq.unwrap_or(0),
+                seq,
                 id: job.id,
                 finished_ms: job.finished_ms.unwrap_or(0),
                 state: job.state,
@@ -190,8 +207,16 @@ impl Queue {
         self.active.insert(job.id, job);
     }
 
-    pub(crate) fn restore_symbol_stats(&mut self, symbol: Symbol, stats: SymbolStats) {
-        self.symstats.insert(symbol, stats);
+    /// Starts a restore with the stored aggregates and the last history
+    /// sequence number they cover: [`Queue::restore_job`] adds the finished
+    /// jobs after it.
+    pub(crate) fn restore_symbol_stats(
+        &mut self,
+        stored: impl IntoIterator<Item = (Symbol, SymbolStats)>,
+        through: u64,
+    ) {
+        self.symstats.extend(stored);
+        self.stats_through = through;
     }
 
     /// Ends a restore: history in order, the stored scalars (ids never go
@@ -268,6 +293,7 @@ impl Queue {
             next_finish_seq: self.next_finish_seq,
             counters: self.counters,
             paused: self.paused,
+            stats_through: self.stats_through,
         }
     }
 
@@ -292,6 +318,16 @@ impl Queue {
     /// What changed since the last call.
     pub(crate) fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
+    }
+
+    /// Stores every symbol's aggregates in this group, covering every job
+    /// finished so far.
+    fn fold_symbol_stats(&mut self) {
+        self.changes
+            .symbol_stats
+            .extend(self.symstats_unstored.drain());
+        self.stats_through = self.next_finish_seq - 1;
+        self.changes.meta = true;
     }
 
     /// Whether housekeeping has work at `now`: an expired lease, or history
@@ -461,7 +497,6 @@ impl Queue {
         job.last_error = Some(error);
         let old = job.lease_expires_ms.take().unwrap_or(0);
         self.leases.remove(&(old, id));
-        self.count_failure(id);
         if exhausted {
             self.finish(id, JobState::Dead, now, None);
             return Ok(FailOutcome::Dead);
@@ -477,18 +512,6 @@ impl Queue {
         self.scheduled.insert((run_at_ms, id));
         self.changes.jobs.insert(id);
         Ok(FailOutcome::Retry { run_at_ms })
-    }
-
-    fn count_failure(&mut self, id: JobId) {
-        let symbols = self
-            .active
-            .get(&id)
-            .map(|j| j.symbols.clone())
-            .unwrap_or_default();
-        for s in symbols {
-            self.symstats.entry(s.clone()).or_default().failures += 1;
-            self.changes.symbol_stats.insert(s);
-        }
     }
 
     /// Cancels an unfinished job; `None` when `id` is not an unfinished job
@@ -522,7 +545,6 @@ impl Queue {
             job.lease_expires_ms = None;
             job.last_error = Some(format!("lease expired during attempt {}", job.attempts));
             let exhausted = job.attempts >= job.attempts_max;
-            self.count_failure(id);
             if exhausted {
                 self.finish(id, JobState::Dead, now, None);
             } else {
@@ -565,13 +587,7 @@ impl Queue {
         if error.is_some() {
             job.last_error = error;
         }
-        let duration_ms = job.started_ms.map_or(0, |s| now.saturating_sub(s));
-        for s in &job.symbols {
-            let st = self.symstats.entry(s.clone()).or_default();
-            st.jobs += 1;
-            st.duration_ms_total += duration_ms;
-            self.changes.symbol_stats.insert(s.clone());
-        }
+        self.add_to_symbol_stats(&job);
         self.append_event(&job, state, now);
         let seq = self.next_finish_seq;
         self.next_finish_seq += 1;
@@ -583,6 +599,25 @@ impl Queue {
         });
         self.changes.jobs.remove(&id);
         self.changes.finished.push((job, seq));
+    }
+
+    /// Counts a finished job in its symbols' aggregates (not stored yet):
+    /// one job, its attempts that did not succeed, the run time of its last
+    /// attempt.
+    fn add_to_symbol_stats(&mut self, job: &Job) {
+        let failures =
+            u64::from(job.attempts).saturating_sub(u64::from(job.state == JobState::Succeeded));
+        let duration_ms = match (job.started_ms, job.finished_ms) {
+            (Some(s), Some(f)) => f.saturating_sub(s),
+            _ => 0,
+        };
+        for s in &job.symbols {
+            let st = self.symstats.entry(s.clone()).or_default();
+            st.jobs = st.jobs.saturating_add(1);
+            st.failures = st.failures.saturating_add(failures);
+            st.duration_ms_total = st.duration_ms_total.saturating_add(duration_ms);
+            self.symstats_unstored.insert(s.clone());
+        }
     }
 
     /// Appends an outcome to the event log.
@@ -628,6 +663,9 @@ impl Queue {
             let too_old = age_limit.is_some_and(|a| f.finished_ms.saturating_add(a) <= now);
             if !(self.history.len() as u64 > self.bounds.history_max || too_old) {
                 break;
+            }
+            if f.seq > self.stats_through {
+                self.fold_symbol_stats();
             }
             self.history.pop_front();
             let count = &mut self.counters.by_state[f.state.index()];
@@ -832,6 +870,42 @@ mod tests {
         assert_eq!(q.history(10), vec![3, 2]);
         assert_eq!(q.counters().by_state[JobState::Cancelled.index()], 2);
         assert_eq!(q.cancel(1, T0), None, "not an unfinished job");
+    }
+
+    #[test]
+    fn aggregates_are_stored_only_before_a_purge_removes_a_job_they_miss() {
+        let mut q = queue();
+        let a = Symbol::new("A").expect("symbol");
+        for i in 0..2 {
+            let id = q
+                .enqueue(vec![job(&i.to_string()).symbols(vec![a.clone()])], T0)
+                .expect("enqueue")[0]
+                .id();
+            q.cancel(id, T0);
+        }
+        q.tick(T0);
+        let c = q.take_changes();
+        assert!(c.removed.is_empty() && c.symbol_stats.is_empty());
+        assert_eq!((q.symbol_stats(&a).jobs, q.meta().stats_through), (2, 0));
+        // A third finished job: history_max = 2 purges the first, which the
+        // stored aggregates do not cover yet.
+        let id = q
+            .enqueue(vec![job("2").symbols(vec![a.clone()])], T0)
+            .expect("enqueue")[0]
+            .id();
+        q.cancel(id, T0);
+        q.tick(T0);
+        let c = q.take_changes();
+        assert_eq!(c.removed, vec![1]);
+        assert_eq!(c.symbol_stats, HashSet::from([a.clone()]));
+        assert!(c.meta);
+        assert_eq!((q.symbol_stats(&a).jobs, q.meta().stats_through), (3, 3));
+        // The next purge removes a covered job: nothing to store.
+        let id = q.enqueue(vec![job("3")], T0).expect("enqueue")[0].id();
+        q.cancel(id, T0);
+        q.tick(T0);
+        let c = q.take_changes();
+        assert_eq!((c.removed, c.symbol_stats.len()), (vec![2], 0));
     }
 
     #[test]

@@ -69,18 +69,20 @@ impl Writer {
             rerun_lost,
             ..RecoveryReport::default()
         };
+        let mut symbol_stats = Vec::new();
+        for item in self.spaces.scan(Space::SymbolStats, &[]) {
+            let (k, v) = item?;
+            let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
+            symbol_stats.push((symbol, decode_symbol_stats(&v)?));
+        }
+        self.queue
+            .restore_symbol_stats(symbol_stats, stored.stats_through);
         for item in self.spaces.scan(Space::Jobs, &[]) {
             let (k, v) = item?;
             let id = read_u64(&k, "jobs key")?;
             report.jobs_scanned += 1;
             let (job, finish_seq) = decode_job(id, &v)?;
             self.queue.restore_job(job, finish_seq, now);
-        }
-        for item in self.spaces.scan(Space::SymbolStats, &[]) {
-            let (k, v) = item?;
-            let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
-            self.queue
-                .restore_symbol_stats(symbol, decode_symbol_stats(&v)?);
         }
         // Events are written with the changes they report: the keys on
         // disk are exactly the log.
