@@ -15,13 +15,22 @@
 //! back before the blob it points at is fsynced (milliseconds later).
 //! Every commit is numbered; after a flush, the number of the last commit
 //! it covered goes to `COMMITTED` (see `generation`).
+//!
+//! sled 0.34 loses a wakeup: when a log buffer that one of its own threads
+//! writes fails (a full disk), it records the error without waking a flush
+//! already waiting for that buffer, which then waits forever (found by
+//! fuzz/'s queue_model). A flush that has waited [`NUDGE_AFTER`] is nudged:
+//! the nudger thread flushes too, which finds the error and wakes it, so
+//! the waiting flush fails with the full disk's error instead of hanging.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kiln_core::{Result, StoreError};
 
@@ -41,7 +50,15 @@ pub(crate) struct Disk {
     /// The number of the last commit a flush made durable.
     durable: AtomicU64,
     record: CommitRecord,
+    /// Flushes under way, and since when some has been.
+    flushing: Mutex<(u32, Option<Instant>)>,
+    /// The nudger thread, and whether it is to stop.
+    nudger: Mutex<Option<JoinHandle<()>>>,
+    stopping: AtomicBool,
 }
+
+/// How long a sled flush waits before it is nudged (see the module docs).
+pub(crate) const NUDGE_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Blobs {
@@ -96,7 +113,69 @@ impl Disk {
             applied: AtomicU64::new(commit),
             durable: AtomicU64::new(commit),
             record,
+            flushing: Mutex::new((0, None)),
+            nudger: Mutex::new(None),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Starts the thread that nudges a flush waiting longer than
+    /// [`NUDGE_AFTER`]; [`Disk::stop_nudger`] ends it (or `disk` being gone).
+    pub(crate) fn start_nudger(disk: &Arc<Disk>) -> Result<()> {
+        let weak: Weak<Disk> = Arc::downgrade(disk);
+        let handle = std::thread::Builder::new()
+            .name("kiln-store-nudger".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(NUDGE_AFTER);
+                    let Some(disk) = weak.upgrade() else { return };
+                    if disk.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let since = disk
+                        .flushing
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .1;
+                    if since.is_some_and(|t| t.elapsed() >= NUDGE_AFTER) {
+                        // Its own outcome is the waiting flush's.
+                        let _ = disk.db.flush();
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io("start the flush nudger thread", e))?;
+        *disk.nudger.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        Ok(())
+    }
+
+    /// Ends the nudger thread (once the store has stopped flushing).
+    pub(crate) fn stop_nudger(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let handle = self
+            .nudger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+
+    /// sled's flush, counted for the nudger.
+    fn sled_flush(&self) -> sled::Result<usize> {
+        {
+            let mut f = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+            f.0 += 1;
+            f.1.get_or_insert_with(Instant::now);
+        }
+        let flushed = self.db.flush();
+        let mut f = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        f.0 = f.0.saturating_sub(1);
+        if f.0 == 0 {
+            f.1 = None;
+        }
+        flushed
     }
 
     /// The number of the last commit applied.
@@ -129,7 +208,7 @@ impl Disk {
         // and its blobs listed.
         let covered = self.applied();
         self.fsync_blobs()?;
-        self.db.flush().map_err(|e| match e {
+        self.sled_flush().map_err(|e| match e {
             sled::Error::Io(error) if error.kind() == std::io::ErrorKind::StorageFull => {
                 StoreError::io(format!("write {}", self.dir.display()), error)
             }

@@ -82,6 +82,7 @@ impl Drop for Inner {
         {
             let _ = handle.join();
         }
+        self.disk.stop_nudger();
         if self.shared.poisoned().is_some_and(|p| p.fatal)
             && let Some(spaces) = self.spaces.take()
         {
@@ -113,6 +114,7 @@ impl Store {
         let spaces = Spaces::new(sled.db.open_tree(TREE).map_err(sled_error)?);
         let record = CommitRecord::open(&dir, sled.commit)?;
         let disk = Arc::new(Disk::new(sled.db, &sled.dir, record, sled.commit)?);
+        Disk::start_nudger(&disk)?;
 
         let mut indexed = Vec::new();
         let mut keys = Vec::new();

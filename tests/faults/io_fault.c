@@ -10,7 +10,13 @@
  *   KILN_FAULT_NTH=k [KILN_FAULT_COUNT=n]: the k-th to the (k+n-1)-th
  *     (n = 1 by default), the same point in every run;
  *   KILN_FAULT_PROBABILITY=p [KILN_FAULT_SEED=s]: each with probability p,
- *     from a seeded generator. */
+ *     from a seeded generator.
+ *
+ * A process can also arm it itself (fuzz/'s queue_model target, which
+ * finds these functions with dlsym): kiln_fault_arm(path, calls, errno, n)
+ * fails the n-th (from 1) of the next counted calls, then nothing;
+ * kiln_fault_disarm() stops counting; kiln_fault_failed() is how many
+ * calls failed since the process started. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,7 +39,27 @@ static long nth = 0, count = 1;
 static double probability = 0.0;
 static unsigned long long state = 0x9E3779B97F4A7C15ULL;
 static long seen = 0;
+static long failed = 0;
 static __thread int inside = 0;
+
+/* Enables the calls named in the comma-separated list `calls`, and only
+ * those. */
+void kiln_fault_disarm(void);
+
+static void enable(const char *calls) {
+    for (int c = 0; c < CALLS; c++) {
+        __atomic_store_n(&enabled[c], 0, __ATOMIC_SEQ_CST);
+        size_t len = strlen(names[c]);
+        for (const char *p = calls; p != NULL && *p != '\0';) {
+            const char *end = strchr(p, ',');
+            size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+            if (n == len && strncmp(p, names[c], n) == 0) {
+                __atomic_store_n(&enabled[c], 1, __ATOMIC_SEQ_CST);
+            }
+            p = end != NULL ? end + 1 : NULL;
+        }
+    }
+}
 
 __attribute__((constructor)) static void setup(void) {
     wanted = getenv("KILN_FAULT_PATH");
@@ -45,17 +71,7 @@ __attribute__((constructor)) static void setup(void) {
     if (calls == NULL) {
         calls = "read,pread";
     }
-    for (int c = 0; c < CALLS; c++) {
-        size_t len = strlen(names[c]);
-        for (const char *p = calls; p != NULL && *p != '\0';) {
-            const char *end = strchr(p, ',');
-            size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
-            if (n == len && strncmp(p, names[c], n) == 0) {
-                enabled[c] = 1;
-            }
-            p = end != NULL ? end + 1 : NULL;
-        }
-    }
+    enable(calls);
     const char *v;
     if ((v = getenv("KILN_FAULT_ERRNO")) != NULL) fault_errno = (int)strtol(v, NULL, 10);
     if ((v = getenv("KILN_FAULT_NTH")) != NULL) nth = strtol(v, NULL, 10);
@@ -88,18 +104,44 @@ static int fails(enum call c) {
         return 0;
     }
     long k = __atomic_add_fetch(&seen, 1, __ATOMIC_SEQ_CST);
+    int f;
     if (nth > 0) {
-        return k >= nth && k < nth + count;
+        f = k >= nth && k < nth + count;
+    } else if (probability <= 0.0) {
+        f = 0;
+    } else {
+        /* splitmix64 on a shared counter: one draw per counted call. */
+        unsigned long long z = __atomic_add_fetch(&state, 0x9E3779B97F4A7C15ULL, __ATOMIC_SEQ_CST);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        f = (double)(z >> 11) / (double)(1ULL << 53) < probability;
     }
-    if (probability <= 0.0) {
-        return 0;
+    if (f) {
+        __atomic_add_fetch(&failed, 1, __ATOMIC_SEQ_CST);
     }
-    /* splitmix64 on a shared counter: one draw per counted call. */
-    unsigned long long z = __atomic_add_fetch(&state, 0x9E3779B97F4A7C15ULL, __ATOMIC_SEQ_CST);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) / (double)(1ULL << 53) < probability;
+    return f;
+}
+
+void kiln_fault_arm(const char *path, const char *calls, int err, long n) {
+    static char kept[4096];
+    kiln_fault_disarm();
+    snprintf(kept, sizeof kept, "%s", path);
+    wanted = kept;
+    fault_errno = err;
+    count = 1;
+    probability = 0.0;
+    __atomic_store_n(&seen, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&nth, n, __ATOMIC_SEQ_CST);
+    enable(calls);
+}
+
+void kiln_fault_disarm(void) {
+    enable("");
+}
+
+long kiln_fault_failed(void) {
+    return __atomic_load_n(&failed, __ATOMIC_SEQ_CST);
 }
 
 static int fd_fails(enum call c, int fd) {

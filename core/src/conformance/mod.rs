@@ -10,6 +10,7 @@
 
 pub mod bars;
 pub mod events;
+pub mod faults;
 pub mod frames;
 pub mod model;
 pub mod queue;
@@ -42,6 +43,14 @@ pub trait Harness {
     /// change until reopened. `false` where this harness cannot (the model
     /// test then skips the step).
     fn break_next_commit(&mut self, _backend: &Self::Backend, _fsync: bool) -> bool {
+        false
+    }
+
+    /// Makes the `nth` next I/O call of kind `fault` (the harness maps the
+    /// byte to the calls and errors it can inject) on the backend's files
+    /// fail, until it has or the backend is reopened. `false` where this
+    /// harness cannot (the model test then skips the step).
+    fn fail_io(&mut self, _fault: u8, _nth: u8) -> bool {
         false
     }
 }

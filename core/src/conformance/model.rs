@@ -3,7 +3,12 @@
 //! delays) / close-and-reopen, run against the backend and against a
 //! deliberately plain in-memory model (a map scanned linearly). Every
 //! answer and, after every step, every job's state and attempts and the
-//! counters must agree.
+//! counters must agree. The byte sequences (for a fuzzer) also make the
+//! backend's commits, writes and reads fail where the harness can: a step
+//! such a failure strikes is refused, the backend is reopened, and it must
+//! hold the state before the step or the one after it (a failed write may
+//! strike after the step's batch reached the disk), with every step
+//! acknowledged before.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +66,13 @@ enum Step {
     BreakCommit {
         fsync: bool,
     },
+    /// The `nth` next call of I/O kind `fault` (see
+    /// [`Harness::fail_io`]) on the backend's files fails; only where the
+    /// harness can make it.
+    FailIo {
+        fault: u8,
+        nth: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -109,10 +121,11 @@ impl Model {
         }
     }
 
-    fn holds(&self, t: LeaseToken) -> bool {
+    /// The job `t` holds, if it still does.
+    fn held(&mut self, t: LeaseToken) -> Option<&mut MJob> {
         self.jobs
-            .get(&t.job_id)
-            .is_some_and(|j| j.state == JobState::Running && j.attempts == t.attempt)
+            .get_mut(&t.job_id)
+            .filter(|j| j.state == JobState::Running && j.attempts == t.attempt)
     }
 
     fn counts(&self) -> [u64; 6] {
@@ -147,7 +160,7 @@ fn run_steps<H: Harness>(harness: &mut H, steps: Vec<Step>) -> Result<(), TestCa
         ..Model::default()
     };
     let mut tokens: Vec<LeaseToken> = Vec::new();
-    // A commit of the backend was made to fail and has not failed yet.
+    // A failure was made to strike the backend and has not struck yet.
     let mut armed = false;
     for step in steps {
         let now = clock.now_ms();
@@ -160,19 +173,37 @@ fn run_steps<H: Harness>(harness: &mut H, steps: Vec<Step>) -> Result<(), TestCa
                 armed = false;
             }
             Step::BreakCommit { fsync } => armed |= harness.break_next_commit(&store, fsync),
+            Step::FailIo { fault, nth } => armed |= harness.fail_io(fault, nth),
             step => {
-                let before = armed.then(|| (model.clone(), tokens.clone()));
-                match (before, apply(&store, step, &mut model, &mut tokens, now)) {
+                let op = Op::of(step, &tokens);
+                let before = model.clone();
+                let want = expect(&op, &mut model, &mut tokens, now);
+                match call(&store, &op, now) {
+                    Ok(got) => prop_assert_eq!(got, want, "{:?}", op),
                     // The failure struck (this step's commit, or one before
-                    // it): nothing of the step happened, and the backend
-                    // refuses everything until it is reopened; every step
-                    // acknowledged before is there after.
-                    (Some((m, t)), Err(_)) => {
-                        (model, tokens) = (m, t);
-                        store = reopen(harness, store, &clock, &mut model, now);
+                    // it): the backend refuses everything until it is
+                    // reopened. A failed commit changed nothing; a failed
+                    // write or read may have struck after the step's batch
+                    // reached the disk, so the step happened or did not.
+                    // Every step acknowledged before it is there.
+                    Err(e) if armed => {
+                        let after = model;
+                        store = harness.reopen(store, config(&clock));
                         armed = false;
+                        model = [before, after]
+                            .into_iter()
+                            .map(|mut m| {
+                                requeue_running::<H>(&mut m, now);
+                                m
+                            })
+                            .find(|m| agree(&store, m).is_ok())
+                            .ok_or_else(|| {
+                                TestCaseError::fail(format!(
+                                    "after {op:?} failed ({e}) and the store was reopened, it has neither the state before the step nor the one after"
+                                ))
+                            })?;
                     }
-                    (_, outcome) => outcome?,
+                    Err(e) => return Err(refused(e)),
                 }
             }
         }
@@ -213,8 +244,9 @@ fn refused(e: StoreError) -> TestCaseError {
     TestCaseError::fail(format!("refused: {e}"))
 }
 
-/// Closes and reopens the backend; the jobs it had running go back to the
-/// queue (or die on their last attempt) where the harness says so.
+/// Closes and reopens the backend (a failure still armed is disarmed
+/// first); the jobs it had running go back to the queue (or die on their
+/// last attempt) where the harness says so.
 fn reopen<H: Harness>(
     harness: &mut H,
     store: H::Backend,
@@ -223,6 +255,11 @@ fn reopen<H: Harness>(
     now: u64,
 ) -> H::Backend {
     let store = harness.reopen(store, config(clock));
+    requeue_running::<H>(model, now);
+    store
+}
+
+fn requeue_running<H: Harness>(model: &mut Model, now: u64) {
     for j in model.jobs.values_mut() {
         if H::REOPEN_REQUEUES_RUNNING && j.state == JobState::Running {
             j.state = if j.attempts >= ATTEMPTS {
@@ -233,32 +270,98 @@ fn reopen<H: Harness>(
             j.run_at = now;
         }
     }
-    store
 }
 
-/// One step that calls the backend, against the model.
-fn apply<B: Backend>(
-    store: &B,
-    step: Step,
-    model: &mut Model,
-    tokens: &mut Vec<LeaseToken>,
-    now: u64,
-) -> Result<(), TestCaseError> {
-    match step {
-        Step::Enqueue {
+/// A step that calls the backend, its lease (if it takes one) picked.
+#[derive(Clone, Debug)]
+enum Op {
+    Enqueue {
+        priority: u8,
+        delay_ms: Option<u64>,
+        key: Option<String>,
+    },
+    Claim {
+        max: usize,
+        lease_ms: u64,
+    },
+    Heartbeat {
+        token: LeaseToken,
+        extend_ms: u64,
+    },
+    Complete {
+        token: LeaseToken,
+    },
+    Fail {
+        token: LeaseToken,
+    },
+    Cancel {
+        id: u64,
+    },
+    Pause {
+        priority: u8,
+        paused: bool,
+    },
+    /// A step on a lease when none was handed out yet.
+    Nothing,
+}
+
+impl Op {
+    fn of(step: Step, tokens: &[LeaseToken]) -> Op {
+        let pick = |i: usize| tokens.get(i % tokens.len().max(1)).copied();
+        match step {
+            Step::Enqueue {
+                priority,
+                delay_ms,
+                key,
+            } => Op::Enqueue {
+                priority,
+                delay_ms,
+                key: key.map(|k| format!("key{k}")),
+            },
+            Step::Claim { max, lease_ms } => Op::Claim { max, lease_ms },
+            Step::Heartbeat { pick: i, extend_ms } => pick(i)
+                .map(|token| Op::Heartbeat { token, extend_ms })
+                .unwrap_or(Op::Nothing),
+            Step::Complete { pick: i } => pick(i)
+                .map(|token| Op::Complete { token })
+                .unwrap_or(Op::Nothing),
+            Step::Fail { pick: i } => pick(i)
+                .map(|token| Op::Fail { token })
+                .unwrap_or(Op::Nothing),
+            Step::Cancel { id } => Op::Cancel { id },
+            Step::Pause { priority, paused } => Op::Pause { priority, paused },
+            Step::Advance { .. }
+            | Step::Reopen
+            | Step::BreakCommit { .. }
+            | Step::FailIo { .. } => Op::Nothing,
+        }
+    }
+}
+
+/// What a step answers: the backend's answer, or the model's.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Enqueued(Enqueued),
+    Claimed(Vec<LeaseToken>),
+    Extended(u64),
+    Completed,
+    Failed(FailOutcome),
+    Cancel(CancelOutcome),
+    Paused,
+    LeaseLost,
+    UnknownJob(u64),
+    Nothing,
+}
+
+/// The model's side of a step: the answer the backend must give, with the
+/// model (and the leases a claim hands out) updated.
+fn expect(op: &Op, model: &mut Model, tokens: &mut Vec<LeaseToken>, now: u64) -> Answer {
+    match op {
+        Op::Enqueue {
             priority: p,
             delay_ms,
             key,
         } => {
-            let key = key.map(|k| format!("key{k}"));
-            let mut job = NewJob::new("t", vec![]).priority(priority(p));
-            if let Some(d) = delay_ms {
-                job = job.run_at_ms(now + d);
-            }
-            if let Some(k) = &key {
-                job = job.idempotency_key(k.clone());
-            }
-            let got = store.enqueue(job).map_err(refused)?;
             let existing = key.as_ref().and_then(|k| {
                 model
                     .jobs
@@ -266,38 +369,25 @@ fn apply<B: Backend>(
                     .find(|(_, j)| !j.state.is_terminal() && j.key.as_ref() == Some(k))
                     .map(|(id, _)| *id)
             });
-            let want = match existing {
+            Answer::Enqueued(match existing {
                 Some(id) => Enqueued::Existing(id),
                 None => {
                     let id = model.next_id;
                     model.next_id += 1;
-                    let run_at = now + delay_ms.unwrap_or(0);
-                    model.jobs.insert(
-                        id,
-                        MJob {
-                            priority: p,
-                            state: JobState::Queued,
-                            attempts: 0,
-                            run_at,
-                            lease_expires: 0,
-                            key,
-                        },
-                    );
+                    let job = MJob {
+                        priority: *p,
+                        state: JobState::Queued,
+                        attempts: 0,
+                        run_at: now + delay_ms.unwrap_or(0),
+                        lease_expires: 0,
+                        key: key.clone(),
+                    };
+                    model.jobs.insert(id, job);
                     Enqueued::Created(id)
                 }
-            };
-            prop_assert_eq!(got, want);
+            })
         }
-        Step::Claim { max, lease_ms } => {
-            let got: Vec<u64> = store
-                .claim_with_lease(max, lease_ms)
-                .map_err(refused)?
-                .into_iter()
-                .map(|l| {
-                    tokens.push(l.token);
-                    l.job.id
-                })
-                .collect();
+        Op::Claim { max, lease_ms } => {
             let mut due: Vec<(u8, u64)> = model
                 .jobs
                 .iter()
@@ -309,92 +399,105 @@ fn apply<B: Backend>(
                 .map(|(id, j)| (j.priority, *id))
                 .collect();
             due.sort();
-            let want: Vec<u64> = due.into_iter().take(max).map(|(_, id)| id).collect();
-            for id in &want {
-                if let Some(j) = model.jobs.get_mut(id) {
+            let mut claimed = Vec::new();
+            for (_, id) in due.into_iter().take(*max) {
+                if let Some(j) = model.jobs.get_mut(&id) {
                     j.state = JobState::Running;
                     j.attempts += 1;
                     j.lease_expires = now + lease_ms;
+                    claimed.push(LeaseToken {
+                        job_id: id,
+                        attempt: j.attempts,
+                    });
                 }
             }
-            prop_assert_eq!(got, want);
+            tokens.extend(&claimed);
+            Answer::Claimed(claimed)
         }
-        Step::Heartbeat { pick, extend_ms } => {
-            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                let got = store.heartbeat(t, extend_ms);
-                if model.holds(t) {
-                    prop_assert_eq!(got.map_err(refused)?, now + extend_ms);
-                    if let Some(j) = model.jobs.get_mut(&t.job_id) {
-                        j.lease_expires = now + extend_ms;
-                    }
-                } else {
-                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                }
+        Op::Heartbeat { token, extend_ms } => match model.held(*token) {
+            Some(j) => {
+                j.lease_expires = now + extend_ms;
+                Answer::Extended(now + extend_ms)
             }
-        }
-        Step::Complete { pick } => {
-            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                let got = store.complete(t, vec![]);
-                if model.holds(t) {
-                    prop_assert!(got.is_ok(), "{got:?}");
-                    if let Some(j) = model.jobs.get_mut(&t.job_id) {
-                        j.state = JobState::Succeeded;
-                    }
-                } else {
-                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                }
+            None => Answer::LeaseLost,
+        },
+        Op::Complete { token } => match model.held(*token) {
+            Some(j) => {
+                j.state = JobState::Succeeded;
+                Answer::Completed
             }
-        }
-        Step::Fail { pick } => {
-            if let Some(&t) = tokens.get(pick % tokens.len().max(1)) {
-                let got = store.fail(t, "err");
-                if model.holds(t) {
-                    let Some(j) = model.jobs.get_mut(&t.job_id) else {
-                        return Err(TestCaseError::fail("a held job is not in the model"));
-                    };
-                    let want = if j.attempts >= ATTEMPTS {
-                        j.state = JobState::Dead;
-                        FailOutcome::Dead
-                    } else {
-                        j.state = JobState::Failed;
-                        j.run_at = now + POLICY.delay_ms(t.job_id, t.attempt);
-                        FailOutcome::Retry {
-                            run_at_ms: j.run_at,
-                        }
-                    };
-                    prop_assert_eq!(got.map_err(refused)?, want);
-                } else {
-                    prop_assert!(matches!(got, Err(StoreError::LeaseLost { .. })), "{got:?}");
-                }
+            None => Answer::LeaseLost,
+        },
+        Op::Fail { token } => match model.held(*token) {
+            Some(j) if j.attempts >= ATTEMPTS => {
+                j.state = JobState::Dead;
+                Answer::Failed(FailOutcome::Dead)
             }
-        }
-        Step::Cancel { id } => {
-            let got = store.cancel(id);
-            match model.jobs.get_mut(&id) {
-                None => prop_assert!(
-                    matches!(got, Err(StoreError::UnknownJob(x)) if x == id),
-                    "{got:?}"
-                ),
-                Some(j) if j.state.is_waiting() => {
-                    j.state = JobState::Cancelled;
-                    prop_assert_eq!(got.map_err(refused)?, CancelOutcome::Cancelled);
-                }
-                Some(j) => prop_assert_eq!(
-                    got.map_err(refused)?,
-                    CancelOutcome::NotCancellable(j.state)
-                ),
+            Some(j) => {
+                j.state = JobState::Failed;
+                j.run_at = now + POLICY.delay_ms(token.job_id, token.attempt);
+                Answer::Failed(FailOutcome::Retry {
+                    run_at_ms: j.run_at,
+                })
             }
+            None => Answer::LeaseLost,
+        },
+        Op::Cancel { id } => match model.jobs.get_mut(id) {
+            None => Answer::UnknownJob(*id),
+            Some(j) if j.state.is_waiting() => {
+                j.state = JobState::Cancelled;
+                Answer::Cancel(CancelOutcome::Cancelled)
+            }
+            Some(j) => Answer::Cancel(CancelOutcome::NotCancellable(j.state)),
+        },
+        Op::Pause { priority, paused } => {
+            model.paused[usize::from(*priority)] = *paused;
+            Answer::Paused
         }
-        Step::Pause {
+        Op::Nothing => Answer::Nothing,
+    }
+}
+
+/// The backend's side of a step: its answer, or a refusal the model does
+/// not know (an error other than a lost lease or an unknown job).
+fn call<B: Backend>(store: &B, op: &Op, now: u64) -> Result<Answer, StoreError> {
+    let answer = match op {
+        Op::Enqueue {
+            priority: p,
+            delay_ms,
+            key,
+        } => {
+            let mut job = NewJob::new("t", vec![]).priority(priority(*p));
+            if let Some(d) = delay_ms {
+                job = job.run_at_ms(now + d);
+            }
+            if let Some(k) = key {
+                job = job.idempotency_key(k.clone());
+            }
+            store.enqueue(job).map(Answer::Enqueued)
+        }
+        Op::Claim { max, lease_ms } => store
+            .claim_with_lease(*max, *lease_ms)
+            .map(|leases| Answer::Claimed(leases.into_iter().map(|l| l.token).collect())),
+        Op::Heartbeat { token, extend_ms } => {
+            store.heartbeat(*token, *extend_ms).map(Answer::Extended)
+        }
+        Op::Complete { token } => store.complete(*token, vec![]).map(|()| Answer::Completed),
+        Op::Fail { token } => store.fail(*token, "err").map(Answer::Failed),
+        Op::Cancel { id } => store.cancel(*id).map(Answer::Cancel),
+        Op::Pause {
             priority: p,
             paused,
-        } => {
-            store.set_paused(priority(p), paused).map_err(refused)?;
-            model.paused[usize::from(p)] = paused;
-        }
-        Step::Advance { .. } | Step::Reopen | Step::BreakCommit { .. } => {}
+        } => store
+            .set_paused(priority(*p), *paused)
+            .map(|()| Answer::Paused),
+        Op::Nothing => Ok(Answer::Nothing),
+    };
+    match answer {
+        Err(StoreError::LeaseLost { .. }) => Ok(Answer::LeaseLost),
+        Err(StoreError::UnknownJob(id)) => Ok(Answer::UnknownJob(id)),
+        other => other,
     }
-    Ok(())
 }
 
 /// Reads bytes as a sequence of steps (for a coverage-guided fuzzer): each
@@ -450,7 +553,11 @@ fn steps_from(data: &[u8]) -> Vec<Step> {
             // A failed write, not a failed fsync: after that, a process
             // leaves the store as it is (it leaks sled's handle) and must
             // not reopen it, so one fuzz process could not go on.
-            _ => Step::BreakCommit { fsync: false },
+            _ if tag / 18 % 2 == 0 => Step::BreakCommit { fsync: false },
+            _ => Step::FailIo {
+                fault: arg(),
+                nth: arg(),
+            },
         };
         steps.push(step);
     }
