@@ -12,14 +12,15 @@ use rkyv::util::AlignedVec;
 use crate::bars::{Chunk, VersionRecord, encode_chunk, extend_from};
 use crate::frame::{ChunkValue, EMPTY_TAIL, FrameHead, LabelRef, decode_tail, encode_tail};
 use crate::record::{
-    Counters, IndexEntry, Meta, ResultValue, decode_event, decode_job, decode_series,
-    decode_symbol_stats, encode_event, encode_job, encode_series, encode_symbol_stats,
+    Counters, IndexEntry, Meta, ResultValue, decode_event, decode_job, decode_job_input,
+    decode_job_with_input, decode_series, decode_symbol_stats, encode_event, encode_job,
+    encode_job_input, encode_series, encode_symbol_stats,
 };
 use crate::view::ViewBytes;
 use crate::vlog::{Vlog, VlogPosition};
 
 /// The records [`record`] decodes, by kind.
-pub const RECORD_KINDS: [&str; 15] = [
+pub const RECORD_KINDS: [&str; 16] = [
     "index entry",
     "result value",
     "queue counters",
@@ -35,6 +36,7 @@ pub const RECORD_KINDS: [&str; 15] = [
     "event",
     "legacy series",
     "bar chunk",
+    "job input",
 ];
 
 fn location() -> String {
@@ -94,11 +96,25 @@ pub fn record(kind: u8, bytes: &[u8]) {
             bytes,
             VlogPosition::decode(bytes).map(|v| v.encode().to_vec()),
         ),
+        // A record of format 5 or older holds its input: encoded, it goes
+        // to a record and an input of its own.
         11 => {
             if let Ok(job) = decode_job(7, bytes) {
                 let again = encode_job(&job.0, job.1).expect("a decoded job encodes");
-                let back = decode_job(7, &again).expect("an encoded job decodes");
+                let input = encode_job_input(7, &job.0.payload, &job.0.symbols)
+                    .expect("a decoded job's input encodes");
+                let back = decode_job_with_input(7, &again, input.as_deref())
+                    .expect("an encoded job decodes");
                 assert_eq!(back, job, "a job changed through encode and decode");
+            }
+        }
+        15 => {
+            if let Ok((payload, symbols)) = decode_job_input(7, bytes)
+                && let Some(again) =
+                    encode_job_input(7, &payload, &symbols).expect("a decoded input encodes")
+            {
+                let back = decode_job_input(7, &again).expect("an encoded input decodes");
+                assert_eq!(back, (payload, symbols), "an input changed");
             }
         }
         12 => {

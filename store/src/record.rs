@@ -2,6 +2,8 @@
 //! big-endian index and aggregate records, and validated, alignment-safe
 //! access to archived bytes. `FORMAT_VERSION` changes whenever any of these do.
 
+use std::sync::Arc;
+
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
@@ -31,8 +33,10 @@ pub(crate) const READABLE_FORMAT_VERSIONS: [u32; 4] =
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;
 
-/// A job as stored in the `jobs` tree, payload included (one write per
-/// transition; payloads are small and bounded by `payload_bytes_max`).
+/// A job as stored in the `jobs` tree, rewritten by every transition. Its
+/// payload and symbols, which never change, are a [`JobInput`] of their
+/// own since format 6, written once; here they are empty (a record of an
+/// older format holds them, and the open that finds it moves them).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct JobRecord {
     pub kind: String,
@@ -57,9 +61,9 @@ impl JobRecord {
     pub(crate) fn from_job(job: &Job, finish_seq: Option<u64>) -> Self {
         JobRecord {
             kind: job.kind.clone(),
-            payload: job.payload.to_vec(),
+            payload: Vec::new(),
             finish_seq,
-            symbols: job.symbols.iter().map(|s| s.as_str().to_owned()).collect(),
+            symbols: Vec::new(),
             priority: job.priority as u8,
             state: job.state as u8,
             attempts: job.attempts,
@@ -113,7 +117,8 @@ pub(crate) fn encode_job(job: &Job, finish_seq: Option<u64>) -> Result<AlignedVe
         .map_err(|e| StoreError::corrupt(format!("jobs/{}", job.id), e.to_string()))
 }
 
-/// Validates and deserializes a job and its history position.
+/// Validates and deserializes a job record and its history position: the
+/// job without its input, unless the record is of a format that held it.
 pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
     let location = || format!("jobs/{id}");
     let record = with_aligned(bytes, |aligned| {
@@ -123,6 +128,62 @@ pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
             .map_err(|e| StoreError::corrupt(location(), e.to_string()))
     })?;
     record.into_job(id)
+}
+
+/// A job from its record and its stored input (if it has one).
+pub(crate) fn decode_job_with_input(
+    id: u64,
+    record: &[u8],
+    input: Option<&[u8]>,
+) -> Result<(Job, Option<u64>)> {
+    let (mut job, seq) = decode_job(id, record)?;
+    if let Some(input) = input {
+        (job.payload, job.symbols) = decode_job_input(id, input)?;
+    }
+    Ok((job, seq))
+}
+
+/// What a job is given when it is enqueued and never changes: stored once
+/// under `job_inputs` (absent when both are empty).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct JobInput {
+    pub payload: Vec<u8>,
+    pub symbols: Vec<String>,
+}
+
+/// A job's input (`id`'s payload and symbols), `None` when it has none.
+pub(crate) fn encode_job_input(
+    id: u64,
+    payload: &[u8],
+    symbols: &[Symbol],
+) -> Result<Option<AlignedVec>> {
+    if payload.is_empty() && symbols.is_empty() {
+        return Ok(None);
+    }
+    let input = JobInput {
+        payload: payload.to_vec(),
+        symbols: symbols.iter().map(|s| s.as_str().to_owned()).collect(),
+    };
+    rkyv::to_bytes::<rancor::Error>(&input)
+        .map(Some)
+        .map_err(|e| StoreError::corrupt(format!("job_inputs/{id}"), e.to_string()))
+}
+
+/// A job's stored input: its payload and symbols.
+pub(crate) fn decode_job_input(id: u64, bytes: &[u8]) -> Result<(Arc<[u8]>, Vec<Symbol>)> {
+    let location = || format!("job_inputs/{id}");
+    let input = with_aligned(bytes, |aligned| {
+        let archived = rkyv::access::<ArchivedJobInput, rancor::Error>(aligned)
+            .map_err(|e| StoreError::corrupt(location(), e.to_string()))?;
+        rkyv::deserialize::<JobInput, rancor::Error>(archived)
+            .map_err(|e| StoreError::corrupt(location(), e.to_string()))
+    })?;
+    let symbols = input
+        .symbols
+        .into_iter()
+        .map(Symbol::new)
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Arc::from(input.payload), symbols))
 }
 
 /// How a [`Series`] is archived (rkyv's remote derive: the fields, in
@@ -571,22 +632,62 @@ mod tests {
     }
 
     #[test]
-    fn job_record_round_trips() {
+    fn job_record_and_input_round_trip() {
         let j = job();
-        let bytes = encode_job(&j, Some(3)).expect("encode");
-        assert_eq!(decode_job(7, &bytes).expect("decode"), (j, Some(3)));
+        let record = encode_job(&j, Some(3)).expect("encode");
+        let input = encode_job_input(7, &j.payload, &j.symbols)
+            .expect("encode")
+            .expect("an input");
+        assert_eq!(
+            decode_job_with_input(7, &record, Some(&input)).expect("decode"),
+            (j.clone(), Some(3))
+        );
+        // The record alone has neither payload nor symbols.
+        let (bare, _) = decode_job(7, &record).expect("decode");
+        assert!(bare.payload.is_empty() && bare.symbols.is_empty());
+        let none = Job {
+            payload: Arc::from(Vec::new()),
+            symbols: Vec::new(),
+            ..j
+        };
+        assert!(
+            encode_job_input(7, &none.payload, &none.symbols)
+                .expect("encode")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_format_5_record_holds_its_input() {
+        let j = job();
+        let old = rkyv::to_bytes::<rancor::Error>(&JobRecord {
+            payload: j.payload.to_vec(),
+            symbols: vec!["AAPL".into()],
+            ..JobRecord::from_job(&j, None)
+        })
+        .expect("encode");
+        assert_eq!(decode_job(7, &old).expect("decode"), (j, None));
     }
 
     #[test]
     fn misaligned_bytes_are_copied_not_rejected() {
         let j = job();
-        let bytes = encode_job(&j, None).expect("encode");
-        let mut shifted = AlignedVec::<16>::new();
-        shifted.push(0);
-        shifted.extend_from_slice(&bytes);
-        let misaligned = &shifted[1..];
-        assert!(!is_aligned_for::<ArchivedJobRecord>(misaligned));
-        assert_eq!(decode_job(7, misaligned).expect("decode"), (j, None));
+        let record = encode_job(&j, None).expect("encode");
+        let input = encode_job_input(7, &j.payload, &j.symbols)
+            .expect("encode")
+            .expect("an input");
+        let shift = |bytes: &[u8]| {
+            let mut shifted = AlignedVec::<16>::new();
+            shifted.push(0);
+            shifted.extend_from_slice(bytes);
+            shifted
+        };
+        let (record, input) = (shift(&record), shift(&input));
+        assert!(!is_aligned_for::<ArchivedJobRecord>(&record[1..]));
+        assert_eq!(
+            decode_job_with_input(7, &record[1..], Some(&input[1..])).expect("decode"),
+            (j, None)
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use kiln_core::{Result, StoreError};
 pub(crate) enum Space {
     /// Job records by id.
     Jobs,
+    /// Each job's input (payload and symbols), by id, written once.
+    JobInputs,
     /// Per-symbol aggregates over finished jobs.
     SymbolStats,
     /// Frame heads by `symbol 0x00 name` (see `frame`).
@@ -38,8 +40,9 @@ pub(crate) enum Space {
 
 impl Space {
     /// Every keyspace (`space as usize` is its index here).
-    pub(crate) const ALL: [Space; 11] = [
+    pub(crate) const ALL: [Space; 12] = [
         Space::Jobs,
+        Space::JobInputs,
         Space::SymbolStats,
         Space::Frames,
         Space::Chunks,
@@ -65,6 +68,7 @@ impl Space {
     pub(crate) fn prefix(self) -> u8 {
         match self {
             Space::Jobs => b'j',
+            Space::JobInputs => b'i',
             Space::SymbolStats => b's',
             Space::Frames => b'f',
             Space::Chunks => b'c',
@@ -254,6 +258,6 @@ mod tests {
         let mut prefixes: Vec<u8> = Space::ALL.iter().map(|s| s.prefix()).collect();
         prefixes.sort_unstable();
         prefixes.dedup();
-        assert_eq!(prefixes, b"bcdefjlmrst".to_vec());
+        assert_eq!(prefixes, b"bcdefijlmrst".to_vec());
     }
 }

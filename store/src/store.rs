@@ -24,7 +24,7 @@ use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
     FORMAT_VERSION, MIGRATED_FORMAT_VERSION, READABLE_FORMAT_VERSIONS, ResultValue,
-    VLOG_SYNCED_KEY, decode_job,
+    VLOG_SYNCED_KEY, decode_job, decode_job_with_input,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, TREE, sled_error};
@@ -92,6 +92,12 @@ impl Drop for Inner {
 }
 
 impl Store {
+    /// The job of `record` with its stored input.
+    fn with_input(&self, id: JobId, record: &[u8]) -> Result<Job> {
+        let input = self.spaces().get(Space::JobInputs, &u64_key(id))?;
+        Ok(decode_job_with_input(id, record, input.as_deref())?.0)
+    }
+
     /// Opens (or creates) the store in `dir`, runs recovery, starts the writer.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
@@ -480,7 +486,7 @@ impl JobQueue for Store {
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
         match self.spaces().get(Space::Jobs, &u64_key(id))? {
-            Some(bytes) => Ok(Some(decode_job(id, &bytes)?.0)),
+            Some(bytes) => Ok(Some(self.with_input(id, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -496,7 +502,7 @@ impl JobQueue for Store {
             let id = read_u64(&k, "jobs key")?;
             let (job, _) = decode_job(id, &v)?;
             if state.is_none_or(|s| s == job.state) {
-                out.push(job);
+                out.push(self.with_input(id, &v)?);
             }
         }
         Ok(out)

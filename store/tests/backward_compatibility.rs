@@ -73,6 +73,23 @@ fn open_fixture() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// The first open moves each job's payload and symbols out of its record
+/// (format 6 keeps them apart): a second open reads them from there.
+#[test]
+fn its_jobs_keep_their_payloads_and_symbols_after_a_second_open() {
+    let (dir, store) = open_fixture();
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let job = |id| store.job(id).expect("read").expect("the job is kept");
+    assert_eq!(
+        (&*job(1).payload, job(1).symbols),
+        (&b"sma(5)"[..], vec![sym("AAA")])
+    );
+    assert_eq!(&*job(4).payload, b"retry-me");
+    assert!(job(8).payload.is_empty());
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
 #[test]
 fn a_format_3_directory_opens_with_its_jobs_in_every_state() {
     let (_dir, store) = open_fixture();

@@ -23,7 +23,7 @@ use crate::frame::{
     decode_tail, frame_key_from, value_start,
 };
 use crate::keys::{read_u64, series_key_from_bytes};
-use crate::record::{Counters, IndexEntry, ResultValue, decode_job};
+use crate::record::{Counters, IndexEntry, ResultValue, decode_job, decode_job_input};
 use crate::shared::Poison;
 use crate::space::Space;
 use crate::view::load;
@@ -210,6 +210,20 @@ impl Writer {
             on_disk.insert(id, job.state);
         }
         report.problems = self.queue.problems(&on_disk, &scanned);
+        for item in self.spaces.scan(Space::JobInputs, &[]) {
+            let (k, v) = item?;
+            let id = read_u64(&k, "job inputs key")?;
+            match on_disk.get(&id) {
+                Some(_) => {
+                    if let Err(e) = decode_job_input(id, &v) {
+                        report.problems.push(e.to_string());
+                    }
+                }
+                None => report
+                    .problems
+                    .push(format!("job {id} has an input but no record")),
+            }
+        }
         let reader = self.vlog.reader();
         report.series = self.check_frames(&reader, &mut report.problems)?;
         report.bar_chunks = check_bars(&self.spaces, &reader, &mut report.problems)?;

@@ -46,7 +46,8 @@ use crate::config::StoreConfig;
 use crate::disk::Disk;
 use crate::keys::u64_key;
 use crate::record::{
-    COMMIT_KEY, IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_symbol_stats,
+    COMMIT_KEY, IndexEntry, META_KEY, decode_job, encode_event, encode_job, encode_job_input,
+    encode_symbol_stats,
 };
 use crate::shared::{FRAME_ENDS_MAX, Poison, Shared};
 use crate::space::{Space, Spaces, Writes};
@@ -696,9 +697,25 @@ impl Writer {
             self.writes
                 .put(Space::Jobs, u64_key(job.id).to_vec(), bytes.as_slice());
         }
+        for id in changes.created {
+            // A job cancelled in the group that enqueued it is finished already.
+            let job = self
+                .queue
+                .job(id)
+                .or_else(|| changes.finished.iter().map(|(j, _)| j).find(|j| j.id == id));
+            let input = job
+                .map(|j| encode_job_input(id, &j.payload, &j.symbols))
+                .transpose()?
+                .flatten();
+            if let Some(input) = input {
+                self.writes
+                    .put(Space::JobInputs, u64_key(id).to_vec(), input.as_slice());
+            }
+        }
         // After the finished ones: a purge in the same group removes them.
         for id in changes.removed {
             self.writes.delete(Space::Jobs, u64_key(id).to_vec());
+            self.writes.delete(Space::JobInputs, u64_key(id).to_vec());
         }
         for s in changes.symbol_stats {
             let v = self.queue.symbol_stats(&s);

@@ -68,6 +68,8 @@ pub(crate) struct Finished {
 pub(crate) struct Changes {
     /// Unfinished jobs whose record changed.
     pub jobs: HashSet<JobId>,
+    /// Jobs enqueued: their input is written (once).
+    pub created: Vec<JobId>,
     /// Jobs that reached a terminal state: the final record and its
     /// history position.
     pub finished: Vec<(Job, u64)>,
@@ -87,6 +89,7 @@ impl Changes {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+            && self.created.is_empty()
             && self.finished.is_empty()
             && self.removed.is_empty()
             && self.symbol_stats.is_empty()
@@ -394,6 +397,7 @@ impl Queue {
             self.make_claimable(&job, now);
             self.active.insert(id, job);
             self.changes.jobs.insert(id);
+            self.changes.created.push(id);
             out.push(Enqueued::Created(id));
         }
         Ok(out)

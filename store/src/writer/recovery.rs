@@ -19,8 +19,8 @@ use crate::frame::{
 };
 use crate::keys::{read_u64, series_key_from_bytes, u64_key};
 use crate::record::{
-    ArchivedSeries, META_KEY, Meta, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_series,
-    decode_symbol_stats, encode_job,
+    ArchivedSeries, META_KEY, Meta, ResultValue, VLOG_SYNCED_KEY, decode_job, decode_job_input,
+    decode_series, decode_symbol_stats, encode_job, encode_job_input,
 };
 use crate::space::Space;
 use crate::view::load;
@@ -81,7 +81,21 @@ impl Writer {
             let (k, v) = item?;
             let id = read_u64(&k, "jobs key")?;
             report.jobs_scanned += 1;
-            let (job, finish_seq) = decode_job(id, &v)?;
+            let (mut job, finish_seq) = decode_job(id, &v)?;
+            if !(job.payload.is_empty() && job.symbols.is_empty()) {
+                // A record of format 5 or older: its input moves out.
+                self.put_job_input(&job)?;
+                self.writes.put(
+                    Space::Jobs,
+                    k.to_vec(),
+                    encode_job(&job, finish_seq)?.as_slice(),
+                );
+            } else if !job.state.is_terminal() || finish_seq > Some(stored.stats_through) {
+                // The queue runs it, or counts it in the symbol aggregates.
+                if let Some(input) = self.spaces.get(Space::JobInputs, &k)? {
+                    (job.payload, job.symbols) = decode_job_input(id, &input)?;
+                }
+            }
             self.queue.restore_job(job, finish_seq, now);
         }
         // Events are written with the changes they report: the keys on
@@ -248,6 +262,7 @@ impl Writer {
                     .into(),
             );
             let record = encode_job(&job, None)?;
+            self.put_job_input(&job)?;
             self.writes
                 .put(Space::Jobs, u64_key(id).to_vec(), record.as_slice());
             rerun += 1;
@@ -260,6 +275,16 @@ impl Writer {
             "results lost before they reached the disk; their jobs run again"
         );
         Ok(rerun)
+    }
+
+    /// Writes the input a record of format 5 or older held (a record read
+    /// from this format has none: nothing to write).
+    fn put_job_input(&mut self, job: &kiln_core::Job) -> Result<()> {
+        if let Some(input) = encode_job_input(job.id, &job.payload, &job.symbols)? {
+            self.writes
+                .put(Space::JobInputs, u64_key(job.id).to_vec(), input.as_slice());
+        }
+        Ok(())
     }
 
     /// Moves every FORMAT_VERSION 3 series into a frame of its own (one
