@@ -11,10 +11,13 @@
 //!   whose bytes are the columns one after another, each `rows` f64 LE);
 //! - `t` tail slots, `symbol 0x00 name 0x00 slot` (u8): the chunks appends
 //!   add, each with its first row in front of a chunk value, or one zero
-//!   byte when the slot is empty. An append fills a slot (an update of a
-//!   key that exists: sled rewrites a leaf to insert a new key, which costs
-//!   a tick several times what its rows do); a fold moves the tails into
-//!   one chunk and empties the slots, which stay for the next appends.
+//!   byte when the slot is empty. An append fills a free slot (an update of
+//!   a key that exists: sled rewrites a leaf to insert a new key, which
+//!   costs a tick several times what its rows do); a fold moves the tails
+//!   into one chunk and leaves the slots as they are, for the next appends
+//!   to overwrite: a slot whose first row a chunk covers is folded, free,
+//!   and its record released ([`ChunkRows::folded`]); every reader of
+//!   tails skips it.
 //! - `l` labels, `symbol 0x00 label`: the frame and column that hold it.
 //!
 //! A frame's rows are its chunks and tails, contiguous from row 0; its
@@ -26,7 +29,7 @@ use kiln_core::{Coverage, FrameKey, Result, SeriesKey, StoreError, Symbol};
 
 use crate::keys::symbol_prefix;
 use crate::record::ResultValue;
-use crate::space::Space;
+use crate::space::{Space, Spaces};
 
 /// Bytes of a chunk value before its [`ResultValue`]: coverage (24), the
 /// column count (u16 BE) and 6 zero bytes, so an inline chunk's rows start
@@ -108,6 +111,59 @@ pub(crate) fn encode_tail(first_row: u64, chunk: &ChunkValue<'_>) -> Vec<u8> {
     let mut v = first_row.to_be_bytes().to_vec();
     v.extend_from_slice(&chunk.encode());
     v
+}
+
+/// A frame's chunks as the rows each holds, in row order: what tells a
+/// tail slot that a fold moved its rows into a chunk.
+#[derive(Default)]
+pub(crate) struct ChunkRows(Vec<(u64, u64)>);
+
+impl ChunkRows {
+    /// Adds a chunk (in row order): its first row and its value.
+    pub(crate) fn push(&mut self, first_row: u64, covers: &Coverage) {
+        self.0.push((first_row, covers.bars));
+    }
+
+    /// Whether a chunk holds row `row`: a tail slot whose rows start there
+    /// was folded (its slot is free, its record released).
+    pub(crate) fn folded(&self, row: u64) -> bool {
+        let i = self.0.partition_point(|&(first, _)| first <= row);
+        i > 0 && self.0[i - 1].1 > row
+    }
+}
+
+/// Whether the tail slot `tail_key` (its rows starting at `row`) was
+/// folded, read from the committed chunks.
+pub(crate) fn tail_folded(spaces: &Spaces, tail_key: &[u8], row: u64) -> Result<bool> {
+    let prefix = &tail_key[..tail_key.len().saturating_sub(1)];
+    let mut upto = prefix.to_vec();
+    upto.extend_from_slice(&row.to_be_bytes());
+    let Some((k, v)) = spaces.last_upto(Space::Chunks, prefix, &upto)? else {
+        return Ok(false);
+    };
+    let first = chunk_first_row(prefix, &k)?;
+    let c = ChunkValue::decode(&v, &|| String::from_utf8_lossy(&k).into_owned())?;
+    let mut rows = ChunkRows::default();
+    rows.push(first, &c.covers);
+    Ok(rows.folded(row))
+}
+
+/// Where the [`ResultValue`] of a stored value of `space` starts, when it
+/// points at a live record: `None` for a head without state, and for an
+/// empty or folded tail slot.
+pub(crate) fn live_value_start(
+    spaces: &Spaces,
+    space: Space,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<usize>> {
+    if space == Space::Tails
+        && let Some((row, _)) = decode_tail(value, &|| "tail slot".into())?
+        && tail_folded(spaces, key, row)?
+    {
+        return Ok(None);
+    }
+    value_start(space, value)
 }
 
 /// A tail slot's key: the frame's chunk prefix, then the slot.

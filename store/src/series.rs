@@ -8,8 +8,8 @@ use kiln_core::{
 };
 
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, TAIL_ROW_BYTES, chunk_first_row,
-    chunks_prefix, decode_tail, frame_key_from, head_key, labelled_frame,
+    CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, TAIL_ROW_BYTES,
+    chunk_first_row, chunks_prefix, decode_tail, frame_key_from, head_key, labelled_frame,
 };
 use crate::keys::{series_key_bytes, series_key_from_bytes, symbol_prefix};
 use crate::record::ResultValue;
@@ -109,11 +109,14 @@ impl Store {
         let prefix = chunks_prefix(key);
         let location = || key.to_string();
         let mut out: Vec<FrameChunk> = Vec::new();
+        let mut rows = ChunkRows::default();
         for item in self.spaces().scan(Space::Chunks, &prefix) {
             let (k, value) = item?;
             let c = ChunkValue::decode(&value, &location)?;
+            let first_row = chunk_first_row(&prefix, &k)?;
+            rows.push(first_row, &c.covers);
             out.push(FrameChunk {
-                first_row: chunk_first_row(&prefix, &k)?,
+                first_row,
                 covers: c.covers,
                 columns: c.columns,
                 value,
@@ -123,7 +126,9 @@ impl Store {
         let mut tails = Vec::new();
         for item in self.spaces().scan(Space::Tails, &prefix) {
             let (_, value) = item?;
-            if let Some((first_row, c)) = decode_tail(&value, &location)? {
+            if let Some((first_row, c)) = decode_tail(&value, &location)?
+                && !rows.folded(first_row)
+            {
                 tails.push(FrameChunk {
                     first_row,
                     covers: c.covers,

@@ -234,6 +234,27 @@ impl Spaces {
             })
     }
 
+    /// The last entry of `space` whose key starts with `prefix` and is at
+    /// most `upto` (keys without the keyspace byte).
+    pub(crate) fn last_upto(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        upto: &[u8],
+    ) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+        let last = self
+            .tree
+            .range(full_key(space, prefix)..=full_key(space, upto))
+            .next_back();
+        match last {
+            Some(item) => {
+                let (k, v) = item.map_err(sled_error)?;
+                Ok(Some((k.get(1..).unwrap_or_default().to_vec(), v)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Applies a group's writes as one atomic batch.
     pub(crate) fn apply(&self, writes: &Writes) -> Result<()> {
         let mut batch = sled::Batch::default();

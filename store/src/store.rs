@@ -19,7 +19,7 @@ use kiln_core::{
 
 use crate::config::StoreConfig;
 use crate::disk::Disk;
-use crate::frame::value_start;
+use crate::frame::live_value_start;
 use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
@@ -127,7 +127,7 @@ impl Store {
         for space in Space::POINTERS {
             for item in spaces.scan(space, &[]) {
                 let (k, v) = item?;
-                let Some(start) = value_start(space, &v)? else {
+                let Some(start) = live_value_start(&spaces, space, &k, &v)? else {
                     continue;
                 };
                 if let ResultValue::Pointer(entry) = ResultValue::decode(&v[start..])? {

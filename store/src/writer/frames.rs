@@ -15,7 +15,7 @@ use kiln_core::{Coverage, FrameKey, FrameRows, FrameWrite, Result, StoreError};
 
 use super::Writer;
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkValue, EMPTY_TAIL, FrameHead, LabelRef, chunk_first_row, chunk_key,
+    CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunk_key,
     chunks_prefix, decode_tail, encode_tail, head_key, tail_key, value_start,
 };
 use crate::keys::series_key_bytes;
@@ -232,13 +232,16 @@ impl Writer {
                 columns: head.labels.len() as u16,
                 slots: Vec::new(),
             };
+            let chunks = self.chunk_rows(key)?;
             let mut last_row = None;
             for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
                 let slot = usize::from(k.last().copied().unwrap_or(0));
                 if state.slots.len() <= slot {
                     state.slots.resize(slot + 1, false);
                 }
-                if let Some((row, c)) = decode_tail(&v, &location)? {
+                if let Some((row, c)) = decode_tail(&v, &location)?
+                    && !chunks.folded(row)
+                {
                     state.slots[slot] = true;
                     if last_row.is_none_or(|r| row >= r) {
                         last_row = Some(row);
@@ -297,13 +300,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Drops a frame's chunks and tail slots.
+    /// A frame's chunks as the rows each holds (this group's writes
+    /// included).
+    pub(super) fn chunk_rows(&self, key: &FrameKey) -> Result<ChunkRows> {
+        let prefix = chunks_prefix(key);
+        let mut rows = ChunkRows::default();
+        for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
+            let c = ChunkValue::decode(&v, &|| key.to_string())?;
+            rows.push(chunk_first_row(&prefix, &k)?, &c.covers);
+        }
+        Ok(rows)
+    }
+
+    /// Drops a frame's chunks and tail slots (a folded slot's record is
+    /// released already).
     fn drop_chunks(&mut self, key: &FrameKey) -> Result<()> {
-        for space in [Space::Chunks, Space::Tails] {
-            for (k, v) in self.scan_pending(space, &chunks_prefix(key))? {
-                self.release_value(space, &v)?;
-                self.writes.delete(space, k);
+        let prefix = chunks_prefix(key);
+        let chunks = self.chunk_rows(key)?;
+        for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
+            if let Some((row, _)) = decode_tail(&v, &|| key.to_string())?
+                && !chunks.folded(row)
+            {
+                self.release_value(Space::Tails, &v)?;
             }
+            self.writes.delete(Space::Tails, k);
+        }
+        for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
+            self.release_value(Space::Chunks, &v)?;
+            self.writes.delete(Space::Chunks, k);
         }
         self.fold_queue.remove(key);
         self.tails.remove(key);
@@ -381,18 +405,23 @@ impl Writer {
 
     /// Moves a frame's tails into one chunk, merged with the chunks before
     /// them as [`merge_from`] says: one new chunk, the old ones and the
-    /// tails' records released, the slots emptied.
+    /// tails' records released, the slots left to be overwritten.
     fn fold(&mut self, key: &FrameKey) -> Result<()> {
         let location = || key.to_string();
         let prefix = chunks_prefix(key);
         let mut chunks = Vec::new();
+        let mut rows = ChunkRows::default();
         for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
             let c = ChunkValue::decode(&v, &location)?;
-            chunks.push((chunk_first_row(&prefix, &k)?, c.covers, c.columns, v, k));
+            let first = chunk_first_row(&prefix, &k)?;
+            rows.push(first, &c.covers);
+            chunks.push((first, c.covers, c.columns, v, k));
         }
         let mut tails = Vec::new();
         for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
-            if let Some((row, c)) = decode_tail(&v, &location)? {
+            if let Some((row, c)) = decode_tail(&v, &location)?
+                && !rows.folded(row)
+            {
                 tails.push((row, c.covers, c.columns, v, k));
             }
         }
@@ -458,13 +487,12 @@ impl Writer {
         let (last_space, (_, _, _, last_value, _)) = &merged[merged.len() - 1];
         let last_start = value_start(*last_space, last_value)?.unwrap_or(0);
         let job_id = ResultValue::decode(&last_value[last_start..])?.job_id();
+        // The tail slots stay as they are: the new chunk covers their rows,
+        // which makes them free (see `frame`).
         for (space, (_, _, _, value, k)) in &merged {
             self.release_value(*space, value)?;
-            match space {
-                Space::Tails => self
-                    .writes
-                    .put(Space::Tails, k.clone(), EMPTY_TAIL.to_vec()),
-                _ => self.writes.delete(Space::Chunks, k.clone()),
+            if *space == Space::Chunks {
+                self.writes.delete(Space::Chunks, k.clone());
             }
         }
         let entry = self.place(&payload, job_id)?;

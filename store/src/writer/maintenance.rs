@@ -19,8 +19,8 @@ use kiln_core::{CheckReport, Result, StoreError};
 use super::Writer;
 use crate::bars::check_bars;
 use crate::frame::{
-    CHUNK_HEADER_BYTES, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
-    decode_tail, frame_key_from, value_start,
+    CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
+    decode_tail, frame_key_from, live_value_start, value_start,
 };
 use crate::keys::{read_u64, series_key_from_bytes};
 use crate::record::{Counters, IndexEntry, ResultValue, decode_job, decode_job_input};
@@ -120,7 +120,7 @@ impl Writer {
         let mut moves = Vec::new();
         for (space, item) in pointers {
             let (key, value) = item?;
-            let Some(start) = value_start(space, &value)? else {
+            let Some(start) = live_value_start(&self.spaces, space, &key, &value)? else {
                 continue;
             };
             let ResultValue::Pointer(old) = ResultValue::decode(&value[start..])? else {
@@ -259,14 +259,20 @@ impl Writer {
             let prefix = chunks_prefix(&key);
             // Chunks and the full tail slots.
             let mut rows = Vec::new();
+            let mut chunk_rows = ChunkRows::default();
             for item in self.spaces.scan(Space::Chunks, &prefix) {
                 let (ck, cv) = item?;
-                rows.push((chunk_first_row(&prefix, &ck)?, Space::Chunks, cv));
+                let first = chunk_first_row(&prefix, &ck)?;
+                if let Ok(c) = ChunkValue::decode(&cv, &|| name.clone()) {
+                    chunk_rows.push(first, &c.covers);
+                }
+                rows.push((first, Space::Chunks, cv));
             }
             let mut tails = Vec::new();
             for item in self.spaces.scan(Space::Tails, &prefix) {
                 let (_, tv) = item?;
                 match decode_tail(&tv, &|| name.clone()) {
+                    Ok(Some((row, _))) if chunk_rows.folded(row) => {}
                     Ok(Some((row, _))) => tails.push((row, Space::Tails, tv)),
                     Ok(None) => {}
                     Err(e) => problems.push(e.to_string()),

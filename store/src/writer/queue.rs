@@ -1,17 +1,17 @@
 //! The job state machine, in memory: the unfinished jobs with their ready
 //! (`due`), scheduled and leased sets, idempotency keys, paused priorities,
 //! the finished-job history, per-symbol aggregates, the counters and the
-//! event log's sequence numbers.
+//! event log's sequence numbers. Every transition of the job model happens
+//! here, and each records what it changed ([`Changes`]) for the writer to
+//! encode into the group's sled batch. It touches no disk: recovery rebuilds
+//! it from the committed records, and unit tests drive it directly.
 //!
 //! The per-symbol aggregates are not written with every finished job (a
 //! tick of a thousand symbols would rewrite a thousand keys): the stored
 //! ones cover the finished jobs up to a history sequence number
 //! (`Meta::stats_through`), and recovery adds the finished jobs after it
 //! from their records. They are written (folded) only when a purge is about
-//! to remove a finished job they do not cover yet. Every transition of the job model happens
-//! here, and each records what it changed ([`Changes`]) for the writer to
-//! encode into the group's sled batch. It touches no disk: recovery rebuilds
-//! it from the committed records, and unit tests drive it directly.
+//! to remove a finished job they do not cover yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

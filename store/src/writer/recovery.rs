@@ -188,6 +188,7 @@ impl Writer {
         }
         for (frame, row) in &cut {
             let prefix = chunks_prefix(frame);
+            let chunks = self.chunk_rows(frame)?;
             for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
                 if chunk_first_row(&prefix, &k)? < *row {
                     continue;
@@ -197,12 +198,14 @@ impl Writer {
                 }
                 self.writes.delete(Space::Chunks, k);
             }
+            // A folded slot from the cut on was folded into a chunk the cut
+            // drops: emptied too, its record released at the fold.
             for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
-                match decode_tail(&v, &|| frame.to_string())? {
-                    Some((first, _)) if first >= *row => {}
+                let first = match decode_tail(&v, &|| frame.to_string())? {
+                    Some((first, _)) if first >= *row => first,
                     _ => continue,
-                }
-                if !lost_keys.contains(&(Space::Tails, k.as_slice())) {
+                };
+                if !chunks.folded(first) && !lost_keys.contains(&(Space::Tails, k.as_slice())) {
                     self.release_value(Space::Tails, &v)?;
                 }
                 self.writes.put(Space::Tails, k, EMPTY_TAIL.to_vec());
