@@ -34,9 +34,10 @@ pub(crate) const READABLE_FORMAT_VERSIONS: [u32; 4] =
 pub(crate) const RECORD_ALIGN: usize = 16;
 
 /// A job as stored in the `jobs` tree, rewritten by every transition. Its
-/// payload and symbols, which never change, are a [`JobInput`] of their
-/// own since format 6, written once; here they are empty (a record of an
-/// older format holds them, and the open that finds it moves them).
+/// payload and symbols never change: since format 6, when they are larger
+/// than [`INPUT_INLINE_BYTES_MAX`] they are a [`JobInput`] of their own,
+/// written once, and empty here (the open that finds a larger one in a
+/// record of an older format moves it).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct JobRecord {
     pub kind: String,
@@ -59,11 +60,20 @@ pub(crate) struct JobRecord {
 
 impl JobRecord {
     pub(crate) fn from_job(job: &Job, finish_seq: Option<u64>) -> Self {
+        let apart = input_apart(job);
         JobRecord {
             kind: job.kind.clone(),
-            payload: Vec::new(),
+            payload: if apart {
+                Vec::new()
+            } else {
+                job.payload.to_vec()
+            },
             finish_seq,
-            symbols: Vec::new(),
+            symbols: if apart {
+                Vec::new()
+            } else {
+                job.symbols.iter().map(|s| s.as_str().to_owned()).collect()
+            },
             priority: job.priority as u8,
             state: job.state as u8,
             attempts: job.attempts,
@@ -144,28 +154,40 @@ pub(crate) fn decode_job_with_input(
 }
 
 /// What a job is given when it is enqueued and never changes: stored once
-/// under `job_inputs` (absent when both are empty).
+/// under `job_inputs` when it is larger than [`INPUT_INLINE_BYTES_MAX`].
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub(crate) struct JobInput {
     pub payload: Vec<u8>,
     pub symbols: Vec<String>,
 }
 
-/// A job's input (`id`'s payload and symbols), `None` when it has none.
-pub(crate) fn encode_job_input(
-    id: u64,
-    payload: &[u8],
-    symbols: &[Symbol],
-) -> Result<Option<AlignedVec>> {
-    if payload.is_empty() && symbols.is_empty() {
+/// Bytes of payload and symbols up to which a job's input stays in its
+/// record: a second key costs a small job's enqueue more than rewriting
+/// its input with each transition does (`kiln bench queue`); a larger one
+/// (a refresh of hundreds of symbols) is written once, apart.
+pub(crate) const INPUT_INLINE_BYTES_MAX: usize = 256;
+
+/// Whether `job`'s input is stored apart from its record.
+pub(crate) fn input_apart(job: &Job) -> bool {
+    let symbols: usize = job.symbols.iter().map(|s| s.as_str().len()).sum();
+    job.payload.len() + symbols > INPUT_INLINE_BYTES_MAX
+}
+
+/// A job's input when it is stored apart (else `None`).
+pub(crate) fn encode_job_input(job: &Job) -> Result<Option<AlignedVec>> {
+    if !input_apart(job) {
         return Ok(None);
     }
+    encode_input(job.id, &job.payload, &job.symbols).map(Some)
+}
+
+/// Archives a job input.
+pub(crate) fn encode_input(id: u64, payload: &[u8], symbols: &[Symbol]) -> Result<AlignedVec> {
     let input = JobInput {
         payload: payload.to_vec(),
         symbols: symbols.iter().map(|s| s.as_str().to_owned()).collect(),
     };
     rkyv::to_bytes::<rancor::Error>(&input)
-        .map(Some)
         .map_err(|e| StoreError::corrupt(format!("job_inputs/{id}"), e.to_string()))
 }
 
@@ -631,38 +653,41 @@ mod tests {
         }
     }
 
+    /// A job whose payload and symbols are more than the inline bytes.
+    fn large_job() -> Job {
+        Job {
+            symbols: (0..100)
+                .map(|i| Symbol::new(format!("S{i:04}")).expect("symbol"))
+                .collect(),
+            ..job()
+        }
+    }
+
     #[test]
     fn job_record_and_input_round_trip() {
-        let j = job();
-        let record = encode_job(&j, Some(3)).expect("encode");
-        let input = encode_job_input(7, &j.payload, &j.symbols)
-            .expect("encode")
-            .expect("an input");
+        // A small input stays in the record.
+        let small = job();
+        let record = encode_job(&small, Some(3)).expect("encode");
+        assert!(encode_job_input(&small).expect("encode").is_none());
+        assert_eq!(decode_job(7, &record).expect("decode"), (small, Some(3)));
+        // A large one is apart: the record alone has none.
+        let large = large_job();
+        let record = encode_job(&large, Some(3)).expect("encode");
+        let input = encode_job_input(&large).expect("encode").expect("apart");
         assert_eq!(
             decode_job_with_input(7, &record, Some(&input)).expect("decode"),
-            (j.clone(), Some(3))
+            (large, Some(3))
         );
-        // The record alone has neither payload nor symbols.
         let (bare, _) = decode_job(7, &record).expect("decode");
         assert!(bare.payload.is_empty() && bare.symbols.is_empty());
-        let none = Job {
-            payload: Arc::from(Vec::new()),
-            symbols: Vec::new(),
-            ..j
-        };
-        assert!(
-            encode_job_input(7, &none.payload, &none.symbols)
-                .expect("encode")
-                .is_none()
-        );
     }
 
     #[test]
     fn a_format_5_record_holds_its_input() {
-        let j = job();
+        let j = large_job();
         let old = rkyv::to_bytes::<rancor::Error>(&JobRecord {
             payload: j.payload.to_vec(),
-            symbols: vec!["AAPL".into()],
+            symbols: j.symbols.iter().map(|s| s.as_str().to_owned()).collect(),
             ..JobRecord::from_job(&j, None)
         })
         .expect("encode");
@@ -671,11 +696,9 @@ mod tests {
 
     #[test]
     fn misaligned_bytes_are_copied_not_rejected() {
-        let j = job();
+        let j = large_job();
         let record = encode_job(&j, None).expect("encode");
-        let input = encode_job_input(7, &j.payload, &j.symbols)
-            .expect("encode")
-            .expect("an input");
+        let input = encode_job_input(&j).expect("encode").expect("apart");
         let shift = |bytes: &[u8]| {
             let mut shifted = AlignedVec::<16>::new();
             shifted.push(0);

@@ -92,8 +92,12 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// The job of `record` with its stored input.
+    /// The job of `record` with its input (in the record, or apart).
     fn with_input(&self, id: JobId, record: &[u8]) -> Result<Job> {
+        let (job, _) = decode_job(id, record)?;
+        if !(job.payload.is_empty() && job.symbols.is_empty()) {
+            return Ok(job);
+        }
         let input = self.spaces().get(Space::JobInputs, &u64_key(id))?;
         Ok(decode_job_with_input(id, record, input.as_deref())?.0)
     }

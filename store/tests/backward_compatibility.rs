@@ -73,8 +73,8 @@ fn open_fixture() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-/// The first open moves each job's payload and symbols out of its record
-/// (format 6 keeps them apart): a second open reads them from there.
+/// The jobs' payloads and symbols read back after a second open too (the
+/// first rewrote the records it recovered in this format).
 #[test]
 fn its_jobs_keep_their_payloads_and_symbols_after_a_second_open() {
     let (dir, store) = open_fixture();

@@ -703,10 +703,7 @@ impl Writer {
                 .queue
                 .job(id)
                 .or_else(|| changes.finished.iter().map(|(j, _)| j).find(|j| j.id == id));
-            let input = job
-                .map(|j| encode_job_input(id, &j.payload, &j.symbols))
-                .transpose()?
-                .flatten();
+            let input = job.map(encode_job_input).transpose()?.flatten();
             if let Some(input) = input {
                 self.writes
                     .put(Space::JobInputs, u64_key(id).to_vec(), input.as_slice());

@@ -83,13 +83,11 @@ impl Writer {
             report.jobs_scanned += 1;
             let (mut job, finish_seq) = decode_job(id, &v)?;
             if !(job.payload.is_empty() && job.symbols.is_empty()) {
-                // A record of format 5 or older: its input moves out.
-                self.put_job_input(&job)?;
-                self.writes.put(
-                    Space::Jobs,
-                    k.to_vec(),
-                    encode_job(&job, finish_seq)?.as_slice(),
-                );
+                // A large input in a record of format 5 or older moves out.
+                if self.put_job_input(&job)? {
+                    let record = encode_job(&job, finish_seq)?;
+                    self.writes.put(Space::Jobs, k.to_vec(), record.as_slice());
+                }
             } else if !job.state.is_terminal() || finish_seq > Some(stored.stats_through) {
                 // The queue runs it, or counts it in the symbol aggregates.
                 if let Some(input) = self.spaces.get(Space::JobInputs, &k)? {
@@ -280,14 +278,16 @@ impl Writer {
         Ok(rerun)
     }
 
-    /// Writes the input a record of format 5 or older held (a record read
-    /// from this format has none: nothing to write).
-    fn put_job_input(&mut self, job: &kiln_core::Job) -> Result<()> {
-        if let Some(input) = encode_job_input(job.id, &job.payload, &job.symbols)? {
-            self.writes
-                .put(Space::JobInputs, u64_key(job.id).to_vec(), input.as_slice());
-        }
-        Ok(())
+    /// Writes the input a record of format 5 or older held, when this
+    /// format keeps it apart; returns whether it did. (A record read from
+    /// this format holds none that is: nothing to write.)
+    fn put_job_input(&mut self, job: &kiln_core::Job) -> Result<bool> {
+        let Some(input) = encode_job_input(job)? else {
+            return Ok(false);
+        };
+        self.writes
+            .put(Space::JobInputs, u64_key(job.id).to_vec(), input.as_slice());
+        Ok(true)
     }
 
     /// Moves every FORMAT_VERSION 3 series into a frame of its own (one
