@@ -119,7 +119,7 @@ pub(crate) fn encode_tail(first_row: u64, chunk: &ChunkValue<'_>) -> Vec<u8> {
 pub(crate) struct ChunkRows(Vec<(u64, u64)>);
 
 impl ChunkRows {
-    /// Adds a chunk (in row order): its first row and its value.
+    /// Adds a chunk (in row order): its first row and its coverage.
     pub(crate) fn push(&mut self, first_row: u64, covers: &Coverage) {
         self.0.push((first_row, covers.bars));
     }

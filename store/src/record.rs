@@ -130,12 +130,9 @@ pub(crate) fn encode_job(job: &Job, finish_seq: Option<u64>) -> Result<AlignedVe
 /// Validates and deserializes a job record and its history position: the
 /// job without its input, unless the record is of a format that held it.
 pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
-    let location = || format!("jobs/{id}");
     let record = with_aligned(bytes, |aligned| {
-        let archived = rkyv::access::<ArchivedJobRecord, rancor::Error>(aligned)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))?;
-        rkyv::deserialize::<JobRecord, rancor::Error>(archived)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))
+        rkyv::from_bytes::<JobRecord, rancor::Error>(aligned)
+            .map_err(|e| StoreError::corrupt(format!("jobs/{id}"), e.to_string()))
     })?;
     record.into_job(id)
 }
@@ -193,12 +190,9 @@ pub(crate) fn encode_input(id: u64, payload: &[u8], symbols: &[Symbol]) -> Resul
 
 /// A job's stored input: its payload and symbols.
 pub(crate) fn decode_job_input(id: u64, bytes: &[u8]) -> Result<(Arc<[u8]>, Vec<Symbol>)> {
-    let location = || format!("job_inputs/{id}");
     let input = with_aligned(bytes, |aligned| {
-        let archived = rkyv::access::<ArchivedJobInput, rancor::Error>(aligned)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))?;
-        rkyv::deserialize::<JobInput, rancor::Error>(archived)
-            .map_err(|e| StoreError::corrupt(location(), e.to_string()))
+        rkyv::from_bytes::<JobInput, rancor::Error>(aligned)
+            .map_err(|e| StoreError::corrupt(format!("job_inputs/{id}"), e.to_string()))
     })?;
     let symbols = input
         .symbols
