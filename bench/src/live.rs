@@ -10,20 +10,22 @@
 //!   (sled's log and the value log; `/proc/self/io` `wchar`) per tick, and
 //!   `dir_growth_per_tick`: the data directory's growth per tick, both over
 //!   the `byte_ticks` ticks after those: the store's periodic work (a
-//!   frame's tails fold every 32 appends, a symbol's small bar chunks merge
-//!   every 8, 64 and 512, states are saved every 256 bars) comes in waves,
-//!   all symbols at once, so a window of a whole number of periods (256 by
-//!   default) counts each its share, where the 20 timed ticks would count
-//!   a wave's bytes over 20 ticks or none;
+//!   frame's tails fold every 32 appends and its 32-row chunks merge every
+//!   1,024 rows, a symbol's small bar chunks merge every 8, 64 and 512,
+//!   states are saved every 256 bars, and the value log's compaction
+//!   follows) comes in waves, all symbols at once, so a window of a whole
+//!   number of every period (1,024 by default) counts each its share, where
+//!   the 20 timed ticks would count a wave's bytes over 20 ticks or none
+//!   (and a window of 256 ticks, this bench's default until the merges
+//!   were counted, leaves the 1,024-row merges out);
 //! - `new_value_bytes_per_tick`: the new feature values (symbols × 20 × 8);
 //! - `floor_ms`: writing and fsyncing that many bytes to a plain file;
 //! - `tick_vs_floor`, `written_vs_new`: the ratios.
 //!
 //! Then `steady_written_vs_new`: the bytes written per symbol and tick over
-//! the new values' 160, over `steady_ticks` ticks (1,024 by default: also
-//! the rarer waves, a frame's 32-row chunks merging every 1,024 rows, the
-//! value log's compaction) of `steady_symbols` symbols (100), after the
-//! same warm-up.
+//! the new values' 160, over `steady_ticks` ticks (1,024 by default) of
+//! `steady_symbols` symbols (100), after the same warm-up: the same waves
+//! with the per-job costs of a small universe.
 //!
 //! Then `history_ratio`: the median tick of 200 symbols with 50,000 bars
 //! of history over that with 2,000 (`tick_ms_short`, `tick_ms_long`).

@@ -137,7 +137,7 @@ enum Bench {
     /// from the ingest until its refreshes are durable (Sync); the bytes a
     /// tick writes against the new values' bytes and a plain file's
     /// write+fsync of them; and a tick's time with 50,000 bars of history
-    /// against 2,000. Writes about 2.5 GB of scratch data under --dir.
+    /// against 2,000. Writes about 3 GB of scratch data under --dir.
     Live {
         /// Symbols in the main universe.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -154,7 +154,7 @@ enum Bench {
         /// Ticks after the timed ones over which the bytes written are
         /// counted: a whole number of the store's periods (see the docs of
         /// `kiln_bench::live`).
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         byte_ticks: u64,
         /// Symbols of the steady-state run (bytes per symbol and tick).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
