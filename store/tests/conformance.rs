@@ -98,12 +98,15 @@ const SHIM_REQUIRED: &str = "KILN_FAULT_SHIM_REQUIRED";
 
 /// In the process the test below starts (a no-op elsewhere): four threads
 /// enqueue while the n-th next write to the store's files fails with
-/// ENOSPC, for n = 1 to 24, a fresh store each. sled 0.34 does not wake a
-/// flush waiting for a log buffer that one of its own threads failed to
-/// write, so kiln's flush waited forever (fuzz/'s queue_model found it;
-/// its input is the seed `full-disk-during-a-flush`). Every thread must
-/// end (a refusal or done), and the store reopens with every job
-/// acknowledged.
+/// ENOSPC, for n = 1 to 24, a fresh store each. Every thread must end (a
+/// refusal or done), and the store reopens with every job acknowledged.
+/// sled 0.34 does not wake a flush waiting for a log buffer that one of
+/// its own threads failed to write, so kiln's flush waited forever
+/// (fuzz/'s queue_model found it; its input is the seed
+/// `full-disk-during-a-flush`, which hung most runs of the fuzz build and
+/// fails `.ci/fuzz` by its 30 s timeout). Here the race is rarer: without
+/// the nudger this test hung in one of four debug runs, and in none of
+/// six release runs.
 #[test]
 fn a_full_disk_under_load_refuses_writes_instead_of_hanging() {
     let Some(shim) = FaultShim::find() else {
