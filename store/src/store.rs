@@ -609,6 +609,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Takes the data directory's lock file, held while the store is open, so
 /// that no second process touches the directory (not even the repairs made
 /// before sled takes its own lock).
+/// How long an open waits for a lock that another holder may release at
+/// once (see `lock_dir`), and how often it tries.
+const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let file = fs::OpenOptions::new()
@@ -617,7 +622,17 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
-    match file.try_lock() {
+    // A process this one spawns holds every file it has open between its
+    // fork and its exec: a store closed a moment ago can seem locked for
+    // that long. Another kiln holds it for longer than this waits.
+    let mut waited = std::time::Duration::ZERO;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(fs::TryLockError::WouldBlock)) && waited < LOCK_WAIT_MAX {
+        std::thread::sleep(LOCK_RETRY);
+        waited += LOCK_RETRY;
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(StoreError::io(
             format!(
