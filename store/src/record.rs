@@ -138,6 +138,7 @@ pub(crate) fn decode_job(id: u64, bytes: &[u8]) -> Result<(Job, Option<u64>)> {
 }
 
 /// A job from its record and its stored input (if it has one).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_job_with_input(
     id: u64,
     record: &[u8],

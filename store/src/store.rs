@@ -24,7 +24,7 @@ use crate::generation::{self, CommitRecord};
 use crate::keys::{read_u64, u64_key};
 use crate::record::{
     FORMAT_VERSION, MIGRATED_FORMAT_VERSION, READABLE_FORMAT_VERSIONS, ResultValue,
-    VLOG_SYNCED_KEY, decode_job, decode_job_with_input,
+    VLOG_SYNCED_KEY, decode_job, decode_job_input,
 };
 use crate::shared::Shared;
 use crate::space::{Space, Spaces, TREE, sled_error};
@@ -92,14 +92,16 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// The job of `record` with its input (in the record, or apart).
-    fn with_input(&self, id: JobId, record: &[u8]) -> Result<Job> {
-        let (job, _) = decode_job(id, record)?;
-        if !(job.payload.is_empty() && job.symbols.is_empty()) {
-            return Ok(job);
+    /// `job`, read from its record, with its input (kept in the record, or
+    /// apart).
+    fn with_input(&self, mut job: Job) -> Result<Job> {
+        if job.payload.is_empty()
+            && job.symbols.is_empty()
+            && let Some(input) = self.spaces().get(Space::JobInputs, &u64_key(job.id))?
+        {
+            (job.payload, job.symbols) = decode_job_input(job.id, &input)?;
         }
-        let input = self.spaces().get(Space::JobInputs, &u64_key(id))?;
-        Ok(decode_job_with_input(id, record, input.as_deref())?.0)
+        Ok(job)
     }
 
     /// Opens (or creates) the store in `dir`, runs recovery, starts the writer.
@@ -490,7 +492,7 @@ impl JobQueue for Store {
 
     fn job(&self, id: JobId) -> Result<Option<Job>> {
         match self.spaces().get(Space::Jobs, &u64_key(id))? {
-            Some(bytes) => Ok(Some(self.with_input(id, &bytes)?)),
+            Some(bytes) => Ok(Some(self.with_input(decode_job(id, &bytes)?.0)?)),
             None => Ok(None),
         }
     }
@@ -506,7 +508,7 @@ impl JobQueue for Store {
             let id = read_u64(&k, "jobs key")?;
             let (job, _) = decode_job(id, &v)?;
             if state.is_none_or(|s| s == job.state) {
-                out.push(self.with_input(id, &v)?);
+                out.push(self.with_input(job)?);
             }
         }
         Ok(out)

@@ -232,7 +232,13 @@ impl Writer {
                 columns: head.labels.len() as u16,
                 slots: Vec::new(),
             };
-            let chunks = self.chunk_rows(key)?;
+            let mut chunks = ChunkRows::default();
+            let mut last_chunk = None;
+            for (k, v) in self.scan_pending(Space::Chunks, &prefix)? {
+                let c = ChunkValue::decode(&v, &location)?;
+                chunks.push(chunk_first_row(&prefix, &k)?, &c.covers);
+                last_chunk = Some((c.covers, c.columns));
+            }
             let mut last_row = None;
             for (k, v) in self.scan_pending(Space::Tails, &prefix)? {
                 let slot = usize::from(k.last().copied().unwrap_or(0));
@@ -250,11 +256,10 @@ impl Writer {
                 }
             }
             // A chunk an append wrote with every slot full follows the tails.
-            if let Some((_, v)) = self.scan_pending(Space::Chunks, &prefix)?.pop() {
-                let c = ChunkValue::decode(&v, &location)?;
-                if last_row.is_none() || c.covers.bars > state.end.bars {
-                    (state.end, state.columns) = (c.covers, c.columns);
-                }
+            if let Some((covers, columns)) = last_chunk
+                && (last_row.is_none() || covers.bars > state.end.bars)
+            {
+                (state.end, state.columns) = (covers, columns);
             }
             if self.tails.len() >= TAIL_STATES_MAX {
                 self.tails.clear();
