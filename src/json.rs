@@ -23,3 +23,31 @@ pub fn event(e: &Event) -> serde_json::Value {
         "symbols_total": e.symbols_total, "error": e.error,
     })
 }
+
+/// The engine's state as `kiln stats --json`, `GET /v1/stats` and Python's
+/// `stats()` show it: jobs by state, waiting jobs by priority, the market
+/// data held, the breaker and the adaptive sizes.
+pub fn stats<B: kiln_core::Backend>(
+    engine: &crate::engine::Engine<B>,
+) -> Result<serde_json::Value, crate::engine::EngineError> {
+    use kiln_core::{JobState, Priority};
+    let rt = engine.runtime_stats();
+    let store = engine.store();
+    let st = store.stats()?;
+    let symbols = store.bar_symbols()?;
+    let bars: u64 = symbols.iter().map(|(_, v)| v.bars).sum();
+    let by_state: serde_json::Map<String, serde_json::Value> = JobState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), st.count(*s).into()))
+        .collect();
+    let depth: serde_json::Map<String, serde_json::Value> = Priority::ALL
+        .iter()
+        .map(|p| (p.as_str().to_owned(), st.depth(*p).into()))
+        .collect();
+    Ok(serde_json::json!({
+        "jobs": by_state, "depth": depth,
+        "symbols": symbols.len(), "bars": bars,
+        "poisoned": store.poisoned(), "breaker": rt.breaker.as_str(),
+        "claim_jobs": rt.claim_jobs, "inflight_batches": rt.inflight_batches,
+    }))
+}

@@ -792,3 +792,174 @@ fn a_stalled_bar_upload_is_cut_off_and_uploads_can_be_turned_off() {
     let r = request(s.addr, "POST", "/v1/bars", &[], b"symbol,ts\n");
     assert!(r.error(403).contains("bars_uploads_max = 0"));
 }
+
+fn query(addr: SocketAddr, body: &str) -> Reply {
+    post_json(addr, "/v1/features/query", body)
+}
+
+fn ipc_batches(r: &Reply) -> Vec<arrow_array::RecordBatch> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.apache.arrow.stream")
+    );
+    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body.clone()), None)
+        .expect("an Arrow stream")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
+#[test]
+fn many_symbols_read_as_one_arrow_table() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, TimestampNanosecondType};
+    let s = server(Config::default(), true);
+    let symbols = ["AAPL", "FB", "GOOG", "IBM", "MSFT"];
+    let r = post_json(
+        s.addr,
+        "/v1/compute/batch",
+        r#"{"symbols": ["AAPL", "FB", "GOOG", "IBM", "MSFT"], "features": "sma(3),rsi(14)"}"#,
+    );
+    for id in r.json()["job_ids"].as_array().expect("ids") {
+        wait_succeeded(s.addr, id.as_u64().expect("id"));
+    }
+    let store = s.app().engine().store();
+    let batches = ipc_batches(&query(
+        s.addr,
+        r#"{"symbols": ["AAPL", "FB", "GOOG", "IBM", "MSFT"], "features": ["sma(3)", "rsi(14)"]}"#,
+    ));
+    let schema = batches[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["symbol", "ts", "sma(3)", "rsi(14)"]);
+    let mut rows = Vec::new(); // (symbol, ts, sma(3)) over every batch
+    for b in &batches {
+        let sym = b.column(0).as_string_view();
+        let ts = b.column(1).as_primitive::<TimestampNanosecondType>();
+        let sma = b.column(2).as_primitive::<Float64Type>();
+        assert_eq!(b.column(3).null_count(), 0, "warm-up is NaN, not null");
+        for i in 0..b.num_rows() {
+            rows.push((sym.value(i).to_owned(), ts.value(i), sma.value(i)));
+        }
+    }
+    let mut at = 0;
+    for symbol in symbols {
+        let bars = store
+            .bars(&Symbol::new(symbol).expect("symbol"), ..)
+            .expect("read")
+            .expect("bars");
+        let close = bars.close();
+        for (i, &t) in bars.ts().iter().enumerate() {
+            let (sym, ts, sma) = &rows[at + i];
+            assert_eq!((sym.as_str(), *ts), (symbol, t), "row {}", at + i);
+            if i < 2 {
+                assert!(sma.is_nan(), "{symbol} row {i} warms up");
+            } else {
+                // By hand: the mean of the last three closes.
+                let want = (close[i - 2] + close[i - 1] + close[i]) / 3.0;
+                assert!(
+                    (sma - want).abs() <= 1e-9 * want,
+                    "{symbol} row {i}: {sma} vs {want}"
+                );
+            }
+        }
+        at += bars.ts().len();
+    }
+    assert_eq!(at, rows.len(), "every row once, in the order asked");
+
+    // A window, as text or as epoch ns, both ends included.
+    let window = |from: &str, to: &str| -> usize {
+        let body = format!(
+            r#"{{"symbols": ["IBM", "FB"], "features": "sma(3)", "from": {from}, "to": {to}}}"#
+        );
+        ipc_batches(&query(s.addr, &body))
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
+    };
+    // 2013-01-01 and 2013-01-31, 00:00 UTC: the bars in between, counted here.
+    let (from, to) = (1_356_998_400_000_000_000_i64, 1_359_590_400_000_000_000_i64);
+    let inside: usize = ["IBM", "FB"]
+        .iter()
+        .map(|sym| {
+            let bars = store
+                .bars(&Symbol::new(*sym).expect("symbol"), ..)
+                .expect("read")
+                .expect("bars");
+            bars.ts()
+                .iter()
+                .filter(|&&t| (from..=to).contains(&t))
+                .count()
+        })
+        .sum();
+    assert_eq!(inside, 2 * 21, "January 2013 had 21 trading days");
+    assert_eq!(window(r#""2013-01-01""#, r#""2013-01-31""#), inside);
+    assert_eq!(window(&from.to_string(), &to.to_string()), inside);
+
+    // What is not there or not asked well: named, never a 500.
+    let e = query(
+        s.addr,
+        r#"{"symbols": ["IBM", "NOPE"], "features": "sma(3)"}"#,
+    )
+    .error(409);
+    assert!(e.contains("NOPE has no bars"), "{e}");
+    let e = query(s.addr, r#"{"symbols": ["IBM"], "features": "sma(4)"}"#).error(409);
+    assert!(
+        e.contains("IBM has no stored sma(4); compute it first"),
+        "{e}"
+    );
+    let e = query(s.addr, r#"{"symbols": ["IBM"], "features": "sma(x)"}"#).error(400);
+    assert!(e.contains("sma"), "{e}");
+    let e = query(
+        s.addr,
+        r#"{"symbols": ["IBM"], "features": "sma(3)", "from": "2013-02-30"}"#,
+    )
+    .error(400);
+    assert!(e.contains("from"), "{e}");
+    let e = query(s.addr, r#"{"symbols": "IBM", "features": "sma(3)"}"#).error(400);
+    assert!(e.contains("not a feature query"), "{e}");
+    let many: Vec<String> = (0..1001).map(|i| format!("\"S{i}\"")).collect();
+    let body = format!(
+        r#"{{"symbols": [{}], "features": "sma(3)"}}"#,
+        many.join(",")
+    );
+    let e = query(s.addr, &body).error(400);
+    assert!(e.contains("batch_symbols_max = 1000"), "{e}");
+}
+
+#[test]
+fn jobs_stats_and_event_pages_read_as_json() {
+    let s = server(Config::default(), true);
+    let id = submit_ibm_ema(&s);
+    wait_succeeded(s.addr, id);
+    let stats = get(s.addr, "/v1/stats").json();
+    assert_eq!(stats["jobs"]["succeeded"], 1);
+    assert_eq!(stats["jobs"]["queued"], 0);
+    assert_eq!(stats["symbols"], 5);
+    assert_eq!(stats["depth"]["high"], 0);
+    let jobs = get(s.addr, "/v1/jobs?state=succeeded&limit=5").json();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+    assert_eq!(jobs[0]["id"], id);
+    assert_eq!(jobs[0]["symbols"][0], "IBM");
+    assert_eq!(
+        get(s.addr, "/v1/jobs?state=dead").json(),
+        serde_json::json!([])
+    );
+    get(s.addr, "/v1/jobs?state=sleeping").error(400);
+    get(s.addr, "/v1/jobs?limit=-1").error(400);
+    let page = |target: &str| {
+        request(
+            s.addr,
+            "GET",
+            target,
+            &[("Accept", "application/json")],
+            b"",
+        )
+        .json()
+    };
+    let events = page("/v1/events?after=0");
+    assert_eq!(events[0]["seq"], 1);
+    assert_eq!(events[0]["job"], id);
+    assert_eq!(events[0]["state"], "succeeded");
+    assert_eq!(page("/v1/events?after=1"), serde_json::json!([]));
+    assert_eq!(page("/v1/events?after=0&limit=0"), serde_json::json!([]));
+}

@@ -491,6 +491,12 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
     );
     let metrics = request(addr, "GET", "/metrics", &bearer, b"");
     assert!(metrics.text().contains("kiln_jobs_total"));
+    // Another kiln on the same directory is sent to the server.
+    let held = kiln_fails(&["--data", data, "stats"], "is in use by kiln serve");
+    assert!(
+        held.contains(&format!("(process {}) at http://{addr}", server.id())),
+        "{held}"
+    );
     // An open event stream does not keep the server from stopping.
     let mut events = std::net::TcpStream::connect(addr).expect("connect");
     write!(
@@ -512,4 +518,8 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
         .expect("stderr");
     assert!(status.success(), "{err}");
     assert!(!std::path::Path::new(data).join("events.sock").exists());
+    assert!(
+        !std::path::Path::new(data).join("serve.json").exists(),
+        "the serve file goes with the server"
+    );
 }

@@ -98,6 +98,15 @@ pub enum StoreError {
     /// Another writer changed what an ingest was planned against; plan again.
     #[error("conflicting concurrent change: {0}")]
     Conflict(String),
+    /// Another process has the data directory open (one process at a
+    /// time: the store's lock); `holder` is its pid when it wrote one.
+    #[error("{}", in_use_message(dir, *holder))]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The holding process's pid, as it wrote it in the lock file.
+        holder: Option<u32>,
+    },
     /// Stored bytes failed validation (checksum, format check, length).
     #[error("corrupt record in {location}: {reason}")]
     Corrupt {
@@ -171,6 +180,14 @@ fn full_disk_hint(error: &std::io::Error) -> &'static str {
     } else {
         ""
     }
+}
+
+fn in_use_message(dir: &std::path::Path, holder: Option<u32>) -> String {
+    let by = holder.map_or_else(|| "another process".to_owned(), |p| format!("process {p}"));
+    format!(
+        "{} is in use by {by} (a kiln data directory is open in one process at a time)",
+        dir.display()
+    )
 }
 
 fn poisoned_message(cause: &str, fatal: bool) -> String {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use kiln_core::StoreError;
 
 use crate::engine::EngineError;
+use crate::market::MarketError;
 
 /// An error as the API answers it.
 #[derive(Debug)]
@@ -96,6 +97,10 @@ impl From<EngineError> for ApiError {
                 retry_after_ms,
             } => ApiError::too_many(reason, Duration::from_millis(retry_after_ms)),
             EngineError::Store(s) => s.into(),
+            EngineError::Market(MarketError::Store(s)) => s.into(),
+            EngineError::Market(MarketError::NotReady(detail)) => {
+                ApiError::new(StatusCode::CONFLICT, "not_ready", detail)
+            }
             EngineError::Request(_)
             | EngineError::Spec(_)
             | EngineError::Market(_)

@@ -270,3 +270,161 @@ pub async fn latest_features<B: Backend>(
         }),
     ))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRequest {
+    symbols: Vec<String>,
+    features: super::jobs::Features,
+    #[serde(default)]
+    from: Option<Instant>,
+    #[serde(default)]
+    to: Option<Instant>,
+}
+
+/// A time in a query body: ISO-8601 text (as `from=` takes it) or epoch
+/// nanoseconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Instant {
+    Ns(i64),
+    Text(String),
+}
+
+impl Instant {
+    fn ns(name: &str, v: Option<&Instant>) -> Result<Option<i64>, ApiError> {
+        match v {
+            None => Ok(None),
+            Some(Instant::Ns(ns)) => Ok(Some(*ns)),
+            Some(Instant::Text(s)) => time_bound(name, Some(s)),
+        }
+    }
+}
+
+/// Symbols per record batch of a query's answer.
+const QUERY_BATCH_SYMBOLS: usize = 64;
+
+/// `POST /v1/features/query` `{symbols, features, from, to}` (times as
+/// ISO-8601 text or epoch ns, both ends inclusive): the stored
+/// outputs of many symbols as one Arrow IPC stream in long format
+/// (`symbol, ts`, one float64 column per output; warm-up values NaN), the
+/// table `kiln export` writes and Python's `features()` returns. Every
+/// symbol's outputs must be stored and current (409 naming the first that
+/// is not; nothing is queued). The answer streams, a record batch per 64
+/// symbols read as it goes, so the server holds a few batches, not the
+/// table; a read that fails after the first byte (a writer changed a
+/// series since the check) cuts the answer off.
+pub async fn query_features<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    use crate::market::export::{TimeRange, batch_of, check_feature_rows, feature_rows};
+    let body = body.map_err(ApiError::rejection)?;
+    let req: TableRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a feature query: {e}")))?;
+    let max = app.config.batch_symbols_max;
+    if req.symbols.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{} symbols; at most batch_symbols_max = {max} per request",
+            req.symbols.len()
+        )));
+    }
+    let symbols = req
+        .symbols
+        .iter()
+        .map(|s| symbol(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (labels, _) = resolve_features(&req.features.joined())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
+    let range = TimeRange {
+        from: Instant::ns("from", req.from.as_ref())?,
+        to: Instant::ns("to", req.to.as_ref())?,
+    };
+    durable(app.engine.store()).await?;
+    // Every symbol checked (from the frames' heads) before the answer
+    // starts, so what is missing or stale is a status, not a cut stream.
+    let engine = app.engine.clone();
+    let checked = (symbols, labels);
+    let (symbols, labels) = super::reply::blocking(move || {
+        check_feature_rows(engine.store(), &checked.0, &checked.1)
+            .map_err(|e| crate::engine::EngineError::from(e).into())
+            .map(|()| checked)
+    })
+    .await?;
+    let schema = crate::market::export::feature_schema(&labels);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let engine = app.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        let mut sink = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        let written = (|| -> Result<(), String> {
+            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut sink, &schema)
+                .map_err(|e| e.to_string())?;
+            for group in symbols.chunks(QUERY_BATCH_SYMBOLS) {
+                let parts = group
+                    .par_iter()
+                    .map(|s| feature_rows(engine.store(), s, &labels, range))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let batch = batch_of(&parts, &labels).map_err(|e| e.to_string())?;
+                w.write(&batch).map_err(|e| e.to_string())?;
+            }
+            w.finish().map_err(|e| e.to_string())
+        })();
+        let ended =
+            written.and_then(|()| std::io::Write::flush(&mut sink).map_err(|e| e.to_string()));
+        if let Err(e) = ended {
+            // The status is sent: the answer is cut off (no last chunk), so
+            // the client cannot take a short table for the whole one.
+            tracing::warn!(error = %e, "a feature query's answer failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, ARROW_STREAM)],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// An `io::Write` that sends what is written down a channel in pieces of
+/// about 1 MB (a blocking send: the writer waits for the client).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const PIECE: usize = 1 << 20;
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}

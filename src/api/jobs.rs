@@ -28,9 +28,19 @@ struct BatchRequest {
 /// `"rsi(14),macd(12,26,9)"` or `["rsi(14)", "macd(12,26,9)"]`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Features {
+pub(crate) enum Features {
     List(String),
     Array(Vec<String>),
+}
+
+impl Features {
+    /// The spec list as one text.
+    pub(crate) fn joined(&self) -> String {
+        match self {
+            Features::List(s) => s.clone(),
+            Features::Array(a) => a.join(","),
+        }
+    }
 }
 
 /// Refuses more than [`OUTPUTS_MAX`] outputs in one request.
@@ -64,12 +74,8 @@ pub async fn compute_batch<B: Backend>(
         .iter()
         .map(|s| symbol(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let text = match req.features {
-        Features::List(s) => s,
-        Features::Array(a) => a.join(","),
-    };
-    let (labels, specs) =
-        resolve_features(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (labels, specs) = resolve_features(&req.features.joined())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     outputs_within_bound(labels.len())?;
     let priority = match req.priority.as_deref() {
         None => Priority::Normal,
@@ -89,6 +95,39 @@ pub async fn compute_batch<B: Backend>(
         StatusCode::ACCEPTED,
         &serde_json::json!({"job_ids": ids, "estimated_completion_s": estimate}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most jobs one `GET /v1/jobs` answers.
+const JOBS_PAGE_MAX: usize = 10_000;
+
+/// `GET /v1/jobs?state=&limit=`: jobs, newest first (at most `limit`,
+/// 100 by default).
+pub async fn list_jobs<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    query: Result<axum::extract::Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).min(JOBS_PAGE_MAX);
+    durable(app.engine.store()).await?;
+    let engine = app.engine.clone();
+    let jobs = blocking(move || Ok(engine.store().jobs(state, limit)?)).await?;
+    let v: Vec<_> = jobs.iter().map(crate::json::job).collect();
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(v)))
 }
 
 /// `GET /v1/jobs/{id}`.

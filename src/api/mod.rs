@@ -213,11 +213,14 @@ fn router<B: Backend>(app: Arc<App<B>>) -> Router {
     let body_limit = app.config.body_bytes_max;
     Router::new()
         .route("/v1/compute/batch", post(jobs::compute_batch::<B>))
+        .route("/v1/jobs", get(jobs::list_jobs::<B>))
+        .route("/v1/stats", get(status::stats::<B>))
         .route(
             "/v1/jobs/{id}",
             get(jobs::get_job::<B>).delete(jobs::cancel_job::<B>),
         )
         .route("/v1/jobs/{id}/retry", post(jobs::retry_job::<B>))
+        .route("/v1/features/query", post(features::query_features::<B>))
         .route("/v1/features/{symbol}", get(features::latest_features::<B>))
         .route(
             "/v1/features/{symbol}/{spec}",

@@ -26,6 +26,18 @@ pub const ROUTES: &[Route] = &[
     ),
     (
         "get",
+        "/v1/jobs",
+        "Jobs (query state, limit: at most 10,000, 100 by default).",
+        &[(200, "a JSON array of jobs"), (400, "bad state or limit")],
+    ),
+    (
+        "get",
+        "/v1/stats",
+        "The engine's state: jobs by state, waiting jobs by priority, symbols, bars, breaker.",
+        &[(200, "the state")],
+    ),
+    (
+        "get",
         "/v1/jobs/{id}",
         "One job.",
         &[(200, "the job"), (404, "no such job")],
@@ -50,6 +62,20 @@ pub const ROUTES: &[Route] = &[
             (404, "no such job"),
             (409, "not dead or cancelled"),
             (429, "rate limited or queue full (Retry-After)"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/features/query",
+        "Many symbols' stored features {symbols, features, from, to} as one Arrow IPC stream: symbol, ts, one float64 column per output (warm-up NaN); at most batch_symbols_max symbols.",
+        &[
+            (200, "the table, application/vnd.apache.arrow.stream"),
+            (400, "bad JSON, symbol, spec or time, or too many symbols"),
+            (
+                409,
+                "a symbol has no bars, or a feature is not stored or is stale",
+            ),
+            (429, "rate limited (Retry-After)"),
         ],
     ),
     (
@@ -98,8 +124,11 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/events",
-        "Server-sent events from the durable event log; resume with Last-Event-ID or ?after=.",
-        &[(200, "text/event-stream")],
+        "Server-sent events from the durable event log; resume with Last-Event-ID or ?after=. With Accept: application/json, one page of events after ?after= (at most ?limit=, 10,000) as a JSON array.",
+        &[
+            (200, "text/event-stream, or a JSON array of events"),
+            (400, "bad after, limit or Last-Event-ID"),
+        ],
     ),
     (
         "get",

@@ -12,7 +12,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::Stream;
 use kiln_core::Backend;
 use serde::Deserialize;
 
@@ -24,18 +23,24 @@ use crate::engine::guard::BreakerState;
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     after: Option<u64>,
+    limit: Option<usize>,
 }
+
+/// Most events one `Accept: application/json` page answers.
+const EVENTS_PAGE_MAX: usize = 10_000;
 
 /// Events read from the log at a time.
 const EVENTS_PER_READ: usize = 256;
 
 /// `GET /v1/events`: server-sent events from the durable log, each with its
-/// sequence number as `id`, resumable with `Last-Event-ID` (or `?after=`).
+/// sequence number as `id`, resumable with `Last-Event-ID` (or `?after=`);
+/// with `Accept: application/json`, one page of up to `limit` events
+/// after `after` as a JSON array instead.
 pub async fn events<B: Backend>(
     State(app): State<Arc<App<B>>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -47,13 +52,26 @@ pub async fn events<B: Backend>(
         None => None,
     };
     let after = resume.or(q.after).unwrap_or(0);
+    if headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+    {
+        let limit = q.limit.unwrap_or(EVENTS_PER_READ).min(EVENTS_PAGE_MAX);
+        super::reply::durable(app.engine.store()).await?;
+        let engine = app.engine.clone();
+        let events =
+            super::reply::blocking(move || Ok(engine.store().events(after, limit)?)).await?;
+        let v: Vec<_> = events.iter().map(crate::json::event).collect();
+        return Ok(json(StatusCode::OK, &serde_json::Value::Array(v)).into_response());
+    }
     let news = app.news.subscribe();
     let stream = futures_util::stream::unfold(
         (app, news, after, std::collections::VecDeque::new()),
         |(app, mut news, mut after, mut pending)| async move {
             loop {
                 if let Some(e) = pending.pop_front() {
-                    return Some((Ok(e), (app, news, after, pending)));
+                    return Some((Ok::<_, Infallible>(e), (app, news, after, pending)));
                 }
                 if news.borrow_and_update().closing {
                     return None;
@@ -89,7 +107,15 @@ pub async fn events<B: Backend>(
             }
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `GET /v1/stats`: the engine's state (see [`crate::json::stats`]).
+pub async fn stats<B: Backend>(State(app): State<Arc<App<B>>>) -> Result<Response, ApiError> {
+    super::reply::durable(app.engine.store()).await?;
+    Ok(json(StatusCode::OK, &crate::json::stats(&app.engine)?))
 }
 
 /// `GET /health`: `healthy`, `degraded` (breaker not closed, queue past its

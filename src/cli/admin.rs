@@ -30,17 +30,8 @@ pub fn stats(ctx: &Ctx, out: &mut dyn Write, a: StatsArgs) -> anyhow::Result<()>
     let durability = store.config().durability.as_str();
     let depth = |p: Priority| st.depth(p);
     if ctx.json {
-        let by_state: serde_json::Map<String, serde_json::Value> = JobState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), st.count(*s).into()))
-            .collect();
-        let v = serde_json::json!({
-            "jobs": by_state,
-            "depth": {"high": depth(Priority::High), "normal": depth(Priority::Normal), "low": depth(Priority::Low)},
-            "symbols": symbols.len(), "bars": bars, "durability": durability,
-            "poisoned": store.poisoned(), "breaker": rt.breaker.as_str(),
-            "claim_jobs": rt.claim_jobs, "inflight_batches": rt.inflight_batches,
-        });
+        let mut v = kiln::json::stats(&engine)?;
+        v["durability"] = durability.into();
         writeln!(out, "{v}")?;
     } else {
         let jobs: Vec<String> = JobState::ALL

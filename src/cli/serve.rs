@@ -1,11 +1,13 @@
 //! `kiln serve`: the HTTP API ([`kiln::api::Service`]), the queue's runner
-//! and the event feed in one process, until SIGINT or SIGTERM.
+//! and the event feed in one process, until SIGINT or SIGTERM; its address
+//! in the data directory's serve file while it runs.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use kiln::api::Service;
+use kiln::engine::serve_file::ServeFile;
 
 use super::{Ctx, DATA_DEFAULT, open_engine};
 
@@ -56,6 +58,17 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let token_required = config.token.is_some();
     let service = Service::start(engine, config, listener, stop_signal()?)?;
+    // Where openers the lock refuses are sent (removed when it stops).
+    let announced = ServeFile {
+        url: format!("http://{local}"),
+        pid: std::process::id(),
+    };
+    if let Err(e) = announced.write(&dir) {
+        say!(
+            "kiln: warning: cannot write {}: {e}",
+            ServeFile::path(&dir).display()
+        );
+    }
     if ctx.json {
         writeln!(
             out,
@@ -74,6 +87,7 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     // Until a signal; then answers in flight go out and the runner commits
     // the batch in hand.
     let stopped = service.wait();
+    ServeFile::remove_own(&dir);
     drop(feed);
     stopped?;
     if !ctx.json {

@@ -26,7 +26,9 @@
 //! - `guard`: the circuit breaker and the token buckets;
 //! - `metrics`: counters and their Prometheus text;
 //! - `runner`: a background runner, async entry points, the reopening worker;
-//! - `feed`: the live event feed of a data directory (`kiln watch`).
+//! - `feed`: the live event feed of a data directory (`kiln watch`);
+//! - `serve_file`: where a running `kiln serve` listens, for openers its
+//!   lock refuses.
 
 mod compute;
 pub mod feed;
@@ -37,6 +39,7 @@ mod read;
 mod refresh;
 mod run;
 mod runner;
+pub mod serve_file;
 pub mod state;
 mod submit;
 
@@ -67,6 +70,17 @@ pub enum EngineError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another process has the data directory open; when it is `kiln
+    /// serve`, `server` is the URL to talk to it at.
+    #[error("{}", directory_in_use(dir, *pid, server.as_deref()))]
+    DirectoryInUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The process holding it, when known.
+        pid: Option<u32>,
+        /// The URL of the `kiln serve` holding it.
+        server: Option<String>,
+    },
     /// A feature spec is wrong.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -94,6 +108,21 @@ pub enum EngineError {
     /// the caller's doing.
     #[error("internal failure: {0}")]
     Internal(String),
+}
+
+fn directory_in_use(dir: &Path, pid: Option<u32>, server: Option<&str>) -> String {
+    let by = pid.map_or_else(|| "another process".to_owned(), |p| format!("process {p}"));
+    match server {
+        Some(url) => format!(
+            "{} is in use by kiln serve ({by}) at {url}; talk to it there (kiln.connect({url:?}) in \
+             Python), or stop it first",
+            dir.display()
+        ),
+        None => format!(
+            "{} is in use by {by} (a kiln data directory is open in one process at a time)",
+            dir.display()
+        ),
+    }
 }
 
 /// The job kinds.
@@ -145,7 +174,19 @@ impl Engine {
         // The store's own bounds are checked as it opens; the engine's, and
         // the bounds between them, first.
         config.check()?;
-        let store = Store::open(dir, config.store)?;
+        let store = Store::open(dir, config.store).map_err(|e| match e {
+            StoreError::InUse { dir, holder } => {
+                let server = serve_file::ServeFile::read(&dir)
+                    .filter(|f| holder == Some(f.pid))
+                    .map(|f| f.url);
+                EngineError::DirectoryInUse {
+                    dir,
+                    pid: holder,
+                    server,
+                }
+            }
+            e => e.into(),
+        })?;
         Engine::with_backend(store, config.engine)
     }
 

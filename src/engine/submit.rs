@@ -12,7 +12,7 @@ use kiln_core::{
 
 use super::{COMPUTE, Engine, EngineError, REFRESH, state};
 use crate::features::{FeatureSpec, Plan};
-use crate::market::{IngestOptions, IngestSummary, ingest_files_with};
+use crate::market::{IngestOptions, IngestSummary, ingest_batches_with, ingest_files_with};
 
 /// What a retry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,23 @@ impl<B: Backend> Engine<B> {
     ) -> Result<(IngestSummary, Vec<Enqueued>), EngineError> {
         let mut follow_up = |changed: &[(Symbol, DataVersion)]| self.refresh_jobs(changed);
         let mut summary = ingest_files_with(&self.store, paths, opts, progress, &mut follow_up)?;
+        let enqueued = std::mem::take(&mut summary.follow_ups);
+        Ok((summary, enqueued))
+    }
+
+    /// Ingests a table held in memory (record batches handed over through
+    /// Arrow: Python's `ingest`), validated exactly like a file (`name`
+    /// stands for it in errors), with refreshes like [`Engine::ingest`].
+    pub fn ingest_batches(
+        &self,
+        name: &str,
+        batches: &mut dyn Iterator<
+            Item = Result<arrow_array::RecordBatch, arrow_schema::ArrowError>,
+        >,
+        opts: &IngestOptions,
+    ) -> Result<(IngestSummary, Vec<Enqueued>), EngineError> {
+        let mut follow_up = |changed: &[(Symbol, DataVersion)]| self.refresh_jobs(changed);
+        let mut summary = ingest_batches_with(&self.store, name, batches, opts, &mut follow_up)?;
         let enqueued = std::mem::take(&mut summary.follow_ups);
         Ok((summary, enqueued))
     }

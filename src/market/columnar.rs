@@ -83,6 +83,20 @@ pub(crate) fn read(
             (Box::new(reader), 0)
         }
     };
+    load(path, format, opts, loader, &mut batches, total, progress)
+}
+
+/// Hands every row of `batches` to `loader`; `path` names them in errors
+/// (a file, or what stands for a table held in memory).
+pub(crate) fn load(
+    path: &Path,
+    format: Format,
+    opts: &IngestOptions,
+    loader: &mut Loader<'_, impl BarIngest>,
+    batches: &mut dyn Iterator<Item = Result<RecordBatch, ArrowError>>,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), MarketError> {
     let mut epoch = EpochReader::new(opts.ts_unit);
     let mut first_row = 0u64;
     for batch_no in 0.. {

@@ -4,17 +4,22 @@
 //! `ts` is a UTC nanosecond timestamp (ISO-8601 text in CSV); a NaN is a null
 //! (an empty CSV field). The file is written beside its destination and
 //! renamed into place when complete, so a failed export leaves no half file.
+//!
+//! A feature table read in memory (the HTTP query route, Python's
+//! `features()`) comes from the same reader, [`feature_rows`], as one
+//! record batch ([`feature_table`]) in which warm-up values stay NaN.
 
 use kiln_core::prelude::*;
 use std::fs::File;
 use std::io::BufWriter;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use kiln_core::{BarStore, ResultStore, SeriesKey, Symbol};
+use kiln_core::{BarStore, Coverage, DataVersion, FrameRead, ResultStore, SeriesKey, Symbol};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -78,6 +83,253 @@ pub struct ExportSummary {
 /// The bar columns an export of bars writes after `symbol, ts`.
 pub const BAR_COLUMNS: [&str; 6] = ["open", "high", "low", "close", "volume", "vwap"];
 
+/// A window of time, both ends inclusive (epoch nanoseconds); `None` is
+/// open on that side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// The first instant.
+    pub from: Option<i64>,
+    /// The last instant.
+    pub to: Option<i64>,
+}
+
+impl TimeRange {
+    /// The rows of sorted `ts` inside the window.
+    pub fn rows(&self, ts: &[i64]) -> Range<usize> {
+        let lo = self.from.map_or(0, |f| ts.partition_point(|&t| t < f));
+        let hi = self
+            .to
+            .map_or(ts.len(), |t| ts.partition_point(|&x| x <= t))
+            .max(lo);
+        lo..hi
+    }
+}
+
+/// One symbol's stored outputs with the bars they were computed from, cut
+/// to a window: what every feature table is made of (`kiln export`, the
+/// HTTP query route and Python's `features()` read through
+/// [`feature_rows`]).
+pub struct FeatureRows<B: BarStore + ResultStore> {
+    /// The symbol.
+    pub symbol: Symbol,
+    bars: B::BarsView,
+    series: Vec<B::SeriesView>,
+    rows: Range<usize>,
+}
+
+impl<B: BarStore + ResultStore> FeatureRows<B> {
+    /// The timestamps of the rows.
+    pub fn ts(&self) -> &[i64] {
+        &self.bars.ts()[self.rows.clone()]
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Appends output `i`'s values of the rows to `out`, chunk by stored
+    /// chunk.
+    pub fn extend_output(&self, i: usize, out: &mut Vec<f64>) {
+        let mut at = 0; // index in the series of the chunk's first value
+        let start = out.len();
+        for chunk in self.series[i].chunks() {
+            let (lo, hi) = (self.rows.start.max(at), self.rows.end.min(at + chunk.len()));
+            if lo < hi {
+                out.extend_from_slice(&chunk[lo - at..hi - at]);
+            }
+            at += chunk.len();
+        }
+        // A series shorter than its bars (never when it is current).
+        out.resize(start + self.rows.len(), f64::NAN);
+    }
+}
+
+/// Reads `labels` of `symbol` with the bars they were computed from, cut to
+/// `range`. Missing bars, a missing output or one computed from other bars
+/// than those stored is [`MarketError::NotReady`], naming which.
+pub fn feature_rows<B: BarStore + ResultStore>(
+    store: &B,
+    symbol: &Symbol,
+    labels: &[String],
+    range: TimeRange,
+) -> Result<FeatureRows<B>, MarketError> {
+    let bars = store.bars(symbol, ..)?.ok_or_else(|| no_bars(symbol))?;
+    let version = bars.version();
+    let keys = labels
+        .iter()
+        .map(|l| SeriesKey::new(symbol.clone(), l.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut series = Vec::with_capacity(labels.len());
+    for (label, view) in labels.iter().zip(store.series_batch(&keys)?) {
+        let view = view.ok_or_else(|| not_stored(symbol, label))?;
+        if !view.is_current(&version) {
+            return Err(stale(symbol, label, view.covers(), &version));
+        }
+        series.push(view);
+    }
+    let rows = range.rows(bars.ts());
+    Ok(FeatureRows {
+        symbol: symbol.clone(),
+        bars,
+        series,
+        rows,
+    })
+}
+
+fn no_bars(symbol: &Symbol) -> MarketError {
+    MarketError::NotReady(format!("{symbol} has no bars in this store"))
+}
+
+fn not_stored(symbol: &Symbol, label: &str) -> MarketError {
+    MarketError::NotReady(format!("{symbol} has no stored {label}; compute it first"))
+}
+
+fn stale(symbol: &Symbol, label: &str, covers: Coverage, version: &DataVersion) -> MarketError {
+    MarketError::NotReady(format!(
+        "{symbol} {label} is stale: computed from {} bars up to {}, but the stored bars \
+         ({} up to {}) are not those; recompute it first",
+        covers.bars,
+        format_iso(covers.last_ts),
+        version.bars,
+        format_iso(version.last_ts)
+    ))
+}
+
+/// What [`feature_rows`] would say of each of `symbols`, from the frames'
+/// heads alone (no value is read): every label stored in a frame computed
+/// from the stored bars, or the same error. A stream of many symbols checks
+/// them all so before its first byte; a writer may still change one before
+/// it is read, which the read then reports.
+pub fn check_feature_rows<B: BarStore + ResultStore>(
+    store: &B,
+    symbols: &[Symbol],
+    labels: &[String],
+) -> Result<(), MarketError> {
+    for (symbol, version) in symbols.iter().zip(store.data_versions(symbols)?) {
+        let version = version.ok_or_else(|| no_bars(symbol))?;
+        let heads = store.frames_batch(&store.frames(symbol)?)?;
+        for label in labels {
+            let mut holding = heads
+                .iter()
+                .flatten()
+                .filter(|h| h.labels().iter().any(|l| l == label));
+            let Some(first) = holding.next() else {
+                return Err(not_stored(symbol, label));
+            };
+            if !first.is_current(&version) && !holding.any(|h| h.is_current(&version)) {
+                return Err(stale(symbol, label, first.covers(), &version));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The schema of a feature table held in memory: `symbol` (a string view:
+/// polars' own string layout, so it crosses to polars without a copy),
+/// `ts` (timestamp ns, UTC), then one float64 column per label.
+pub fn feature_schema(labels: &[String]) -> SchemaRef {
+    long_schema(DataType::Utf8View, labels, false)
+}
+
+/// `symbol` of type `symbol`, `ts`, then `columns` as float64.
+fn long_schema(symbol: DataType, columns: &[String], nullable: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("symbol", symbol, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    fields.extend(
+        columns
+            .iter()
+            .map(|c| Field::new(c, DataType::Float64, nullable)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// `labels` of every symbol in `symbols`, cut to `range`, as one record
+/// batch in long format (see [`feature_schema`]; warm-up values are NaN,
+/// not null). The symbols are read in parallel, and every column is one
+/// buffer, filled in parallel from the stored chunks: the one copy between
+/// the store and an Arrow consumer.
+pub fn feature_table<B: BarStore + ResultStore + Sync>(
+    store: &B,
+    symbols: &[Symbol],
+    labels: &[String],
+    range: TimeRange,
+) -> Result<RecordBatch, MarketError> {
+    use rayon::prelude::*;
+    let parts = symbols
+        .par_iter()
+        .map(|s| feature_rows(store, s, labels, range))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch_of(&parts, labels)
+}
+
+/// The record batch of `parts`, read with `labels` (see [`feature_table`]).
+pub fn batch_of<B: BarStore + ResultStore>(
+    parts: &[FeatureRows<B>],
+    labels: &[String],
+) -> Result<RecordBatch, MarketError> {
+    use rayon::prelude::*;
+    let total: usize = parts.iter().map(FeatureRows::len).sum();
+    let mut ts = Vec::with_capacity(total);
+    for p in parts {
+        ts.extend_from_slice(p.ts());
+    }
+    let names = symbol_column(parts, total)?;
+    let values: Vec<Vec<f64>> = (0..labels.len())
+        .into_par_iter()
+        .map(|i| {
+            let mut column = Vec::with_capacity(total);
+            for p in parts {
+                p.extend_output(i, &mut column);
+            }
+            column
+        })
+        .collect();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(names),
+        Arc::new(TimestampNanosecondArray::from(ts).with_timezone("UTC")),
+    ];
+    columns.extend(
+        values
+            .into_iter()
+            .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+    );
+    RecordBatch::try_new(feature_schema(labels), columns)
+        .map_err(|e| MarketError::Options(format!("building the feature table: {e}")))
+}
+
+/// The `symbol` column: each part's symbol once in the view builder, then
+/// its view repeated for every row (a symbol of up to 12 bytes is all in
+/// its view; a longer one points at its one copy in the data buffer).
+fn symbol_column<B: BarStore + ResultStore>(
+    parts: &[FeatureRows<B>],
+    total: usize,
+) -> Result<arrow_array::StringViewArray, MarketError> {
+    use arrow_array::builder::StringViewBuilder;
+    let mut once = StringViewBuilder::with_capacity(parts.len());
+    for p in parts {
+        once.append_value(p.symbol.as_str());
+    }
+    let once = once.finish();
+    let mut views: Vec<u128> = Vec::with_capacity(total);
+    for (p, view) in parts.iter().zip(once.views().iter()) {
+        views.extend(std::iter::repeat_n(*view, p.len()));
+    }
+    arrow_array::StringViewArray::try_new(views.into(), once.data_buffers().to_vec(), None)
+        .map_err(|e| MarketError::Options(format!("building the feature table: {e}")))
+}
+
 /// Writes `store`'s bars or feature series to `out`; `progress` hears
 /// (symbols written, symbols in all) after each symbol.
 pub fn export<B: BarStore + ResultStore>(
@@ -102,11 +354,8 @@ pub fn export<B: BarStore + ResultStore>(
     let mut table = TableWriter::create(out, opts.format, &columns)?;
     let mut rows = 0u64;
     for (n, symbol) in symbols.iter().enumerate() {
-        let bars = store
-            .bars(symbol, ..)?
-            .ok_or_else(|| MarketError::Options(format!("{symbol} has no bars in this store")))?;
-        let ts = bars.ts();
         if opts.features.is_empty() {
+            let bars = store.bars(symbol, ..)?.ok_or_else(|| no_bars(symbol))?;
             let values = [
                 bars.open(),
                 bars.high(),
@@ -115,35 +364,21 @@ pub fn export<B: BarStore + ResultStore>(
                 bars.volume(),
                 bars.vwap(),
             ];
-            table.write(symbol, ts, &values)?;
+            table.write(symbol, bars.ts(), &values)?;
+            rows += bars.ts().len() as u64;
         } else {
-            let mut views = Vec::with_capacity(columns.len());
-            for label in &columns {
-                let key = SeriesKey::new(symbol.clone(), label.clone())?;
-                let view = store.series(&key)?.ok_or_else(|| {
-                    MarketError::Options(format!(
-                        "{symbol} has no stored {label}; compute it first"
-                    ))
-                })?;
-                let version = bars.version();
-                if !view.is_current(&version) {
-                    return Err(MarketError::Options(format!(
-                        "{symbol} {label} is stale: computed from {} bars up to {}, but the stored bars \
-                         ({} up to {}) are not those; recompute it first",
-                        view.bar_count(),
-                        format_iso(view.last_ts()),
-                        version.bars,
-                        format_iso(version.last_ts)
-                    )));
-                }
-                views.push(view);
-            }
-            // Each column assembled once (in place when it is one chunk).
-            let assembled: Vec<_> = views.iter().map(|v| v.values()).collect();
-            let values: Vec<&[f64]> = assembled.iter().map(|v| &v[..]).collect();
-            table.write(symbol, ts, &values)?;
+            let part = feature_rows(store, symbol, &columns, TimeRange::default())?;
+            let assembled: Vec<Vec<f64>> = (0..columns.len())
+                .map(|i| {
+                    let mut v = Vec::with_capacity(part.len());
+                    part.extend_output(i, &mut v);
+                    v
+                })
+                .collect();
+            let values: Vec<&[f64]> = assembled.iter().map(Vec::as_slice).collect();
+            table.write(symbol, part.ts(), &values)?;
+            rows += part.len() as u64;
         }
-        rows += ts.len() as u64;
         progress(n + 1, symbols.len());
     }
     table.finish()?;
@@ -176,20 +411,7 @@ impl TableWriter {
         format: ExportFormat,
         columns: &[String],
     ) -> Result<Self, MarketError> {
-        let mut fields = vec![
-            Field::new("symbol", DataType::Utf8, false),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-                false,
-            ),
-        ];
-        fields.extend(
-            columns
-                .iter()
-                .map(|c| Field::new(c, DataType::Float64, true)),
-        );
-        let schema = Arc::new(Schema::new(fields));
+        let schema = long_schema(DataType::Utf8, columns, true);
         let name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

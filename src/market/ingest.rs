@@ -8,6 +8,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
 use kiln_core::{
     Bar, BarColumns, BarIngest, BarStore, Conflict, Enqueued, FollowUp, IngestReport, Symbol,
 };
@@ -490,9 +492,52 @@ pub fn ingest_files_with<B: BarStore>(
         }
         loader.flush()?;
     }
+    summarize(loader, paths.len(), started, follow_up)
+}
+
+/// Ingests record batches held in memory (a table handed over through
+/// Arrow) like one Arrow file, with the same validation and the same
+/// all-or-nothing commit as [`ingest_files_with`]; `name` stands for the
+/// file in errors (`table: row 3 (batch 0, row 3), column close: …`).
+pub fn ingest_batches_with<B: BarStore>(
+    store: &B,
+    name: &str,
+    batches: &mut dyn Iterator<Item = Result<RecordBatch, ArrowError>>,
+    opts: &IngestOptions,
+    follow_up: &mut FollowUp<'_>,
+) -> Result<IngestSummary, MarketError> {
+    let started = Instant::now();
+    if opts.report.is_some() {
+        return Err(MarketError::Options(
+            "a report file is for files; skip rows in the table before ingesting it".into(),
+        ));
+    }
+    let mut loader = Loader::new(store, opts)?;
+    let path = Path::new(name);
+    loader.begin_file(path, false);
+    super::columnar::load(
+        path,
+        Format::ArrowStream,
+        opts,
+        &mut loader,
+        batches,
+        0,
+        &mut |_, _| {},
+    )?;
+    loader.flush()?;
+    summarize(loader, 1, started, follow_up)
+}
+
+/// Commits what `loader` staged and says what the ingest did.
+fn summarize<I: BarIngest>(
+    loader: Loader<'_, I>,
+    files: usize,
+    started: Instant,
+    follow_up: &mut FollowUp<'_>,
+) -> Result<IngestSummary, MarketError> {
     let (report, rows, rejected) = loader.commit(follow_up)?;
     Ok(IngestSummary {
-        files: paths.len(),
+        files,
         rows,
         rejected,
         symbols: report.changed.len() + report.unchanged.len(),

@@ -23,7 +23,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use export::{ExportFormat, ExportOptions, ExportSummary, export};
-pub use ingest::{IngestOptions, IngestSummary, Progress, ingest_files, ingest_files_with};
+pub use ingest::{
+    IngestOptions, IngestSummary, Progress, ingest_batches_with, ingest_files, ingest_files_with,
+};
 pub use time::{TsUnit, format_iso, parse_iso};
 
 /// Input file formats.
@@ -208,6 +210,10 @@ pub enum MarketError {
     /// An option is wrong.
     #[error("{0}")]
     Options(String),
+    /// What an export or a feature read asks for is not stored, or not
+    /// computed from the stored bars (names the symbol and feature).
+    #[error("{0}")]
+    NotReady(String),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] kiln_core::StoreError),

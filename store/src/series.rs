@@ -2,6 +2,9 @@
 //! column, zero-copy per chunk; [`FrameView`], a frame's head; and the
 //! [`ResultStore`] reads.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use kiln_core::{
     Coverage, FrameKey, FrameRead, JobId, Result, ResultStore, SeriesKey, SeriesRead, StoreError,
     Symbol,
@@ -18,11 +21,12 @@ use crate::store::Store;
 use crate::view::{ViewBytes, load};
 
 /// One stored column: a slice of each chunk's rows, in place (validated and
-/// checksummed when the view was made).
+/// checksummed when the view was made). The columns of one batch read share
+/// their frame's chunks, read once.
 pub struct SeriesView {
     covers: Coverage,
     /// Per chunk: its bytes, where the column starts in them, its length.
-    chunks: Vec<(ViewBytes, usize, usize)>,
+    chunks: Vec<(Arc<ViewBytes>, usize, usize)>,
 }
 
 impl SeriesRead for SeriesView {
@@ -181,23 +185,14 @@ impl Store {
 
     /// Column `column` of a frame; `None` while a writer changes it under
     /// the read (the caller reads again).
-    fn read_column(&self, key: &FrameKey, column: u16) -> Result<Option<SeriesView>> {
+    /// A frame's chunks, each loaded (and checksummed) once; `None` when a
+    /// writer changed them under the read.
+    fn load_frame(&self, key: &FrameKey) -> Result<Option<LoadedFrame>> {
         let Some(stored) = self.frame_chunks(key)? else {
             return Ok(None);
         };
         let mut chunks = Vec::with_capacity(stored.len());
-        let mut covers = Coverage::default();
         for c in stored {
-            let location = || format!("{key} chunk at row {}", c.first_row);
-            if column >= c.columns {
-                return Err(StoreError::corrupt(
-                    location(),
-                    format!(
-                        "has {} columns, a label points at column {column}",
-                        c.columns
-                    ),
-                ));
-            }
             let rows = (c.covers.bars - c.first_row) as usize;
             let Some(bytes) = load(self.vlog_reader(), c.value, c.start)? else {
                 return Ok(None);
@@ -206,14 +201,21 @@ impl Store {
             let want = rows * usize::from(c.columns) * 8;
             if bytes.raw().len() != want {
                 return Err(StoreError::corrupt(
-                    location(),
+                    format!("{key} chunk at row {}", c.first_row),
                     format!("{} bytes of rows, want {want}", bytes.raw().len()),
                 ));
             }
-            chunks.push((bytes, usize::from(column) * rows * 8, rows));
-            covers = c.covers;
+            chunks.push(LoadedChunk {
+                first_row: c.first_row,
+                covers: c.covers,
+                columns: c.columns,
+                bytes: Arc::new(bytes),
+            });
         }
-        Ok(Some(SeriesView { covers, chunks }))
+        Ok(Some(LoadedFrame {
+            key: key.clone(),
+            chunks,
+        }))
     }
 
     /// A frame's head with its coverage; `None` in `Ok(Some(..))` when it
@@ -258,6 +260,42 @@ impl Store {
     }
 }
 
+/// A frame's chunks as one read loaded them, shared by its columns' views.
+struct LoadedFrame {
+    key: FrameKey,
+    chunks: Vec<LoadedChunk>,
+}
+
+struct LoadedChunk {
+    first_row: u64,
+    covers: Coverage,
+    columns: u16,
+    bytes: Arc<ViewBytes>,
+}
+
+impl LoadedFrame {
+    /// Column `column`'s view over the loaded chunks.
+    fn column(&self, column: u16) -> Result<SeriesView> {
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        let mut covers = Coverage::default();
+        for c in &self.chunks {
+            if column >= c.columns {
+                return Err(StoreError::corrupt(
+                    format!("{} chunk at row {}", self.key, c.first_row),
+                    format!(
+                        "has {} columns, a label points at column {column}",
+                        c.columns
+                    ),
+                ));
+            }
+            let rows = (c.covers.bars - c.first_row) as usize;
+            chunks.push((Arc::clone(&c.bytes), usize::from(column) * rows * 8, rows));
+            covers = c.covers;
+        }
+        Ok(SeriesView { covers, chunks })
+    }
+}
+
 fn raced(what: String) -> StoreError {
     StoreError::corrupt(what, "its chunks keep changing under the read")
 }
@@ -267,15 +305,43 @@ impl ResultStore for Store {
     type FrameView = FrameView;
 
     fn series(&self, key: &SeriesKey) -> Result<Option<SeriesView>> {
-        for _ in 0..READ_ATTEMPTS {
-            let Some(r) = self.label(key)? else {
-                return Ok(None);
-            };
-            if let Some(view) = self.read_column(&labelled_frame(key, &r)?, r.column)? {
-                return Ok(Some(view));
+        Ok(self
+            .series_batch(std::slice::from_ref(key))?
+            .pop()
+            .flatten())
+    }
+
+    /// Each frame the keys' labels point at is read once, whatever number
+    /// of its columns they ask for.
+    fn series_batch(&self, keys: &[SeriesKey]) -> Result<Vec<Option<SeriesView>>> {
+        let mut frames: HashMap<FrameKey, LoadedFrame> = HashMap::new();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut view = None;
+            for attempt in 0..=READ_ATTEMPTS {
+                if attempt == READ_ATTEMPTS {
+                    return Err(raced(format!("{}/{}", key.symbol, key.feature)));
+                }
+                let Some(r) = self.label(key)? else {
+                    break;
+                };
+                let frame = labelled_frame(key, &r)?;
+                if !frames.contains_key(&frame) {
+                    match self.load_frame(&frame)? {
+                        Some(loaded) => {
+                            frames.insert(frame.clone(), loaded);
+                        }
+                        None => continue,
+                    }
+                }
+                if let Some(loaded) = frames.get(&frame) {
+                    view = Some(loaded.column(r.column)?);
+                    break;
+                }
             }
+            out.push(view);
         }
-        Err(raced(format!("{}/{}", key.symbol, key.feature)))
+        Ok(out)
     }
 
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {

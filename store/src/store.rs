@@ -635,14 +635,21 @@ fn lock_dir(dir: &Path) -> Result<File> {
         locked = file.try_lock();
     }
     match locked {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(StoreError::io(
-            format!(
-                "lock {} (is another kiln using this directory?)",
-                path.display()
-            ),
-            std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        )),
+        Ok(()) => {
+            // Who holds it, for the error another opener gets (not synced:
+            // it only names a live process).
+            let pid = format!("{}\n", std::process::id());
+            file.set_len(0)
+                .and_then(|()| std::io::Write::write_all(&mut &file, pid.as_bytes()))
+                .map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+            Ok(file)
+        }
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            dir: dir.to_path_buf(),
+            holder: fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        }),
         Err(fs::TryLockError::Error(e)) => {
             Err(StoreError::io(format!("lock {}", path.display()), e))
         }

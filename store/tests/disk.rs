@@ -590,10 +590,23 @@ fn corrupted_series_bytes_are_reported_not_returned() {
 fn second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _store = Store::open(dir.path(), StoreConfig::default()).expect("open");
-    let e = Store::open(dir.path(), StoreConfig::default())
-        .expect_err("locked")
-        .to_string();
-    assert!(e.contains("another kiln"), "{e}");
+    let e = Store::open(dir.path(), StoreConfig::default()).expect_err("locked");
+    match &e {
+        kiln_store::StoreError::InUse { dir: d, holder } => {
+            assert_eq!(d, dir.path());
+            assert_eq!(
+                *holder,
+                Some(std::process::id()),
+                "the pid the holder wrote"
+            );
+        }
+        other => panic!("not InUse: {other}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("is in use by process {}", std::process::id())),
+        "{text}"
+    );
 }
 
 #[test]
@@ -609,7 +622,7 @@ fn an_open_that_fails_for_another_reason_does_not_blame_another_kiln() {
         .expect_err("sled cannot open a directory as its file")
         .to_string();
     assert!(e.contains("sled"), "{e}");
-    assert!(!e.contains("another kiln"), "{e}");
+    assert!(!e.contains("in use"), "{e}");
 }
 
 #[test]
