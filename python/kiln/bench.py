@@ -2,8 +2,9 @@
 
 A universe of ``--symbols`` × ``--bars`` synthetic daily bars with the
 20-output standard set fully computed, then the whole feature table read
-into polars three ways, each timed ``--repeat`` times (the median is
-reported):
+into polars three ways, in ``--repeat`` rounds of one read each way (so a
+change in the machine's load touches all three alike; the median of each
+is reported):
 
 - ``read_open_s``: ``kiln.open(dir).features(...).to_polars()`` in-process;
 - ``read_connect_s``: the same through ``kiln.connect`` against a
@@ -79,13 +80,10 @@ def kiln_binary(given: str | None) -> Path:
     raise SystemExit("kiln.bench: no kiln binary; build it (cargo build --release) or pass --kiln")
 
 
-def median_time(f: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def timed(f: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    f()
+    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--symbols", type=int, default=1000, help="symbols (default 1000)")
     p.add_argument("--bars", type=int, default=2000, help="bars per symbol (default 2000)")
-    p.add_argument("--repeat", type=int, default=5, help="timed reads per way (default 5; the median)")
+    p.add_argument("--repeat", type=int, default=11, help="rounds of one read each way (default 11; the medians)")
     p.add_argument("--kiln", help="the kiln binary (default: KILN_BIN, the workspace's release build, PATH)")
     p.add_argument("--dir", help="scratch directory (default: the system temp directory)")
     a = p.parse_args(argv)
@@ -112,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
             if report["dead"]:
                 raise SystemExit(f"kiln.bench: {report['dead']} jobs died: {eng.jobs(state='dead')[:1]}")
             first = eng.features(symbols, features).to_polars()
-            read_open = median_time(lambda: eng.features(symbols, features).to_polars(), a.repeat)
         rows, columns = first.shape
         parquet = Path(scratch) / "features.parquet"
         subprocess.run(
@@ -123,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.DEVNULL,
         )
         assert pl.read_parquet(parquet).shape == (rows, columns)
-        read_parquet = median_time(lambda: pl.read_parquet(parquet), a.repeat)
+        # The server holds a copy of the directory, so the engine can stay
+        # open beside it and the three reads take turns.
+        served = Path(scratch) / "served"
+        shutil.copytree(data, served, ignore=shutil.ignore_patterns("LOCK", "serve.json", "events.sock"))
         server = subprocess.Popen(
-            [str(binary), "--json", "--data", str(data), "serve", "--addr", "127.0.0.1:0"],
+            [str(binary), "--json", "--data", str(served), "serve", "--addr", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -134,11 +134,25 @@ def main(argv: list[str] | None = None) -> int:
             if not line:
                 raise SystemExit("kiln.bench: kiln serve did not start")
             client = kiln.connect("http://" + json.loads(line)["listening"])
-            assert client.features(symbols, features).to_polars().equals(first)
-            read_connect = median_time(lambda: client.features(symbols, features).to_polars(), a.repeat)
+            with kiln.open(data) as eng:
+                assert client.features(symbols, features).to_polars().equals(first)
+                ways = {
+                    "open": lambda: eng.features(symbols, features).to_polars(),
+                    "connect": lambda: client.features(symbols, features).to_polars(),
+                    "parquet": lambda: pl.read_parquet(parquet),
+                }
+                for f in ways.values():
+                    f()  # warm: page cache, allocator, connections
+                times: dict[str, list[float]] = {name: [] for name in ways}
+                for _ in range(a.repeat):
+                    for name, f in ways.items():
+                        times[name].append(timed(f))
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
+    read_open, read_connect, read_parquet = (
+        statistics.median(times[name]) for name in ("open", "connect", "parquet")
+    )
     lines += [
         ("rows", float(rows), "rows"),
         ("values", float(rows * (columns - 2)), "values"),

@@ -301,8 +301,9 @@ impl Instant {
     }
 }
 
-/// Symbols per record batch of a query's answer.
-const QUERY_BATCH_SYMBOLS: usize = 64;
+/// Pieces of a query's answer (a column of a batch, about 1 MB, or a
+/// message's header) waiting for the socket: a few batches.
+const QUERY_PIECES: usize = 64;
 
 /// `POST /v1/features/query` `{symbols, features, from, to}` (times as
 /// ISO-8601 text or epoch ns, both ends inclusive): the stored
@@ -318,7 +319,9 @@ pub async fn query_features<B: Backend>(
     State(app): State<Arc<App<B>>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Reply {
-    use crate::market::export::{TimeRange, batch_of, check_feature_rows, feature_rows};
+    use crate::market::export::{
+        TABLE_GROUP_SYMBOLS, TableBuilder, TimeRange, check_feature_rows, feature_rows,
+    };
     let body = body.map_err(ApiError::rejection)?;
     let req: TableRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a feature query: {e}")))?;
@@ -353,31 +356,36 @@ pub async fn query_features<B: Backend>(
     })
     .await?;
     let schema = crate::market::export::feature_schema(&labels);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    // The encoder's pieces share the batch's buffers: each goes to the
+    // socket as it is, and reading the next group overlaps sending this one.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUERY_PIECES);
     let engine = app.engine.clone();
     tokio::task::spawn_blocking(move || {
         use rayon::prelude::*;
-        let mut sink = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::new(),
+        let send = |pieces: Vec<arrow_buffer::Buffer>| -> Result<(), String> {
+            for piece in pieces {
+                tx.blocking_send(Ok(Bytes::from(piece)))
+                    .map_err(|_| "the client left".to_owned())?;
+            }
+            Ok(())
         };
         let written = (|| -> Result<(), String> {
-            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut sink, &schema)
-                .map_err(|e| e.to_string())?;
-            for group in symbols.chunks(QUERY_BATCH_SYMBOLS) {
+            let mut encoder =
+                arrow_ipc::writer::StreamEncoder::try_new(&schema).map_err(|e| e.to_string())?;
+            for group in symbols.chunks(TABLE_GROUP_SYMBOLS) {
                 let parts = group
                     .par_iter()
                     .map(|s| feature_rows(engine.store(), s, &labels, range))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
-                let batch = batch_of(&parts, &labels).map_err(|e| e.to_string())?;
-                w.write(&batch).map_err(|e| e.to_string())?;
+                let mut table = TableBuilder::new(group, &labels, 0);
+                table.push(&parts);
+                let batch = table.finish().map_err(|e| e.to_string())?;
+                send(encoder.encode(&batch).map_err(|e| e.to_string())?)?;
             }
-            w.finish().map_err(|e| e.to_string())
+            send(encoder.finish().map_err(|e| e.to_string())?)
         })();
-        let ended =
-            written.and_then(|()| std::io::Write::flush(&mut sink).map_err(|e| e.to_string()));
-        if let Err(e) = ended {
+        if let Err(e) = written {
             // The status is sent: the answer is cut off (no last chunk), so
             // the client cannot take a short table for the whole one.
             tracing::warn!(error = %e, "a feature query's answer failed");
@@ -392,39 +400,4 @@ pub async fn query_features<B: Backend>(
         axum::body::Body::from_stream(body),
     )
         .into_response())
-}
-
-/// An `io::Write` that sends what is written down a channel in pieces of
-/// about 1 MB (a blocking send: the writer waits for the client).
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    const PIECE: usize = 1 << 20;
-
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let piece = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(piece))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= Self::PIECE {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
 }

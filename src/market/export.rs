@@ -257,9 +257,10 @@ fn long_schema(symbol: DataType, columns: &[String], nullable: bool) -> SchemaRe
 
 /// `labels` of every symbol in `symbols`, cut to `range`, as one record
 /// batch in long format (see [`feature_schema`]; warm-up values are NaN,
-/// not null). The symbols are read in parallel, and every column is one
-/// buffer, filled in parallel from the stored chunks: the one copy between
-/// the store and an Arrow consumer.
+/// not null): the one copy between the store and an Arrow consumer. The
+/// symbols are read [`TABLE_GROUP_SYMBOLS`] at a time, in parallel, and
+/// appended to columns sized once, so what a group read is freed (and its
+/// memory used again) before the next.
 pub fn feature_table<B: BarStore + ResultStore + Sync>(
     store: &B,
     symbols: &[Symbol],
@@ -267,67 +268,108 @@ pub fn feature_table<B: BarStore + ResultStore + Sync>(
     range: TimeRange,
 ) -> Result<RecordBatch, MarketError> {
     use rayon::prelude::*;
-    let parts = symbols
-        .par_iter()
-        .map(|s| feature_rows(store, s, labels, range))
-        .collect::<Result<Vec<_>, _>>()?;
-    batch_of(&parts, labels)
+    // An upper bound of the rows (all of them without a window).
+    let rows: u64 = store
+        .data_versions(symbols)?
+        .iter()
+        .map(|v| v.as_ref().map_or(0, |v| v.bars))
+        .sum();
+    let mut table = TableBuilder::new(symbols, labels, usize::try_from(rows).unwrap_or(0));
+    for group in symbols.chunks(TABLE_GROUP_SYMBOLS) {
+        let parts = group
+            .par_iter()
+            .map(|s| feature_rows(store, s, labels, range))
+            .collect::<Result<Vec<_>, _>>()?;
+        table.push(&parts);
+    }
+    table.finish()
 }
 
-/// The record batch of `parts`, read with `labels` (see [`feature_table`]).
-pub fn batch_of<B: BarStore + ResultStore>(
-    parts: &[FeatureRows<B>],
-    labels: &[String],
-) -> Result<RecordBatch, MarketError> {
-    use rayon::prelude::*;
-    let total: usize = parts.iter().map(FeatureRows::len).sum();
-    let mut ts = Vec::with_capacity(total);
-    for p in parts {
-        ts.extend_from_slice(p.ts());
-    }
-    let names = symbol_column(parts, total)?;
-    let values: Vec<Vec<f64>> = (0..labels.len())
-        .into_par_iter()
-        .map(|i| {
-            let mut column = Vec::with_capacity(total);
-            for p in parts {
-                p.extend_output(i, &mut column);
+/// Symbols read together when a feature table is built.
+pub const TABLE_GROUP_SYMBOLS: usize = 64;
+
+/// A feature table being built from [`FeatureRows`], group by group.
+pub struct TableBuilder<'a> {
+    labels: &'a [String],
+    /// Every symbol's view, made once: a symbol of up to 12 bytes is all in
+    /// its view, a longer one points at its one copy in `names`' buffers.
+    names: arrow_array::StringViewArray,
+    index: std::collections::HashMap<&'a str, usize>,
+    views: Vec<u128>,
+    ts: Vec<i64>,
+    values: Vec<Vec<f64>>,
+}
+
+impl<'a> TableBuilder<'a> {
+    /// A table of `labels` for rows of `symbols`, with room for `rows`.
+    pub fn new(symbols: &'a [Symbol], labels: &'a [String], rows: usize) -> Self {
+        let mut names = arrow_array::builder::StringViewBuilder::with_capacity(symbols.len());
+        let mut index = std::collections::HashMap::with_capacity(symbols.len());
+        for s in symbols {
+            let next = index.len();
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(s.as_str()) {
+                names.append_value(s.as_str());
+                e.insert(next);
             }
-            column
-        })
-        .collect();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(names),
-        Arc::new(TimestampNanosecondArray::from(ts).with_timezone("UTC")),
-    ];
-    columns.extend(
-        values
-            .into_iter()
-            .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
-    );
-    RecordBatch::try_new(feature_schema(labels), columns)
-        .map_err(|e| MarketError::Options(format!("building the feature table: {e}")))
-}
+        }
+        TableBuilder {
+            labels,
+            names: names.finish(),
+            index,
+            views: Vec::with_capacity(rows),
+            ts: Vec::with_capacity(rows),
+            values: (0..labels.len())
+                .map(|_| Vec::with_capacity(rows))
+                .collect(),
+        }
+    }
 
-/// The `symbol` column: each part's symbol once in the view builder, then
-/// its view repeated for every row (a symbol of up to 12 bytes is all in
-/// its view; a longer one points at its one copy in the data buffer).
-fn symbol_column<B: BarStore + ResultStore>(
-    parts: &[FeatureRows<B>],
-    total: usize,
-) -> Result<arrow_array::StringViewArray, MarketError> {
-    use arrow_array::builder::StringViewBuilder;
-    let mut once = StringViewBuilder::with_capacity(parts.len());
-    for p in parts {
-        once.append_value(p.symbol.as_str());
+    /// Appends the rows of `parts` (each read with this table's labels, of
+    /// one of its symbols), the columns in parallel.
+    pub fn push<B: BarStore + ResultStore>(&mut self, parts: &[FeatureRows<B>]) {
+        use rayon::prelude::*;
+        for p in parts {
+            let view = self
+                .index
+                .get(p.symbol.as_str())
+                .and_then(|&i| self.names.views().get(i))
+                .copied()
+                .unwrap_or_default();
+            self.views.extend(std::iter::repeat_n(view, p.len()));
+            self.ts.extend_from_slice(p.ts());
+        }
+        self.values
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, column)| {
+                for p in parts {
+                    p.extend_output(i, column);
+                }
+            });
     }
-    let once = once.finish();
-    let mut views: Vec<u128> = Vec::with_capacity(total);
-    for (p, view) in parts.iter().zip(once.views().iter()) {
-        views.extend(std::iter::repeat_n(*view, p.len()));
+
+    /// The record batch of everything pushed (see [`feature_schema`]).
+    pub fn finish(self) -> Result<RecordBatch, MarketError> {
+        let fail = |e: arrow_schema::ArrowError| {
+            MarketError::Options(format!("building the feature table: {e}"))
+        };
+        let names = arrow_array::StringViewArray::try_new(
+            self.views.into(),
+            self.names.data_buffers().to_vec(),
+            None,
+        )
+        .map_err(fail)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(names),
+            Arc::new(TimestampNanosecondArray::from(self.ts).with_timezone("UTC")),
+        ];
+        columns.extend(
+            self.values
+                .into_iter()
+                .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+        );
+        RecordBatch::try_new(feature_schema(self.labels), columns).map_err(fail)
     }
-    arrow_array::StringViewArray::try_new(views.into(), once.data_buffers().to_vec(), None)
-        .map_err(|e| MarketError::Options(format!("building the feature table: {e}")))
 }
 
 /// Writes `store`'s bars or feature series to `out`; `progress` hears
