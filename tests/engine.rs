@@ -14,7 +14,8 @@ use kiln::engine::{Engine, RetryOutcome};
 use kiln::features::{Bars, Plan, spec::parse_list};
 use kiln::market::IngestOptions;
 use kiln::store::{
-    BarColumns, CancelOutcome, JobQueue, JobState, NewJob, Priority, ResultStore, Store, Symbol,
+    BarColumns, CancelOutcome, JobQueue, JobState, NewJob, Priority, ResultStore, SeriesKey, Store,
+    Symbol,
 };
 
 const SPECS: &str = "sma(20),ema(12),rsi(14),macd(12,26,9),bbands(20,2),atr(14),obv";
@@ -492,6 +493,49 @@ fn ticks_append_only_their_rows_and_stay_equal_to_a_direct_computation() {
         "the body, 9 folds, 12 tails"
     );
     assert_eq!(check(&engine), (vec![], 0));
+    drop(engine);
+    // Rows copied straight into a caller's buffers (`copy_series`: a
+    // checksummed read of each record first, then `preadv` into the
+    // buffers) are the rows of the views, over the body, folds and tails.
+    let engine = Engine::open(dir.path(), Config::default()).expect("reopen");
+    let unique = ["macd(12,26,9).signal", "sma(20)", "rsi(14)", "nope"];
+    let twice = ["rsi(14)", "sma(20)", "rsi(14)", "nope"];
+    for (pass, labels) in [
+        ("records not yet checked", unique),
+        ("records checked", unique),
+        ("a label asked twice", twice),
+    ] {
+        for s in &symbols[..5] {
+            let keys: Vec<SeriesKey> = labels
+                .iter()
+                .map(|l| SeriesKey::new(s.clone(), *l).expect("key"))
+                .collect();
+            for rows in [0..700, 0..1, 650..700, 390..430, 695..705, 699..700] {
+                let mut bufs = vec![vec![-1.0; rows.len()]; keys.len()];
+                let mut outs: Vec<&mut [f64]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+                let covers = engine
+                    .store()
+                    .copy_series(&keys, rows.clone(), &mut outs)
+                    .expect("copy");
+                assert_eq!(covers[3], None, "no series, no coverage");
+                assert!(bufs[3].iter().all(|&v| v == -1.0), "left as it was");
+                for (k, key) in keys[..3].iter().enumerate() {
+                    let view = engine.store().series(key).expect("read").expect("stored");
+                    assert_eq!(covers[k], Some(view.covers()), "{pass}");
+                    let values = view.values();
+                    for (i, got) in bufs[k].iter().enumerate() {
+                        let row = rows.start + i;
+                        let want: f64 = values.get(row).copied().unwrap_or(-1.0);
+                        assert!(
+                            got.to_bits() == want.to_bits(),
+                            "{pass}: {s} {} row {row}: {got} vs {want}",
+                            key.feature
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

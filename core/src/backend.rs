@@ -16,7 +16,7 @@
 //! Whatever a backend is, a job's results, its completion and its event
 //! commit together, or not at all; an acknowledged call is durable.
 
-use std::ops::RangeBounds;
+use std::ops::{Range, RangeBounds};
 use std::time::Duration;
 
 use crate::bars::{BarIngest, BarsRead, DataVersion};
@@ -27,7 +27,9 @@ use crate::job::{
     LeaseToken, NewJob, Priority, QueueStats,
 };
 use crate::names::{SeriesKey, Symbol};
-use crate::series::{FrameKey, FrameRead, FrameWrite, SeriesRead, SymbolStats};
+use crate::series::{
+    Coverage, FrameKey, FrameRead, FrameWrite, SeriesRead, SymbolStats, copy_rows,
+};
 
 /// The durable job queue.
 pub trait JobQueue {
@@ -113,6 +115,30 @@ pub trait ResultStore {
     /// The series under each of `keys`, in order, in one call.
     fn series_batch(&self, keys: &[SeriesKey]) -> Result<Vec<Option<Self::SeriesView>>> {
         keys.iter().map(|k| self.series(k)).collect()
+    }
+
+    /// Copies rows `rows` of the series under each of `keys` into the
+    /// matching slice of `out` (each `rows.len()` long; rows past a series'
+    /// end are left as they were) and returns each one's coverage, `None`
+    /// for a key with no series (its slice left as it was). The default
+    /// copies from [`ResultStore::series_batch`]'s views; a backend may read
+    /// straight into `out`.
+    fn copy_series(
+        &self,
+        keys: &[SeriesKey],
+        rows: Range<usize>,
+        out: &mut [&mut [f64]],
+    ) -> Result<Vec<Option<Coverage>>> {
+        let views = self.series_batch(keys)?;
+        Ok(views
+            .iter()
+            .zip(out.iter_mut())
+            .map(|(view, out)| {
+                let view = view.as_ref()?;
+                copy_rows(&view.chunks(), rows.clone(), out);
+                Some(view.covers())
+            })
+            .collect())
     }
 
     /// Every label stored for a symbol, in name order.

@@ -338,6 +338,19 @@ pub struct SymbolStats {
     pub duration_ms_total: u64,
 }
 
+/// Copies rows `rows` of the series whose values are `chunks`, in order,
+/// into `out` (`rows.len()` long); rows past its end are left as they were.
+pub fn copy_rows(chunks: &[&[f64]], rows: std::ops::Range<usize>, out: &mut [f64]) {
+    let mut at = 0; // the series' index of the chunk's first value
+    for chunk in chunks {
+        let (lo, hi) = (rows.start.max(at), rows.end.min(at + chunk.len()));
+        if lo < hi {
+            out[lo - rows.start..hi - rows.start].copy_from_slice(&chunk[lo - at..hi - at]);
+        }
+        at += chunk.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,5 +484,16 @@ mod tests {
         );
         append.check().expect("an append of two rows");
         assert_eq!((append.start(), append.row_count()), (1, 2));
+    }
+
+    #[test]
+    fn copy_rows_copies_a_window_across_chunks() {
+        let (a, b) = ([1.0, 2.0, 3.0], [4.0, 5.0]);
+        let mut out = [0.0; 4];
+        super::copy_rows(&[&a, &b], 1..5, &mut out);
+        assert_eq!(out, [2.0, 3.0, 4.0, 5.0]);
+        let mut out = [9.0; 3];
+        super::copy_rows(&[&a], 2..5, &mut out);
+        assert_eq!(out, [3.0, 9.0, 9.0], "past the end stays");
     }
 }

@@ -23,6 +23,7 @@ use kiln::market::export::{TimeRange, feature_table};
 use kiln::market::{IngestOptions, MarketError, TsUnit};
 use kiln_core::prelude::*;
 use kiln_core::{JobState, Priority, StoreError, Symbol};
+use pyo3::BoundObject;
 use pyo3::exceptions::{PyException, PyKeyError, PyValueError};
 use pyo3::prelude::*;
 
@@ -69,31 +70,15 @@ fn raise(py: Python<'_>, e: EngineError) -> PyErr {
     match e {
         EngineError::DirectoryInUse { pid, server, .. } => with(
             DirectoryInUse::new_err(text),
-            &[
-                (
-                    "pid",
-                    pid.into_pyobject(py)
-                        .map_or_else(|_| py.None(), |v| v.into_any().unbind()),
-                ),
-                (
-                    "address",
-                    server
-                        .into_pyobject(py)
-                        .map_or_else(|_| py.None(), |v| v.into_any().unbind()),
-                ),
-            ],
+            &[("pid", object(py, pid)), ("address", object(py, server))],
         ),
         EngineError::Refused { retry_after_ms, .. } => with(
             Refused::new_err(text),
-            &[(
-                "retry_after",
-                retry_seconds(py, retry_after_ms as f64 / 1e3),
-            )],
+            &[("retry_after", object(py, retry_after_ms as f64 / 1e3))],
         ),
-        EngineError::Store(StoreError::QueueFull { .. }) => with(
-            Refused::new_err(text),
-            &[("retry_after", retry_seconds(py, 1.0))],
-        ),
+        EngineError::Store(StoreError::QueueFull { .. }) => {
+            with(Refused::new_err(text), &[("retry_after", object(py, 1.0))])
+        }
         EngineError::Market(MarketError::NotReady(_)) => NotReady::new_err(text),
         EngineError::Store(StoreError::UnknownJob(_)) => PyKeyError::new_err(text),
         EngineError::Spec(_)
@@ -110,9 +95,43 @@ fn raise(py: Python<'_>, e: EngineError) -> PyErr {
     }
 }
 
-fn retry_seconds(py: Python<'_>, s: f64) -> Py<PyAny> {
-    s.into_pyobject(py)
-        .map_or_else(|_| py.None(), |v| v.into_any().unbind())
+/// `v` as a Python object (None if it cannot be one).
+fn object<'py>(py: Python<'py>, v: impl IntoPyObject<'py>) -> Py<PyAny> {
+    v.into_pyobject(py)
+        .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+}
+
+/// Runs `f` on a thread of its own while this one waits with the GIL
+/// released, in 50 ms slices between which a pending signal is handled: a
+/// Ctrl-C raises KeyboardInterrupt at once and leaves `f` to finish alone
+/// (for reads only, whose result is then dropped).
+fn interruptible<T: Send + 'static>(
+    py: Python<'_>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> PyResult<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("kiln-py-read".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| KilnError::new_err(format!("cannot start the read: {e}")))?;
+    let rx = std::sync::Mutex::new(rx);
+    loop {
+        let got = py.detach(|| {
+            let rx = rx.lock().ok()?;
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(v) => Some(Ok(v)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Err(())),
+            }
+        });
+        match got {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(())) => return Err(KilnError::new_err("the read's thread died")),
+            None => py.check_signals()?,
+        }
+    }
 }
 
 /// Runs `f` with the GIL released; its error raised as Python's.
@@ -277,11 +296,12 @@ impl Engine {
             from: start,
             to: end,
         };
-        let engine = &self.engine;
-        let batch: RecordBatch = detached(py, move || {
+        let engine = self.engine.clone();
+        let batch: RecordBatch = interruptible(py, move || -> Result<_, EngineError> {
             engine.store().wait_durable(Duration::from_secs(10))?;
             Ok(feature_table(engine.store(), &symbols, &labels, range)?)
-        })?;
+        })?
+        .map_err(|e| raise(py, e))?;
         let schema = batch.schema();
         let table = Table::try_new(vec![batch], schema)
             .map_err(|e| KilnError::new_err(format!("building the table: {e}")))?;
@@ -361,54 +381,53 @@ fn post_for_table<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let timeout = Duration::try_from_secs_f64(timeout)
         .map_err(|_| PyValueError::new_err(format!("timeout {timeout} is not a duration")))?;
-    let answer = py
-        .detach(|| -> Result<Answer, String> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(timeout))
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let mut request = agent
-                .post(url)
-                .header("Content-Type", "application/json")
-                .header("Accept", kiln::api::ARROW_STREAM);
-            if let Some(token) = &token {
-                request = request.header("Authorization", format!("Bearer {token}"));
-            }
-            let response = request
-                .send(&body[..])
-                .map_err(|e| format!("{url}: cannot reach kiln serve: {e}"))?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let mut body = Vec::new();
-                let _ = response
-                    .into_body()
-                    .into_with_config()
-                    .limit(1 << 20)
-                    .reader()
-                    .read_to_end(&mut body);
-                return Ok(Answer::Error {
-                    status,
-                    retry_after,
-                    body,
-                });
-            }
-            let reader =
-                std::io::BufReader::with_capacity(1 << 20, response.into_body().into_reader());
-            let stream = arrow_ipc::reader::StreamReader::try_new(reader, None)
-                .map_err(|e| format!("{url}: the answer is not an Arrow stream: {e}"))?;
-            let schema = stream.schema();
-            let batches = stream
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{url}: the answer was cut off: {e}"))?;
-            Ok(Answer::Table(schema, batches))
-        })
-        .map_err(KilnError::new_err)?;
+    let url = url.to_owned();
+    let answer = interruptible(py, move || -> Result<Answer, String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", kiln::api::ARROW_STREAM);
+        if let Some(token) = &token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = request
+            .send(&body[..])
+            .map_err(|e| format!("{url}: cannot reach kiln serve: {e}"))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut body = Vec::new();
+            let _ = response
+                .into_body()
+                .into_with_config()
+                .limit(1 << 20)
+                .reader()
+                .read_to_end(&mut body);
+            return Ok(Answer::Error {
+                status,
+                retry_after,
+                body,
+            });
+        }
+        let reader = std::io::BufReader::with_capacity(1 << 20, response.into_body().into_reader());
+        let stream = arrow_ipc::reader::StreamReader::try_new(reader, None)
+            .map_err(|e| format!("{url}: the answer is not an Arrow stream: {e}"))?;
+        let schema = stream.schema();
+        let batches = stream
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{url}: the answer was cut off: {e}"))?;
+        Ok(Answer::Table(schema, batches))
+    })?
+    .map_err(KilnError::new_err)?;
     match answer {
         Answer::Table(schema, batches) => Table::try_new(batches, schema)
             .map_err(|e| KilnError::new_err(format!("building the table: {e}")))?

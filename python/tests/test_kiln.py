@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
 import kiln
@@ -168,6 +169,19 @@ def test_the_server_holds_the_directory_and_answers_the_same_table(tmp_path: Pat
     remote.submit(symbols, "wma(7)")
     remote.run_until_idle()
     assert remote.features(symbols, "wma(7)").num_rows == 5 * 400
+    # Bars in over HTTP too (a pandas table, renamed columns), validated alike.
+    more = synthetic_bars(6, 50).filter(pa.compute.equal(synthetic_bars(6, 50)["symbol"], "S0005"))
+    renamed = more.rename_columns(["Ticker", "ts", "open", "high", "low", "close", "volume"]).to_pandas()
+    assert remote.ingest(renamed, map={"Ticker": "symbol"})["rows"] == 50
+    bad = renamed.copy()
+    bad.loc[3, "volume"] = -1.0
+    with pytest.raises(ValueError, match="row 3 .*column volume"):
+        remote.ingest(bad, map={"Ticker": "symbol"})
+    remote.submit("S0005", "sma(10)")
+    remote.run_until_idle()
+    sma = remote.features("S0005", "sma(10)").column("sma(10)").to_numpy()
+    close = more["close"].to_numpy()
+    assert sma[-1] == pytest.approx(close[-10:].mean(), rel=1e-12)
 
 
 def test_a_server_with_a_token_refuses_a_client_without_it(tmp_path: Path, server_factory) -> None:
@@ -222,6 +236,24 @@ def test_ctrl_c_interrupts_a_run_and_loses_nothing(tmp_path: Path) -> None:
         eng.run_until_idle()
         assert eng.stats()["jobs"]["succeeded"] >= 1
         assert sum(eng.stats()["jobs"][s] for s in ("queued", "running", "failed", "dead")) == 0
+
+
+def test_ctrl_c_interrupts_a_read_from_a_server_that_does_not_answer() -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        client = kiln.connect(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=30)
+        threading.Timer(0.2, _thread.interrupt_main).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            client.features("S0000", "sma(3)")
+            time.sleep(5)  # the interrupt lands here if the read ended first
+        assert time.monotonic() - started < 2, "not after the 30 s timeout"
+    finally:
+        silent.close()
 
 
 def test_bad_input_raises_clear_errors_and_changes_nothing(tmp_path: Path) -> None:

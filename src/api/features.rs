@@ -319,9 +319,7 @@ pub async fn query_features<B: Backend>(
     State(app): State<Arc<App<B>>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Reply {
-    use crate::market::export::{
-        TABLE_GROUP_SYMBOLS, TableBuilder, TimeRange, check_feature_rows, feature_rows,
-    };
+    use crate::market::export::{TABLE_GROUP_SYMBOLS, TableBuilder, TimeRange, check_feature_rows};
     let body = body.map_err(ApiError::rejection)?;
     let req: TableRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a feature query: {e}")))?;
@@ -361,7 +359,6 @@ pub async fn query_features<B: Backend>(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUERY_PIECES);
     let engine = app.engine.clone();
     tokio::task::spawn_blocking(move || {
-        use rayon::prelude::*;
         let send = |pieces: Vec<arrow_buffer::Buffer>| -> Result<(), String> {
             for piece in pieces {
                 tx.blocking_send(Ok(Bytes::from(piece)))
@@ -373,19 +370,19 @@ pub async fn query_features<B: Backend>(
             let mut encoder =
                 arrow_ipc::writer::StreamEncoder::try_new(&schema).map_err(|e| e.to_string())?;
             for group in symbols.chunks(TABLE_GROUP_SYMBOLS) {
-                let parts = group
-                    .par_iter()
-                    .map(|s| feature_rows(engine.store(), s, &labels, range))
-                    .collect::<Result<Vec<_>, _>>()
+                let mut table =
+                    TableBuilder::new(engine.store(), group, &labels).map_err(|e| e.to_string())?;
+                table
+                    .push(engine.store(), group, range)
                     .map_err(|e| e.to_string())?;
-                let mut table = TableBuilder::new(group, &labels, 0);
-                table.push(&parts);
                 let batch = table.finish().map_err(|e| e.to_string())?;
                 send(encoder.encode(&batch).map_err(|e| e.to_string())?)?;
             }
             send(encoder.finish().map_err(|e| e.to_string())?)
         })();
-        if let Err(e) = written {
+        if let Err(e) = written
+            && !tx.is_closed()
+        {
             // The status is sent: the answer is cut off (no last chunk), so
             // the client cannot take a short table for the whole one.
             tracing::warn!(error = %e, "a feature query's answer failed");

@@ -6,8 +6,9 @@
 //! renamed into place when complete, so a failed export leaves no half file.
 //!
 //! A feature table read in memory (the HTTP query route, Python's
-//! `features()`) comes from the same reader, [`feature_rows`], as one
-//! record batch ([`feature_table`]) in which warm-up values stay NaN.
+//! `features()`) comes from the same reader ([`feature_rows`] and
+//! [`FeatureRows::read_outputs`]) as one record batch ([`feature_table`],
+//! [`TableBuilder`]) in which warm-up values stay NaN.
 
 use kiln_core::prelude::*;
 use std::fs::File;
@@ -105,19 +106,17 @@ impl TimeRange {
     }
 }
 
-/// One symbol's stored outputs with the bars they were computed from, cut
-/// to a window: what every feature table is made of (`kiln export`, the
-/// HTTP query route and Python's `features()` read through
-/// [`feature_rows`]).
-pub struct FeatureRows<B: BarStore + ResultStore> {
+/// One symbol's bars cut to a window: the rows of a feature table, whose
+/// stored outputs [`FeatureRows::read_outputs`] copies. Every feature table
+/// (`kiln export`, the HTTP query route, Python's `features()`) is read so.
+pub struct FeatureRows<B: BarStore> {
     /// The symbol.
     pub symbol: Symbol,
     bars: B::BarsView,
-    series: Vec<B::SeriesView>,
     rows: Range<usize>,
 }
 
-impl<B: BarStore + ResultStore> FeatureRows<B> {
+impl<B: BarStore> FeatureRows<B> {
     /// The timestamps of the rows.
     pub fn ts(&self) -> &[i64] {
         &self.bars.ts()[self.rows.clone()]
@@ -133,51 +132,45 @@ impl<B: BarStore + ResultStore> FeatureRows<B> {
         self.rows.is_empty()
     }
 
-    /// Appends output `i`'s values of the rows to `out`, chunk by stored
-    /// chunk.
-    pub fn extend_output(&self, i: usize, out: &mut Vec<f64>) {
-        let mut at = 0; // index in the series of the chunk's first value
-        let start = out.len();
-        for chunk in self.series[i].chunks() {
-            let (lo, hi) = (self.rows.start.max(at), self.rows.end.min(at + chunk.len()));
-            if lo < hi {
-                out.extend_from_slice(&chunk[lo - at..hi - at]);
+    /// Copies the stored values of `labels` in these rows into `out` (one
+    /// slice per label, as long as the rows): straight from the store into
+    /// `out`, no other copy. A missing output, or one computed from other
+    /// bars than these, is [`MarketError::NotReady`] naming it.
+    pub fn read_outputs<S: ResultStore>(
+        &self,
+        store: &S,
+        labels: &[String],
+        out: &mut [&mut [f64]],
+    ) -> Result<(), MarketError> {
+        let keys = labels
+            .iter()
+            .map(|l| SeriesKey::new(self.symbol.clone(), l.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let version = self.bars.version();
+        let covers = store.copy_series(&keys, self.rows.clone(), out)?;
+        for (label, covers) in labels.iter().zip(covers) {
+            match covers {
+                None => return Err(not_stored(&self.symbol, label)),
+                Some(c) if !c.is(&version) => return Err(stale(&self.symbol, label, c, &version)),
+                Some(_) => {}
             }
-            at += chunk.len();
         }
-        // A series shorter than its bars (never when it is current).
-        out.resize(start + self.rows.len(), f64::NAN);
+        Ok(())
     }
 }
 
-/// Reads `labels` of `symbol` with the bars they were computed from, cut to
-/// `range`. Missing bars, a missing output or one computed from other bars
-/// than those stored is [`MarketError::NotReady`], naming which.
-pub fn feature_rows<B: BarStore + ResultStore>(
+/// `symbol`'s bars cut to `range`; [`MarketError::NotReady`] when it has
+/// none.
+pub fn feature_rows<B: BarStore>(
     store: &B,
     symbol: &Symbol,
-    labels: &[String],
     range: TimeRange,
 ) -> Result<FeatureRows<B>, MarketError> {
     let bars = store.bars(symbol, ..)?.ok_or_else(|| no_bars(symbol))?;
-    let version = bars.version();
-    let keys = labels
-        .iter()
-        .map(|l| SeriesKey::new(symbol.clone(), l.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut series = Vec::with_capacity(labels.len());
-    for (label, view) in labels.iter().zip(store.series_batch(&keys)?) {
-        let view = view.ok_or_else(|| not_stored(symbol, label))?;
-        if !view.is_current(&version) {
-            return Err(stale(symbol, label, view.covers(), &version));
-        }
-        series.push(view);
-    }
     let rows = range.rows(bars.ts());
     Ok(FeatureRows {
         symbol: symbol.clone(),
         bars,
-        series,
         rows,
     })
 }
@@ -257,30 +250,18 @@ fn long_schema(symbol: DataType, columns: &[String], nullable: bool) -> SchemaRe
 
 /// `labels` of every symbol in `symbols`, cut to `range`, as one record
 /// batch in long format (see [`feature_schema`]; warm-up values are NaN,
-/// not null): the one copy between the store and an Arrow consumer. The
-/// symbols are read [`TABLE_GROUP_SYMBOLS`] at a time, in parallel, and
-/// appended to columns sized once, so what a group read is freed (and its
-/// memory used again) before the next.
+/// not null), read [`TABLE_GROUP_SYMBOLS`] symbols at a time, in parallel,
+/// straight into the batch's columns: the one copy between the store and
+/// an Arrow consumer.
 pub fn feature_table<B: BarStore + ResultStore + Sync>(
     store: &B,
     symbols: &[Symbol],
     labels: &[String],
     range: TimeRange,
 ) -> Result<RecordBatch, MarketError> {
-    use rayon::prelude::*;
-    // An upper bound of the rows (all of them without a window).
-    let rows: u64 = store
-        .data_versions(symbols)?
-        .iter()
-        .map(|v| v.as_ref().map_or(0, |v| v.bars))
-        .sum();
-    let mut table = TableBuilder::new(symbols, labels, usize::try_from(rows).unwrap_or(0));
+    let mut table = TableBuilder::new(store, symbols, labels)?;
     for group in symbols.chunks(TABLE_GROUP_SYMBOLS) {
-        let parts = group
-            .par_iter()
-            .map(|s| feature_rows(store, s, labels, range))
-            .collect::<Result<Vec<_>, _>>()?;
-        table.push(&parts);
+        table.push(store, group, range)?;
     }
     table.finish()
 }
@@ -288,7 +269,8 @@ pub fn feature_table<B: BarStore + ResultStore + Sync>(
 /// Symbols read together when a feature table is built.
 pub const TABLE_GROUP_SYMBOLS: usize = 64;
 
-/// A feature table being built from [`FeatureRows`], group by group.
+/// A feature table being read, group by group of symbols, into columns
+/// sized once.
 pub struct TableBuilder<'a> {
     labels: &'a [String],
     /// Every symbol's view, made once: a symbol of up to 12 bytes is all in
@@ -297,12 +279,26 @@ pub struct TableBuilder<'a> {
     index: std::collections::HashMap<&'a str, usize>,
     views: Vec<u128>,
     ts: Vec<i64>,
+    /// The output columns, zeroed by the allocator (pages the reads never
+    /// reach cost nothing), `filled` rows long so far.
     values: Vec<Vec<f64>>,
+    filled: usize,
 }
 
 impl<'a> TableBuilder<'a> {
-    /// A table of `labels` for rows of `symbols`, with room for `rows`.
-    pub fn new(symbols: &'a [Symbol], labels: &'a [String], rows: usize) -> Self {
+    /// A table of `labels` for rows of `symbols`, with room for all their
+    /// bars.
+    pub fn new<B: BarStore>(
+        store: &B,
+        symbols: &'a [Symbol],
+        labels: &'a [String],
+    ) -> Result<Self, MarketError> {
+        let bars: u64 = store
+            .data_versions(symbols)?
+            .iter()
+            .map(|v| v.as_ref().map_or(0, |v| v.bars))
+            .sum();
+        let room = usize::try_from(bars).unwrap_or(0);
         let mut names = arrow_array::builder::StringViewBuilder::with_capacity(symbols.len());
         let mut index = std::collections::HashMap::with_capacity(symbols.len());
         for s in symbols {
@@ -312,23 +308,38 @@ impl<'a> TableBuilder<'a> {
                 e.insert(next);
             }
         }
-        TableBuilder {
+        Ok(TableBuilder {
             labels,
             names: names.finish(),
             index,
-            views: Vec::with_capacity(rows),
-            ts: Vec::with_capacity(rows),
-            values: (0..labels.len())
-                .map(|_| Vec::with_capacity(rows))
-                .collect(),
-        }
+            views: Vec::with_capacity(room),
+            ts: Vec::with_capacity(room),
+            values: (0..labels.len()).map(|_| vec![0.0; room]).collect(),
+            filled: 0,
+        })
     }
 
-    /// Appends the rows of `parts` (each read with this table's labels, of
-    /// one of its symbols), the columns in parallel.
-    pub fn push<B: BarStore + ResultStore>(&mut self, parts: &[FeatureRows<B>]) {
+    /// Reads the rows of `group` (symbols given to [`TableBuilder::new`])
+    /// in `range` into the table, the symbols in parallel.
+    pub fn push<B: BarStore + ResultStore + Sync>(
+        &mut self,
+        store: &B,
+        group: &[Symbol],
+        range: TimeRange,
+    ) -> Result<(), MarketError> {
         use rayon::prelude::*;
-        for p in parts {
+        let parts = group
+            .par_iter()
+            .map(|s| feature_rows(store, s, range))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows: usize = parts.iter().map(FeatureRows::len).sum();
+        let end = self.filled + rows;
+        for column in &mut self.values {
+            if column.len() < end {
+                column.resize(end, 0.0);
+            }
+        }
+        for p in &parts {
             let view = self
                 .index
                 .get(p.symbol.as_str())
@@ -338,17 +349,30 @@ impl<'a> TableBuilder<'a> {
             self.views.extend(std::iter::repeat_n(view, p.len()));
             self.ts.extend_from_slice(p.ts());
         }
-        self.values
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(i, column)| {
-                for p in parts {
-                    p.extend_output(i, column);
-                }
-            });
+        // Each symbol's rows of every column: disjoint slices, read into
+        // in parallel.
+        let mut outs: Vec<Vec<&mut [f64]>> = parts
+            .iter()
+            .map(|_| Vec::with_capacity(self.labels.len()))
+            .collect();
+        for column in &mut self.values {
+            let mut rest = &mut column[self.filled..end];
+            for (p, out) in parts.iter().zip(&mut outs) {
+                let (mine, after) = rest.split_at_mut(p.len());
+                out.push(mine);
+                rest = after;
+            }
+        }
+        let labels = self.labels;
+        parts
+            .par_iter()
+            .zip(outs.par_iter_mut())
+            .try_for_each(|(p, out)| p.read_outputs(store, labels, out))?;
+        self.filled = end;
+        Ok(())
     }
 
-    /// The record batch of everything pushed (see [`feature_schema`]).
+    /// The record batch of every row read (see [`feature_schema`]).
     pub fn finish(self) -> Result<RecordBatch, MarketError> {
         let fail = |e: arrow_schema::ArrowError| {
             MarketError::Options(format!("building the feature table: {e}"))
@@ -363,11 +387,11 @@ impl<'a> TableBuilder<'a> {
             Arc::new(names),
             Arc::new(TimestampNanosecondArray::from(self.ts).with_timezone("UTC")),
         ];
-        columns.extend(
-            self.values
-                .into_iter()
-                .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
-        );
+        let filled = self.filled;
+        columns.extend(self.values.into_iter().map(|mut v| {
+            v.truncate(filled);
+            Arc::new(Float64Array::from(v)) as ArrayRef
+        }));
         RecordBatch::try_new(feature_schema(self.labels), columns).map_err(fail)
     }
 }
@@ -409,14 +433,10 @@ pub fn export<B: BarStore + ResultStore>(
             table.write(symbol, bars.ts(), &values)?;
             rows += bars.ts().len() as u64;
         } else {
-            let part = feature_rows(store, symbol, &columns, TimeRange::default())?;
-            let assembled: Vec<Vec<f64>> = (0..columns.len())
-                .map(|i| {
-                    let mut v = Vec::with_capacity(part.len());
-                    part.extend_output(i, &mut v);
-                    v
-                })
-                .collect();
+            let part = feature_rows(store, symbol, TimeRange::default())?;
+            let mut assembled = vec![vec![0.0; part.len()]; columns.len()];
+            let mut outs: Vec<&mut [f64]> = assembled.iter_mut().map(Vec::as_mut_slice).collect();
+            part.read_outputs(store, &columns, &mut outs)?;
             let values: Vec<&[f64]> = assembled.iter().map(Vec::as_slice).collect();
             table.write(symbol, part.ts(), &values)?;
             rows += part.len() as u64;

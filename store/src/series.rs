@@ -1,8 +1,10 @@
 //! Reading frames (see `frame` for their records): [`SeriesView`], one
 //! column, zero-copy per chunk; [`FrameView`], a frame's head; and the
-//! [`ResultStore`] reads.
+//! [`ResultStore`] reads, among them `copy_series`, which reads columns
+//! straight into a caller's buffers (one `preadv` per value-log chunk).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use kiln_core::{
@@ -218,6 +220,71 @@ impl Store {
         }))
     }
 
+    /// Copies the rows of chunk `c` of `frame` inside `rows` of the columns
+    /// `asked` (key index, column) into `out`; false when
+    /// the chunk's record is gone (a compaction since the scan: read again).
+    fn copy_chunk(
+        &self,
+        frame: &FrameKey,
+        c: &FrameChunk,
+        asked: &[(usize, u16)],
+        rows: Range<usize>,
+        out: &mut [&mut [f64]],
+    ) -> Result<bool> {
+        let first = usize::try_from(c.first_row).unwrap_or(usize::MAX);
+        let n = usize::try_from(c.covers.bars - c.first_row).unwrap_or(0);
+        let (lo, hi) = (rows.start.max(first), rows.end.min(first + n));
+        if lo >= hi {
+            return Ok(true);
+        }
+        if let Some(&(_, column)) = asked.iter().find(|&&(_, col)| col >= c.columns) {
+            return Err(StoreError::corrupt(
+                format!("{frame} chunk at row {}", c.first_row),
+                format!(
+                    "has {} columns, a label points at column {column}",
+                    c.columns
+                ),
+            ));
+        }
+        // Column `col`'s rows lo..hi: bytes `at(col)..` of the payload.
+        let at = |col: u16| (usize::from(col) * n + (lo - first)) * 8;
+        let len = (hi - lo) * 8;
+        let mut pieces: Vec<(usize, &mut [u8])> = Vec::with_capacity(asked.len());
+        for (k, o) in out.iter_mut().enumerate() {
+            if let Some(&(_, col)) = asked.iter().find(|&&(i, _)| i == k) {
+                pieces.push((
+                    at(col),
+                    bytemuck::cast_slice_mut(&mut o[lo - rows.start..hi - rows.start]),
+                ));
+            }
+        }
+        pieces.sort_by_key(|p| p.0);
+        let value = c.value.get(c.start..).unwrap_or(&[]);
+        match ResultValue::decode(value)? {
+            ResultValue::Inline { bytes, .. } => {
+                for (offset, buf) in &mut pieces {
+                    let src = bytes.get(*offset..*offset + len).ok_or_else(|| {
+                        StoreError::corrupt(
+                            format!("{frame} chunk at row {}", c.first_row),
+                            format!(
+                                "{} bytes of rows, a read wants {}",
+                                bytes.len(),
+                                *offset + len
+                            ),
+                        )
+                    })?;
+                    buf.copy_from_slice(src);
+                }
+            }
+            ResultValue::Pointer(entry) => {
+                if self.vlog_reader().read_into(&entry, &mut pieces)?.is_none() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// A frame's head with its coverage; `None` in `Ok(Some(..))` when it
     /// does not exist, `Ok(None)` when a writer changed it under the read.
     fn read_frame(&self, key: &FrameKey) -> Result<Option<Option<FrameView>>> {
@@ -342,6 +409,49 @@ impl ResultStore for Store {
             out.push(view);
         }
         Ok(out)
+    }
+
+    /// Each frame's chunks are scanned once for all the keys that name it;
+    /// a value-log chunk is read straight into `out` (one `preadv` for all
+    /// the columns asked, once its checksum has been checked by a read).
+    fn copy_series(
+        &self,
+        keys: &[SeriesKey],
+        rows: Range<usize>,
+        out: &mut [&mut [f64]],
+    ) -> Result<Vec<Option<Coverage>>> {
+        let mut covers = vec![None; keys.len()];
+        'attempt: for _ in 0..READ_ATTEMPTS {
+            // The keys of each frame, with the column each names.
+            let mut frames: Vec<(FrameKey, Vec<(usize, u16)>)> = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                covers[i] = None;
+                let Some(r) = self.label(key)? else {
+                    continue;
+                };
+                let frame = labelled_frame(key, &r)?;
+                match frames.iter_mut().find(|(f, _)| *f == frame) {
+                    Some((_, asked)) => asked.push((i, r.column)),
+                    None => frames.push((frame, vec![(i, r.column)])),
+                }
+            }
+            for (frame, asked) in &mut frames {
+                let Some(chunks) = self.frame_chunks(frame)? else {
+                    continue 'attempt;
+                };
+                for c in &chunks {
+                    if !self.copy_chunk(frame, c, asked, rows.clone(), out)? {
+                        continue 'attempt;
+                    }
+                }
+                let last = chunks.last().map(|c| c.covers).unwrap_or_default();
+                for &(i, _) in asked.iter() {
+                    covers[i] = Some(last);
+                }
+            }
+            return Ok(covers);
+        }
+        Err(raced(format!("{} series of {}", keys.len(), rows.len())))
     }
 
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {

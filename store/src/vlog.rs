@@ -773,6 +773,73 @@ impl VlogReader {
         Ok(Some(loaded))
     }
 
+    /// Copies byte ranges of the payload of the record `entry` points at
+    /// into buffers: each piece is (offset in the payload, buffer), sorted
+    /// by offset. A record whose checksum a read has verified is read
+    /// straight into the buffers, one `preadv` over the span the pieces
+    /// cover (a gap between them read into scratch); any other, or pieces
+    /// that overlap, is read whole and checked first ([`Self::read`]).
+    /// `Ok(None)` when the segment is gone, as for [`Self::read`].
+    pub(crate) fn read_into(
+        &self,
+        entry: &IndexEntry,
+        pieces: &mut [(usize, &mut [u8])],
+    ) -> Result<Option<()>> {
+        let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
+            return Ok(Some(()));
+        };
+        let (start, end) = (first.0, last.0 + last.1.len());
+        let key = (entry.segment, entry.offset);
+        let verified = self.verified.read().is_ok_and(|v| v.contains(&key));
+        let apart = pieces.windows(2).all(|w| w[1].0 >= w[0].0 + w[0].1.len());
+        if verified
+            && apart
+            && end <= entry.len as usize
+            && let Some(file) = self.file(entry.segment)?
+        {
+            let gaps: usize = pieces
+                .windows(2)
+                .map(|w| w[1].0.saturating_sub(w[0].0 + w[0].1.len()))
+                .sum();
+            let mut scratch = vec![0u8; gaps];
+            let mut slices = Vec::with_capacity(pieces.len() * 2);
+            let mut rest = &mut scratch[..];
+            let mut at = start;
+            for (offset, buf) in pieces.iter_mut() {
+                if *offset > at {
+                    let (gap, tail) = rest.split_at_mut(*offset - at);
+                    slices.push(std::io::IoSliceMut::new(gap));
+                    rest = tail;
+                }
+                at = *offset + buf.len();
+                slices.push(std::io::IoSliceMut::new(buf));
+            }
+            let read = rustix::io::preadv(&*file, &mut slices, entry.offset + start as u64);
+            if read.is_ok_and(|n| n == end - start) {
+                return Ok(Some(()));
+            }
+            // A short or failed read: the whole record's read reports it.
+        }
+        let Some(loaded) = self.read(entry)? else {
+            return Ok(None);
+        };
+        for (offset, buf) in pieces.iter_mut() {
+            let len = buf.len();
+            let src = loaded.bytes().get(*offset..*offset + len).ok_or_else(|| {
+                StoreError::corrupt(
+                    format!("vlog segment {} offset {}", entry.segment, entry.offset),
+                    format!(
+                        "{} payload bytes, a read wants {}",
+                        entry.len,
+                        *offset + len
+                    ),
+                )
+            })?;
+            buf.copy_from_slice(src);
+        }
+        Ok(Some(()))
+    }
+
     /// Segment `id`'s file, opened once; `None` when it is gone.
     fn file(&self, id: u32) -> Result<Option<Arc<File>>> {
         if let Ok(files) = self.files.read()

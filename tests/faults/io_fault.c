@@ -3,7 +3,7 @@
  *
  * Only calls on files whose path contains KILN_FAULT_PATH are counted or
  * failed; every other call goes straight to libc. Which calls:
- * KILN_FAULT_CALLS, a comma-separated list of read, pread, write, pwrite,
+ * KILN_FAULT_CALLS, a comma-separated list of read, pread (preadv too), write, pwrite,
  * fsync, fdatasync, sync_file_range, open, rename, unlink, ftruncate
  * (default "read,pread"). A failed call returns -1 with errno
  * KILN_FAULT_ERRNO (default EIO). Which of the counted calls fail:
@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum call { READ, PREAD, WRITE, PWRITE, FSYNC, FDATASYNC, SYNC_FILE_RANGE, OPEN, RENAME, UNLINK, FTRUNCATE, CALLS };
@@ -186,6 +187,16 @@ ssize_t pread64(int fd, void *buf, size_t n, off_t off) {
 
 ssize_t pread(int fd, void *buf, size_t n, off_t off) {
     return pread64(fd, buf, n, off);
+}
+
+/* A vectored positional read counts as a pread. */
+ssize_t preadv64(int fd, const struct iovec *iov, int count, off_t off) {
+    REAL(ssize_t, "preadv64", int, const struct iovec *, int, off_t);
+    return fd_fails(PREAD, fd) ? -1 : real(fd, iov, count, off);
+}
+
+ssize_t preadv(int fd, const struct iovec *iov, int count, off_t off) {
+    return preadv64(fd, iov, count, off);
 }
 
 ssize_t write(int fd, const void *buf, size_t n) {
