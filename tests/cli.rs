@@ -522,4 +522,10 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
         !std::path::Path::new(data).join("serve.json").exists(),
         "the serve file goes with the server"
     );
+    // One left by a server killed with SIGKILL (its pid perhaps reused) is
+    // removed by the next process that holds the directory.
+    let left = std::path::Path::new(data).join("serve.json");
+    std::fs::write(&left, r#"{"url": "http://127.0.0.1:9", "pid": 1}"#).expect("write");
+    kiln_ok(&["--data", data, "stats"]);
+    assert!(!left.exists(), "a dead server's serve file is removed");
 }

@@ -9,8 +9,8 @@ Two ways in, one set of methods:
 
 Feature tables are Arrow: ``features()`` returns a :class:`FeatureTable`
 (``symbol``, ``ts`` as ``timestamp[ns, UTC]``, one float64 column per
-output, NaN for warm-up) that converts to polars and pandas without copying
-the values.
+output, NaN for warm-up) that polars takes without copying the values, and
+pandas converts.
 
 Example::
 

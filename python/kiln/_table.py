@@ -18,8 +18,9 @@ class FeatureTable:
     (``rsi(14)``, ``macd(12,26,9).signal``), NaN where the indicator is
     still warming up.
 
-    It is a pyarrow table (:attr:`arrow`) with conversions: polars and
-    pandas take the value buffers as they are, with no copy.
+    It is a pyarrow table (:attr:`arrow`) with conversions: polars takes
+    the value buffers as they are, with no copy; pandas converts them (as
+    ``pyarrow.Table.to_pandas`` does).
     """
 
     __slots__ = ("arrow",)

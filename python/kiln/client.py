@@ -30,6 +30,13 @@ from kiln._table import (
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
+#: Symbols per request: ``kiln serve``'s default ``batch_symbols_max``.
+SYMBOLS_PER_REQUEST = 1000
+
+
+def _parts(symbols: list[str]) -> list[list[str]]:
+    return [symbols[i : i + SYMBOLS_PER_REQUEST] for i in range(0, len(symbols), SYMBOLS_PER_REQUEST)] or [[]]
+
 
 class Client:
     """A connection to ``kiln serve`` (see :func:`kiln.connect`)."""
@@ -92,18 +99,23 @@ class Client:
         features: Union[str, Iterable[str]],
         priority: str = "normal",
     ) -> list[int]:
-        """As :meth:`kiln.Engine.submit`."""
-        answer = self._json(
-            "POST",
-            "/v1/compute/batch",
-            {"symbols": symbol_list(symbols), "features": feature_list(features), "priority": priority},
-        )
-        return answer["job_ids"]
+        """As :meth:`kiln.Engine.submit` (in requests of at most
+        :data:`SYMBOLS_PER_REQUEST` symbols, the server's default bound)."""
+        ids: list[int] = []
+        for part in _parts(symbol_list(symbols)):
+            answer = self._json(
+                "POST",
+                "/v1/compute/batch",
+                {"symbols": part, "features": feature_list(features), "priority": priority},
+            )
+            ids += answer["job_ids"]
+        return ids
 
     def run_until_idle(self, poll: float = 0.05) -> dict:
         """Waits until the server's queue has nothing queued, running or
-        waiting for a retry (the server runs the jobs). Returns the jobs
-        that succeeded and died meanwhile, and the wait in seconds."""
+        waiting for a retry (the server runs the jobs, anyone's). Returns
+        how many jobs succeeded and died during the wait (not before it),
+        and the wait in seconds; Ctrl-C interrupts it."""
         started = time.monotonic()
         before = self.stats()["jobs"]
         while True:
@@ -124,24 +136,28 @@ class Client:
         start: TimeLike = None,
         end: TimeLike = None,
     ) -> FeatureTable:
-        """As :meth:`kiln.Engine.features`: one request, answered as one
-        Arrow IPC stream."""
-        payload: dict[str, Any] = {"symbols": symbol_list(symbols), "features": feature_list(features)}
-        for name, value in (("from", to_ns(start, "start")), ("to", to_ns(end, "end"))):
-            if value is not None:
-                payload[name] = value
-        # Read and decoded natively: Python's socket reads would take
-        # longer than everything else together.
-        answer = _native.post_for_table(
-            self.url + "/v1/features/query", json.dumps(payload).encode(), self._token, self._timeout
-        )
-        if isinstance(answer, tuple):
-            status, retry_after, body = answer
-            raise _error(status, body, retry_after)
-        return FeatureTable(answer)
+        """As :meth:`kiln.Engine.features`: one request per
+        :data:`SYMBOLS_PER_REQUEST` symbols, each answered as one Arrow IPC
+        stream; the table keeps the answers' record batches as its chunks."""
+        tables = []
+        for part in _parts(symbol_list(symbols)):
+            payload: dict[str, Any] = {"symbols": part, "features": feature_list(features)}
+            for name, value in (("from", to_ns(start, "start")), ("to", to_ns(end, "end"))):
+                if value is not None:
+                    payload[name] = value
+            # Read and decoded natively: Python's socket reads would take
+            # longer than everything else together.
+            answer = _native.post_for_table(
+                self.url + "/v1/features/query", json.dumps(payload).encode(), self._token, self._timeout
+            )
+            if isinstance(answer, tuple):
+                status, retry_after, body = answer
+                raise _error(status, body, retry_after)
+            tables.append(answer)
+        return FeatureTable(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[dict]:
-        """As :meth:`kiln.Engine.jobs`."""
+        """As :meth:`kiln.Engine.jobs` (the server answers at most 10,000)."""
         query: dict[str, Any] = {"limit": limit}
         if state is not None:
             query["state"] = state
@@ -152,7 +168,7 @@ class Client:
         return self._json("GET", "/v1/stats")
 
     def events(self, after: int = 0, limit: int = 256) -> list[dict]:
-        """As :meth:`kiln.Engine.events`."""
+        """As :meth:`kiln.Engine.events` (the server answers at most 10,000)."""
         return self._json("GET", "/v1/events?" + urllib.parse.urlencode({"after": after, "limit": limit}))
 
     def close(self) -> None:

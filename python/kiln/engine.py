@@ -133,7 +133,9 @@ class Engine:
 
     def close(self) -> None:
         """Closes the data directory (everything acknowledged is on disk);
-        another process may open it then."""
+        another process may open it then. A table read that Ctrl-C
+        interrupted finishes on its own thread first, holding the directory
+        until it ends."""
         self._native = None
 
     def __enter__(self) -> "Engine":

@@ -2,8 +2,9 @@
 //! crosses the boundary through the C data interface (`arrow-pyarrow`):
 //! tables come in as any object with `__arrow_c_stream__` and go out as
 //! pyarrow tables whose buffers are the ones kiln filled. Every call that
-//! waits on the disk or computes runs with the GIL released; waits are cut
-//! into short slices so Ctrl-C (a pending signal) interrupts them.
+//! waits on the disk or computes runs with the GIL released; the long waits
+//! (a run, a table read in-process or over HTTP) are cut into 50 ms slices
+//! so Ctrl-C (a pending signal) interrupts them.
 //!
 //! The pure-Python layer (`python/kiln/`) holds the public API; this module
 //! is its native half and is not meant to be used directly.
@@ -183,6 +184,12 @@ impl Engine {
         map: Vec<(String, String)>,
         ts_unit: Option<String>,
     ) -> PyResult<String> {
+        // Checked as `--map` is: every target a column kiln reads.
+        let joined: Vec<String> = map
+            .iter()
+            .map(|(from, to)| format!("{from}={to}"))
+            .collect();
+        let map = kiln::market::parse_map(&joined.join(",")).map_err(|e| raise(py, e.into()))?;
         let mut opts = IngestOptions {
             map,
             ..IngestOptions::default()
@@ -298,7 +305,11 @@ impl Engine {
         };
         let engine = self.engine.clone();
         let batch: RecordBatch = interruptible(py, move || -> Result<_, EngineError> {
-            engine.store().wait_durable(Duration::from_secs(10))?;
+            if !engine.store().wait_durable(Duration::from_secs(10))? {
+                return Err(EngineError::Internal(
+                    "what was committed is still not on disk after 10 s".into(),
+                ));
+            }
             Ok(feature_table(engine.store(), &symbols, &labels, range)?)
         })?
         .map_err(|e| raise(py, e))?;
@@ -350,6 +361,30 @@ fn parse_symbols(py: Python<'_>, symbols: &[String]) -> PyResult<Vec<Symbol>> {
 #[pyfunction]
 fn parse_time(text: &str) -> PyResult<i64> {
     kiln::market::parse_iso(text).map_err(|e| PyValueError::new_err(format!("{text:?}: {e}")))
+}
+
+/// An answer's body that tells a cut-off one from a whole one: the end of
+/// the connection before the last chunk is an error (not the end of the
+/// stream, which the Arrow reader would take it for), and `ended` says the
+/// body's end was reached at all.
+struct Whole<R> {
+    body: R,
+    ended: bool,
+}
+
+impl<R: Read> Read for Whole<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.body.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.ended = true;
+                Ok(0)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(std::io::Error::other(
+                format!("the connection ended early: {e}"),
+            )),
+            other => other,
+        }
+    }
 }
 
 /// What [`post_for_table`] got: the table, or an error answer for the
@@ -418,13 +453,26 @@ fn post_for_table<'py>(
                 body,
             });
         }
-        let reader = std::io::BufReader::with_capacity(1 << 20, response.into_body().into_reader());
-        let stream = arrow_ipc::reader::StreamReader::try_new(reader, None)
+        let body = Whole {
+            body: response.into_body().into_reader(),
+            ended: false,
+        };
+        let reader = std::io::BufReader::with_capacity(1 << 20, body);
+        let mut stream = arrow_ipc::reader::StreamReader::try_new(reader, None)
             .map_err(|e| format!("{url}: the answer is not an Arrow stream: {e}"))?;
         let schema = stream.schema();
         let batches = stream
+            .by_ref()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{url}: the answer was cut off: {e}"))?;
+        // An Arrow stream may end at the end of its bytes; kiln's always
+        // ends with its end-of-stream marker, after which nothing is read.
+        if stream.get_ref().get_ref().ended {
+            return Err(format!(
+                "{url}: the answer was cut off after {} record batches",
+                batches.len()
+            ));
+        }
         Ok(Answer::Table(schema, batches))
     })?
     .map_err(KilnError::new_err)?;

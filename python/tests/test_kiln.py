@@ -256,6 +256,57 @@ def test_ctrl_c_interrupts_a_read_from_a_server_that_does_not_answer() -> None:
         silent.close()
 
 
+def _answer_once(body_chunks: list[bytes], last_chunk: bool) -> tuple[str, threading.Thread]:
+    """A one-request HTTP server: answers 200 with `body_chunks` as chunked
+    transfer encoding, with or without the last (empty) chunk."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, rest = request.partition(b"\r\n\r\n")
+            length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            out = b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.apache.arrow.stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            for chunk in body_chunks:
+                out += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+            if last_chunk:
+                out += b"0\r\n\r\n"
+            conn.sendall(out)
+        listener.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", t
+
+
+def test_an_answer_cut_off_is_an_error_not_a_short_table() -> None:
+    table = pa.table({"symbol": pa.array(["A"] * 3, pa.string_view()), "sma(3)": [1.0, 2.0, 3.0]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+        w.write_table(table)
+    whole = sink.getvalue().to_pybytes()
+    assert whole.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+    without_end = whole[:-8]  # whole messages, no end-of-stream marker
+    url, t = _answer_once([whole], last_chunk=True)
+    assert kiln.connect(url).features("A", "sma(3)").num_rows == 6, "the whole answer reads"
+    t.join()
+    for last_chunk in (True, False):
+        url, t = _answer_once([without_end], last_chunk=last_chunk)
+        with pytest.raises(kiln.KilnError, match="cut off"):
+            kiln.connect(url).features("A", "sma(3)")
+        t.join()
+
+
 def test_bad_input_raises_clear_errors_and_changes_nothing(tmp_path: Path) -> None:
     with kiln.open(tmp_path / "data") as eng:
         bars = synthetic_bars(1, 10).to_pandas()

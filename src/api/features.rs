@@ -304,6 +304,19 @@ impl Instant {
 /// Pieces of a query's answer (a column of a batch, about 1 MB, or a
 /// message's header) waiting for the socket: a few batches.
 const QUERY_PIECES: usize = 64;
+/// How long a query's answer waits for a client that reads none of it.
+const QUERY_SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A query's answer being sent. Dropped before it was sent whole (a failed
+/// read, a client gone quiet, the service closing, a panic), the answer
+/// ends with an error: the connection closes without the last chunk, so no
+/// client can take a short table for the whole one.
+struct QueryAnswer {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// Set once the last piece is queued; the body's stream ends with an
+    /// error when the channel closes without it.
+    whole: Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// `POST /v1/features/query` `{symbols, features, from, to}` (times as
 /// ISO-8601 text or epoch ns, both ends inclusive): the stored
@@ -314,7 +327,8 @@ const QUERY_PIECES: usize = 64;
 /// is not; nothing is queued). The answer streams, a record batch per 64
 /// symbols read as it goes, so the server holds a few batches, not the
 /// table; a read that fails after the first byte (a writer changed a
-/// series since the check) cuts the answer off.
+/// series since the check), a client that reads nothing for 30 s and the
+/// service closing cut the answer off (no last chunk).
 pub async fn query_features<B: Backend>(
     State(app): State<Arc<App<B>>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -358,11 +372,28 @@ pub async fn query_features<B: Backend>(
     // socket as it is, and reading the next group overlaps sending this one.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUERY_PIECES);
     let engine = app.engine.clone();
+    let mut news = app.news.subscribe();
+    let runtime = tokio::runtime::Handle::current();
+    let whole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer = QueryAnswer {
+        tx,
+        whole: Arc::clone(&whole),
+    };
     tokio::task::spawn_blocking(move || {
-        let send = |pieces: Vec<arrow_buffer::Buffer>| -> Result<(), String> {
+        let mut send = |pieces: Vec<arrow_buffer::Buffer>| -> Result<(), String> {
             for piece in pieces {
-                tx.blocking_send(Ok(Bytes::from(piece)))
-                    .map_err(|_| "the client left".to_owned())?;
+                runtime.block_on(async {
+                    tokio::select! {
+                        sent = answer.tx.send(Ok(Bytes::from(piece))) => {
+                            sent.map_err(|_| "the client left".to_owned())
+                        }
+                        () = tokio::time::sleep(QUERY_SEND_WAIT) => Err(format!(
+                            "the client read nothing for {} s",
+                            QUERY_SEND_WAIT.as_secs()
+                        )),
+                        _ = news.wait_for(|n| n.closing) => Err("the service is closing".to_owned()),
+                    }
+                })?;
             }
             Ok(())
         };
@@ -380,17 +411,23 @@ pub async fn query_features<B: Backend>(
             }
             send(encoder.finish().map_err(|e| e.to_string())?)
         })();
-        if let Err(e) = written
-            && !tx.is_closed()
-        {
-            // The status is sent: the answer is cut off (no last chunk), so
-            // the client cannot take a short table for the whole one.
-            tracing::warn!(error = %e, "a feature query's answer failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        match written {
+            Ok(()) => answer
+                .whole
+                .store(true, std::sync::atomic::Ordering::SeqCst),
+            Err(e) => tracing::warn!(error = %e, "a feature query's answer was cut off"),
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
+    let body = futures_util::stream::unfold(Some(rx), move |rx| {
+        let whole = Arc::clone(&whole);
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(piece) => Some((piece, Some(rx))),
+                None if whole.load(std::sync::atomic::Ordering::SeqCst) => None,
+                None => Some((Err(std::io::Error::other("the answer was cut off")), None)),
+            }
+        }
     });
     Ok((
         [(header::CONTENT_TYPE, ARROW_STREAM)],

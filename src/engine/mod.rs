@@ -187,6 +187,9 @@ impl Engine {
             }
             e => e.into(),
         })?;
+        // Holding the lock, any serve file is a dead server's (its pid may
+        // be reused, so it is removed rather than trusted).
+        serve_file::ServeFile::remove(store.dir());
         Engine::with_backend(store, config.engine)
     }
 

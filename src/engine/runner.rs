@@ -109,9 +109,15 @@ pub trait RunObserver {
 }
 
 /// Whether the store's failure is one a reopen may cure: an outage (I/O,
-/// sled, poisoned by a failed write), never a failed fsync.
+/// sled, poisoned by a failed write) or the directory still locked, never a
+/// failed fsync.
 fn reopenable(e: &EngineError) -> bool {
-    matches!(e, EngineError::Store(s) if s.is_outage() && !s.is_fatal())
+    match e {
+        EngineError::Store(s) => s.is_outage() && !s.is_fatal(),
+        // A lock still held a moment after its holder let go.
+        EngineError::DirectoryInUse { .. } => true,
+        _ => false,
+    }
 }
 
 /// The longest wait between reopening attempts.

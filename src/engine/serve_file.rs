@@ -3,8 +3,8 @@
 //! The server writes it once it listens and removes it when it stops, so an
 //! opener that the directory's lock refuses can name the server to talk to
 //! instead (the CLI's error, Python's `kiln.DirectoryInUse`). A file left
-//! by a server that was killed is recognised by its pid: it counts only
-//! when the lock's holder wrote the same one.
+//! by a server that was killed counts only when the lock's holder wrote the
+//! same pid, and the next process to hold the lock removes it.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,12 @@ impl ServeFile {
             url: v.get("url")?.as_str()?.to_owned(),
             pid: u32::try_from(v.get("pid")?.as_u64()?).ok()?,
         })
+    }
+
+    /// Removes `dir`'s serve file, whoever wrote it (the opener that holds
+    /// the directory's lock does: the server that wrote it is gone).
+    pub fn remove(dir: &Path) {
+        let _ = std::fs::remove_file(ServeFile::path(dir));
     }
 
     /// Removes `dir`'s serve file if it is this process's.

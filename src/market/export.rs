@@ -194,8 +194,8 @@ fn stale(symbol: &Symbol, label: &str, covers: Coverage, version: &DataVersion) 
     ))
 }
 
-/// What [`feature_rows`] would say of each of `symbols`, from the frames'
-/// heads alone (no value is read): every label stored in a frame computed
+/// What [`FeatureRows::read_outputs`] would say of each of `symbols`, from
+/// the frames' heads alone (no value is read): every label stored in a frame computed
 /// from the stored bars, or the same error. A stream of many symbols checks
 /// them all so before its first byte; a writer may still change one before
 /// it is read, which the read then reports.

@@ -246,9 +246,25 @@ impl Store {
                 ),
             ));
         }
-        // Column `col`'s rows lo..hi: bytes `at(col)..` of the payload.
+        // The chunk's payload is its columns, each `n` rows: column `col`'s
+        // rows lo..hi are bytes `at(col)..` of it (no overflow: below `want`).
+        let want = n
+            .checked_mul(usize::from(c.columns))
+            .and_then(|v| v.checked_mul(8))
+            .ok_or_else(|| {
+                StoreError::corrupt(
+                    format!("{frame} chunk at row {}", c.first_row),
+                    format!("{n} rows of {} columns", c.columns),
+                )
+            })?;
         let at = |col: u16| (usize::from(col) * n + (lo - first)) * 8;
         let len = (hi - lo) * 8;
+        let wrong_size = |have: usize| {
+            StoreError::corrupt(
+                format!("{frame} chunk at row {}", c.first_row),
+                format!("{have} bytes of rows, want {want}"),
+            )
+        };
         let mut pieces: Vec<(usize, &mut [u8])> = Vec::with_capacity(asked.len());
         for (k, o) in out.iter_mut().enumerate() {
             if let Some(&(_, col)) = asked.iter().find(|&&(i, _)| i == k) {
@@ -262,21 +278,17 @@ impl Store {
         let value = c.value.get(c.start..).unwrap_or(&[]);
         match ResultValue::decode(value)? {
             ResultValue::Inline { bytes, .. } => {
+                if bytes.len() != want {
+                    return Err(wrong_size(bytes.len()));
+                }
                 for (offset, buf) in &mut pieces {
-                    let src = bytes.get(*offset..*offset + len).ok_or_else(|| {
-                        StoreError::corrupt(
-                            format!("{frame} chunk at row {}", c.first_row),
-                            format!(
-                                "{} bytes of rows, a read wants {}",
-                                bytes.len(),
-                                *offset + len
-                            ),
-                        )
-                    })?;
-                    buf.copy_from_slice(src);
+                    buf.copy_from_slice(&bytes[*offset..*offset + len]);
                 }
             }
             ResultValue::Pointer(entry) => {
+                if entry.len as usize != want {
+                    return Err(wrong_size(entry.len as usize));
+                }
                 if self.vlog_reader().read_into(&entry, &mut pieces)?.is_none() {
                     return Ok(false);
                 }
