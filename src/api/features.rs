@@ -337,21 +337,13 @@ pub async fn query_features<B: Backend>(
     let body = body.map_err(ApiError::rejection)?;
     let req: TableRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a feature query: {e}")))?;
-    let max = app.config.batch_symbols_max;
-    if req.symbols.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{} symbols; at most batch_symbols_max = {max} per request",
-            req.symbols.len()
-        )));
-    }
-    let symbols = req
-        .symbols
-        .iter()
-        .map(|s| symbol(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (labels, _) = resolve_features(&req.features.joined())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    outputs_within_bound(labels.len())?;
+    let super::jobs::Asked {
+        symbols, labels, ..
+    } = super::jobs::symbols_and_features(
+        &req.symbols,
+        &req.features,
+        app.config.batch_symbols_max,
+    )?;
     let range = TimeRange {
         from: Instant::ns("from", req.from.as_ref())?,
         to: Instant::ns("to", req.to.as_ref())?,

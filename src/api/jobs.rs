@@ -9,12 +9,13 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use kiln_core::prelude::*;
-use kiln_core::{CancelOutcome, JobState, Priority, StoreError};
+use kiln_core::{CancelOutcome, JobState, Priority, StoreError, Symbol};
 use serde::Deserialize;
 
 use super::reply::{Reply, blocking, durable, job_id, json, symbol};
 use super::{ApiError, App, ClientKey, OUTPUTS_MAX};
 use crate::engine::{RetryOutcome, resolve_features};
+use crate::features::FeatureSpec;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +54,41 @@ pub(crate) fn outputs_within_bound(n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a request asks for, checked.
+pub(crate) struct Asked {
+    pub symbols: Vec<Symbol>,
+    /// The output labels.
+    pub labels: Vec<String>,
+    /// The specs that compute them.
+    pub specs: Vec<FeatureSpec>,
+}
+
+/// A request's symbols (at most `max`) and features, checked.
+pub(crate) fn symbols_and_features(
+    symbols: &[String],
+    features: &Features,
+    max: usize,
+) -> Result<Asked, ApiError> {
+    if symbols.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{} symbols; at most batch_symbols_max = {max} per request",
+            symbols.len()
+        )));
+    }
+    let symbols = symbols
+        .iter()
+        .map(|s| symbol(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (labels, specs) =
+        resolve_features(&features.joined()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    outputs_within_bound(labels.len())?;
+    Ok(Asked {
+        symbols,
+        labels,
+        specs,
+    })
+}
+
 /// `POST /v1/compute/batch`.
 pub async fn compute_batch<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -62,21 +98,8 @@ pub async fn compute_batch<B: Backend>(
     let body = body.map_err(ApiError::rejection)?;
     let req: BatchRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a batch request: {e}")))?;
-    let max = app.config.batch_symbols_max;
-    if req.symbols.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{} symbols; at most batch_symbols_max = {max} per request",
-            req.symbols.len()
-        )));
-    }
-    let symbols = req
-        .symbols
-        .iter()
-        .map(|s| symbol(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (labels, specs) = resolve_features(&req.features.joined())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    outputs_within_bound(labels.len())?;
+    let Asked { symbols, specs, .. } =
+        symbols_and_features(&req.symbols, &req.features, app.config.batch_symbols_max)?;
     let priority = match req.priority.as_deref() {
         None => Priority::Normal,
         Some(p) => p
