@@ -311,6 +311,11 @@ section! {
         /// When set, every route but `/health` needs `Authorization: Bearer
         /// <token>` (`kiln serve --token` or `KILN_TOKEN`, never the file).
         token: Option<String> = None;
+        /// Host names the service answers to besides IP addresses and
+        /// `localhost` (`kiln serve --host`); a request naming any other
+        /// host is refused, so a web page cannot reach the service by
+        /// rebinding its own name to this address.
+        hosts: Vec<String> = Vec::new();
     }
 }
 

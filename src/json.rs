@@ -25,8 +25,9 @@ pub fn event(e: &Event) -> serde_json::Value {
 }
 
 /// The engine's state as `kiln stats --json`, `GET /v1/stats` and Python's
-/// `stats()` show it: jobs by state, waiting jobs by priority, the market
-/// data held, the breaker and the adaptive sizes.
+/// `stats()` show it: jobs by state, waiting jobs by priority and which
+/// priorities are paused, the market data held, the store's bytes on disk,
+/// the breaker and the adaptive sizes.
 pub fn stats<B: kiln_core::Backend>(
     engine: &crate::engine::Engine<B>,
 ) -> Result<serde_json::Value, crate::engine::EngineError> {
@@ -44,9 +45,14 @@ pub fn stats<B: kiln_core::Backend>(
         .iter()
         .map(|p| (p.as_str().to_owned(), st.depth(*p).into()))
         .collect();
+    let paused: serde_json::Map<String, serde_json::Value> = Priority::ALL
+        .iter()
+        .map(|p| (p.as_str().to_owned(), st.paused[*p as usize].into()))
+        .collect();
+    let store_bytes: u64 = store.sizes()?.iter().map(|(_, n)| n).sum();
     Ok(serde_json::json!({
-        "jobs": by_state, "depth": depth,
-        "symbols": symbols.len(), "bars": bars,
+        "jobs": by_state, "depth": depth, "paused": paused,
+        "symbols": symbols.len(), "bars": bars, "store_bytes": store_bytes,
         "poisoned": store.poisoned(), "breaker": rt.breaker.as_str(),
         "claim_jobs": rt.claim_jobs, "inflight_batches": rt.inflight_batches,
     }))

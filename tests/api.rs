@@ -84,7 +84,8 @@ fn every_documented_route_is_served() {
         let target = path
             .replace("{symbol}", "AAPL")
             .replace("{spec}", "sma(3)")
-            .replace("{id}", "1");
+            .replace("{id}", "1")
+            .replace("{priority}", "low");
         for method in methods.as_object().expect("methods").keys() {
             let target = if target == "/v1/events" {
                 "/v1/events?after=999999".to_owned()
@@ -118,7 +119,7 @@ fn events_head(addr: SocketAddr, target: &str) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(s, "GET {target} HTTP/1.1\r\nHost: kiln\r\n\r\n").expect("write");
+    write!(s, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
@@ -515,7 +516,8 @@ fn a_token_guards_every_route_but_health() {
         let target = path
             .replace("{symbol}", "AAPL")
             .replace("{spec}", "sma(3)")
-            .replace("{id}", "1");
+            .replace("{id}", "1")
+            .replace("{priority}", "low");
         let r = request(s.addr, &method.to_uppercase(), &target, &[], b"");
         r.error(401);
     }
@@ -632,7 +634,7 @@ fn events_stream_and_resume_from_the_last_event_id() {
         .expect("timeout");
     write!(
         sock,
-        "GET /v1/events HTTP/1.1\r\nHost: kiln\r\nLast-Event-ID: 1\r\n\r\n"
+        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: 1\r\n\r\n"
     )
     .expect("write");
     let mut seen = Vec::new();
@@ -718,7 +720,7 @@ fn start_slow_upload(addr: SocketAddr) -> TcpStream {
     slow.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     slow.write_all(
-        b"POST /v1/bars HTTP/1.1\r\nHost: kiln\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nsymbol,ts,",
+        b"POST /v1/bars HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\nsymbol,ts,",
     )
     .expect("write");
     slow

@@ -501,7 +501,7 @@ fn serve_answers_on_loopback_and_stops_cleanly_on_sigint() {
     let mut events = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         events,
-        "GET /v1/events HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer t0ken\r\n\r\n"
+        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t0ken\r\n\r\n"
     )
     .expect("write");
     let mut head = [0u8; 12];

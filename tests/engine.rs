@@ -226,6 +226,39 @@ fn bad_requests_and_bad_jobs_are_named() {
 }
 
 #[test]
+fn results_the_store_refuses_end_their_job_dead_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config::default();
+    // AAPL's sma(5) is 3270 values: over this bound; FB's 300 fit.
+    config.store.queue.series_bytes_max = 8 * 1024;
+    let engine = Engine::open(dir.path(), config).expect("open");
+    engine
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list("sma(5)").expect("specs");
+    let big = engine
+        .submit(&[sym("AAPL")], &specs, Priority::Normal)
+        .expect("submit")[0]
+        .id();
+    let small = engine
+        .submit(&[sym("FB")], &specs, Priority::Low)
+        .expect("submit")[0]
+        .id();
+    let report = engine.run_until_idle(&mut |_| {}).expect("the run goes on");
+    assert_eq!((report.succeeded, report.dead), (1, 1), "{report:?}");
+    let store: &Store = engine.store();
+    let job = store.job(big).expect("job").expect("exists");
+    assert_eq!(job.state, JobState::Dead);
+    let error = job.last_error.unwrap_or_default();
+    assert!(error.contains("series_bytes_max = 8192"), "{error}");
+    assert!(store.series_keys(&sym("AAPL")).expect("keys").is_empty());
+    assert_eq!(
+        store.job(small).expect("job").map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+}
+
+#[test]
 fn dead_and_cancelled_jobs_are_retried_as_new_jobs() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");

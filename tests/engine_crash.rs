@@ -201,7 +201,7 @@ fn killed_runs_resume_to_exactly_the_clean_result() {
             "round {rounds}: {:?}",
             check.problems
         );
-        let jobs = store.jobs(None, 10_000).expect("jobs");
+        let jobs = store.jobs(&Default::default(), 10_000).expect("jobs");
         assert_eq!(jobs.len(), jobs_total);
         assert!(
             jobs.iter().all(|j| j.state == JobState::Succeeded),

@@ -191,7 +191,7 @@ fn a_killed_ingest_leaves_new_bars_with_their_refreshes_or_neither() {
             .filter(|v| v.is_some_and(|v| v.bars == 301))
             .count();
         let refreshing: Vec<Symbol> = store
-            .jobs(None, 10_000)
+            .jobs(&Default::default(), 10_000)
             .expect("jobs")
             .into_iter()
             .filter(|j| j.kind == "refresh")

@@ -23,7 +23,7 @@ use crate::bars::{BarIngest, BarsRead, DataVersion};
 use crate::config::QueueConfig;
 use crate::error::{Result, StoreError};
 use crate::job::{
-    CancelOutcome, Completion, Enqueued, Event, FailOutcome, Job, JobId, JobState, Lease,
+    CancelOutcome, Completion, Enqueued, Event, FailOutcome, Job, JobFilter, JobId, Lease,
     LeaseToken, NewJob, Priority, QueueStats,
 };
 use crate::names::{SeriesKey, Symbol};
@@ -84,8 +84,8 @@ pub trait JobQueue {
     /// A job by id, if it exists (finished jobs stay until history trims them).
     fn job(&self, id: JobId) -> Result<Option<Job>>;
 
-    /// Up to `limit` jobs, newest first, optionally only those in `state`.
-    fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>>;
+    /// Up to `limit` jobs that match `filter`, newest first.
+    fn jobs(&self, filter: &JobFilter, limit: usize) -> Result<Vec<Job>>;
 
     /// The most recent finished jobs (at most `limit`), newest first.
     fn history(&self, limit: usize) -> Result<Vec<Job>>;

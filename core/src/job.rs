@@ -271,6 +271,46 @@ pub struct Job {
     pub idempotency_key: Option<String>,
 }
 
+/// Which jobs a listing answers ([`crate::JobQueue::jobs`]): a job matches
+/// when it matches every field that is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Jobs in this state.
+    pub state: Option<JobState>,
+    /// Jobs of this priority.
+    pub priority: Option<Priority>,
+    /// Jobs of this kind (`compute`, `refresh`).
+    pub kind: Option<String>,
+    /// Jobs that cover this symbol.
+    pub symbol: Option<Symbol>,
+    /// Jobs older than this one (ids below it): the cursor of the next page.
+    pub before: Option<JobId>,
+}
+
+impl JobFilter {
+    /// Every job in `state` (every job for `None`).
+    pub fn state(state: Option<JobState>) -> Self {
+        JobFilter {
+            state,
+            ..JobFilter::default()
+        }
+    }
+
+    /// Whether `job` matches every field but `symbol` (what a job's record
+    /// tells without its input).
+    pub fn matches_record(&self, job: &Job) -> bool {
+        self.state.is_none_or(|s| s == job.state)
+            && self.priority.is_none_or(|p| p == job.priority)
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.before.is_none_or(|b| job.id < b)
+    }
+
+    /// Whether `job` matches every field.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.matches_record(job) && self.symbol.as_ref().is_none_or(|s| job.symbols.contains(s))
+    }
+}
+
 /// Proof of a claim: complete, fail and heartbeat must present it, so a worker
 /// whose lease expired (and whose job was handed to someone else) cannot
 /// finish the job a second time.

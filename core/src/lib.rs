@@ -52,7 +52,7 @@ pub use config::{ATTEMPTS_MAX_LIMIT, Clock, QueueConfig, RetryPolicy};
 pub use error::{Result, StoreError};
 pub use job::{
     CancelOutcome, Completion, ERROR_BYTES_MAX, EVENT_SYMBOLS_MAX, Enqueued, Event, FailOutcome,
-    Job, JobId, JobState, Lease, LeaseToken, NewJob, Priority, QueueStats,
+    Job, JobFilter, JobId, JobState, Lease, LeaseToken, NewJob, Priority, QueueStats,
 };
 pub use names::{
     FEATURE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, KIND_BYTES_MAX, SYMBOL_BYTES_MAX, SeriesKey,

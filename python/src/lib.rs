@@ -328,7 +328,11 @@ impl Engine {
             .transpose()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let engine = &self.engine;
-        let jobs = detached(py, move || Ok(engine.store().jobs(state, limit)?))?;
+        let jobs = detached(py, move || {
+            Ok(engine
+                .store()
+                .jobs(&kiln::store::JobFilter::state(state), limit)?)
+        })?;
         let v: Vec<_> = jobs.iter().map(kiln::json::job).collect();
         Ok(serde_json::Value::Array(v).to_string())
     }

@@ -1,21 +1,25 @@
-//! Bars in over HTTP: `POST /v1/bars`, a CSV (plain or gzip), Arrow IPC or
-//! Parquet body ingested like `kiln ingest`, all or nothing, at most
+//! Market data over HTTP. In: `POST /v1/bars`, a CSV (plain or gzip), Arrow
+//! IPC or Parquet body ingested like `kiln ingest`, all or nothing, at most
 //! `bars_uploads_max` at once and each within `bars_body_bytes_max` and
-//! `bars_body_seconds_max`.
+//! `bars_body_seconds_max`. Out: `GET /v1/symbols` (the symbols with bars)
+//! and `GET /v1/bars/{symbol}` (a symbol's bars as JSON).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use kiln_core::Backend;
+use kiln_core::prelude::*;
+use kiln_core::{Backend, Symbol};
 use serde::Deserialize;
 
 use super::features::ARROW_STREAM;
-use super::reply::{Reply, blocking, json};
-use super::{ApiError, App};
+use super::features::{time_bound, window};
+use super::reply::{Reply, blocking, durable, json, symbol};
+use super::{ApiError, App, VALUES_MAX};
 use crate::config::ServeConfig;
+use crate::engine::SymbolSummary;
 use crate::market::{Format, IngestOptions, parse_map};
 
 #[derive(Deserialize)]
@@ -146,4 +150,100 @@ async fn read_upload(body: axum::body::Body, config: &ServeConfig) -> Result<Vec
                 format!("the body took longer than {seconds} s to arrive (bars_body_seconds_max)"),
             ))
         })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most symbols one `GET /v1/symbols` answers.
+pub(crate) const SYMBOLS_PAGE_MAX: usize = 5_000;
+
+/// A symbol as `GET /v1/symbols` shows it.
+pub(crate) fn summary_json(s: &SymbolSummary) -> serde_json::Value {
+    serde_json::json!({
+        "symbol": s.symbol.as_str(), "bars": s.version.bars,
+        "first_ts": s.version.first_ts, "last_ts": s.version.last_ts,
+        "data_version": format!("{:016x}", s.version.hash),
+        "outputs": s.outputs, "stale": s.stale,
+    })
+}
+
+/// `GET /v1/symbols?after=&limit=`: the symbols with bars, in name order
+/// (at most `limit`, 500 by default; the next page is `after=` the last),
+/// each with its bars, data version and stored outputs (how many stale).
+pub async fn list_symbols<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    query: Result<Query<SymbolsQuery>, QueryRejection>,
+) -> Reply {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let after = q.after.as_deref().map(symbol).transpose()?;
+    let limit = q.limit.unwrap_or(500).min(SYMBOLS_PAGE_MAX);
+    durable(app.engine.store()).await?;
+    let engine = app.engine.clone();
+    let rows = blocking(move || Ok(engine.symbol_summaries(after.as_ref(), limit)?)).await?;
+    let v: Vec<_> = rows.iter().map(summary_json).collect();
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarsReadQuery {
+    tail: Option<usize>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/bars/{symbol}?tail=&from=&to=`: the symbol's bars as JSON
+/// columns `{symbol, ts: [epoch ns], open, high, low, close, volume}`.
+pub async fn get_bars<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BarsReadQuery>, QueryRejection>,
+) -> Reply {
+    let Path(sym) = path.map_err(ApiError::rejection)?;
+    let symbol = symbol(&sym)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let from = time_bound("from", q.from.as_deref())?;
+    let to = time_bound("to", q.to.as_deref())?;
+    durable(app.engine.store()).await?;
+    let engine = app.engine.clone();
+    let body = blocking(move || {
+        let Some(bars) = engine.store().bars(&symbol, ..)? else {
+            return Err(ApiError::not_found(format!("no bars for {symbol}")));
+        };
+        let (lo, hi) = window(bars.ts(), from, to, q.tail);
+        if (hi - lo).saturating_mul(6) > VALUES_MAX {
+            return Err(ApiError::bad_request(format!(
+                "{} bars × 6 columns is over {VALUES_MAX} values; ask for a tail or a from/to window",
+                hi - lo
+            )));
+        }
+        Ok(bars_json(&symbol, &bars, lo..hi))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// Bars `rows` of `bars` as JSON columns.
+pub(crate) fn bars_json(
+    symbol: &Symbol,
+    bars: &impl BarsRead,
+    rows: std::ops::Range<usize>,
+) -> serde_json::Value {
+    let column = |c: &[f64]| -> serde_json::Value {
+        c[rows.clone()]
+            .iter()
+            .map(|v| serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into))
+            .collect()
+    };
+    serde_json::json!({
+        "symbol": symbol.as_str(),
+        "ts": bars.ts()[rows.clone()],
+        "open": column(bars.open()), "high": column(bars.high()), "low": column(bars.low()),
+        "close": column(bars.close()), "volume": column(bars.volume()),
+    })
 }

@@ -37,7 +37,22 @@ pub struct FeatureQuery {
     to: Option<String>,
 }
 
-fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+/// The rows of `ts` in [`from`, `to`], then only the last `tail` of them.
+pub(crate) fn window(
+    ts: &[i64],
+    from: Option<i64>,
+    to: Option<i64>,
+    tail: Option<usize>,
+) -> (usize, usize) {
+    let lo = from.map_or(0, |f| ts.partition_point(|&t| t < f));
+    let hi = to
+        .map_or(ts.len(), |t| ts.partition_point(|&x| x <= t))
+        .max(lo);
+    let lo = tail.map_or(lo, |t| hi.saturating_sub(t).max(lo));
+    (lo, hi)
+}
+
+pub(crate) fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     v.map(|s| {
         crate::market::parse_iso(s).map_err(|e| ApiError::bad_request(format!("{name}={s:?}: {e}")))
     })
@@ -123,11 +138,7 @@ pub async fn get_feature<B: Backend>(
         .min()
         .unwrap_or(0)
         .min(ts.len());
-    let lo = from.map_or(0, |f| ts[..n].partition_point(|&t| t < f));
-    let hi = to
-        .map_or(n, |t| ts[..n].partition_point(|&x| x <= t))
-        .max(lo);
-    let lo = q.tail.map_or(lo, |t| hi.saturating_sub(t).max(lo));
+    let (lo, hi) = window(&ts[..n], from, to, q.tail);
     if (hi - lo).saturating_mul(labels.len()) > VALUES_MAX {
         return Err(ApiError::bad_request(format!(
             "{} rows × {} outputs is over {VALUES_MAX} values; ask for a tail or a from/to window",

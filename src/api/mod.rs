@@ -4,20 +4,23 @@
 //! pool). [`Service::start`] is the one way to run it: `kiln serve`,
 //! `kiln bench http` and the API tests all start it so.
 //!
-//! This module owns the service, the shared [`App`] state, the router and
-//! the guards every request passes (per-client rate limit, bearer token,
-//! body size). The handlers are grouped by what they serve (`jobs`,
-//! `features`, `bars`, `status`); `error` maps errors to JSON bodies,
-//! `cache` keeps feature-read answers, `openapi` documents the routes.
+//! This module owns the service, the shared [`App`] state and the router.
+//! `guard` is what every request passes (rate limit, Host, origin, token or
+//! dashboard session). The handlers are grouped by what they serve
+//! (`jobs`, `features`, `bars`, `status`), and `ui` is the dashboard (its
+//! pages under `/ui`); `error` maps errors to JSON bodies, `cache` keeps
+//! feature-read answers, `openapi` documents the routes.
 
 mod bars;
 mod cache;
 mod error;
 mod features;
+mod guard;
 mod jobs;
 pub mod openapi;
 mod reply;
 mod status;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,16 +29,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 use kiln_core::prelude::*;
 use kiln_core::{JobState, Watermark};
 
 pub use error::ApiError;
 pub use features::ARROW_STREAM;
+pub use ui::CSP as UI_CSP;
 
 use crate::config::ServeConfig;
 use crate::engine::guard::Admission;
@@ -65,11 +68,13 @@ pub struct App<B: Backend> {
     /// broadcast: every event stream waits on it (one waiter on the store
     /// for all of them, not a poll per connection).
     news: tokio::sync::watch::Sender<News>,
+    /// The dashboard's login sessions.
+    sessions: guard::Sessions,
 }
 
 /// What event streams wait for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct News {
+pub(crate) struct News {
     watermark: Watermark,
     closing: bool,
 }
@@ -79,12 +84,18 @@ struct News {
 #[derive(Clone, Debug)]
 pub struct ClientKey(pub String);
 
-/// Jobs finished per second while there was work, for completion estimates.
+/// Jobs finished per second: smoothed while there was work (for
+/// completion estimates), and each second's figure for the last ten
+/// minutes (the dashboard's chart).
 #[derive(Default)]
 struct Throughput {
     last: Option<(Instant, u64)>,
     jobs_per_s: Option<f64>,
+    per_second: std::collections::VecDeque<f64>,
 }
+
+/// Seconds of throughput the dashboard shows.
+const THROUGHPUT_SECONDS: usize = 600;
 
 impl<B: Backend> App<B> {
     fn new(engine: Engine<B>, config: ServeConfig, runner: Runner) -> Arc<App<B>> {
@@ -105,6 +116,7 @@ impl<B: Backend> App<B> {
             reads: cache::ReadCache::new(READ_CACHE_BYTES),
             uploads,
             news,
+            sessions: guard::Sessions::default(),
         })
     }
 
@@ -166,18 +178,31 @@ impl<B: Backend> App<B> {
         let Ok(mut t) = self.throughput.lock() else {
             return;
         };
-        if let Some((at, before)) = t.last
-            && busy
-            && done > before
-        {
-            let rate = (done - before) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
-            t.jobs_per_s = Some(t.jobs_per_s.map_or(rate, |r| 0.7 * r + 0.3 * rate));
+        if let Some((at, before)) = t.last {
+            let rate =
+                done.saturating_sub(before) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
+            if busy && done > before {
+                t.jobs_per_s = Some(t.jobs_per_s.map_or(rate, |r| 0.7 * r + 0.3 * rate));
+            }
+            if t.per_second.len() == THROUGHPUT_SECONDS {
+                t.per_second.pop_front();
+            }
+            t.per_second.push_back(rate);
         }
         t.last = Some((now, done));
     }
 
     fn jobs_per_s(&self) -> Option<f64> {
         self.throughput.lock().ok().and_then(|t| t.jobs_per_s)
+    }
+
+    /// Jobs finished in each of the last seconds (at most ten minutes),
+    /// oldest first.
+    fn throughput_history(&self) -> Vec<f64> {
+        self.throughput
+            .lock()
+            .map(|t| t.per_second.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Forwards the store's watermark to the event streams until the
@@ -220,6 +245,18 @@ fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             get(jobs::get_job::<B>).delete(jobs::cancel_job::<B>),
         )
         .route("/v1/jobs/{id}/retry", post(jobs::retry_job::<B>))
+        .route("/v1/jobs/retry", post(jobs::retry_matching::<B>))
+        .route("/v1/jobs/cancel", post(jobs::cancel_matching::<B>))
+        .route(
+            "/v1/priorities/{priority}/pause",
+            post(jobs::pause_priority::<B>),
+        )
+        .route(
+            "/v1/priorities/{priority}/resume",
+            post(jobs::resume_priority::<B>),
+        )
+        .route("/v1/symbols", get(bars::list_symbols::<B>))
+        .route("/v1/bars/{symbol}", get(bars::get_bars::<B>))
         .route("/v1/features/query", post(features::query_features::<B>))
         .route("/v1/features/{symbol}", get(features::latest_features::<B>))
         .route(
@@ -235,61 +272,15 @@ fn router<B: Backend>(app: Arc<App<B>>) -> Router {
         .route("/health", get(status::health::<B>))
         .route("/metrics", get(status::metrics::<B>))
         .route("/openapi.json", get(status::openapi))
+        .merge(ui::routes::<B>())
         .fallback(status::no_route)
         .method_not_allowed_fallback(status::no_method)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard::<B>))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            guard::guard::<B>,
+        ))
         .with_state(app)
-}
-
-/// Every request: the client address's token bucket (so guessing tokens is
-/// throttled too), then the bearer token (all routes but `/health`).
-async fn guard<B: Backend>(
-    State(app): State<Arc<App<B>>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "local".to_owned(), |c| c.0.ip().to_string());
-    if let Err(wait) = app.limiter.take(&client, 1) {
-        return ApiError::too_many(
-            format!(
-                "client {client} is over {} requests/s (burst {})",
-                app.config.requests_per_s, app.config.requests_burst
-            ),
-            wait,
-        )
-        .into_response();
-    }
-    if let Some(token) = &app.config.token
-        && req.uri().path() != "/health"
-    {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send Authorization: Bearer <token>",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
-    req.extensions_mut().insert(ClientKey(client));
-    next.run(req).await
-}
-
-/// Compares secrets in time that depends only on their lengths.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A running service: the API on its listener, the engine's runner working
@@ -438,17 +429,4 @@ async fn serve<B: Backend>(
     app.news.send_modify(|n| n.closing = true);
     let _ = forwarder.await;
     served
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"ab"));
-        assert!(!same_secret(b"", b"a"));
-    }
 }

@@ -27,8 +27,62 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/jobs",
-        "Jobs (query state, limit: at most 10,000, 100 by default).",
-        &[(200, "a JSON array of jobs"), (400, "bad state or limit")],
+        "Jobs newest first, filtered by query state, priority, kind, symbol; before=ID pages on; limit at most 10,000 (100 by default).",
+        &[
+            (200, "a JSON array of jobs"),
+            (400, "bad state, priority, symbol, before or limit"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/jobs/retry",
+        "Queue again every dead or cancelled job matching {state, priority, kind, symbol, before, limit} (at most 1,000, newest first), in one commit.",
+        &[
+            (202, "queued: {retried: [{id, retried_as}], more}"),
+            (400, "bad JSON or filter; state must be dead or cancelled"),
+            (429, "rate limited or queue full (Retry-After)"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/jobs/cancel",
+        "Cancel every queued or failed job matching {state, priority, kind, symbol, before, limit} (at most 1,000, newest first).",
+        &[
+            (200, "{cancelled: [id], not_cancellable: [id], more}"),
+            (400, "bad JSON or filter; state must be queued or failed"),
+            (429, "rate limited (Retry-After)"),
+        ],
+    ),
+    (
+        "post",
+        "/v1/priorities/{priority}/pause",
+        "Stop claiming jobs of a priority (high, normal, low).",
+        &[(200, "{priority, paused}"), (400, "bad priority")],
+    ),
+    (
+        "post",
+        "/v1/priorities/{priority}/resume",
+        "Claim jobs of a priority again.",
+        &[(200, "{priority, paused}"), (400, "bad priority")],
+    ),
+    (
+        "get",
+        "/v1/symbols",
+        "Symbols with bars in name order (query after, limit: at most 5,000, 500 by default): bars, first_ts, last_ts, data_version, outputs, stale.",
+        &[
+            (200, "a JSON array of symbols"),
+            (400, "bad after or limit"),
+        ],
+    ),
+    (
+        "get",
+        "/v1/bars/{symbol}",
+        "A symbol's bars (query tail, from, to) as JSON columns {symbol, ts, open, high, low, close, volume}.",
+        &[
+            (200, "the bars"),
+            (400, "bad symbol or query"),
+            (404, "no bars for the symbol"),
+        ],
     ),
     (
         "get",

@@ -28,6 +28,12 @@ pub(crate) fn symbol(s: &str) -> Result<Symbol, ApiError> {
     Symbol::new(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// A priority (`high`, `normal`, `low`), or 400.
+pub(crate) fn priority(s: &str) -> Result<kiln_core::Priority, ApiError> {
+    s.parse()
+        .map_err(|e: kiln_core::StoreError| ApiError::bad_request(e.to_string()))
+}
+
 /// A job id from the path, or 400.
 pub(crate) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
     let Path(id) = path.map_err(ApiError::rejection)?;

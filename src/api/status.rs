@@ -42,15 +42,7 @@ pub async fn events<B: Backend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let resume = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not a sequence number"))?,
-        ),
-        None => None,
-    };
+    let resume = last_event_id(&headers)?;
     let after = resume.or(q.after).unwrap_or(0);
     if headers
         .get(header::ACCEPT)
@@ -112,6 +104,19 @@ pub async fn events<B: Backend>(
         .into_response())
 }
 
+/// The `Last-Event-ID` a reconnecting event stream sends, if any.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not a sequence number"))
+        })
+        .transpose()
+}
+
 /// `GET /v1/stats`: the engine's state (see [`crate::json::stats`]).
 pub async fn stats<B: Backend>(State(app): State<Arc<App<B>>>) -> Result<Response, ApiError> {
     super::reply::durable(app.engine.store()).await?;
@@ -155,6 +160,15 @@ pub async fn health<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&app),
+    )
+        .into_response()
+}
+
+/// The service's metrics as Prometheus text: the engine's and the service's.
+pub(crate) fn metrics_text<B: Backend>(app: &App<B>) -> String {
     let mut text = app.engine.metrics();
     let _ = write!(
         text,
@@ -163,7 +177,7 @@ pub async fn metrics<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
          kiln_bar_uploads_in_progress {}\n",
         app.uploads_in_progress()
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    text
 }
 
 /// `GET /openapi.json`.

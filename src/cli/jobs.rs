@@ -11,7 +11,7 @@ use anyhow::Context;
 use kiln::engine::feed::feed_path;
 use kiln::engine::{Engine, RetryOutcome, RunObserver, RunProgress, RunReport, run_reopening};
 use kiln::json;
-use kiln::store::{CancelOutcome, Job, JobState, Priority, StoreError, Symbol};
+use kiln::store::{CancelOutcome, Job, JobFilter, JobState, Priority, StoreError, Symbol};
 
 use super::{Ctx, choice};
 
@@ -274,7 +274,7 @@ pub fn jobs(ctx: &Ctx, out: &mut dyn Write, command: JobsCommand) -> anyhow::Res
         |id: u64| -> anyhow::Result<Job> { Ok(store.job(id)?.ok_or(StoreError::UnknownJob(id))?) };
     match command {
         JobsCommand::List { state, limit } => {
-            let jobs = store.jobs(state, limit)?;
+            let jobs = store.jobs(&JobFilter::state(state), limit)?;
             if ctx.json {
                 let v: Vec<_> = jobs.iter().map(json::job).collect();
                 writeln!(out, "{}", serde_json::Value::Array(v))?;

@@ -24,6 +24,11 @@ pub struct Args {
     /// KILN_TOKEN environment variable; neither: no token).
     #[arg(long)]
     token: Option<String>,
+    /// A host name clients reach the service by (repeatable). Requests
+    /// must name an IP address, localhost or one of these as their Host:
+    /// a web page cannot reach the service by rebinding its own name.
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
@@ -42,6 +47,9 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     }
     let mut config = ctx.config.serve.clone();
     config.token = token;
+    config
+        .hosts
+        .extend(a.hosts.iter().map(|h| h.to_ascii_lowercase()));
     let dir = ctx.dir(DATA_DEFAULT);
     // Before the engine computes anything: its pool's threads in the background.
     kiln::engine::build_compute_pool(ctx.config.engine.background_idle);
@@ -78,7 +86,7 @@ pub fn run(ctx: &Ctx, out: &mut dyn Write, a: Args) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "kiln: serving {} on http://{local} (token {}); Ctrl-C stops",
+            "kiln: serving {} on http://{local} (dashboard http://{local}/ui, token {}); Ctrl-C stops",
             dir.display(),
             if token_required { "required" } else { "off" }
         )?;

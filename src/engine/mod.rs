@@ -58,10 +58,10 @@ use crate::config::{Config, EngineConfig};
 use crate::features::{FeatureError, SpecError};
 use crate::market::MarketError;
 
-pub use read::{FeatureRead, Output, resolve_features};
+pub use read::{FeatureRead, Output, SymbolSummary, resolve_features};
 pub use run::{RunProgress, RunReport};
 pub use runner::{RunObserver, Runner, run_reopening};
-pub use submit::RetryOutcome;
+pub use submit::{Bulk, RetryOutcome};
 
 /// What can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]

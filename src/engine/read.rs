@@ -3,7 +3,10 @@
 //! `kiln_feature_reads_total`), a symbol's stored outputs, and the engine's
 //! part of an integrity check.
 
-use kiln_core::{Backend, BarsRead, CheckReport, JobState, SeriesKey, SeriesRead, Symbol};
+use kiln_core::{
+    Backend, BarsRead, CheckReport, DataVersion, Event, JobId, JobState, SeriesKey, SeriesRead,
+    Symbol,
+};
 
 use super::metrics::ReadResult;
 use super::{Engine, EngineError};
@@ -17,6 +20,19 @@ pub struct Output<V> {
     pub series: Option<V>,
     /// Whether it was computed from the bars read with it.
     pub result: ReadResult,
+}
+
+/// A symbol as the symbol list shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolSummary {
+    /// The symbol.
+    pub symbol: Symbol,
+    /// Its bars: how many, first and last.
+    pub version: DataVersion,
+    /// Feature outputs stored for it.
+    pub outputs: usize,
+    /// Of those, the ones computed from other bars than stored now.
+    pub stale: usize,
 }
 
 /// A symbol's bars and the outputs asked for, each judged against exactly
@@ -98,6 +114,68 @@ impl<B: Backend> Engine<B> {
             .zip(series)
             .filter_map(|(k, s)| Some((k, s?)))
             .collect())
+    }
+
+    /// Up to `limit` symbols with bars, in name order, after `after`: each
+    /// with its data version and how many of its stored outputs are stale.
+    pub fn symbol_summaries(
+        &self,
+        after: Option<&Symbol>,
+        limit: usize,
+    ) -> Result<Vec<SymbolSummary>, EngineError> {
+        let mut out = Vec::new();
+        for (symbol, version) in self.store.bar_symbols()? {
+            if out.len() >= limit {
+                break;
+            }
+            if after.is_some_and(|a| symbol <= *a) {
+                continue;
+            }
+            let keys = self.store.series_keys(&symbol)?;
+            let views = self.store.series_batch(&keys)?;
+            let stale = views
+                .iter()
+                .filter(|v| v.as_ref().is_some_and(|v| !v.is_current(&version)))
+                .count();
+            out.push(SymbolSummary {
+                symbol,
+                version,
+                outputs: keys.len(),
+                stale,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The events of job `id` in the durable log, oldest first (a scan of
+    /// the log, which `events_max` bounds).
+    pub fn job_events(&self, id: JobId) -> Result<Vec<Event>, EngineError> {
+        let mut out = Vec::new();
+        self.each_event(|e| {
+            if e.job_id == id {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every event in the durable log, oldest first;
+    /// returns the last one's sequence number (0 for none).
+    pub fn each_event(&self, mut f: impl FnMut(Event)) -> Result<u64, EngineError> {
+        const PAGE: usize = 4096;
+        let mut after = 0;
+        loop {
+            let page = self.store.events(after, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(after);
+            };
+            after = last.seq;
+            let full = page.len() == PAGE;
+            page.into_iter().for_each(&mut f);
+            if !full {
+                return Ok(after);
+            }
+        }
     }
 
     /// The integrity check: the store's scan, plus the series written by a

@@ -100,6 +100,8 @@ struct Batch {
 #[derive(Default)]
 struct Shared {
     succeeded: AtomicU64,
+    /// Jobs whose results the store refused at commit (ended dead).
+    refused: AtomicU64,
     /// The committer stopped on an error.
     failed: AtomicBool,
     /// Batches sent and not yet committed; the committer signals each commit.
@@ -278,6 +280,7 @@ impl<B: Backend> Engine<B> {
         });
         committed?;
         report.succeeded = shared.succeeded.load(Ordering::Relaxed);
+        report.dead += shared.refused.load(Ordering::Relaxed);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -286,12 +289,14 @@ impl<B: Backend> Engine<B> {
     fn commit_loop(&self, rx: &Receiver<Batch>, shared: &Shared) -> Result<(), EngineError> {
         for batch in rx {
             let t = Instant::now();
+            let tokens: Vec<_> = batch.completions.iter().map(|c| c.token).collect();
             let outcomes = self.guarded(|| self.store.complete_many(batch.completions));
             shared
                 .commit_us
                 .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             shared.add_outstanding(-1);
-            for (outcome, priority) in outcomes?.into_iter().zip(batch.priorities) {
+            let outcomes = outcomes?.into_iter().zip(batch.priorities).zip(tokens);
+            for ((outcome, priority), token) in outcomes {
                 match outcome {
                     Ok(()) => {
                         shared.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +304,23 @@ impl<B: Backend> Engine<B> {
                     }
                     // The lease expired and the job went back to the queue.
                     Err(StoreError::LeaseLost { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) if e.is_outage() => return Err(e.into()),
+                    // The store refused this job's results (a series over
+                    // its bound): they never will fit, so the job is dead
+                    // with the reason, and the run goes on.
+                    Err(e) => {
+                        let dead =
+                            self.guarded(|| self.store.fail_permanently(token, &e.to_string()));
+                        match dead {
+                            Ok(_) => {
+                                tracing::warn!(job = token.job_id, error = %e, "job is dead");
+                                shared.refused.fetch_add(1, Ordering::Relaxed);
+                                self.runtime().metrics.job(JobState::Dead, priority);
+                            }
+                            Err(StoreError::LeaseLost { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                 }
             }
         }
@@ -349,7 +370,9 @@ impl<B: Backend> Engine<B> {
             let seen = self.store.work_watermark()?;
             let leases = self.store.claim(claim)?;
             let pending = self.store.stats()?.unfinished();
-            let done = shared.succeeded.load(Ordering::Relaxed) + report.dead;
+            let done = shared.succeeded.load(Ordering::Relaxed)
+                + shared.refused.load(Ordering::Relaxed)
+                + report.dead;
             progress(RunProgress {
                 done,
                 total: done + pending,

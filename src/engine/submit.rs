@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kiln_core::{
     Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, FrameRead, IngestReport,
-    JobId, JobState, NewJob, Priority, StoreError, Symbol,
+    JobFilter, JobId, JobState, NewJob, Priority, StoreError, Symbol,
 };
 
 use super::{COMPUTE, Engine, EngineError, REFRESH, state};
@@ -196,11 +196,82 @@ impl<B: Backend> Engine<B> {
             return Ok(RetryOutcome::NotRetryable(job.state));
         }
         self.admit(client, job.symbols.len().max(1), 1)?;
-        let again = NewJob::new(job.kind, job.payload.to_vec())
-            .symbols(job.symbols)
-            .priority(job.priority);
-        let enqueued = self.through_breaker(|| self.store.enqueue(again))?;
+        let enqueued = self.through_breaker(|| self.store.enqueue(again(job)))?;
         Ok(RetryOutcome::Retried(enqueued))
+    }
+
+    /// Queues again every job `filter` matches (its state must be dead or
+    /// cancelled), newest first, at most `max`, in one commit, for
+    /// `client` (admitted like a submission of all their symbols). Returns
+    /// each retried job's id with its copy, and whether more jobs match.
+    pub fn retry_matching(
+        &self,
+        client: &str,
+        filter: &JobFilter,
+        max: usize,
+    ) -> Result<Bulk<Enqueued>, EngineError> {
+        if !matches!(filter.state, Some(JobState::Dead | JobState::Cancelled)) {
+            return Err(EngineError::Request(
+                "a bulk retry takes the jobs of state dead or cancelled; give state".into(),
+            ));
+        }
+        let (jobs, more) = self.matching(filter, max)?;
+        if jobs.is_empty() {
+            return Ok(Bulk::default());
+        }
+        let symbols: usize = jobs.iter().map(|j| j.symbols.len().max(1)).sum();
+        self.admit(client, symbols, jobs.len())?;
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let copies = jobs.into_iter().map(again).collect();
+        let enqueued = self.through_breaker(|| self.enqueue_chunked(copies))?;
+        Ok(Bulk {
+            done: ids.into_iter().zip(enqueued).collect(),
+            more,
+        })
+    }
+
+    /// Cancels every job `filter` matches (its state must be queued or
+    /// failed, awaiting a retry), newest first, at most `max`, for
+    /// `client`. Returns each job's outcome (one may have been claimed
+    /// meanwhile) and whether more jobs match.
+    pub fn cancel_matching(
+        &self,
+        client: &str,
+        filter: &JobFilter,
+        max: usize,
+    ) -> Result<Bulk<CancelOutcome>, EngineError> {
+        if !matches!(filter.state, Some(JobState::Queued | JobState::Failed)) {
+            return Err(EngineError::Request(
+                "a bulk cancel takes the jobs of state queued or failed; give state".into(),
+            ));
+        }
+        let (jobs, more) = self.matching(filter, max)?;
+        if jobs.is_empty() {
+            return Ok(Bulk::default());
+        }
+        self.admit(client, jobs.len(), 0)?;
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            done.push((job.id, self.through_breaker(|| self.store.cancel(job.id))?));
+        }
+        Ok(Bulk { done, more })
+    }
+
+    /// The newest `max` jobs `filter` matches, and whether more match.
+    fn matching(
+        &self,
+        filter: &JobFilter,
+        max: usize,
+    ) -> Result<(Vec<kiln_core::Job>, bool), EngineError> {
+        let mut jobs = self.store.jobs(filter, max.saturating_add(1))?;
+        let more = jobs.len() > max;
+        jobs.truncate(max);
+        Ok((jobs, more))
+    }
+
+    /// Stops (or restarts) claims of `priority`.
+    pub fn set_paused(&self, priority: Priority, paused: bool) -> Result<(), EngineError> {
+        self.through_breaker(|| self.store.set_paused(priority, paused))
     }
 
     /// Admission: `jobs` more (if any: a cancel adds none, and is never
@@ -283,6 +354,33 @@ impl<B: Backend> Engine<B> {
         }
         Ok(out)
     }
+}
+
+/// What a bulk retry or cancel did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bulk<T> {
+    /// Each job acted on, with what became of it.
+    pub done: Vec<(JobId, T)>,
+    /// Whether more jobs match than were acted on (`max`).
+    pub more: bool,
+}
+
+impl<T> Default for Bulk<T> {
+    fn default() -> Self {
+        Bulk {
+            done: Vec::new(),
+            more: false,
+        }
+    }
+}
+
+/// A dead or cancelled job's copy to queue again; asked twice while the
+/// copy is unfinished, it is that copy (an idempotency key per retried job).
+fn again(job: kiln_core::Job) -> NewJob {
+    NewJob::new(job.kind, job.payload.to_vec())
+        .symbols(job.symbols)
+        .priority(job.priority)
+        .idempotency_key(format!("retry:{}", job.id))
 }
 
 /// 64-bit FNV-1a, to shorten over-long idempotency keys.

@@ -189,6 +189,15 @@ impl FeatureSpec {
         }
     }
 
+    /// Whether its values are prices (drawn over the candles) rather than
+    /// an oscillator or a count (drawn in a pane of their own).
+    pub fn on_price_scale(&self) -> bool {
+        matches!(
+            self,
+            Self::Sma(_) | Self::Ema(_) | Self::Wma(_) | Self::Bbands { .. } | Self::Vwap(_)
+        )
+    }
+
     /// Names of the outputs, in order. A single-output feature's one output carries the
     /// feature's own name (`sma`); `macd` gives `macd, signal, hist`; `bbands` gives
     /// `upper, middle, lower`.

@@ -76,9 +76,10 @@ pub use kiln_core::{
     ATTEMPTS_MAX_LIMIT, Backend, Bar, BarColumns, BarIngest, BarStore, BarsRead, CancelOutcome,
     CheckReport, Clock, Completion, Conflict, Coverage, DataVersion, ERROR_BYTES_MAX, Enqueued,
     Event, EventLog, FEATURE_BYTES_MAX, FailOutcome, FrameKey, FrameRead, FrameRows, FrameWrite,
-    IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobId, JobQueue, JobState, KIND_BYTES_MAX, Lease,
-    LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result, ResultStore, RetryPolicy,
-    SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead, StoreError, Symbol, SymbolStats, Watermark,
+    IDEMPOTENCY_KEY_BYTES_MAX, IngestReport, Job, JobFilter, JobId, JobQueue, JobState,
+    KIND_BYTES_MAX, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result,
+    ResultStore, RetryPolicy, SYMBOL_BYTES_MAX, Series, SeriesKey, SeriesRead, StoreError, Symbol,
+    SymbolStats, Watermark,
 };
 pub use record::FORMAT_VERSION;
 pub use series::{FrameView, SeriesView};

@@ -218,6 +218,23 @@ impl Spaces {
         })
     }
 
+    /// Entries of `space` whose key is below `end` (all of them for
+    /// `None`), in key order, keys without the keyspace byte.
+    pub(crate) fn range_before(
+        &self,
+        space: Space,
+        end: Option<&[u8]>,
+    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, sled::IVec)>> + use<> {
+        let end = match end {
+            Some(end) => full_key(space, end),
+            None => vec![space.prefix() + 1],
+        };
+        self.tree.range(full_key(space, &[])..end).map(|item| {
+            let (k, v) = item.map_err(sled_error)?;
+            Ok((k.get(1..).unwrap_or_default().to_vec(), v))
+        })
+    }
+
     /// Entries of `space` from key `start` on, in key order, keys without
     /// the keyspace byte.
     pub(crate) fn range_from(

@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 use kiln_core::{
-    Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, FrameWrite, Job, JobId,
-    JobQueue, JobState, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, Result,
-    StoreError, Symbol, SymbolStats,
+    Backend, CancelOutcome, CheckReport, Completion, Enqueued, FailOutcome, FrameWrite, Job,
+    JobFilter, JobId, JobQueue, Lease, LeaseToken, NewJob, Priority, QueueConfig, QueueStats,
+    Result, StoreError, Symbol, SymbolStats,
 };
 
 use crate::config::StoreConfig;
@@ -282,18 +282,23 @@ impl Store {
     }
 
     /// Encodes completions' frames, checking `series_bytes_max` (which
-    /// bounds one frame write) and `complete_bytes_max` (one call).
-    fn encode_completions(&self, completions: Vec<Completion>) -> Result<Vec<EncodedCompletion>> {
+    /// bounds one frame write: a completion with a larger one is refused
+    /// alone) and `complete_bytes_max` (the whole call).
+    fn encode_completions(
+        &self,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<EncodedCompletion>>> {
         let max = self.inner.config.queue.series_bytes_max;
         let total_max = self.inner.config.queue.complete_bytes_max;
         let mut total = 0usize;
         let mut items = Vec::with_capacity(completions.len());
         for c in completions {
             let mut results = Vec::with_capacity(c.results.len());
+            let mut refused = None;
             for write in c.results {
                 let frame = EncodedFrame::new(write)?;
                 if frame.bytes() > max {
-                    return Err(StoreError::invalid(
+                    refused = Some(StoreError::invalid(
                         "series",
                         format!(
                             "{} stores {} bytes, limit series_bytes_max = {max}",
@@ -301,6 +306,7 @@ impl Store {
                             frame.bytes()
                         ),
                     ));
+                    break;
                 }
                 total += frame.bytes();
                 if total > total_max {
@@ -313,9 +319,12 @@ impl Store {
                 }
                 results.push(frame);
             }
-            items.push(EncodedCompletion {
-                token: c.token,
-                results,
+            items.push(match refused {
+                Some(e) => Err(e),
+                None => Ok(EncodedCompletion {
+                    token: c.token,
+                    results,
+                }),
             });
         }
         Ok(items)
@@ -458,13 +467,34 @@ impl JobQueue for Store {
 
     fn complete_many(&self, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
         self.check_batch("complete", completions.len())?;
-        let items = self.encode_completions(completions)?;
-        self.call(|reply| Op::Apply(Apply::Complete { items, reply }))
+        let encoded = self.encode_completions(completions)?;
+        // The refused ones keep their place in the answer; the rest commit.
+        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(encoded.len());
+        let mut items = Vec::with_capacity(encoded.len());
+        for e in encoded {
+            match e {
+                Ok(item) => {
+                    items.push(item);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let mut committed = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.call(|reply| Op::Apply(Apply::Complete { items, reply }))?
+        }
+        .into_iter();
+        outcomes
+            .into_iter()
+            .map(|o| o.or_else(|| committed.next()).ok_or(StoreError::Closed))
+            .collect()
     }
 
     fn checkpoint(&self, token: LeaseToken, results: Vec<FrameWrite>) -> Result<()> {
         let mut items = self.encode_completions(vec![Completion { token, results }])?;
-        let item = items.pop().ok_or(StoreError::Closed)?;
+        let item = items.pop().ok_or(StoreError::Closed)??;
         self.call(|reply| Op::Apply(Apply::Checkpoint { item, reply }))
     }
 
@@ -498,17 +528,26 @@ impl JobQueue for Store {
     }
 
     /// A scan of the jobs table: for listings, not hot paths.
-    fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
+    fn jobs(&self, filter: &JobFilter, limit: usize) -> Result<Vec<Job>> {
         let mut out = Vec::new();
-        for item in self.spaces().scan(Space::Jobs, &[]).rev() {
+        let end = filter.before.map(u64_key);
+        for item in self
+            .spaces()
+            .range_before(Space::Jobs, end.as_ref().map(|k| &k[..]))
+            .rev()
+        {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = item?;
             let id = read_u64(&k, "jobs key")?;
             let (job, _) = decode_job(id, &v)?;
-            if state.is_none_or(|s| s == job.state) {
-                out.push(self.with_input(job)?);
+            if !filter.matches_record(&job) {
+                continue;
+            }
+            let job = self.with_input(job)?;
+            if filter.matches(&job) {
+                out.push(job);
             }
         }
         Ok(out)

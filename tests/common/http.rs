@@ -51,7 +51,7 @@ pub fn request(
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {

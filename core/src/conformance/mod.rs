@@ -62,6 +62,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@tests $harness; queue:
             enqueued_job_is_queued_with_its_fields,
+            job_listing_filters_and_pages_newest_first,
             claims_follow_strict_priority_then_fifo,
             claim_takes_at_most_max_and_empty_queue_gives_nothing,
             claimed_job_is_running_with_a_lease_and_an_attempt,

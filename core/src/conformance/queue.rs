@@ -7,8 +7,8 @@
 use super::{Harness, T0, config, job, open, series, sym};
 use crate::{
     Backend, CancelOutcome, Clock, Completion, Enqueued, FailOutcome, FrameKey, FrameRead,
-    JobQueue, JobState, LeaseToken, NewJob, Priority, QueueConfig, QueueStats, ResultStore,
-    SeriesKey, SeriesRead, StoreError,
+    JobFilter, JobQueue, JobState, LeaseToken, NewJob, Priority, QueueConfig, QueueStats,
+    ResultStore, SeriesKey, SeriesRead, StoreError,
 };
 
 pub fn enqueued_job_is_queued_with_its_fields<H: Harness>(harness: &mut H) {
@@ -27,6 +27,70 @@ pub fn enqueued_job_is_queued_with_its_fields<H: Harness>(harness: &mut H) {
     );
     assert_eq!(store.stats().expect("stats").count(JobState::Queued), 1);
     assert_eq!(store.stats().expect("stats").depth(Priority::High), 1);
+}
+
+pub fn job_listing_filters_and_pages_newest_first<H: Harness>(harness: &mut H) {
+    let (_c, store) = open(harness);
+    let a = store
+        .enqueue(job("a").symbols(vec![sym("AAPL")]))
+        .expect("e")
+        .id();
+    let b = store
+        .enqueue(
+            NewJob::new("refresh", Vec::new())
+                .symbols(vec![sym("MSFT"), sym("AAPL")])
+                .priority(Priority::High),
+        )
+        .expect("e")
+        .id();
+    let c = store
+        .enqueue(job("c").symbols(vec![sym("MSFT")]).priority(Priority::Low))
+        .expect("e")
+        .id();
+    assert_eq!(store.cancel(c).expect("cancel"), CancelOutcome::Cancelled);
+    let ids = |f: JobFilter, limit: usize| -> Vec<u64> {
+        let jobs = store.jobs(&f, limit).expect("jobs");
+        jobs.iter().map(|j| j.id).collect()
+    };
+    assert_eq!(ids(JobFilter::default(), 10), vec![c, b, a]);
+    assert_eq!(ids(JobFilter::default(), 2), vec![c, b]);
+    assert_eq!(
+        ids(JobFilter::state(Some(JobState::Queued)), 10),
+        vec![b, a]
+    );
+    assert_eq!(
+        ids(JobFilter::state(Some(JobState::Cancelled)), 10),
+        vec![c]
+    );
+    let by_before = |id: u64| JobFilter {
+        before: Some(id),
+        ..JobFilter::default()
+    };
+    let by = |f: fn(&mut JobFilter)| {
+        let mut filter = JobFilter::default();
+        f(&mut filter);
+        filter
+    };
+    assert_eq!(ids(by(|f| f.priority = Some(Priority::High)), 10), vec![b]);
+    assert_eq!(ids(by(|f| f.kind = Some("refresh".into())), 10), vec![b]);
+    assert_eq!(
+        ids(by(|f| f.kind = Some("nothing".into())), 10),
+        Vec::<u64>::new()
+    );
+    assert_eq!(ids(by(|f| f.symbol = Some(sym("AAPL"))), 10), vec![b, a]);
+    assert_eq!(ids(by(|f| f.symbol = Some(sym("MSFT"))), 10), vec![c, b]);
+    // The next page starts below the last id of this one.
+    assert_eq!(ids(by_before(b), 10), vec![a]);
+    assert_eq!(ids(by_before(a), 10), Vec::<u64>::new());
+    // Every field at once.
+    let all = JobFilter {
+        state: Some(JobState::Queued),
+        priority: Some(Priority::Normal),
+        kind: Some("compute".into()),
+        symbol: Some(sym("AAPL")),
+        before: Some(c),
+    };
+    assert_eq!(ids(all, 10), vec![a]);
 }
 
 pub fn claims_follow_strict_priority_then_fifo<H: Harness>(harness: &mut H) {
@@ -486,6 +550,31 @@ pub fn oversized_series_is_refused_and_the_job_stays_running<H: Harness>(harness
     assert!(e.to_string().contains("series_bytes_max = 1024"), "{e}");
     assert_eq!(store.stats().expect("stats").count(JobState::Running), 1);
     assert!(store.series(&key).expect("read").is_none());
+    // In a batch, only the completion with the oversized series is refused.
+    store.enqueue(job("b")).expect("enqueue");
+    let b = store.claim(1).expect("claim").remove(0);
+    let small = SeriesKey::new(sym("B"), "sma(5)").expect("key");
+    let outcomes = store
+        .complete_many(vec![
+            Completion {
+                token: lease.token,
+                results: vec![series(&key, vec![0.0; 1000])],
+            },
+            Completion {
+                token: b.token,
+                results: vec![series(&small, vec![1.0; 4])],
+            },
+        ])
+        .expect("the call");
+    assert!(matches!(&outcomes[0], Err(e) if e.to_string().contains("series_bytes_max")));
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    assert_eq!(
+        store.job(b.job.id).expect("job").map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(store.stats().expect("stats").count(JobState::Running), 1);
+    assert!(store.series(&key).expect("read").is_none());
+    assert!(store.series(&small).expect("read").is_some());
 }
 
 pub fn unknown_job_reads_as_none<H: Harness>(harness: &mut H) {
