@@ -259,6 +259,42 @@ fn results_the_store_refuses_end_their_job_dead_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_checkpoint_the_store_refuses_ends_its_job_dead_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config {
+        engine: EngineConfig {
+            submit_job_symbols: 5,
+            checkpoint_symbols: 1,
+            ..EngineConfig::default()
+        },
+        ..Config::default()
+    };
+    config.store.queue.series_bytes_max = 8 * 1024;
+    let engine = Engine::open(dir.path(), config).expect("open");
+    engine
+        .ingest(&[SAMPLE.into()], &sample_options(), &mut |_| {})
+        .expect("ingest");
+    let specs = parse_list("sma(5)").expect("specs");
+    // One job: AAPL's chunk (too large) is checkpointed before FB's.
+    let id = engine
+        .submit(&[sym("AAPL"), sym("FB")], &specs, Priority::Normal)
+        .expect("submit")[0]
+        .id();
+    let report = engine.run_until_idle(&mut |_| {}).expect("the run goes on");
+    assert_eq!((report.succeeded, report.dead), (0, 1), "{report:?}");
+    let job = engine.store().job(id).expect("job").expect("exists");
+    assert_eq!(job.state, JobState::Dead);
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("series_bytes_max = 8192"),
+        "{:?}",
+        job.last_error
+    );
+}
+
+#[test]
 fn dead_and_cancelled_jobs_are_retried_as_new_jobs() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(dir.path(), Config::default()).expect("open");

@@ -350,8 +350,28 @@ fn with_a_token_pages_need_a_session_from_the_login_form() {
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // ...and the metrics the metrics page links to...
+    assert_eq!(
+        request(s.addr, "GET", "/metrics", &with_session, b"").status,
+        200
+    );
     // ...but the API still wants the token.
     request(s.addr, "GET", "/v1/jobs", &with_session, b"").error(401);
+    // A form posted without a session goes to the login form, not JSON.
+    let r = request(
+        s.addr,
+        "POST",
+        "/ui/jobs/1/retry",
+        &[("Origin", "http://127.0.0.1")],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/ui/login?next=/ui"))
+    );
+    // `/` and the icon need nothing.
+    assert_eq!(get(s.addr, "/").status, 303);
+    assert_eq!(get(s.addr, "/favicon.ico").status, 200);
     let forged = [("Cookie", "kiln_session=00")];
     assert_eq!(request(s.addr, "GET", "/ui", &forged, b"").status, 303);
     // Signing out ends it.
@@ -418,22 +438,25 @@ fn jobs_filter_page_and_act_in_bulk() {
         })
         .collect();
     assert_eq!(first.iter().map(|p| p.0).collect::<Vec<_>>(), dead[..2]);
-    // Asked again while the copies wait, a retry is the same copy.
+    // Asked again, a bulk retry leaves the retried jobs out and moves on.
     let again = post_json(s.addr, "/v1/jobs/retry", r#"{"state":"dead"}"#).json();
     assert_eq!(again["more"], false);
-    let copies: Vec<u64> = again["retried"]
+    let ids: Vec<u64> = again["retried"]
         .as_array()
         .expect("retried")
         .iter()
-        .map(|x| x["retried_as"].as_u64().expect("new"))
+        .map(|x| x["id"].as_u64().expect("id"))
         .collect();
-    assert_eq!(copies.len(), 3);
-    assert_eq!(
-        &copies[..2],
-        &first.iter().map(|p| p.1).collect::<Vec<_>>()[..]
-    );
-    let queued = get(s.addr, "/v1/jobs?state=queued").json();
-    assert_eq!(queued.as_array().map(Vec::len), Some(3), "{queued}");
+    assert_eq!(ids, vec![dead[2]]);
+    let third = post_json(s.addr, "/v1/jobs/retry", r#"{"state":"dead"}"#).json();
+    assert_eq!(third, serde_json::json!({"retried": [], "more": false}));
+    // One at a time, asked twice while the copy waits, it is the same copy.
+    let one = post_json(s.addr, &format!("/v1/jobs/{}/retry", dead[0]), "").json();
+    assert_eq!(one["retried_as"].as_u64(), Some(first[0].1));
+    // Every dead job is retried: the page offers no bulk retry.
+    let dead_page = page(s.addr, "/ui/jobs?state=dead");
+    assert_eq!(dead_page.matches("data-job=").count(), 3, "{dead_page}");
+    assert!(!dead_page.contains("id=\"retry-all\""), "{dead_page}");
     // A bulk cancel takes waiting jobs only, and what the filter names.
     post_json(s.addr, "/v1/jobs/cancel", r#"{"state":"dead"}"#).error(400);
     let none = post_json(
@@ -574,7 +597,7 @@ fn the_live_stream_starts_with_a_snapshot_then_sends_new_events() {
     let mut c = TcpStream::connect(s.addr).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    c.write_all(b"GET /ui/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    c.write_all(b"GET /ui/stream?stats=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("write");
     let mut got = String::new();
     let mut buf = [0u8; 8192];

@@ -75,6 +75,17 @@ pub enum StoreError {
         /// What is wrong, with the offending value or limit.
         reason: String,
     },
+    /// A job's result series is larger than `series_bytes_max`: it can
+    /// never be stored, so the job cannot succeed.
+    #[error("{key} stores {bytes} bytes, limit series_bytes_max = {max}")]
+    TooLarge {
+        /// The series (`symbol/feature`).
+        key: String,
+        /// Its encoded size.
+        bytes: usize,
+        /// The bound.
+        max: usize,
+    },
     /// Admission control: the queue already holds its configured maximum.
     #[error("queue is full: {depth} jobs waiting or running, limit queue_depth_max = {max}")]
     QueueFull {

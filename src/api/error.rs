@@ -113,7 +113,7 @@ impl From<EngineError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
-            StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            StoreError::Invalid { .. } | StoreError::TooLarge { .. } => StatusCode::BAD_REQUEST,
             StoreError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::UnknownJob(_) => StatusCode::NOT_FOUND,

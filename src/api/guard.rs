@@ -7,10 +7,10 @@
 //!   browser's `Origin` and `Sec-Fetch-Site` must say the same origin (a
 //!   dashboard form must carry one of them);
 //! - with a token: `Authorization: Bearer <token>` on every route but
-//!   `/health` and the dashboard's login and assets; the dashboard's pages
-//!   and `/v1/events` also take the session cookie `/ui/login` sets (a
-//!   browser's EventSource cannot send a header). A page asked for without
-//!   either is sent to the login form.
+//!   `/health`, `/` and the dashboard's login and assets; the dashboard's
+//!   pages, `/v1/events` and `/metrics` also take the session cookie
+//!   `/ui/login` sets (a browser's EventSource cannot send a header). A
+//!   page asked for without either is sent to the login form.
 //!
 //! Sessions ([`Sessions`]) are random ids kept in memory for
 //! [`SESSION_TTL`]; a restart ends them.
@@ -85,17 +85,21 @@ pub async fn guard<B: Backend>(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let by_bearer = bearer.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes()));
-        let by_cookie = (dashboard || path == "/v1/events")
+        let by_cookie = (dashboard || path == "/v1/events" || path == "/metrics")
             && session_id(headers).is_some_and(|id| app.sessions.valid(id));
         if !by_bearer && !by_cookie {
-            // A page goes to the login form; the live stream (an
-            // EventSource, not a page) is refused.
-            if dashboard && *req.method() == Method::GET && path != "/ui/stream" {
-                let back = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/ui", |p| p.as_str())
-                    .to_owned();
+            // A page goes to the login form (a form posted after the
+            // session ended, to the form and then the overview); the live
+            // stream (an EventSource, not a page) is refused.
+            if dashboard && path != "/ui/stream" {
+                let back = match *req.method() {
+                    Method::GET => req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/ui", |p| p.as_str())
+                        .to_owned(),
+                    _ => "/ui".to_owned(),
+                };
                 return Redirect::to(&format!("/ui/login?next={}", query_escape(&back)))
                     .into_response();
             }
@@ -114,9 +118,11 @@ pub async fn guard<B: Backend>(
     next.run(req).await
 }
 
-/// Routes that need no token: health, and what the login page needs.
+/// Routes that need no token: health, and what the login page needs (and
+/// `/`, which only leads to the dashboard).
 fn public(path: &str) -> bool {
-    path == "/health" || path == "/ui/login" || path.starts_with("/ui/assets/")
+    matches!(path, "/" | "/health" | "/favicon.ico" | "/ui/login")
+        || path.starts_with("/ui/assets/")
 }
 
 /// The request's `Host` when it names neither an IP address, nor

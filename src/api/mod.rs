@@ -70,6 +70,8 @@ pub struct App<B: Backend> {
     news: tokio::sync::watch::Sender<News>,
     /// The dashboard's login sessions.
     sessions: guard::Sessions,
+    /// The last stats snapshot the dashboard made, and when.
+    snapshot: Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
 }
 
 /// What event streams wait for.
@@ -117,6 +119,7 @@ impl<B: Backend> App<B> {
             uploads,
             news,
             sessions: guard::Sessions::default(),
+            snapshot: Mutex::new(None),
         })
     }
 

@@ -200,6 +200,10 @@ impl<B: Backend> Engine<B> {
                 match self.guarded(|| self.store.checkpoint(lease.token, results)) {
                     Ok(()) => {}
                     Err(StoreError::LeaseLost { .. }) => return Ok(()),
+                    // Results that can never be stored: the job is dead.
+                    Err(e @ StoreError::TooLarge { .. }) => {
+                        return self.settle(&lease, Setback::Data(e.to_string()), report);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             } else {

@@ -304,11 +304,10 @@ impl<B: Backend> Engine<B> {
                     }
                     // The lease expired and the job went back to the queue.
                     Err(StoreError::LeaseLost { .. }) => {}
-                    Err(e) if e.is_outage() => return Err(e.into()),
                     // The store refused this job's results (a series over
                     // its bound): they never will fit, so the job is dead
                     // with the reason, and the run goes on.
-                    Err(e) => {
+                    Err(e @ StoreError::TooLarge { .. }) => {
                         let dead =
                             self.guarded(|| self.store.fail_permanently(token, &e.to_string()));
                         match dead {
@@ -321,6 +320,7 @@ impl<B: Backend> Engine<B> {
                             Err(e) => return Err(e.into()),
                         }
                     }
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

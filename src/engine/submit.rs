@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kiln_core::{
     Backend, BarColumns, BarIngest, CancelOutcome, DataVersion, Enqueued, FrameRead, IngestReport,
-    JobFilter, JobId, JobState, NewJob, Priority, StoreError, Symbol,
+    Job, JobFilter, JobId, JobState, NewJob, Priority, StoreError, Symbol,
 };
 
 use super::{COMPUTE, Engine, EngineError, REFRESH, state};
@@ -201,7 +201,8 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Queues again every job `filter` matches (its state must be dead or
-    /// cancelled), newest first, at most `max`, in one commit, for
+    /// cancelled) that was not retried yet, newest first, at most `max`,
+    /// in one commit, for
     /// `client` (admitted like a submission of all their symbols). Returns
     /// each retried job's id with its copy, and whether more jobs match.
     pub fn retry_matching(
@@ -215,7 +216,7 @@ impl<B: Backend> Engine<B> {
                 "a bulk retry takes the jobs of state dead or cancelled; give state".into(),
             ));
         }
-        let (jobs, more) = self.matching(filter, max)?;
+        let (jobs, more) = self.retry_candidates(filter, max)?;
         if jobs.is_empty() {
             return Ok(Bulk::default());
         }
@@ -245,7 +246,7 @@ impl<B: Backend> Engine<B> {
                 "a bulk cancel takes the jobs of state queued or failed; give state".into(),
             ));
         }
-        let (jobs, more) = self.matching(filter, max)?;
+        let (jobs, more) = self.cancel_candidates(filter, max)?;
         if jobs.is_empty() {
             return Ok(Bulk::default());
         }
@@ -257,16 +258,76 @@ impl<B: Backend> Engine<B> {
         Ok(Bulk { done, more })
     }
 
-    /// The newest `max` jobs `filter` matches, and whether more match.
-    fn matching(
+    /// What a bulk cancel of `filter` would take: the newest `max` jobs it
+    /// matches, and whether more match.
+    pub fn cancel_candidates(
         &self,
         filter: &JobFilter,
         max: usize,
-    ) -> Result<(Vec<kiln_core::Job>, bool), EngineError> {
+    ) -> Result<(Vec<Job>, bool), EngineError> {
         let mut jobs = self.store.jobs(filter, max.saturating_add(1))?;
         let more = jobs.len() > max;
         jobs.truncate(max);
         Ok((jobs, more))
+    }
+
+    /// What a bulk retry of `filter` would take: the newest `max` jobs it
+    /// matches that were not retried yet (no job is their copy), and
+    /// whether more match. So a bulk retry moves on to older jobs, and
+    /// asking twice does not queue a job twice.
+    pub fn retry_candidates(
+        &self,
+        filter: &JobFilter,
+        max: usize,
+    ) -> Result<(Vec<Job>, bool), EngineError> {
+        let mut retried = std::collections::HashSet::new();
+        self.each_job(&JobFilter::default(), |j| {
+            if let Some(id) = j.idempotency_key.as_deref().and_then(retried_from) {
+                retried.insert(id);
+            }
+            true
+        })?;
+        let mut out = Vec::new();
+        let mut more = false;
+        self.each_job(filter, |j| {
+            if retried.contains(&j.id) {
+                return true;
+            }
+            if out.len() == max {
+                more = true;
+                return false;
+            }
+            out.push(j);
+            true
+        })?;
+        Ok((out, more))
+    }
+
+    /// Calls `f` with every job `filter` matches, newest first, until it
+    /// returns false.
+    fn each_job(
+        &self,
+        filter: &JobFilter,
+        mut f: impl FnMut(Job) -> bool,
+    ) -> Result<(), EngineError> {
+        const PAGE: usize = 1024;
+        let mut page_filter = filter.clone();
+        loop {
+            let page = self.store.jobs(&page_filter, PAGE)?;
+            let full = page.len() == PAGE;
+            let Some(last) = page.last().map(|j| j.id) else {
+                return Ok(());
+            };
+            for j in page {
+                if !f(j) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+            page_filter.before = Some(last);
+        }
     }
 
     /// Stops (or restarts) claims of `priority`.
@@ -374,13 +435,21 @@ impl<T> Default for Bulk<T> {
     }
 }
 
+/// The idempotency key of a retried job's copy.
+const RETRY_KEY: &str = "retry:";
+
 /// A dead or cancelled job's copy to queue again; asked twice while the
 /// copy is unfinished, it is that copy (an idempotency key per retried job).
-fn again(job: kiln_core::Job) -> NewJob {
+fn again(job: Job) -> NewJob {
     NewJob::new(job.kind, job.payload.to_vec())
         .symbols(job.symbols)
         .priority(job.priority)
-        .idempotency_key(format!("retry:{}", job.id))
+        .idempotency_key(format!("{RETRY_KEY}{}", job.id))
+}
+
+/// The job a copy was retried from, by its idempotency key.
+fn retried_from(key: &str) -> Option<JobId> {
+    key.strip_prefix(RETRY_KEY)?.parse().ok()
 }
 
 /// 64-bit FNV-1a, to shorten over-long idempotency keys.

@@ -295,20 +295,23 @@ impl Store {
         for c in completions {
             let mut results = Vec::with_capacity(c.results.len());
             let mut refused = None;
+            let mut bytes = 0usize;
             for write in c.results {
                 let frame = EncodedFrame::new(write)?;
                 if frame.bytes() > max {
-                    refused = Some(StoreError::invalid(
-                        "series",
-                        format!(
-                            "{} stores {} bytes, limit series_bytes_max = {max}",
-                            frame.key,
-                            frame.bytes()
-                        ),
-                    ));
+                    refused = Some(StoreError::TooLarge {
+                        key: frame.key.to_string(),
+                        bytes: frame.bytes(),
+                        max,
+                    });
                     break;
                 }
-                total += frame.bytes();
+                bytes += frame.bytes();
+                results.push(frame);
+            }
+            // A refused completion stores nothing, so it counts for nothing.
+            if refused.is_none() {
+                total += bytes;
                 if total > total_max {
                     return Err(StoreError::invalid(
                         "series",
@@ -317,7 +320,6 @@ impl Store {
                         ),
                     ));
                 }
-                results.push(frame);
             }
             items.push(match refused {
                 Some(e) => Err(e),

@@ -1,10 +1,10 @@
 //! `/ui/events`: a live tail of the durable event log (the page's first
 //! rows are read from the store, later ones arrive on the stream), and
 //! `/ui/stream`, the one server-sent event stream every dashboard page
-//! listens to: `stats` snapshots for the overview whenever the store
-//! commits (at most a few a second, and every two seconds for the
-//! throughput chart), and the log's events as `job` events, each with its
-//! sequence number as id (a reconnect resumes after the last one).
+//! listens to: the log's events as `job` events, each with its sequence
+//! number as id (a reconnect resumes after the last one), and for the
+//! overview `stats` snapshots whenever the store commits (at most a few a
+//! second, and every two seconds for the throughput chart).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -129,6 +129,8 @@ fn latest_events<B: Backend>(
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     after: Option<u64>,
+    /// Whether to send `stats` snapshots (the overview's), not only events.
+    stats: Option<bool>,
 }
 
 /// Where a stream is.
@@ -140,10 +142,13 @@ struct Tail<B: Backend> {
     stats_at: Option<std::time::Instant>,
     /// Something committed since the last snapshot.
     dirty: bool,
+    /// Whether it sends snapshots at all.
+    stats: bool,
 }
 
-/// `GET /ui/stream?after=`: `stats` snapshots and the log's events after
-/// `after` (or `Last-Event-ID`; from now on without either).
+/// `GET /ui/stream?after=&stats=`: the log's events after `after` (or
+/// `Last-Event-ID`; from now on without either), and with `stats=true`
+/// the overview's snapshots.
 pub async fn stream<B: Backend>(
     State(app): State<Arc<App<B>>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
@@ -165,6 +170,7 @@ pub async fn stream<B: Backend>(
         pending: std::collections::VecDeque::new(),
         stats_at: None,
         dirty: true,
+        stats: q.stats.unwrap_or(false),
     };
     let stream = futures_util::stream::unfold(tail, |mut t| async move {
         loop {
@@ -175,7 +181,8 @@ pub async fn stream<B: Backend>(
                 return None;
             }
             let since = t.stats_at.map(|at| at.elapsed());
-            let due = since.is_none_or(|s| (t.dirty && s >= STATS_EVERY) || s >= STATS_AT_LEAST);
+            let due = t.stats
+                && since.is_none_or(|s| (t.dirty && s >= STATS_EVERY) || s >= STATS_AT_LEAST);
             let app = Arc::clone(&t.app);
             let after = t.after;
             let read = tokio::task::spawn_blocking(move || {
@@ -214,7 +221,10 @@ pub async fn stream<B: Backend>(
                 continue;
             }
             let since = t.stats_at.map_or(Duration::ZERO, |at| at.elapsed());
-            let wait = if t.dirty {
+            let wait = if !t.stats {
+                // Only events: nothing is due until the store commits.
+                Duration::from_secs(3600)
+            } else if t.dirty {
                 STATS_EVERY.saturating_sub(since)
             } else {
                 STATS_AT_LEAST.saturating_sub(since)

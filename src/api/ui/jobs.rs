@@ -78,21 +78,21 @@ pub async fn list<B: Backend>(
     let f = filter.clone();
     let (jobs, matching) = blocking(move || {
         let jobs = engine.store().jobs(&f, PAGE_ROWS + 1)?;
-        // How many a bulk action would take, when the filter allows one.
-        let bulk = matches!(
-            f.state,
-            Some(JobState::Dead | JobState::Cancelled | JobState::Queued | JobState::Failed)
-        );
-        let matching = if bulk {
-            let all = JobFilter {
-                before: None,
-                ..f.clone()
-            };
-            Some(engine.store().jobs(&all, BULK_MAX + 1)?.len())
-        } else {
-            None
+        // What a bulk action would take, when the filter allows one.
+        let all = JobFilter {
+            before: None,
+            ..f.clone()
         };
-        Ok((jobs, matching))
+        let bulk = match f.state {
+            Some(JobState::Dead | JobState::Cancelled) => {
+                Some(engine.retry_candidates(&all, BULK_MAX)?)
+            }
+            Some(JobState::Queued | JobState::Failed) => {
+                Some(engine.cancel_candidates(&all, BULK_MAX)?)
+            }
+            _ => None,
+        };
+        Ok((jobs, bulk.map(|(jobs, more)| (jobs.len(), more))))
     })
     .await?;
     let more = jobs.len() > PAGE_ROWS;
@@ -107,8 +107,8 @@ pub async fn list<B: Backend>(
         h1 { "Jobs" }
         (filter_form(&q, &filter))
         p #news .note { span data-count { "0" } " new events since this page loaded. " a href=(back) { "Reload" } }
-        @if let Some(n) = matching {
-            (bulk_actions(&filter, &q, n, &back))
+        @if let Some(bulk) = matching {
+            (bulk_actions(&filter, &q, bulk, &back))
         }
         @if jobs.is_empty() {
             p.muted { "No jobs match." }
@@ -189,15 +189,18 @@ fn filter_fields(q: &JobsQuery, back: &str) -> Markup {
     }
 }
 
-fn bulk_actions(f: &JobFilter, q: &JobsQuery, n: usize, back: &str) -> Markup {
-    let count = if n > BULK_MAX {
-        format!("the newest {BULK_MAX} of more than {BULK_MAX}")
+fn bulk_actions(f: &JobFilter, q: &JobsQuery, (n, more): (usize, bool), back: &str) -> Markup {
+    let count = if more {
+        format!("the newest {n} of more than {n}")
     } else {
         format!("all {n}")
     };
     html! {
         @if n > 0 {
             div.bulk {
+                @if matches!(f.state, Some(JobState::Dead | JobState::Cancelled)) {
+                    span.muted { "(jobs already retried are left out)" }
+                }
                 @match f.state {
                     Some(JobState::Dead | JobState::Cancelled) => {
                         form.inline method="post" action="/ui/jobs/retry" {

@@ -28,10 +28,16 @@ pub struct Login {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a dashboard page, never elsewhere.
+/// Where to go after signing in or acting: a dashboard page (printable
+/// ASCII, no backslash), never elsewhere.
 pub fn local_target(next: Option<&str>) -> &str {
     match next {
-        Some(n) if (n == "/ui" || n.starts_with("/ui/") || n.starts_with("/ui?")) => n,
+        Some(n)
+            if (n == "/ui" || n.starts_with("/ui/") || n.starts_with("/ui?"))
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/ui",
     }
 }
@@ -93,4 +99,27 @@ pub async fn logout<B: Backend>(State(app): State<Arc<App<B>>>, headers: HeaderM
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_target;
+
+    #[test]
+    fn only_dashboard_pages_are_targets() {
+        for ok in ["/ui", "/ui/jobs?state=dead", "/ui?note=x"] {
+            assert_eq!(local_target(Some(ok)), ok);
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/uinot",
+            "/ui/\\evil",
+            "/ui/jobs\r\nSet-Cookie: x",
+            "/ui/a b",
+        ] {
+            assert_eq!(local_target(Some(bad)), "/ui", "{bad:?}");
+        }
+        assert_eq!(local_target(None), "/ui");
+    }
 }

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use kiln_core::{Backend, JobState, Priority};
 use maud::{Markup, html};
 
@@ -15,20 +16,46 @@ use crate::api::reply::{blocking, durable};
 
 /// What the overview shows, as the live stream sends it: `GET /v1/stats`
 /// with the throughput of each of the last seconds and its smoothed rate.
-pub fn snapshot<B: Backend>(app: &App<B>) -> Result<serde_json::Value, crate::api::ApiError> {
+/// Made at most every [`SNAPSHOT_EVERY`] however many pages ask (each
+/// reads every symbol's data version and the store's sizes).
+pub fn snapshot<B: Backend>(app: &App<B>) -> Result<Arc<serde_json::Value>, crate::api::ApiError> {
+    let mut kept = app
+        .snapshot
+        .lock()
+        .map_err(|_| crate::api::ApiError::internal("the stats snapshot"))?;
+    if let Some((at, v)) = kept.as_ref()
+        && at.elapsed() < SNAPSHOT_EVERY
+    {
+        return Ok(Arc::clone(v));
+    }
     let mut v = crate::json::stats(&app.engine)?;
     v["throughput"] = app.throughput_history().into();
     v["jobs_per_s"] = app.jobs_per_s().into();
+    let v = Arc::new(v);
+    *kept = Some((std::time::Instant::now(), Arc::clone(&v)));
     Ok(v)
 }
 
+/// How long a stats snapshot serves every page that asks.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[derive(serde::Deserialize)]
+pub struct NoteQuery {
+    note: Option<String>,
+}
+
 /// `GET /ui`.
-pub async fn page<B: Backend>(State(app): State<Arc<App<B>>>) -> Page {
+pub async fn page<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    query: Result<Query<NoteQuery>, QueryRejection>,
+) -> Page {
+    let note = query.ok().and_then(|Query(q)| q.note);
     durable(app.engine.store()).await?;
     let shared = Arc::clone(&app);
     let s = blocking(move || snapshot(&shared)).await?;
+    let s: &serde_json::Value = &s;
     let count = |path: &str| -> String {
-        let mut v = &s;
+        let mut v = s;
         for k in path.split('.') {
             v = &v[k];
         }
@@ -112,7 +139,7 @@ pub async fn page<B: Backend>(State(app): State<Arc<App<B>>>) -> Page {
     Ok(shell(
         "Overview",
         Nav::Overview,
-        None,
+        note.as_deref(),
         Live::follow("stats"),
         body,
     ))

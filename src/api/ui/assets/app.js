@@ -9,8 +9,10 @@
   const badge = document.getElementById("live-state");
   if (!live || !window.EventSource) return;
 
-  const after = body.dataset.after;
-  const url = "/ui/stream" + (after ? "?after=" + encodeURIComponent(after) : "");
+  const query = new URLSearchParams();
+  if (body.dataset.after) query.set("after", body.dataset.after);
+  if (live === "stats") query.set("stats", "true");
+  const url = "/ui/stream" + (query.toString() ? "?" + query.toString() : "");
   const source = new EventSource(url);
   source.onopen = () => { if (badge) { badge.textContent = "live"; badge.className = "live-state on"; } };
   source.onerror = () => { if (badge) { badge.textContent = "reconnecting"; badge.className = "live-state off"; } };
