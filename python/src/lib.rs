@@ -81,7 +81,9 @@ fn raise(py: Python<'_>, e: EngineError) -> PyErr {
             with(Refused::new_err(text), &[("retry_after", object(py, 1.0))])
         }
         EngineError::Market(MarketError::NotReady(_)) => NotReady::new_err(text),
-        EngineError::Store(StoreError::UnknownJob(_)) => PyKeyError::new_err(text),
+        EngineError::Store(StoreError::UnknownJob(_)) | EngineError::NoBars(_) => {
+            PyKeyError::new_err(text)
+        }
         EngineError::Spec(_)
         | EngineError::Request(_)
         | EngineError::Config(_)

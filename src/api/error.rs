@@ -12,6 +12,17 @@ use kiln_core::StoreError;
 use crate::engine::EngineError;
 use crate::market::MarketError;
 
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// What kind of error, as a code (`bad_request`, `not_found`,
+    /// `rate_limited`, `queue_full`, `unauthorized`, `store`, …).
+    pub error: &'a str,
+    /// What is wrong, in words: the field, row or limit it names.
+    pub detail: &'a str,
+}
+
 /// An error as the API answers it.
 #[derive(Debug)]
 pub struct ApiError {
@@ -74,7 +85,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.error, "detail": self.detail}).to_string();
+        let body = serde_json::to_string(&ErrorBody {
+            error: self.error,
+            detail: &self.detail,
+        })
+        .unwrap_or_default();
         let mut r = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
@@ -98,6 +113,7 @@ impl From<EngineError> for ApiError {
             } => ApiError::too_many(reason, Duration::from_millis(retry_after_ms)),
             EngineError::Store(s) => s.into(),
             EngineError::Market(MarketError::Store(s)) => s.into(),
+            EngineError::NoBars(_) => ApiError::not_found(e.to_string()),
             EngineError::Market(MarketError::NotReady(detail)) => {
                 ApiError::new(StatusCode::CONFLICT, "not_ready", detail)
             }

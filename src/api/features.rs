@@ -16,11 +16,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use kiln_core::prelude::*;
 use kiln_core::{Priority, Symbol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::bars::WindowQuery;
 use super::cache::Answer;
+use super::error::ErrorBody;
 use super::jobs::outputs_within_bound;
 use super::reply::{Reply, durable, json, symbol};
+use super::schema::{FeatureList, FeatureSpecText, SymbolName, TimeValue};
 use super::{ApiError, App, ClientKey, VALUES_MAX};
 use crate::engine::metrics::ReadResult;
 use crate::engine::resolve_features;
@@ -28,14 +32,6 @@ use crate::market::format_iso;
 
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureQuery {
-    tail: Option<usize>,
-    from: Option<String>,
-    to: Option<String>,
-}
 
 /// The rows of `ts` in [`from`, `to`], then only the last `tail` of them.
 pub(crate) fn window(
@@ -59,15 +55,58 @@ pub(crate) fn time_bound(name: &str, v: Option<&str>) -> Result<Option<i64>, Api
     .transpose()
 }
 
+/// A stored series, as [`series_json`] writes it (this type only
+/// documents it).
+#[derive(ToSchema)]
+#[cfg_attr(
+    test,
+    derive(Deserialize, Debug, PartialEq),
+    serde(deny_unknown_fields)
+)]
+#[allow(dead_code)]
+pub(crate) struct Series {
+    #[schema(value_type = SymbolName)]
+    symbol: String,
+    /// The spec as asked for.
+    feature: String,
+    /// Times, epoch nanoseconds.
+    ts: Vec<i64>,
+    /// One column per output label; null during the warm-up.
+    values: std::collections::BTreeMap<String, Vec<Option<f64>>>,
+}
+
+/// A series being computed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Computing {
+    /// The high-priority job computing it (also in `Location`).
+    job_id: u64,
+    detail: String,
+}
+
 /// `GET /v1/features/{symbol}/{spec}`: the series (JSON, or an Arrow IPC
 /// stream on `Accept: application/vnd.apache.arrow.stream`); 202 with a job
 /// when it is missing or stale.
+#[utoipa::path(get, path = "/v1/features/{symbol}/{spec}", tag = "features",
+    params(
+        ("symbol" = SymbolName, Path, description = "The symbol"),
+        ("spec" = FeatureSpecText, Path, description = "A feature spec, or one output of one (macd(12,26,9).signal)"),
+        WindowQuery,
+    ),
+    responses(
+        (status = 200, description = "The series; an Arrow IPC stream (ts, one float64 column per output) \
+            for Accept: application/vnd.apache.arrow.stream",
+            content((Series = "application/json"), (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+        (status = 202, description = "Missing or stale: a high-priority job computes it now (Location names it, Retry-After)", body = Computing),
+        (status = 400, description = "A bad symbol, spec, time or tail, or too many values", body = ErrorBody),
+        (status = 404, description = "No bars for the symbol", body = ErrorBody),
+        (status = 429, description = "Admission refused the job that would compute it (Retry-After)", body = ErrorBody),
+    ))]
 pub async fn get_feature<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
-    query: Result<Query<FeatureQuery>, QueryRejection>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Reply {
     let Path((sym, spec)) = path.map_err(ApiError::rejection)?;
@@ -113,10 +152,10 @@ pub async fn get_feature<B: Backend>(
         })?;
         let mut r = json(
             StatusCode::ACCEPTED,
-            &serde_json::json!({
-                "job_id": id,
-                "detail": format!("{symbol} {spec} is missing or stale; computing it now"),
-            }),
+            &Computing {
+                job_id: id,
+                detail: format!("{symbol} {spec} is missing or stale; computing it now"),
+            },
         );
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(1));
@@ -248,7 +287,37 @@ fn arrow_stream(
     Ok(out)
 }
 
+/// The latest value of one stored output.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LatestValue {
+    /// Null when not a number (still warming up).
+    value: Option<f64>,
+    /// Its bar's time, ISO-8601 UTC.
+    ts: String,
+    /// Computed from the bars stored now.
+    current: bool,
+}
+
+/// The latest value of every stored output of a symbol.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Latest {
+    #[schema(value_type = SymbolName)]
+    symbol: String,
+    bars: u64,
+    /// The last bar's time, ISO-8601 UTC.
+    last_ts: String,
+    /// By output label.
+    features: std::collections::BTreeMap<String, LatestValue>,
+}
+
 /// `GET /v1/features/{symbol}`: the latest value of every stored output.
+#[utoipa::path(get, path = "/v1/features/{symbol}", tag = "features",
+    params(("symbol" = SymbolName, Path, description = "The symbol")),
+    responses(
+        (status = 200, description = "The latest values", body = Latest),
+        (status = 400, description = "A bad symbol", body = ErrorBody),
+        (status = 404, description = "No bars for the symbol", body = ErrorBody),
+    ))]
 pub async fn latest_features<B: Backend>(
     State(app): State<Arc<App<B>>>,
     path: Result<Path<String>, PathRejection>,
@@ -259,37 +328,42 @@ pub async fn latest_features<B: Backend>(
     let Some(version) = app.engine.store().data_version(&symbol)? else {
         return Err(ApiError::not_found(format!("no bars for {symbol}")));
     };
-    let mut features = serde_json::Map::new();
+    let mut features = std::collections::BTreeMap::new();
     for (key, view) in app.engine.outputs(&symbol)? {
-        let last = view.values().last().copied().filter(|v| v.is_finite());
         features.insert(
             key.feature.clone(),
-            serde_json::json!({
-                "value": last,
-                "ts": format_iso(view.last_ts()),
-                "current": view.is_current(&version),
-            }),
+            LatestValue {
+                value: view.values().last().copied().filter(|v| v.is_finite()),
+                ts: format_iso(view.last_ts()),
+                current: view.is_current(&version),
+            },
         );
     }
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "symbol": symbol.as_str(),
-            "bars": version.bars,
-            "last_ts": format_iso(version.last_ts),
-            "features": features,
-        }),
+        &Latest {
+            symbol: symbol.as_str().to_owned(),
+            bars: version.bars,
+            last_ts: format_iso(version.last_ts),
+            features,
+        },
     ))
 }
 
-#[derive(Deserialize)]
+/// Stored features of many symbols, from `from` to `to` (both inclusive).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableRequest {
+    /// At most `batch_symbols_max` (1,000 by default).
+    #[schema(value_type = Vec<SymbolName>)]
     symbols: Vec<String>,
+    #[schema(value_type = FeatureList)]
     features: super::jobs::Features,
     #[serde(default)]
+    #[schema(value_type = Option<TimeValue>)]
     from: Option<Instant>,
     #[serde(default)]
+    #[schema(value_type = Option<TimeValue>)]
     to: Option<Instant>,
 }
 
@@ -298,7 +372,7 @@ pub struct TableRequest {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Instant {
-    Ns(i64),
+    Ns(#[serde(deserialize_with = "super::reply::whole")] i64),
     Text(String),
 }
 
@@ -340,6 +414,15 @@ struct QueryAnswer {
 /// table; a read that fails after the first byte (a writer changed a
 /// series since the check), a client that reads nothing for 30 s and the
 /// service closing cut the answer off (no last chunk).
+#[utoipa::path(post, path = "/v1/features/query", tag = "features", request_body = TableRequest,
+    responses(
+        (status = 200, description = "The table as an Arrow IPC stream: symbol, ts, one float64 column per output \
+            (warm-up NaN); a stream cut off (no end-of-stream marker) is an error",
+            content((Vec<u8> = "application/vnd.apache.arrow.stream"))),
+        (status = 400, description = "Bad JSON, symbol, spec or time, or too many symbols or outputs", body = ErrorBody),
+        (status = 409, description = "A symbol has no bars, or a feature is not stored or is stale", body = ErrorBody),
+        (status = 413, description = "A body over body_bytes_max", body = ErrorBody),
+    ))]
 pub async fn query_features<B: Backend>(
     State(app): State<Arc<App<B>>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -437,4 +520,51 @@ pub async fn query_features<B: Backend>(
         axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Column(Vec<f64>);
+
+    impl SeriesRead for Column {
+        fn covers(&self) -> kiln_core::Coverage {
+            kiln_core::Coverage::default()
+        }
+        fn chunks(&self) -> Vec<&[f64]> {
+            vec![&self.0]
+        }
+    }
+
+    #[test]
+    fn the_series_json_is_what_the_document_says() {
+        let labels = vec![
+            "bbands(2,2).upper".to_owned(),
+            "bbands(2,2).lower".to_owned(),
+        ];
+        let upper = Column(vec![9.0, f64::NAN, 1.5, 2.25]);
+        let lower = Column(vec![9.0, f64::NAN, 0.5, -0.75]);
+        let text = series_json(
+            &Symbol::new("AAPL").expect("symbol"),
+            "bbands(2,2)",
+            &labels,
+            &[&upper, &lower],
+            &[10, 20, 30],
+            1,
+        );
+        let read: Series = serde_json::from_str(&text).expect("a Series");
+        let expected = Series {
+            symbol: "AAPL".into(),
+            feature: "bbands(2,2)".into(),
+            ts: vec![10, 20, 30],
+            values: [
+                (labels[0].clone(), vec![None, Some(1.5), Some(2.25)]),
+                (labels[1].clone(), vec![None, Some(0.5), Some(-0.75)]),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(read, expected);
+    }
 }

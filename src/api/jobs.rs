@@ -12,20 +12,42 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use kiln_core::prelude::*;
 use kiln_core::{CancelOutcome, JobFilter, JobState, Priority, StoreError, Symbol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::reply::{Reply, blocking, durable, job_id, json, priority, symbol};
+use super::error::ErrorBody;
+use super::reply::{Reply, blocking, durable, job_id, json, priority, symbol, whole_or_none};
+use super::schema::{
+    FeatureList, PriorityFilter, PriorityName, StateFilter, SymbolFilter, SymbolName, Whole,
+};
 use super::{ApiError, App, ClientKey, OUTPUTS_MAX};
 use crate::engine::{RetryOutcome, resolve_features};
 use crate::features::FeatureSpec;
+use crate::json::JobView;
 
-#[derive(Deserialize)]
+/// What to compute: features of symbols, at a priority.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub(crate) struct BatchRequest {
+    /// At most `batch_symbols_max` (1,000 by default).
+    #[schema(value_type = Vec<SymbolName>, min_items = 1)]
     symbols: Vec<String>,
+    #[schema(value_type = FeatureList)]
     features: Features,
+    /// `normal` when not given.
     #[serde(default)]
+    #[schema(value_type = Option<PriorityName>)]
     priority: Option<String>,
+}
+
+/// The jobs a batch queued.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchQueued {
+    /// One job per group of symbols, in the order given.
+    job_ids: Vec<u64>,
+    /// Seconds until the queue as it is now is worked off, at the recent
+    /// rate (none before any job finished).
+    estimated_completion_s: Option<f64>,
 }
 
 /// `"rsi(14),macd(12,26,9)"` or `["rsi(14)", "macd(12,26,9)"]`.
@@ -92,6 +114,14 @@ pub(crate) fn symbols_and_features(
 }
 
 /// `POST /v1/compute/batch`.
+#[utoipa::path(post, path = "/v1/compute/batch", tag = "jobs", request_body = BatchRequest,
+    responses(
+        (status = 202, description = "Queued", body = BatchQueued),
+        (status = 400, description = "Bad JSON, symbol, spec or priority, or too many symbols or outputs", body = ErrorBody),
+        (status = 404, description = "A symbol has no bars", body = ErrorBody),
+        (status = 413, description = "A body over body_bytes_max", body = ErrorBody),
+        (status = 429, description = "The queue is full or admission refused (Retry-After)", body = ErrorBody),
+    ))]
 pub async fn compute_batch<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
@@ -110,28 +140,98 @@ pub async fn compute_batch<B: Backend>(
         .engine
         .submit_async(client, symbols, specs, priority)
         .await?;
-    let ids: Vec<u64> = jobs.iter().map(|j| j.id()).collect();
     let stats = app.engine.store().stats()?;
     let ahead = stats.count(JobState::Queued) + stats.count(JobState::Running);
-    let estimate = app.jobs_per_s().map(|r| ahead as f64 / r);
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({"job_ids": ids, "estimated_completion_s": estimate}),
+        &BatchQueued {
+            job_ids: jobs.iter().map(|j| j.id()).collect(),
+            estimated_completion_s: app.jobs_per_s().map(|r| ahead as f64 / r),
+        },
     ))
 }
 
 /// The filters of a job listing, as `GET /v1/jobs` and the dashboard's
-/// jobs page take them in the query.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// jobs page take them in the query (and a bulk retry or cancel in its
+/// body). An empty value is no filter.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    #[param(value_type = Option<StateFilter>)]
     pub state: Option<String>,
+    #[param(value_type = Option<PriorityFilter>)]
     pub priority: Option<String>,
+    /// The job's kind (`compute`, `refresh`, …); empty: any.
     pub kind: Option<String>,
+    #[param(value_type = Option<SymbolFilter>)]
     pub symbol: Option<String>,
     /// Jobs with ids below this one (the last id of the previous page).
+    #[param(value_type = Option<Whole>)]
     pub before: Option<u64>,
+    /// At most this many (100 by default, 10,000 at most).
+    #[param(value_type = Option<Whole>)]
     pub limit: Option<usize>,
+}
+
+/// The states a bulk retry takes.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RetryState {
+    Dead,
+    Cancelled,
+}
+
+/// The states a bulk cancel takes.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CancelState {
+    Queued,
+    Failed,
+}
+
+impl From<RetryState> for JobState {
+    fn from(s: RetryState) -> JobState {
+        match s {
+            RetryState::Dead => JobState::Dead,
+            RetryState::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
+impl From<CancelState> for JobState {
+    fn from(s: CancelState) -> JobState {
+        match s {
+            CancelState::Queued => JobState::Queued,
+            CancelState::Failed => JobState::Failed,
+        }
+    }
+}
+
+/// The body of a bulk retry or cancel: the jobs of state `state` that
+/// match the other filters (empty or absent: any), newest first, at most
+/// `limit` (and 1,000).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkRequest<S> {
+    state: S,
+    #[serde(default)]
+    #[schema(value_type = Option<PriorityFilter>)]
+    priority: Option<String>,
+    /// The job's kind; empty: any.
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<SymbolFilter>)]
+    symbol: Option<String>,
+    /// Jobs with ids below this one.
+    #[serde(default, deserialize_with = "whole_or_none")]
+    #[schema(value_type = Option<Whole>)]
+    before: Option<u64>,
+    /// At most this many (1,000 at most).
+    #[serde(default, deserialize_with = "whole_or_none")]
+    #[schema(value_type = Option<Whole>)]
+    limit: Option<usize>,
 }
 
 /// Most jobs one `GET /v1/jobs` answers.
@@ -144,7 +244,7 @@ impl JobsQuery {
     /// The filter it names (empty values are no filter), or 400.
     pub(crate) fn filter(&self) -> Result<JobFilter, ApiError> {
         fn given(v: &Option<String>) -> Option<&str> {
-            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+            v.as_deref().filter(|v| !v.is_empty())
         }
         let bad = |e: StoreError| ApiError::bad_request(e.to_string());
         Ok(JobFilter {
@@ -166,6 +266,11 @@ impl JobsQuery {
 /// `GET /v1/jobs?state=&priority=&kind=&symbol=&before=&limit=`: the
 /// jobs that match, newest first (at most `limit`, 100 by default); the
 /// next page is `before=` the last id.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobsQuery),
+    responses(
+        (status = 200, description = "The jobs that match, newest first", body = Vec<JobView>),
+        (status = 400, description = "A bad state, priority, symbol, before or limit", body = ErrorBody),
+    ))]
 pub async fn list_jobs<B: Backend>(
     State(app): State<Arc<App<B>>>,
     query: Result<Query<JobsQuery>, QueryRejection>,
@@ -176,54 +281,109 @@ pub async fn list_jobs<B: Backend>(
     durable(app.engine.store()).await?;
     let engine = app.engine.clone();
     let jobs = blocking(move || Ok(engine.store().jobs(&filter, limit)?)).await?;
-    let v: Vec<_> = jobs.iter().map(crate::json::job).collect();
-    Ok(json(StatusCode::OK, &serde_json::Value::Array(v)))
+    let v: Vec<_> = jobs.iter().map(JobView::of).collect();
+    Ok(json(StatusCode::OK, &v))
 }
 
-/// The body of a bulk retry or cancel (a [`JobsQuery`] as JSON): the
-/// jobs it acts on, and at most how many.
-fn bulk_filter(body: Result<Bytes, BytesRejection>) -> Result<(JobFilter, usize), ApiError> {
+/// The body of a bulk retry or cancel: the jobs it acts on, and at most
+/// how many.
+fn bulk_filter<S: serde::de::DeserializeOwned + Into<JobState>>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(JobFilter, usize), ApiError> {
     let body = body.map_err(ApiError::rejection)?;
-    let q: JobsQuery = serde_json::from_slice(&body).map_err(|e| {
+    let r: BulkRequest<S> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not a job filter {{state, priority, kind, symbol, before, limit}}: {e}"
         ))
     })?;
-    let limit = q.limit.unwrap_or(BULK_MAX).min(BULK_MAX);
-    Ok((q.filter()?, limit))
+    let q = JobsQuery {
+        state: Some(r.state.into().as_str().to_owned()),
+        priority: r.priority,
+        kind: r.kind,
+        symbol: r.symbol,
+        before: r.before,
+        limit: None,
+    };
+    Ok((q.filter()?, r.limit.unwrap_or(BULK_MAX).min(BULK_MAX)))
+}
+
+/// A job queued again, as a new job.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Retried {
+    /// The job retried.
+    id: u64,
+    /// The new job.
+    retried_as: u64,
+}
+
+/// What a bulk retry did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BulkRetried {
+    retried: Vec<Retried>,
+    /// More jobs match than one request acts on: send it again.
+    more: bool,
+}
+
+/// What a bulk cancel did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BulkCancelled {
+    cancelled: Vec<u64>,
+    /// Jobs that matched but had started meanwhile.
+    not_cancellable: Vec<u64>,
+    /// More jobs match than one request acts on: send it again.
+    more: bool,
 }
 
 /// `POST /v1/jobs/retry {state, priority, kind, symbol, before, limit}`:
 /// queues again every dead or cancelled job that matches (at most 1,000,
 /// newest first), in one commit.
+#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body = BulkRequest<RetryState>,
+    responses(
+        (status = 202, description = "Queued again (each as a new job)", body = BulkRetried),
+        (status = 400, description = "Bad JSON or filter; the state must be dead or cancelled", body = ErrorBody),
+        (status = 413, description = "A body over body_bytes_max", body = ErrorBody),
+        (status = 429, description = "The queue is full (Retry-After)", body = ErrorBody),
+    ))]
 pub async fn retry_matching<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (filter, limit) = bulk_filter(body)?;
+    let (filter, limit) = bulk_filter::<RetryState>(body)?;
     let engine = app.engine.clone();
     let bulk = blocking(move || Ok(engine.retry_matching(&client, &filter, limit)?)).await?;
-    let retried: Vec<_> = bulk
+    let retried = bulk
         .done
         .iter()
-        .map(|(id, new)| serde_json::json!({"id": id, "retried_as": new.id()}))
+        .map(|(id, new)| Retried {
+            id: *id,
+            retried_as: new.id(),
+        })
         .collect();
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({"retried": retried, "more": bulk.more}),
+        &BulkRetried {
+            retried,
+            more: bulk.more,
+        },
     ))
 }
 
 /// `POST /v1/jobs/cancel {state, priority, kind, symbol, before, limit}`:
 /// cancels every queued (or failed, awaiting a retry) job that matches (at
 /// most 1,000, newest first).
+#[utoipa::path(post, path = "/v1/jobs/cancel", tag = "jobs", request_body = BulkRequest<CancelState>,
+    responses(
+        (status = 200, description = "Cancelled", body = BulkCancelled),
+        (status = 400, description = "Bad JSON or filter; the state must be queued or failed", body = ErrorBody),
+        (status = 413, description = "A body over body_bytes_max", body = ErrorBody),
+    ))]
 pub async fn cancel_matching<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let (filter, limit) = bulk_filter(body)?;
+    let (filter, limit) = bulk_filter::<CancelState>(body)?;
     let engine = app.engine.clone();
     let bulk = blocking(move || Ok(engine.cancel_matching(&client, &filter, limit)?)).await?;
     let (cancelled, missed): (Vec<_>, Vec<_>) = bulk
@@ -233,13 +393,29 @@ pub async fn cancel_matching<B: Backend>(
     let ids = |v: Vec<&(u64, CancelOutcome)>| v.iter().map(|(id, _)| *id).collect::<Vec<_>>();
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "cancelled": ids(cancelled), "not_cancellable": ids(missed), "more": bulk.more,
-        }),
+        &BulkCancelled {
+            cancelled: ids(cancelled),
+            not_cancellable: ids(missed),
+            more: bulk.more,
+        },
     ))
 }
 
+/// Whether claims of a priority are paused.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Paused {
+    #[schema(value_type = PriorityName)]
+    priority: &'static str,
+    paused: bool,
+}
+
 /// `POST /v1/priorities/{priority}/pause`: stops claims of one priority.
+#[utoipa::path(post, path = "/v1/priorities/{priority}/pause", tag = "jobs",
+    params(("priority" = PriorityName, Path, description = "The priority")),
+    responses(
+        (status = 200, description = "Paused (jobs of it stay queued)", body = Paused),
+        (status = 400, description = "An unknown priority", body = ErrorBody),
+    ))]
 pub async fn pause_priority<B: Backend>(
     State(app): State<Arc<App<B>>>,
     path: Result<Path<String>, PathRejection>,
@@ -248,6 +424,12 @@ pub async fn pause_priority<B: Backend>(
 }
 
 /// `POST /v1/priorities/{priority}/resume`: restarts claims of one priority.
+#[utoipa::path(post, path = "/v1/priorities/{priority}/resume", tag = "jobs",
+    params(("priority" = PriorityName, Path, description = "The priority")),
+    responses(
+        (status = 200, description = "Claimed again", body = Paused),
+        (status = 400, description = "An unknown priority", body = ErrorBody),
+    ))]
 pub async fn resume_priority<B: Backend>(
     State(app): State<Arc<App<B>>>,
     path: Result<Path<String>, PathRejection>,
@@ -266,11 +448,21 @@ async fn set_paused<B: Backend>(
     blocking(move || Ok(engine.set_paused(priority, paused)?)).await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({"priority": priority.as_str(), "paused": paused}),
+        &Paused {
+            priority: priority.as_str(),
+            paused,
+        },
     ))
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Whole, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 pub async fn get_job<B: Backend>(
     State(app): State<Arc<App<B>>>,
     path: Result<Path<String>, PathRejection>,
@@ -282,10 +474,26 @@ pub async fn get_job<B: Backend>(
         .store()
         .job(id)?
         .ok_or(StoreError::UnknownJob(id))?;
-    Ok(json(StatusCode::OK, &crate::json::job(&job)))
+    Ok(json(StatusCode::OK, &JobView::of(&job)))
+}
+
+/// A job cancelled.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Cancelled {
+    id: u64,
+    /// Always `cancelled`.
+    state: &'static str,
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels a queued job (or one awaiting a retry).
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Whole, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Cancelled),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Running or finished: not cancellable", body = ErrorBody),
+    ))]
 pub async fn cancel_job<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
@@ -297,7 +505,10 @@ pub async fn cancel_job<B: Backend>(
     match outcome {
         CancelOutcome::Cancelled => Ok(json(
             StatusCode::OK,
-            &serde_json::json!({"id": id, "state": "cancelled"}),
+            &Cancelled {
+                id,
+                state: JobState::Cancelled.as_str(),
+            },
         )),
         CancelOutcome::NotCancellable(state) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -312,6 +523,15 @@ pub async fn cancel_job<B: Backend>(
 
 /// `POST /v1/jobs/{id}/retry`: queues a dead or cancelled job again, as a
 /// new job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = Whole, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Queued again, as a new job", body = Retried),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not dead or cancelled: not retryable", body = ErrorBody),
+        (status = 429, description = "The queue is full (Retry-After)", body = ErrorBody),
+    ))]
 pub async fn retry_job<B: Backend>(
     State(app): State<Arc<App<B>>>,
     Extension(ClientKey(client)): Extension<ClientKey>,
@@ -323,7 +543,10 @@ pub async fn retry_job<B: Backend>(
     match outcome {
         RetryOutcome::Retried(job) => Ok(json(
             StatusCode::ACCEPTED,
-            &serde_json::json!({"id": id, "retried_as": job.id()}),
+            &Retried {
+                id,
+                retried_as: job.id(),
+            },
         )),
         RetryOutcome::NotRetryable(state) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -19,6 +19,7 @@ mod guard;
 mod jobs;
 pub mod openapi;
 mod reply;
+pub(crate) mod schema;
 mod status;
 mod ui;
 
@@ -274,7 +275,7 @@ fn router<B: Backend>(app: Arc<App<B>>) -> Router {
         .route("/v1/events", get(status::events::<B>))
         .route("/health", get(status::health::<B>))
         .route("/metrics", get(status::metrics::<B>))
-        .route("/openapi.json", get(status::openapi))
+        .route("/openapi.json", get(status::openapi::<B>))
         .merge(ui::routes::<B>())
         .fallback(status::no_route)
         .method_not_allowed_fallback(status::no_method)

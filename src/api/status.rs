@@ -13,16 +13,25 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use kiln_core::Backend;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::reply::json;
+use super::schema::Whole;
 use super::{ApiError, App};
 use crate::engine::guard::BreakerState;
+use crate::json::{EventView, StatsView};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Events after this sequence number (`Last-Event-ID` wins).
+    #[param(value_type = Option<Whole>)]
     after: Option<u64>,
+    /// A JSON page's length (256 by default, 10,000 at most).
+    #[param(value_type = Option<Whole>)]
     limit: Option<usize>,
 }
 
@@ -32,10 +41,35 @@ const EVENTS_PAGE_MAX: usize = 10_000;
 /// Events read from the log at a time.
 const EVENTS_PER_READ: usize = 256;
 
+/// One server-sent event of `GET /v1/events`, as a client parses it (this
+/// type only documents it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SseMessage {
+    /// An [`EventView`] as JSON text.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+    /// The event's sequence number (send it back as `Last-Event-ID`).
+    id: String,
+    /// Always `message`.
+    event: String,
+}
+
 /// `GET /v1/events`: server-sent events from the durable log, each with its
 /// sequence number as `id`, resumable with `Last-Event-ID` (or `?after=`);
 /// with `Accept: application/json`, one page of up to `limit` events
 /// after `after` as a JSON array instead.
+#[utoipa::path(get, path = "/v1/events", tag = "status",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<Whole>, Header, nullable = false, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events (each data an Event, its id the sequence number) \
+            until the service closes; with Accept: application/json, one page of events instead",
+            content((SseMessage = "text/event-stream"), (Vec<EventView> = "application/json"))),
+        (status = 400, description = "A bad after, limit or Last-Event-ID", body = ErrorBody),
+    ))]
 pub async fn events<B: Backend>(
     State(app): State<Arc<App<B>>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -54,8 +88,8 @@ pub async fn events<B: Backend>(
         let engine = app.engine.clone();
         let events =
             super::reply::blocking(move || Ok(engine.store().events(after, limit)?)).await?;
-        let v: Vec<_> = events.iter().map(crate::json::event).collect();
-        return Ok(json(StatusCode::OK, &serde_json::Value::Array(v)).into_response());
+        let v: Vec<_> = events.iter().map(EventView::of).collect();
+        return Ok(json(StatusCode::OK, &v));
     }
     let news = app.news.subscribe();
     let stream = futures_util::stream::unfold(
@@ -118,13 +152,67 @@ pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError
 }
 
 /// `GET /v1/stats`: the engine's state (see [`crate::json::stats`]).
+#[utoipa::path(get, path = "/v1/stats", tag = "status",
+    responses((status = 200, description = "The engine's state", body = StatsView)))]
 pub async fn stats<B: Backend>(State(app): State<Arc<App<B>>>) -> Result<Response, ApiError> {
     super::reply::durable(app.engine.store()).await?;
-    Ok(json(StatusCode::OK, &crate::json::stats(&app.engine)?))
+    Ok(json(StatusCode::OK, &StatsView::of(&app.engine)?))
+}
+
+/// The service's health.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `healthy`, `degraded` or `unhealthy`.
+    #[schema(example = "healthy")]
+    status: &'static str,
+    checks: HealthChecks,
+}
+
+/// Each check behind [`Health`].
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthChecks {
+    store: StoreCheck,
+    breaker: BreakerCheck,
+    queue: QueueCheck,
+    dispatcher: DispatcherCheck,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StoreCheck {
+    ok: bool,
+    /// Why the store stopped taking writes, if it did.
+    poisoned: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BreakerCheck {
+    ok: bool,
+    /// `closed`, `open` or `half_open`.
+    state: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct QueueCheck {
+    ok: bool,
+    /// Jobs waiting.
+    depth: u64,
+    /// admit_depth_max.
+    limit: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DispatcherCheck {
+    ok: bool,
+    running: bool,
 }
 
 /// `GET /health`: `healthy`, `degraded` (breaker not closed, queue past its
 /// bound) or `unhealthy` (store poisoned, dispatcher stopped; status 503).
+#[utoipa::path(get, path = "/health", tag = "status", security(()),
+    responses(
+        (status = 200, description = "Healthy or degraded", body = Health),
+        (status = 503, description = "Unhealthy", body = Health),
+    ))]
 pub async fn health<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
     let engine = &app.engine;
     let poisoned = engine.store().poisoned();
@@ -141,15 +229,28 @@ pub async fn health<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
     } else {
         "healthy"
     };
-    let body = serde_json::json!({
-        "status": status,
-        "checks": {
-            "store": {"ok": poisoned.is_none(), "poisoned": poisoned},
-            "breaker": {"ok": breaker == BreakerState::Closed, "state": breaker.as_str()},
-            "queue": {"ok": depth <= limit, "depth": depth, "limit": limit},
-            "dispatcher": {"ok": dispatcher, "running": dispatcher},
+    let body = Health {
+        status,
+        checks: HealthChecks {
+            store: StoreCheck {
+                ok: poisoned.is_none(),
+                poisoned,
+            },
+            breaker: BreakerCheck {
+                ok: breaker == BreakerState::Closed,
+                state: breaker.as_str(),
+            },
+            queue: QueueCheck {
+                ok: depth <= limit,
+                depth,
+                limit,
+            },
+            dispatcher: DispatcherCheck {
+                ok: dispatcher,
+                running: dispatcher,
+            },
         },
-    });
+    };
     let code = if unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -159,6 +260,8 @@ pub async fn health<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus text metrics", content_type = "text/plain", body = String)))]
 pub async fn metrics<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -181,8 +284,10 @@ pub(crate) fn metrics_text<B: Backend>(app: &App<B>) -> String {
 }
 
 /// `GET /openapi.json`.
-pub async fn openapi() -> Response {
-    json(StatusCode::OK, &super::openapi::document())
+#[utoipa::path(get, path = "/openapi.json", tag = "status",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)))]
+pub async fn openapi<B: Backend>(State(app): State<Arc<App<B>>>) -> Response {
+    json(StatusCode::OK, &super::openapi::document(&app.config))
 }
 
 /// Any other path.

@@ -96,6 +96,9 @@ pub enum EngineError {
     /// A request is wrong (names what and why).
     #[error("{0}")]
     Request(String),
+    /// A request names a symbol that has no bars.
+    #[error("{0} has no bars; ingest them first")]
+    NoBars(kiln_core::Symbol),
     /// A submission was refused for now: try again after `retry_after_ms`.
     #[error("{reason}; retry in {retry_after_ms} ms")]
     Refused {

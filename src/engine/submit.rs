@@ -384,9 +384,7 @@ impl<B: Backend> Engine<B> {
         for (chunk, versions) in symbols.chunks(size).zip(versions.chunks(size)) {
             let mut key = format!("{COMPUTE}:{:016x}", plan.fingerprint());
             for (s, v) in chunk.iter().zip(versions) {
-                let v = v.as_ref().ok_or_else(|| {
-                    EngineError::Request(format!("{s} has no bars; ingest them first"))
-                })?;
+                let v = v.as_ref().ok_or_else(|| EngineError::NoBars(s.clone()))?;
                 key.push_str(&format!(":{s}@{:016x}", v.hash));
             }
             if key.len() > kiln_core::IDEMPOTENCY_KEY_BYTES_MAX {

@@ -147,7 +147,8 @@ pub enum SpecError {
     },
 }
 
-const KNOWN_NAMES: [&str; 16] = [
+/// Every feature name a spec may use.
+pub const KNOWN_NAMES: [&str; 16] = [
     "sma",
     "ema",
     "wma",

@@ -35,12 +35,15 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The filter (what was typed into the form, without surrounding
+    /// spaces) and the note.
     fn split(self) -> (JobsQuery, Option<String>) {
+        let typed = |v: Option<String>| v.map(|v| v.trim().to_owned());
         let q = JobsQuery {
-            state: self.state,
-            priority: self.priority,
-            kind: self.kind,
-            symbol: self.symbol,
+            state: typed(self.state),
+            priority: typed(self.priority),
+            kind: typed(self.kind),
+            symbol: typed(self.symbol),
             before: self.before,
             limit: None,
         };
