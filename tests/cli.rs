@@ -8,9 +8,16 @@ use std::time::Duration;
 
 use common::{SAMPLE, SAMPLE_MAP, interrupt, kiln, kiln_command, kiln_fails, kiln_ok, wait_until};
 
+/// One bench at a time: two at once take each other's cores, and a
+/// bench's background batch (on idle-priority threads) waits for them.
+static ONE_BENCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `kiln bench <args> --json --dir <scratch>`, checks it succeeded and
 /// left nothing behind, and returns its lines, each one JSON object.
 fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let _alone = ONE_BENCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().to_str().expect("utf-8 path");
     let mut all = vec!["bench"];

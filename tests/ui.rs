@@ -274,6 +274,13 @@ fn actions_come_only_from_the_dashboard_itself() {
     assert_eq!(r.status, 303, "{}", r.text());
     let location = r.header("location").expect("location");
     assert!(location.starts_with("/ui/jobs?note=Job%20"), "{location}");
+    // The page shows the note; one a link made up (or changed) it does not.
+    let shown = r#"<p class="note" role="status">Job "#;
+    assert!(get(s.addr, location).text().contains(shown), "{location}");
+    let changed = location.replacen("note=Job%20", "note=Jab%20", 1);
+    assert!(!get(s.addr, &changed).text().contains("role=\"status\""));
+    let made_up = get(s.addr, "/ui/jobs?note=Hello%20there").text();
+    assert!(!made_up.contains("Hello there"));
     let queued = get(s.addr, "/v1/jobs?state=queued").json();
     assert_eq!(queued.as_array().map(Vec::len), Some(1), "{queued}");
     // `back` never leaves the dashboard.
@@ -338,6 +345,11 @@ fn with_a_token_pages_need_a_session_from_the_login_form() {
         "{cookie}"
     );
     let session = cookie.split(';').next().expect("name=value").to_owned();
+    // Named for this service's port: browsers share cookies across ports.
+    let name = format!("kiln_session_{}", s.addr.port());
+    let id = session
+        .strip_prefix(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{session} is not named {name}"));
     let with_session = [("Cookie", session.as_str())];
     let r = request(s.addr, "GET", "/ui", &with_session, b"");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -372,8 +384,12 @@ fn with_a_token_pages_need_a_session_from_the_login_form() {
     // `/` and the icon need nothing.
     assert_eq!(get(s.addr, "/").status, 303);
     assert_eq!(get(s.addr, "/favicon.ico").status, 200);
-    let forged = [("Cookie", "kiln_session=00")];
-    assert_eq!(request(s.addr, "GET", "/ui", &forged, b"").status, 303);
+    let forged = format!("{name}=00");
+    let another_port = format!("kiln_session_{}={id}", s.addr.port().wrapping_add(1));
+    for cookie in [forged.as_str(), another_port.as_str()] {
+        let r = request(s.addr, "GET", "/ui", &[("Cookie", cookie)], b"");
+        assert_eq!(r.status, 303, "{cookie}");
+    }
     // Signing out ends it.
     let out = request(
         s.addr,

@@ -13,7 +13,10 @@
 //!   page asked for without either is sent to the login form.
 //!
 //! Sessions ([`Sessions`]) are random ids kept in memory for
-//! [`SESSION_TTL`]; a restart ends them.
+//! [`SESSION_TTL`]; a restart ends them. The cookie's name carries the
+//! service's port, since browsers share cookies across the ports of one
+//! host: logging in to a second kiln on the same machine does not end the
+//! session with the first.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -35,8 +38,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions kept at once; the oldest goes first.
 const SESSIONS_MAX: usize = 1024;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "kiln_session";
+/// The session cookie's name, before the port.
+const SESSION_COOKIE: &str = "kiln_session";
 
 /// Every request: see the module docs.
 pub async fn guard<B: Backend>(
@@ -86,7 +89,10 @@ pub async fn guard<B: Backend>(
             .and_then(|v| v.strip_prefix("Bearer "));
         let by_bearer = bearer.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes()));
         let by_cookie = (dashboard || path == "/v1/events" || path == "/metrics")
-            && session_id(headers).is_some_and(|id| app.sessions.valid(id));
+            && app
+                .sessions
+                .id_in(headers)
+                .is_some_and(|id| app.sessions.valid(id));
         if !by_bearer && !by_cookie {
             // A page goes to the login form (a form posted after the
             // session ended, to the form and then the overview); the live
@@ -188,16 +194,6 @@ fn same_origin(headers: &HeaderMap, dashboard: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The session id in the request's cookies.
-fn session_id(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
-}
-
 /// Percent-escapes `s` for a query value.
 pub fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -216,13 +212,44 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The dashboard's sessions: random ids, each until it expires.
-#[derive(Default)]
+/// The dashboard's sessions: random ids, each until it expires, and the
+/// name of the cookie that carries them.
 pub struct Sessions {
+    cookie: String,
     ids: Mutex<HashMap<String, Instant>>,
 }
 
 impl Sessions {
+    /// The sessions of the service on `port`.
+    pub fn new(port: u16) -> Sessions {
+        Sessions {
+            cookie: format!("{SESSION_COOKIE}_{port}"),
+            ids: Mutex::default(),
+        }
+    }
+
+    /// The session id in a request's cookies.
+    pub fn id_in<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(&self.cookie)?.strip_prefix('='))
+    }
+
+    /// The `Set-Cookie` value of a session (`None`: one that ends it).
+    pub fn cookie(&self, id: Option<&str>) -> String {
+        let name = &self.cookie;
+        match id {
+            Some(id) => format!(
+                "{name}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                SESSION_TTL.as_secs()
+            ),
+            None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        }
+    }
+
     /// A new session; its id goes into the cookie.
     pub fn start(&self) -> Result<String, ApiError> {
         let mut bytes = [0u8; 32];
@@ -260,22 +287,6 @@ impl Sessions {
             ids.remove(id);
         }
     }
-}
-
-/// The `Set-Cookie` value of a session (`None`: one that ends it).
-pub fn session_cookie(id: Option<&str>) -> String {
-    match id {
-        Some(id) => format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            SESSION_TTL.as_secs()
-        ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    }
-}
-
-/// The session id of a request, to end it at logout.
-pub fn request_session(headers: &HeaderMap) -> Option<String> {
-    session_id(headers).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -355,10 +366,17 @@ mod tests {
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
-        let h = with(&[("cookie", "a=1; kiln_session=abc; b=2")]);
-        assert_eq!(session_id(&h), Some("abc"));
-        assert_eq!(session_id(&with(&[("cookie", "kiln_sessionx=1")])), None);
-        let s = Sessions::default();
+        let s = Sessions::new(7070);
+        let h = with(&[("cookie", "a=1; kiln_session_7070=abc; b=2")]);
+        assert_eq!(s.id_in(&h), Some("abc"));
+        for other in [
+            "kiln_session_70701=1",
+            "kiln_session_7071=1",
+            "kiln_session=1",
+        ] {
+            assert_eq!(s.id_in(&with(&[("cookie", other)])), None, "{other}");
+        }
+        assert!(s.cookie(Some("abc")).starts_with("kiln_session_7070=abc; "));
         let id = s.start().expect("start");
         assert_eq!(id.len(), 64);
         assert!(s.valid(&id));

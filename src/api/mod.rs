@@ -71,6 +71,8 @@ pub struct App<B: Backend> {
     news: tokio::sync::watch::Sender<News>,
     /// The dashboard's login sessions.
     sessions: guard::Sessions,
+    /// Seals the notes the dashboard's actions leave.
+    notes: ui::NoteSeal,
     /// The last stats snapshot the dashboard made, and when.
     snapshot: Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
 }
@@ -101,7 +103,7 @@ struct Throughput {
 const THROUGHPUT_SECONDS: usize = 600;
 
 impl<B: Backend> App<B> {
-    fn new(engine: Engine<B>, config: ServeConfig, runner: Runner) -> Arc<App<B>> {
+    fn new(engine: Engine<B>, config: ServeConfig, runner: Runner, port: u16) -> Arc<App<B>> {
         let clock = engine.store().queue_config().clock.clone();
         let limiter = Admission::new(config.requests_per_s, config.requests_burst, clock);
         let uploads = Arc::new(tokio::sync::Semaphore::new(upload_places(&config)));
@@ -119,7 +121,8 @@ impl<B: Backend> App<B> {
             reads: cache::ReadCache::new(READ_CACHE_BYTES),
             uploads,
             news,
-            sessions: guard::Sessions::default(),
+            sessions: guard::Sessions::new(port),
+            notes: ui::NoteSeal::default(),
             snapshot: Mutex::new(None),
         })
     }
@@ -315,7 +318,7 @@ impl<B: Backend> Service<B> {
             .map_err(|e| io("the listener", e))?;
         crate::engine::build_compute_pool(engine.config().background_idle);
         let runner = engine.spawn_runner()?;
-        let app = App::new(engine, config, runner);
+        let app = App::new(engine, config, runner, addr.port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = Arc::clone(&app);
         let thread = std::thread::Builder::new()

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use kiln_core::{Backend, CancelOutcome, Priority};
 use serde::Deserialize;
 
+use super::layout::NoteSeal;
 use super::login::local_target;
 use crate::api::guard::query_escape;
 use crate::api::jobs::{BULK_MAX, JobsQuery, symbols_and_features};
@@ -19,19 +20,21 @@ use crate::api::reply::{blocking, job_id, priority, symbol};
 use crate::api::{ApiError, App, ClientKey};
 use crate::engine::RetryOutcome;
 
-/// Back to `back` (a dashboard page) with `note`.
-fn back_with(back: Option<&str>, note: &str) -> Response {
+/// Back to `back` (a dashboard page) with the outcome of an action as its
+/// note (what it did, or the refusal), sealed by `seal`.
+fn noted(seal: &NoteSeal, back: Option<&str>, outcome: Result<String, ApiError>) -> Response {
+    let note = match outcome {
+        Ok(note) => note,
+        Err(e) => format!("Not done: {}", e.detail),
+    };
     let back = local_target(back);
     let sep = if back.contains('?') { '&' } else { '?' };
-    Redirect::to(&format!("{back}{sep}note={}", query_escape(note))).into_response()
-}
-
-/// The outcome of an action as its note: what it did, or the refusal.
-fn noted(back: Option<&str>, outcome: Result<String, ApiError>) -> Response {
-    match outcome {
-        Ok(note) => back_with(back, &note),
-        Err(e) => back_with(back, &format!("Not done: {}", e.detail)),
-    }
+    Redirect::to(&format!(
+        "{back}{sep}note={}&seal={}",
+        query_escape(&note),
+        seal.seal(&note)
+    ))
+    .into_response()
 }
 
 fn form_error(e: FormRejection) -> ApiError {
@@ -64,7 +67,7 @@ pub async fn retry<B: Backend>(
                 )
             }
         });
-    Ok(noted(f.back.as_deref(), outcome))
+    Ok(noted(&app.notes, f.back.as_deref(), outcome))
 }
 
 /// `POST /ui/jobs/{id}/cancel`.
@@ -88,7 +91,7 @@ pub async fn cancel<B: Backend>(
                 )
             }
         });
-    Ok(noted(f.back.as_deref(), outcome))
+    Ok(noted(&app.notes, f.back.as_deref(), outcome))
 }
 
 /// A bulk action's form: the filter, and the page to come back to.
@@ -133,7 +136,7 @@ pub async fn retry_matching<B: Backend>(
             };
             format!("{} jobs are queued again.{more}", b.done.len())
         });
-    Ok(noted(f.back.as_deref(), outcome))
+    Ok(noted(&app.notes, f.back.as_deref(), outcome))
 }
 
 /// `POST /ui/jobs/cancel`: every waiting job the filter matches.
@@ -166,7 +169,7 @@ pub async fn cancel_matching<B: Backend>(
             };
             format!("{done} jobs are cancelled.{missed}{more}")
         });
-    Ok(noted(f.back.as_deref(), outcome))
+    Ok(noted(&app.notes, f.back.as_deref(), outcome))
 }
 
 #[derive(Deserialize)]
@@ -191,7 +194,7 @@ pub async fn pause<B: Backend>(
             let what = if paused { "paused" } else { "resumed" };
             format!("Claims of {} jobs are {what}.", priority.as_str())
         });
-    Ok(noted(Some("/ui"), outcome))
+    Ok(noted(&app.notes, Some("/ui"), outcome))
 }
 
 #[derive(Deserialize)]
@@ -234,7 +237,7 @@ pub async fn compute<B: Backend>(
         ))
     }
     .await;
-    Ok(noted(Some("/ui/jobs"), outcome))
+    Ok(noted(&app.notes, Some("/ui/jobs"), outcome))
 }
 
 #[derive(Deserialize)]
@@ -269,5 +272,5 @@ pub async fn refresh<B: Backend>(
         ))
     }
     .await;
-    Ok(noted(Some(&back), outcome))
+    Ok(noted(&app.notes, Some(&back), outcome))
 }

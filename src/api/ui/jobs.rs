@@ -13,7 +13,9 @@ use kiln_core::{Job, JobFilter, JobState, Priority, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{Live, Nav, Page, first_line, now_ms, shell, span_ms, time_ms};
+use super::layout::{
+    Live, Nav, NoteQuery, NoteSeal, Page, first_line, now_ms, shell, span_ms, time_ms,
+};
 use crate::api::guard::query_escape;
 use crate::api::jobs::{BULK_MAX, JobsQuery};
 use crate::api::reply::{blocking, durable, job_id};
@@ -32,12 +34,13 @@ pub struct ListQuery {
     symbol: Option<String>,
     before: Option<u64>,
     note: Option<String>,
+    seal: Option<String>,
 }
 
 impl ListQuery {
     /// The filter (what was typed into the form, without surrounding
-    /// spaces) and the note.
-    fn split(self) -> (JobsQuery, Option<String>) {
+    /// spaces) and the note, if sealed by `seal`.
+    fn split(self, seal: &NoteSeal) -> (JobsQuery, Option<String>) {
         let typed = |v: Option<String>| v.map(|v| v.trim().to_owned());
         let q = JobsQuery {
             state: typed(self.state),
@@ -47,7 +50,7 @@ impl ListQuery {
             before: self.before,
             limit: None,
         };
-        (q, self.note)
+        (q, seal.open(self.note, self.seal.as_deref()))
     }
 }
 
@@ -74,7 +77,7 @@ pub async fn list<B: Backend>(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Page {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (q, note) = q.split();
+    let (q, note) = q.split(&app.notes);
     let filter = q.filter()?;
     durable(app.engine.store()).await?;
     let engine = app.engine.clone();
@@ -270,11 +273,6 @@ fn row_actions(j: &Job, back: &str) -> Markup {
     }
 }
 
-#[derive(Deserialize)]
-pub struct NoteQuery {
-    note: Option<String>,
-}
-
 /// `GET /ui/jobs/{id}`.
 pub async fn page<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -282,7 +280,9 @@ pub async fn page<B: Backend>(
     query: Result<Query<NoteQuery>, QueryRejection>,
 ) -> Page {
     let id = job_id(path)?;
-    let note = query.ok().and_then(|Query(q)| q.note);
+    let note = query
+        .ok()
+        .and_then(|Query(q)| app.notes.open(q.note, q.seal.as_deref()));
     durable(app.engine.store()).await?;
     let engine = app.engine.clone();
     let (job, events) = blocking(move || {

@@ -50,6 +50,34 @@ impl<'a> Live<'a> {
     }
 }
 
+/// Seals the notes actions leave in the URL they redirect to, so a page
+/// shows only notes this service wrote: a link cannot make a page say
+/// something (a keyed hash under a key drawn when the service starts).
+#[derive(Default)]
+pub struct NoteSeal(std::hash::RandomState);
+
+impl NoteSeal {
+    /// The seal of `note`.
+    pub fn seal(&self, note: &str) -> String {
+        use std::hash::BuildHasher;
+        format!("{:016x}", self.0.hash_one(note))
+    }
+
+    /// `note` when `seal` is its seal.
+    pub fn open(&self, note: Option<String>, seal: Option<&str>) -> Option<String> {
+        let (note, seal) = (note?, seal?);
+        crate::api::guard::same_secret(self.seal(&note).as_bytes(), seal.as_bytes()).then_some(note)
+    }
+}
+
+/// A page's query that carries only an action's note.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteQuery {
+    pub note: Option<String>,
+    pub seal: Option<String>,
+}
+
 /// A whole page: `body` inside the shell, with an action's `note` and
 /// what the page follows live, if anything.
 pub fn shell(

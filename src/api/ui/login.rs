@@ -14,7 +14,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{Nav, shell};
-use crate::api::guard::{request_session, same_secret, session_cookie};
+use crate::api::guard::same_secret;
 use crate::api::{ApiError, App};
 
 #[derive(Deserialize)]
@@ -83,7 +83,7 @@ pub async fn login<B: Backend>(
     }
     let id = app.sessions.start()?;
     let mut r = Redirect::to(&next).into_response();
-    let cookie = HeaderValue::try_from(session_cookie(Some(&id)))
+    let cookie = HeaderValue::try_from(app.sessions.cookie(Some(&id)))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     r.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(r)
@@ -91,11 +91,11 @@ pub async fn login<B: Backend>(
 
 /// `POST /ui/logout`: ends the session.
 pub async fn logout<B: Backend>(State(app): State<Arc<App<B>>>, headers: HeaderMap) -> Response {
-    if let Some(id) = request_session(&headers) {
-        app.sessions.end(&id);
+    if let Some(id) = app.sessions.id_in(&headers) {
+        app.sessions.end(id);
     }
     let mut r = Redirect::to("/ui/login").into_response();
-    if let Ok(v) = HeaderValue::try_from(session_cookie(None)) {
+    if let Ok(v) = HeaderValue::try_from(app.sessions.cookie(None)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

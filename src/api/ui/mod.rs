@@ -21,6 +21,8 @@ mod metrics;
 mod overview;
 mod symbols;
 
+pub(crate) use layout::NoteSeal;
+
 use std::sync::Arc;
 
 use axum::Router;

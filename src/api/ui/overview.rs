@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use kiln_core::{Backend, JobState, Priority};
 use maud::{Markup, html};
 
-use super::layout::{Live, Nav, Page, bytes, shell};
+use super::layout::{Live, Nav, NoteQuery, Page, bytes, shell};
 use crate::api::App;
 use crate::api::reply::{blocking, durable};
 
@@ -39,17 +39,14 @@ pub fn snapshot<B: Backend>(app: &App<B>) -> Result<Arc<serde_json::Value>, crat
 /// How long a stats snapshot serves every page that asks.
 const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
-#[derive(serde::Deserialize)]
-pub struct NoteQuery {
-    note: Option<String>,
-}
-
 /// `GET /ui`.
 pub async fn page<B: Backend>(
     State(app): State<Arc<App<B>>>,
     query: Result<Query<NoteQuery>, QueryRejection>,
 ) -> Page {
-    let note = query.ok().and_then(|Query(q)| q.note);
+    let note = query
+        .ok()
+        .and_then(|Query(q)| app.notes.open(q.note, q.seal.as_deref()));
     durable(app.engine.store()).await?;
     let shared = Arc::clone(&app);
     let s = blocking(move || snapshot(&shared)).await?;

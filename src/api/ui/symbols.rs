@@ -35,6 +35,7 @@ const PANES_MAX: usize = 8;
 pub struct ListQuery {
     after: Option<String>,
     note: Option<String>,
+    seal: Option<String>,
 }
 
 /// `GET /ui/symbols?after=`.
@@ -88,7 +89,7 @@ pub async fn list<B: Backend>(
     Ok(shell(
         "Symbols",
         Nav::Symbols,
-        q.note.as_deref(),
+        app.notes.open(q.note.clone(), q.seal.as_deref()).as_deref(),
         None,
         body,
     ))
@@ -102,6 +103,7 @@ pub struct ChartQuery {
     /// Specs to draw (`sma(20),rsi(14)`); all stored ones by default.
     features: Option<String>,
     note: Option<String>,
+    seal: Option<String>,
 }
 
 /// A stored feature as the page shows it.
@@ -212,7 +214,7 @@ pub async fn page<B: Backend>(
     Ok(shell(
         sym.as_str(),
         Nav::Symbols,
-        q.note.as_deref(),
+        app.notes.open(q.note.clone(), q.seal.as_deref()).as_deref(),
         Live::follow(&live),
         body,
     ))
