@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{SAMPLE, SAMPLE_MAP, interrupt, kiln, kiln_command, kiln_fails, kiln_ok, wait_until};
 
-/// One bench at a time: two at once take each other's cores, and a
-/// bench's background batch (on idle-priority threads) waits for them.
+/// One bench at a time: each measures against the clock, and two at once
+/// would take each other's cores.
 static ONE_BENCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `kiln bench <args> --json --dir <scratch>`, checks it succeeded and
