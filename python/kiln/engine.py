@@ -85,7 +85,8 @@ class Engine:
     ) -> list[int]:
         """Queues the computation of ``features`` (spec list: ``"rsi(14),sma(20)"``
         or a list of specs) for ``symbols``; returns the job ids. A bad spec
-        raises ``ValueError`` with the CLI's text; a refusal raises
+        raises ``ValueError`` with the CLI's text, a symbol without bars
+        ``KeyError`` (as from a server, which answers 404); a refusal raises
         :class:`kiln.Refused` with its ``retry_after`` (seconds)."""
         return self._engine.submit(symbol_list(symbols), feature_list(features), priority)
 

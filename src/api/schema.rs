@@ -151,8 +151,8 @@ impl ToSchema for FeatureList {
 }
 
 const TIME_TEXT: &str = "A time, format kiln-time: YYYY-MM-DD or \
-                         YYYY-MM-DDTHH:MM:SS[.f][Z|±HH:MM] (UTC without an offset), or an \
-                         integer epoch, between 1677-09-22 and 2262-04-11";
+                         YYYY-MM-DDTHH:MM:SS[.f][Z|±HH:MM] (UTC without an offset), \
+                         between 1677-09-22 and 2262-04-11";
 
 /// A time as text.
 pub struct TimeText;
