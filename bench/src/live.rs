@@ -11,9 +11,9 @@
 //!   `dir_growth_per_tick`: the data directory's growth per tick, both over
 //!   the `byte_ticks` ticks after those: the store's periodic work (a
 //!   frame's tails fold every 32 appends and its 32-row chunks merge every
-//!   1,024 rows, a symbol's small bar chunks merge every 8, 64 and 512,
-//!   states are saved every 256 bars, and the value log's compaction
-//!   follows) comes in waves, all symbols at once, so a window of a whole
+//!   1,024 rows, a symbol's bar tails every 32 bars and its 32-bar chunks
+//!   every 1,024, states are saved every 256 bars, and the value log's
+//!   compaction follows) comes in waves, all symbols at once, so a window of a whole
 //!   number of every period (1,024 by default) counts each its share, where
 //!   the 20 timed ticks would count a wave's bytes over 20 ticks or none
 //!   (and a window of 256 ticks, this bench's default until the merges

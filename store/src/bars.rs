@@ -1,18 +1,24 @@
 //! Market data: each symbol's bars as columnar chunks (struct of arrays,
 //! rkyv-archived, at most [`BAR_CHUNK_ROWS_MAX`] bars each, in the value
-//! log or inline in sled when small) under `symbol 0x00 first_ts`, and one
-//! [`DataVersion`] per symbol that changes exactly when the symbol's bars
-//! do. Reads take a consistent snapshot of a symbol's chunks and hand out
+//! log), and one [`VersionRecord`] per symbol: its [`DataVersion`], which
+//! changes exactly when the symbol's bars do, and which of its tail slots
+//! hold bars. A chunk lives under `symbol 0x00 first_ts` (`b`), or, when an
+//! append of a few bars made it, in one of the symbol's
+//! [`BAR_TAIL_SLOTS`] tail slots (`a`), which appends reuse instead of
+//! adding and later removing keys (sled rewrites its tree around every key
+//! it adds or removes: a one-bar append under a new key cost about four
+//! times what an overwrite of a slot does). Tails are always the newest
+//! chunks; a merge that touches one takes them all into keyed chunks.
+//! Reads take a consistent snapshot of a symbol's chunks and hand out
 //! columns in place when the range lies in one chunk ([`BarsView`]).
 //! Writing is the ingest session's job (`ingest`).
 
-use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 
 use kiln_core::{Bar, BarColumns, BarStore, BarsRead, DataVersion, Result, StoreError, Symbol};
 use rkyv::rancor;
 
-use crate::ingest::IngestSession;
+use crate::ingest::{IngestSession, MERGE};
 use crate::keys::symbol_prefix;
 use crate::record::{ResultValue, is_aligned_for};
 use crate::space::{Space, Spaces};
@@ -83,35 +89,138 @@ fn decode_data_version(b: &[u8], location: &str) -> Result<DataVersion> {
     })
 }
 
-/// The data-versions value: the content version and a generation that
-/// counts every change of the symbol's chunks, so a change that restores
-/// earlier content (with other chunks) is still a change. 40 bytes, BE.
+/// The tail slots that hold a symbol's newest chunks: appends number them
+/// `from`, `from + 1`, … up to `next` (exclusive), and the one numbered `n`
+/// is in slot `n % BAR_TAIL_SLOTS`. A slot outside the range holds nothing
+/// of use (its record was released when the range moved past it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tails {
+    pub from: u64,
+    pub next: u64,
+}
+
+impl Tails {
+    /// Whether tail `seq` holds bars.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        (self.from..self.next).contains(&seq)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.next.saturating_sub(self.from)
+    }
+}
+
+/// Tail slots per symbol: as many as the chunks of the smallest size class
+/// that merge into one (see `ingest`), so an append never finds its slot
+/// taken.
+pub(crate) const BAR_TAIL_SLOTS: u64 = 32;
+
+/// The data-versions value: the content version, a generation that counts
+/// every change of the symbol's chunks (so a change that restores earlier
+/// content, with other chunks, is still a change), and its live tails.
+/// 56 bytes, BE; a 40-byte value (formats 4 to 6) has no tails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct VersionRecord {
     pub version: DataVersion,
     pub generation: u64,
+    pub tails: Tails,
 }
 
 impl VersionRecord {
-    pub(crate) fn encode(&self) -> [u8; 40] {
-        let mut b = [0u8; 40];
+    pub(crate) fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
         b[..32].copy_from_slice(&encode_version(&self.version));
-        b[32..].copy_from_slice(&self.generation.to_be_bytes());
+        b[32..40].copy_from_slice(&self.generation.to_be_bytes());
+        b[40..48].copy_from_slice(&self.tails.from.to_be_bytes());
+        b[48..].copy_from_slice(&self.tails.next.to_be_bytes());
         b
     }
 
     pub(crate) fn decode(b: &[u8], location: &str) -> Result<Self> {
-        if b.len() != 40 {
+        if b.len() != 40 && b.len() != 56 {
             return Err(StoreError::corrupt(
                 location,
-                format!("{} bytes, want 40", b.len()),
+                format!("{} bytes, want 56 (or 40)", b.len()),
+            ));
+        }
+        let at = |i: usize| crate::keys::read_u64(&b[i..i + 8], location);
+        let tails = if b.len() == 56 {
+            Tails {
+                from: at(40)?,
+                next: at(48)?,
+            }
+        } else {
+            Tails::default()
+        };
+        if tails.from > tails.next || tails.len() > BAR_TAIL_SLOTS {
+            return Err(StoreError::corrupt(
+                location,
+                format!("tails {}..{}", tails.from, tails.next),
             ));
         }
         Ok(VersionRecord {
             version: decode_data_version(&b[..32], location)?,
-            generation: crate::keys::read_u64(&b[32..], location)?,
+            generation: at(32)?,
+            tails,
         })
     }
+}
+
+/// A tail slot's key: `symbol 0x00 slot`.
+pub(crate) fn tail_key(symbol: &Symbol, seq: u64) -> Vec<u8> {
+    let mut k = symbol_prefix(symbol);
+    k.push((seq % BAR_TAIL_SLOTS) as u8);
+    k
+}
+
+/// Where the result value starts in a tail slot's value: after the tail's
+/// number (u64 BE) and its chunk's first timestamp (i64 BE).
+pub(crate) const TAIL_VALUE_START: usize = 16;
+
+/// A tail slot's value.
+pub(crate) fn encode_tail(seq: u64, first_ts: i64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(TAIL_VALUE_START + value.len());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&first_ts.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+/// A tail slot's number and first timestamp.
+pub(crate) fn decode_tail(value: &[u8], location: &str) -> Result<(u64, i64)> {
+    if value.len() <= TAIL_VALUE_START {
+        return Err(StoreError::corrupt(
+            location,
+            format!("a tail slot of {} bytes", value.len()),
+        ));
+    }
+    let seq = crate::keys::read_u64(&value[..8], location)?;
+    let first_ts = crate::keys::read_u64(&value[8..16], location)? as i64;
+    Ok((seq, first_ts))
+}
+
+/// The symbol a key of `b` or `a` starts with.
+pub(crate) fn key_symbol(key: &[u8], location: &str) -> Result<Symbol> {
+    let sep = key
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| StoreError::corrupt(location, "a key without its symbol"))?;
+    let name = std::str::from_utf8(&key[..sep])
+        .map_err(|_| StoreError::corrupt(location, "a symbol that is not UTF-8"))?;
+    Symbol::new(name)
+}
+
+/// Whether the tail slot `key` holding `value` is one of its symbol's live
+/// tails (else its record was released when the tails moved past it).
+pub(crate) fn tail_is_live(spaces: &Spaces, key: &[u8], value: &[u8]) -> Result<bool> {
+    let location = "bar tail slot";
+    let symbol = key_symbol(key, location)?;
+    let (seq, _) = decode_tail(value, location)?;
+    let record = decode_version(
+        spaces.get(Space::DataVersions, symbol.as_str().as_bytes())?,
+        &symbol,
+    )?;
+    Ok(record.is_some_and(|r| r.tails.holds(seq)))
 }
 
 /// `symbol 0x00 first_ts` with the sign bit flipped, so keys sort by time.
@@ -295,22 +404,29 @@ impl std::fmt::Debug for BarsView {
     }
 }
 
-/// A stored chunk's key, first timestamp and value (as in the results tree).
+/// A stored chunk's key, first timestamp and result value; for a tail,
+/// its number (the key is then its slot's).
 pub(crate) struct StoredChunk {
     pub key: Vec<u8>,
     pub first_ts: i64,
     pub value: sled::IVec,
+    pub tail: Option<u64>,
 }
 
 impl StoredChunk {
     /// About how many bars it holds, from its size alone (no read).
     pub(crate) fn rows_hint(&self) -> usize {
         match ResultValue::decode(&self.value) {
-            // Seven 8-byte columns, after seven 8-byte column headers.
-            Ok(ResultValue::Pointer(e)) => (e.len as usize).saturating_sub(56) / 56,
+            Ok(ResultValue::Pointer(e)) => rows_in(e.len),
             _ => 0,
         }
     }
+}
+
+/// About how many bars a chunk record of `len` bytes holds: seven 8-byte
+/// columns, after seven 8-byte column headers.
+pub(crate) fn rows_in(len: u32) -> usize {
+    (len as usize).saturating_sub(56) / 56
 }
 
 /// Which bars of a symbol to read.
@@ -332,16 +448,18 @@ pub(crate) fn decode_version(
 /// Reads a symbol's version and chunk list as one snapshot: an ingest
 /// committing between the reads would pair old chunks with a new version,
 /// so the version is read on both sides of the scan until they agree.
-/// With `from`, only the chunks that can hold bars from then on.
+/// As far back as `reach` says.
 pub(crate) fn snapshot(
     store: &Store,
     symbol: &Symbol,
-    from: Option<i64>,
+    reach: Reach,
 ) -> Result<(Option<VersionRecord>, Vec<StoredChunk>)> {
     for _ in 0..8 {
         let before = store.version_record(symbol)?;
-        let stored = store.stored_chunks(symbol, from)?;
-        if store.version_record(symbol)? == before {
+        let stored = stored_chunks(store.spaces(), symbol, before.as_ref(), reach)?;
+        if let Some(stored) = stored
+            && store.version_record(symbol)? == before
+        {
             return Ok((before, stored));
         }
     }
@@ -405,41 +523,6 @@ impl Store {
         )
     }
 
-    /// A symbol's stored chunks in time order: all of them, or (`from`)
-    /// only those that can hold bars at or after that time, read from the
-    /// newest back (a tick reads one or two).
-    pub(crate) fn stored_chunks(
-        &self,
-        symbol: &Symbol,
-        from: Option<i64>,
-    ) -> Result<Vec<StoredChunk>> {
-        let location = format!("bar chunks of {symbol}");
-        let decode = |item: Result<(Vec<u8>, sled::IVec)>| {
-            let (key, value) = item?;
-            let first_ts = chunk_first_ts(&key, &location)?;
-            Ok(StoredChunk {
-                key,
-                first_ts,
-                value,
-            })
-        };
-        let chunks = self.spaces().scan(Space::Bars, &symbol_prefix(symbol));
-        let Some(from) = from else {
-            return chunks.map(decode).collect();
-        };
-        let mut out = Vec::new();
-        for item in chunks.rev() {
-            let c = decode(item)?;
-            let first = c.first_ts <= from;
-            out.push(c);
-            if first {
-                break;
-            }
-        }
-        out.reverse();
-        Ok(out)
-    }
-
     /// Loads a chunk; `None` if its segment was compacted away meanwhile.
     pub(crate) fn load_chunk(
         &self,
@@ -454,11 +537,11 @@ impl Store {
         // A compaction can move a chunk between the scan and the read; the
         // index then points elsewhere, so read it again.
         for _ in 0..3 {
-            let from = match want {
-                Want::Range(Bound::Included(t) | Bound::Excluded(t), _) => Some(*t),
-                _ => None,
+            let reach = match want {
+                Want::Range(Bound::Included(t) | Bound::Excluded(t), _) => Reach::From(*t),
+                _ => Reach::All,
             };
-            let (version, stored) = snapshot(self, symbol, from)?;
+            let (version, stored) = snapshot(self, symbol, reach)?;
             let Some(version) = version else {
                 return Ok(None);
             };
@@ -558,89 +641,168 @@ fn view_of(mut chunks: Vec<Chunk>, want: &Want, version: DataVersion) -> BarsVie
     }
 }
 
+/// How far back from the newest a read of a symbol's chunks goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reach {
+    /// Every chunk.
+    All,
+    /// The chunks that can hold bars at or after this time.
+    From(i64),
+    /// The chunks after the newest one that never merges again (see
+    /// `ingest::MERGE`), and that one: all an append's merge can touch.
+    Unsealed,
+}
+
+impl Reach {
+    /// Whether the read can stop after `c` (read newest first).
+    fn reached(self, c: &StoredChunk) -> bool {
+        match self {
+            Reach::All => false,
+            Reach::From(t) => c.first_ts <= t,
+            Reach::Unsealed => c.tail.is_none() && c.rows_hint() >= MERGE.sealed_rows,
+        }
+    }
+}
+
+/// A symbol's stored chunks in time order (its keyed chunks, then its live
+/// tails), read from the newest back as far as `reach` says (a tick reads
+/// one or two). `None` when a live tail is not in its slot: an ingest
+/// committed since `record` was read.
+pub(crate) fn stored_chunks(
+    spaces: &Spaces,
+    symbol: &Symbol,
+    record: Option<&VersionRecord>,
+    reach: Reach,
+) -> Result<Option<Vec<StoredChunk>>> {
+    let location = format!("bar chunks of {symbol}");
+    let live = record.map(|r| r.tails).unwrap_or_default();
+    // Newest first, reversed at the end.
+    let mut out = Vec::new();
+    for seq in (live.from..live.next).rev() {
+        let key = tail_key(symbol, seq);
+        let Some(value) = spaces.get(Space::BarTails, &key)? else {
+            return Ok(None);
+        };
+        let (stored_seq, first_ts) = decode_tail(&value, &location)?;
+        if stored_seq != seq {
+            return Ok(None);
+        }
+        let c = StoredChunk {
+            key,
+            first_ts,
+            value: value.subslice(TAIL_VALUE_START, value.len() - TAIL_VALUE_START),
+            tail: Some(seq),
+        };
+        let done = reach.reached(&c);
+        out.push(c);
+        if done {
+            out.reverse();
+            return Ok(Some(out));
+        }
+    }
+    for item in spaces.scan(Space::Bars, &symbol_prefix(symbol)).rev() {
+        let (key, value) = item?;
+        let c = StoredChunk {
+            first_ts: chunk_first_ts(&key, &location)?,
+            key,
+            value,
+            tail: None,
+        };
+        let done = reach.reached(&c);
+        out.push(c);
+        if done {
+            break;
+        }
+    }
+    out.reverse();
+    Ok(Some(out))
+}
+
 // ---- integrity -----------------------------------------------------------
 
 /// Reads every bar chunk back (checksummed, validated) and checks each
 /// symbol's chunks against its data version: count, first and last
 /// timestamp, content hash, order within and across chunks, the chunk size
-/// bound. One symbol's bars are held at a time. Returns chunks scanned.
+/// bound; and that no chunk or tail slot belongs to a symbol without one.
+/// One symbol's bars are held at a time. Returns chunks scanned.
 pub(crate) fn check_bars(
     spaces: &Spaces,
     reader: &VlogReader,
     problems: &mut Vec<String>,
 ) -> Result<u64> {
-    let mut versions: BTreeMap<String, DataVersion> = BTreeMap::new();
+    let mut symbols = Vec::new();
     for item in spaces.scan(Space::DataVersions, &[]) {
         let (k, v) = item?;
-        let symbol = String::from_utf8_lossy(&k).into_owned();
-        match VersionRecord::decode(&v, &format!("data version of {symbol}")) {
-            Ok(record) => {
-                versions.insert(symbol, record.version);
-            }
-            Err(e) => problems.push(e.to_string()),
+        let name = String::from_utf8_lossy(&k).into_owned();
+        let location = format!("data version of {name}");
+        match Symbol::new(name.clone()).and_then(|s| Ok((s, VersionRecord::decode(&v, &location)?)))
+        {
+            Ok(found) => symbols.push(found),
+            Err(e) => problems.push(format!("{location}: {e}")),
         }
     }
     let mut chunks = 0;
-    let mut current: Option<(String, BarColumns)> = None;
-    let mut finish = |done: Option<(String, BarColumns)>, problems: &mut Vec<String>| {
-        if let Some((symbol, all)) = done {
-            if let Err(e) = all.check(&|| format!("bars of {symbol}")) {
-                problems.push(e.to_string());
-            }
-            let found = DataVersion::of(&all);
-            let recorded = versions.remove(&symbol);
-            if found != recorded {
-                problems.push(format!(
-                    "bars of {symbol}: data version {recorded:?} but the chunks give {found:?}"
-                ));
-            }
-        }
-    };
-    for item in spaces.scan(Space::Bars, &[]) {
-        let (k, v) = item?;
-        chunks += 1;
-        let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());
-        let symbol = String::from_utf8_lossy(&k[..sep]).into_owned();
-        if current.as_ref().is_none_or(|(s, _)| *s != symbol) {
-            finish(current.take(), problems);
-            current = Some((symbol.clone(), BarColumns::default()));
-        }
-        let first_ts = match chunk_first_ts(&k, "bar chunk key") {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!("bars of {symbol}: {e}"));
-                continue;
-            }
+    for (symbol, record) in &symbols {
+        let Some(stored) = stored_chunks(spaces, symbol, Some(record), Reach::All)? else {
+            problems.push(format!(
+                "bars of {symbol}: a live tail's slot holds another tail"
+            ));
+            continue;
         };
-        let location = || format!("bars of {symbol} from ts {first_ts}");
-        let chunk = load_chunk_value(reader, v, &location)
-            .and_then(|c| c.ok_or_else(|| StoreError::corrupt(location(), "segment is missing")));
-        match chunk {
-            Ok(c) => {
-                if c.ts().first() != Some(&first_ts) {
-                    problems.push(format!(
-                        "{}: the chunk starts at {:?}",
-                        location(),
-                        c.ts().first()
-                    ));
+        let mut all = BarColumns::default();
+        for c in &stored {
+            chunks += 1;
+            let location = || format!("bars of {symbol} from ts {}", c.first_ts);
+            let chunk = load_chunk_value(reader, c.value.clone(), &location).and_then(|l| {
+                l.ok_or_else(|| StoreError::corrupt(location(), "segment is missing"))
+            });
+            match chunk {
+                Ok(chunk) => {
+                    if chunk.ts().first() != Some(&c.first_ts) {
+                        problems.push(format!(
+                            "{}: the chunk starts at {:?}",
+                            location(),
+                            chunk.ts().first()
+                        ));
+                    }
+                    if chunk.rows() > BAR_CHUNK_ROWS_MAX {
+                        problems.push(format!(
+                            "{}: {} bars, more than {BAR_CHUNK_ROWS_MAX}",
+                            location(),
+                            chunk.rows()
+                        ));
+                    }
+                    extend_from(&mut all, &chunk);
                 }
-                if c.rows() > BAR_CHUNK_ROWS_MAX {
-                    problems.push(format!(
-                        "{}: {} bars, more than {BAR_CHUNK_ROWS_MAX}",
-                        location(),
-                        c.rows()
-                    ));
-                }
-                if let Some((_, all)) = current.as_mut() {
-                    extend_from(all, &c);
-                }
+                Err(e) => problems.push(e.to_string()),
             }
-            Err(e) => problems.push(e.to_string()),
+        }
+        if let Err(e) = all.check(&|| format!("bars of {symbol}")) {
+            problems.push(e.to_string());
+        }
+        let found = DataVersion::of(&all);
+        if found != Some(record.version) {
+            problems.push(format!(
+                "bars of {symbol}: data version {:?} but the chunks give {found:?}",
+                record.version
+            ));
         }
     }
-    finish(current.take(), problems);
-    for symbol in versions.keys() {
-        problems.push(format!("{symbol} has a data version but no bars"));
+    let known: std::collections::BTreeSet<&str> = symbols.iter().map(|(s, _)| s.as_str()).collect();
+    for space in [Space::Bars, Space::BarTails] {
+        let mut last: Option<Vec<u8>> = None;
+        for item in spaces.scan(space, &[]) {
+            let (k, _) = item?;
+            let sep = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            if last.as_deref() == Some(&k[..sep]) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&k[..sep]).into_owned();
+            if !known.contains(name.as_str()) {
+                problems.push(format!("bars of {name} are stored without a data version"));
+            }
+            last = Some(k[..sep].to_vec());
+        }
     }
     Ok(chunks)
 }

@@ -149,8 +149,8 @@ pub(crate) fn tail_folded(spaces: &Spaces, tail_key: &[u8], row: u64) -> Result<
 }
 
 /// Where the [`ResultValue`] of a stored value of `space` starts, when it
-/// points at a live record: `None` for a head without state, and for an
-/// empty or folded tail slot.
+/// points at a live record: `None` for a head without state, for an
+/// empty or folded tail slot, and for a bar tail slot no longer live.
 pub(crate) fn live_value_start(
     spaces: &Spaces,
     space: Space,
@@ -161,6 +161,9 @@ pub(crate) fn live_value_start(
         && let Some((row, _)) = decode_tail(value, &|| "tail slot".into())?
         && tail_folded(spaces, key, row)?
     {
+        return Ok(None);
+    }
+    if space == Space::BarTails && !crate::bars::tail_is_live(spaces, key, value)? {
         return Ok(None);
     }
     value_start(space, value)
@@ -328,6 +331,7 @@ pub(crate) fn labelled_frame(key: &SeriesKey, r: &LabelRef) -> Result<FrameKey> 
 pub(crate) fn value_start(space: Space, value: &[u8]) -> Result<Option<usize>> {
     match space {
         Space::Bars | Space::LegacyResults => Ok(Some(0)),
+        Space::BarTails => Ok(Some(crate::bars::TAIL_VALUE_START)),
         Space::Chunks => Ok(Some(CHUNK_HEADER_BYTES)),
         Space::Tails if value == EMPTY_TAIL => Ok(None),
         Space::Tails => Ok(Some(TAIL_ROW_BYTES + CHUNK_HEADER_BYTES)),

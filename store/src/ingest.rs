@@ -8,9 +8,11 @@
 //!
 //! Planning a symbol:
 //! - New bars all after the stored ones, in disjoint pieces: the staged
-//!   pieces become chunks as they are (nothing is read or rewritten), unless
-//!   that would leave more than 8 small chunks at the end, which are then
-//!   merged.
+//!   pieces become chunks as they are (nothing is read or rewritten): in
+//!   tail slots when each holds fewer than 32 bars, else under keys of their
+//!   own. When that would leave 32 small chunks of one size class at the
+//!   end, they are merged instead (see [`MERGE`]); so is every tail when
+//!   new pieces are too large for a slot.
 //! - Anything else (a correction, a back-fill, an unsorted input cut into
 //!   several pieces, a re-ingest): a streaming k-way merge of the stored
 //!   chunks the new bars overlap with the new pieces, holding one output
@@ -33,7 +35,8 @@ use kiln_core::{
 };
 
 use crate::bars::{
-    BAR_CHUNK_ROWS_MAX, Chunk, StoredChunk, VersionRecord, chunk_key, encode_chunk, snapshot,
+    BAR_CHUNK_ROWS_MAX, BAR_TAIL_SLOTS, Chunk, Reach, StoredChunk, VersionRecord, chunk_key,
+    encode_chunk, snapshot,
 };
 use crate::leveling::{Leveling, merge_from};
 use crate::record::IndexEntry;
@@ -43,10 +46,12 @@ use crate::vlog::Loaded;
 use crate::writer::{Apply, BarPlan, Op};
 
 /// How an append merges a symbol's small chunks (see [`merge_from`]): in
-/// runs of 8 of one size class, up to 4096 bars.
-const MERGE: Leveling = Leveling {
-    fanout: 8,
-    sealed_rows: 4096,
+/// runs of 32 of one size class (1-31 bars, then 32-1,023), up to 1,024
+/// bars, so a bar is written three times however many one-bar appends
+/// follow. A run of the smallest class fits the tail slots.
+pub(crate) const MERGE: Leveling = Leveling {
+    fanout: BAR_TAIL_SLOTS as usize,
+    sealed_rows: 1024,
 };
 
 /// Staged bytes gathered before one value-log append.
@@ -247,8 +252,13 @@ impl BarIngest for IngestSession {
             let jobs = follow_up(&report.changed)?;
             let used: HashSet<(u32, u64)> = plans
                 .iter()
-                .flat_map(|p| &p.add)
-                .map(|(_, e)| (e.segment, e.offset))
+                .flat_map(|p| {
+                    p.add
+                        .iter()
+                        .map(|(_, e)| e)
+                        .chain(p.tails.iter().map(|(_, e)| e))
+                })
+                .map(|e| (e.segment, e.offset))
                 .collect();
             match self
                 .store
@@ -294,22 +304,40 @@ impl IngestSession {
         }
     }
 
-    /// Plans one symbol, again if a compaction moves a chunk meanwhile.
+    /// Plans one symbol, again if a compaction moves a chunk or an ingest
+    /// changes the symbol meanwhile. An append of a few bars that leaves
+    /// room in the tail slots reads nothing but the data version; another
+    /// append reads the chunks its merge can touch; anything else, all.
     fn plan(
         &mut self,
         symbol: &Symbol,
         parts: &[Part],
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<BarPlan>> {
+        let mut order: Vec<&Part> = parts.iter().collect();
+        order.sort_by_key(|p| p.first_ts);
         for _ in 0..3 {
-            let (expect, stored) = snapshot(&self.store, symbol, None)?;
+            let record = self.store.version_record(symbol)?;
+            let append = appends(&order, record.as_ref());
+            let tails = record.map_or(0, |r| r.tails.len());
+            if append
+                && order.iter().all(|p| p.rows < MERGE.fanout)
+                && tails + (order.len() as u64) < BAR_TAIL_SLOTS
+            {
+                return append_plan(symbol, record, &order, true).map(Some);
+            }
+            let reach = if append { Reach::Unsealed } else { Reach::All };
+            let (expect, stored) = snapshot(&self.store, symbol, reach)?;
+            if appends(&order, expect.as_ref()) != append {
+                continue;
+            }
             if let Some(outcome) = self.plan_against(symbol, parts, expect, &stored, on_conflict)? {
                 return Ok(outcome);
             }
         }
         Err(StoreError::corrupt(
             format!("bars of {symbol}"),
-            "a value-log segment keeps disappearing",
+            "its chunks keep moving while the ingest is planned",
         ))
     }
 
@@ -331,17 +359,27 @@ impl IngestSession {
         };
         let mut order: Vec<&Part> = parts.iter().collect();
         order.sort_by_key(|p| p.first_ts);
-        let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
-        if disjoint && expect.is_none_or(|r| r.version.last_ts < lo) {
+        if appends(&order, expect.as_ref()) {
             let rows: Vec<usize> = stored
                 .iter()
                 .map(StoredChunk::rows_hint)
                 .chain(order.iter().map(|p| p.rows))
                 .collect();
-            let Some(from) = merge_from(&rows, MERGE).filter(|&i| i < stored.len()) else {
-                return Ok(Some(Some(append_plan(symbol, expect, &order)?)));
+            let tails = expect.map_or(0, |r| r.tails.len());
+            let small = order.iter().all(|p| p.rows < MERGE.fanout);
+            let from = match merge_from(&rows, MERGE).filter(|&i| i < stored.len()) {
+                Some(from) => from,
+                None if small && tails + order.len() as u64 <= BAR_TAIL_SLOTS => {
+                    return Ok(Some(Some(append_plan(symbol, expect, &order, true)?)));
+                }
+                None if tails == 0 => {
+                    return Ok(Some(Some(append_plan(symbol, expect, &order, false)?)));
+                }
+                // Pieces too large for a slot cannot follow the tails:
+                // merge the tails with them.
+                None => stored.len() - tails as usize,
             };
-            // Merge the tail from there with the new bars.
+            // Merge the stored chunks from there with the new bars.
             return self.merge_plan(
                 symbol,
                 expect,
@@ -371,6 +409,8 @@ impl IngestSession {
 
     /// Merges the stored chunks `window` with every part and stages the
     /// result in full chunks. `force` rewrites even when nothing changes.
+    /// A window that touches a tail takes in every tail (tails stay the
+    /// newest chunks).
     #[allow(clippy::too_many_arguments)]
     fn merge_plan(
         &mut self,
@@ -382,6 +422,13 @@ impl IngestSession {
         force: bool,
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<Option<BarPlan>>> {
+        let first_tail = stored.partition_point(|c| c.tail.is_none());
+        let take_tails = first_tail < stored.len() && window.end > first_tail;
+        let window = if take_tails {
+            window.start.min(first_tail)..stored.len()
+        } else {
+            window
+        };
         let reader = self.store.vlog_reader();
         // The window's chunks are disjoint and sorted: one input. Then one
         // input per piece, grouped by source, in staging order within one.
@@ -489,8 +536,14 @@ impl IngestSession {
         Ok(Some(Some(BarPlan {
             symbol: symbol.clone(),
             expect,
-            remove: stored[window].iter().map(|c| c.key.clone()).collect(),
+            remove: stored[window]
+                .iter()
+                .filter(|c| c.tail.is_none())
+                .map(|c| c.key.clone())
+                .collect(),
             add,
+            take_tails,
+            tails: Vec::new(),
             version,
         })))
     }
@@ -511,9 +564,24 @@ impl IngestSession {
     }
 }
 
+/// Whether `order` (the pieces by first timestamp) are disjoint and all
+/// after the stored bars: an append.
+fn appends(order: &[&Part], record: Option<&VersionRecord>) -> bool {
+    let disjoint = order.windows(2).all(|w| w[0].last_ts < w[1].first_ts);
+    let after = order
+        .first()
+        .is_some_and(|p| record.is_none_or(|r| r.version.last_ts < p.first_ts));
+    disjoint && after
+}
+
 /// New bars all after the stored ones, in disjoint staged pieces: index the
-/// pieces as they are.
-fn append_plan(symbol: &Symbol, expect: Option<VersionRecord>, order: &[&Part]) -> Result<BarPlan> {
+/// pieces as they are, in tail slots or (`as_tails` false) under keys.
+fn append_plan(
+    symbol: &Symbol,
+    expect: Option<VersionRecord>,
+    order: &[&Part],
+    as_tails: bool,
+) -> Result<BarPlan> {
     let mut version = expect.map(|r| r.version).unwrap_or(DataVersion {
         first_ts: order.first().map_or(0, |p| p.first_ts),
         ..DataVersion::default()
@@ -529,13 +597,21 @@ fn append_plan(symbol: &Symbol, expect: Option<VersionRecord>, order: &[&Part]) 
         version.bars += p.rows as u64;
         version.last_ts = p.last_ts;
         version.hash = version.hash.wrapping_add(p.digest);
-        add.push((chunk_key(symbol, p.first_ts), entry));
+        add.push((p.first_ts, entry));
     }
+    let (add, tails) = if as_tails {
+        (Vec::new(), add)
+    } else {
+        let keyed = add.into_iter().map(|(t, e)| (chunk_key(symbol, t), e));
+        (keyed.collect(), Vec::new())
+    };
     Ok(BarPlan {
         symbol: symbol.clone(),
         expect,
         remove: Vec::new(),
         add,
+        take_tails: false,
+        tails,
         version,
     })
 }
@@ -733,31 +809,35 @@ mod tests {
     }
 
     #[test]
-    fn single_bar_appends_merge_like_a_counter_in_base_eight() {
+    fn single_bar_appends_merge_like_a_counter_in_base_thirty_two() {
         assert_eq!(merge_from(&[5000, 1, 1], MERGE), None);
-        assert_eq!(merge_from(&[5000, 1, 1, 1, 1, 1, 1, 1, 1], MERGE), Some(1));
-        // Seven 8-bar chunks and eight single bars carry into one of 64.
         let mut rows = vec![5000];
-        rows.extend([8; 7]);
-        rows.extend([1; 8]);
+        rows.extend([1; 31]);
+        assert_eq!(merge_from(&rows, MERGE), None, "31 fit the tail slots");
+        rows.push(1);
         assert_eq!(merge_from(&rows, MERGE), Some(1));
-        // 100 ticks: 64 + 4 × 8 + 4 singles (1 carry of 64 = 100 in octal 144).
+        // Thirty-one 32-bar chunks and 32 single bars carry into one of 1024.
+        let mut rows = vec![5000];
+        rows.extend([32; 31]);
+        rows.extend([1; 32]);
+        assert_eq!(merge_from(&rows, MERGE), Some(1));
+        // 100 ticks: 3 × 32 + 4 singles (100 = 3·32 + 4).
         let (chunks, _) = ticks(5000, 100);
-        assert_eq!(chunks, vec![5000, 64, 8, 8, 8, 8, 1, 1, 1, 1]);
-        // Every bar is rewritten once per size class, at most four times.
-        let (chunks, rewritten) = ticks(5000, 8 * 4096);
-        assert!(rewritten <= 4 * 8 * 4096, "{rewritten}");
-        assert!(chunks.len() <= 1 + 8 + 4 * 7, "{chunks:?}");
-        assert_eq!(chunks.iter().sum::<usize>(), 5000 + 8 * 4096);
+        assert_eq!(chunks, vec![5000, 32, 32, 32, 1, 1, 1, 1]);
+        // Every bar is rewritten once per size class, at most twice.
+        let (chunks, rewritten) = ticks(5000, 4 * 1024);
+        assert!(rewritten <= 2 * 4 * 1024, "{rewritten}");
+        assert!(chunks.len() <= 1 + 4 + 2 * 31, "{chunks:?}");
+        assert_eq!(chunks.iter().sum::<usize>(), 5000 + 4 * 1024);
     }
 
     #[test]
     fn a_large_chunk_is_never_merged_again() {
-        let mut rows = vec![4096; 8];
+        let mut rows = vec![1024; 32];
         rows.push(1);
         assert_eq!(merge_from(&rows, MERGE), None);
-        // A history chunk of the 512-4095 class merges with seven more.
-        let (chunks, _) = ticks(2000, 7 * 512);
-        assert_eq!(chunks, vec![2000 + 7 * 512]);
+        // A history chunk of the 32-1023 class merges with 31 more.
+        let (chunks, _) = ticks(500, 31 * 32);
+        assert_eq!(chunks, vec![500 + 31 * 32]);
     }
 }

@@ -32,6 +32,9 @@ pub(crate) enum Space {
     Meta,
     /// Bar chunks by `symbol 0x00 first_ts`.
     Bars,
+    /// Bar tail slots by `symbol 0x00 slot`: the chunks appends of a few
+    /// bars add, until a merge takes them into keyed chunks (see `bars`).
+    BarTails,
     /// Each symbol's data version.
     DataVersions,
     /// The event log by sequence number.
@@ -40,7 +43,7 @@ pub(crate) enum Space {
 
 impl Space {
     /// Every keyspace (`space as usize` is its index here).
-    pub(crate) const ALL: [Space; 12] = [
+    pub(crate) const ALL: [Space; 13] = [
         Space::Jobs,
         Space::JobInputs,
         Space::SymbolStats,
@@ -51,16 +54,18 @@ impl Space {
         Space::LegacyResults,
         Space::Meta,
         Space::Bars,
+        Space::BarTails,
         Space::DataVersions,
         Space::Events,
     ];
 
     /// Keyspaces whose values may point into the value log.
-    pub(crate) const POINTERS: [Space; 5] = [
+    pub(crate) const POINTERS: [Space; 6] = [
         Space::Frames,
         Space::Chunks,
         Space::Tails,
         Space::Bars,
+        Space::BarTails,
         Space::LegacyResults,
     ];
 
@@ -77,6 +82,7 @@ impl Space {
             Space::LegacyResults => b'r',
             Space::Meta => b'm',
             Space::Bars => b'b',
+            Space::BarTails => b'a',
             Space::DataVersions => b'd',
             Space::Events => b'e',
         }
@@ -296,6 +302,6 @@ mod tests {
         let mut prefixes: Vec<u8> = Space::ALL.iter().map(|s| s.prefix()).collect();
         prefixes.sort_unstable();
         prefixes.dedup();
-        assert_eq!(prefixes, b"bcdefijlmrst".to_vec());
+        assert_eq!(prefixes, b"abcdefijlmrst".to_vec());
     }
 }

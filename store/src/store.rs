@@ -182,8 +182,9 @@ impl Store {
         }
         if version != FORMAT_VERSION {
             // Format 4's layout became this format's when sled's first
-            // copy was made above; format 5's shorter `Meta` reads as it
-            // is, and the next commit writes this format's.
+            // copy was made above; format 5's shorter `Meta` and format
+            // 6's shorter data versions read as they are, and the next
+            // commit writes this format's.
             write_format_file(&dir)?;
             tracing::info!(
                 series = recovery.migrated_series,

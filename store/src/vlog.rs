@@ -201,6 +201,10 @@ pub(crate) struct Vlog {
     /// Segments compaction leaves alone: a record in them failed to read
     /// (it stays where it is, for `kiln check` to report).
     pub(crate) quarantined: HashSet<u32>,
+    /// Segments compaction put off because records in them are about to be
+    /// rewritten anyway: the active segment when it first did, and when it
+    /// last did (it looks again once another segment is active).
+    deferred: BTreeMap<u32, (u32, u32)>,
     /// Test support: appends to go before one fails as a full disk would.
     #[cfg(feature = "test-hooks")]
     pub(crate) fail_append_in: Option<u32>,
@@ -377,6 +381,7 @@ impl Vlog {
                 active: BufWriter::with_capacity(APPEND_BUFFER_BYTES, active),
                 unsynced: Vec::new(),
                 quarantined: HashSet::new(),
+                deferred: BTreeMap::new(),
                 #[cfg(feature = "test-hooks")]
                 fail_append_in: None,
                 dirty: false,
@@ -608,17 +613,36 @@ impl Vlog {
     }
 
     /// Sealed segments whose live fraction is below `live_fraction_min`,
-    /// but for quarantined ones.
-    pub(crate) fn compaction_candidates(&self, live_fraction_min: f64) -> Vec<u32> {
+    /// but for quarantined ones and (when `patient`) those put off since
+    /// the active segment became active.
+    pub(crate) fn compaction_candidates(&self, live_fraction_min: f64, patient: bool) -> Vec<u32> {
         self.segments
             .iter()
             .filter(|&(&id, s)| {
                 id != self.active_id
                     && !self.quarantined.contains(&id)
+                    && (!patient
+                        || self
+                            .deferred
+                            .get(&id)
+                            .is_none_or(|&(_, last)| last != self.active_id))
                     && (s.live as f64) < live_fraction_min * s.len as f64
             })
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    /// Puts off compacting segment `id` until another segment is active,
+    /// unless it was first put off `patience` segments ago or more;
+    /// whether it was.
+    pub(crate) fn defer(&mut self, id: u32, patience: u32) -> bool {
+        let active = self.active_id;
+        let first = self.deferred.get(&id).map_or(active, |&(first, _)| first);
+        if active.saturating_sub(first) >= patience {
+            return false;
+        }
+        self.deferred.insert(id, (first, active));
+        true
     }
 
     /// Deletes a segment nothing references any more.
@@ -628,6 +652,7 @@ impl Vlog {
             .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
         sync_dir(&self.dir)?;
         self.segments.remove(&id);
+        self.deferred.remove(&id);
         self.reader.forget(id);
         Ok(())
     }
@@ -873,5 +898,41 @@ impl VlogReader {
         if let Ok(mut v) = self.verified.write() {
             v.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_off_segment_waits_for_another_active_one_then_for_patience() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Records of 4 KiB in 16 KiB segments: three per segment.
+        let (mut vlog, _, _) = Vlog::open(dir.path(), 16 * 1024, &[], None).expect("open");
+        let mut entries = Vec::new();
+        for _ in 0..9 {
+            entries.push(vlog.append(&[7u8; 4096], 1).expect("append"));
+        }
+        let first = entries[0].segment;
+        assert!(vlog.active_id > first + 1, "{}", vlog.active_id);
+        // Two of its three records die: the segment is sparse.
+        vlog.release(&entries[0]);
+        vlog.release(&entries[1]);
+        assert_eq!(vlog.compaction_candidates(0.5, true), vec![first]);
+        assert!(vlog.defer(first, 2), "put off once");
+        assert!(vlog.compaction_candidates(0.5, true).is_empty());
+        assert_eq!(
+            vlog.compaction_candidates(0.5, false),
+            vec![first],
+            "a compaction a caller asks for does not wait"
+        );
+        // Another active segment: looked at again, put off again, until
+        // `patience` segments have become active since the first time.
+        vlog.roll().expect("roll");
+        assert_eq!(vlog.compaction_candidates(0.5, true), vec![first]);
+        assert!(vlog.defer(first, 2), "one segment later");
+        vlog.roll().expect("roll");
+        assert!(!vlog.defer(first, 2), "two segments later it is compacted");
     }
 }

@@ -359,3 +359,33 @@ fn a_format_4_directory_opens_and_becomes_the_current_format() {
     );
     assert!(store.check().expect("check").problems.is_empty());
 }
+
+/// The fixture's data versions are 40 bytes (no bar tails): new bars after
+/// the stored ones go to tail slots, and the longer record replaces it.
+#[test]
+fn a_format_3_directory_takes_ticks_into_bar_tails() {
+    let (dir, store) = open_fixture();
+    let aaa = sym("AAA");
+    let all = bars(303, 100.0, false);
+    for i in 300..303 {
+        let mut s = store.bar_ingest().expect("session");
+        let src = s.source("tick");
+        s.stage(&aaa, src, &all.slice(i, i + 1), &[])
+            .expect("stage");
+        let report = s.commit(&mut |_| Ok(())).expect("commit");
+        assert_eq!(report.changed.len(), 1);
+    }
+    let read = |store: &Store| {
+        let view = store.bars(&aaa, ..).expect("read").expect("has bars");
+        assert_eq!(view.ts(), all.ts.as_slice());
+        assert_eq!(view.close(), all.close.as_slice());
+        assert_eq!(view.version().bars, 303);
+        let check = store.check().expect("check");
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        check.bar_chunks
+    };
+    let chunks = read(&store);
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(read(&store), chunks, "the same chunks after a reopen");
+}

@@ -69,10 +69,10 @@ fn ranges_and_lookbacks_cut_the_right_bars() {
 fn appends_add_chunks_and_keep_the_version_equal_to_one_ingest() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
-    for k in 0..20 {
+    for k in 0..40 {
         ingest(&store, &[("A", cols(k * 10..k * 10 + 10, 0.0))]).expect("append");
     }
-    let all = cols(0..200, 0.0);
+    let all = cols(0..400, 0.0);
     assert_bits_eq(&stored(&store, "A"), &all);
     assert_eq!(
         store.data_version(&sym("A")).expect("v"),
@@ -80,11 +80,97 @@ fn appends_add_chunks_and_keep_the_version_equal_to_one_ingest() {
     );
     let check = store.check().expect("check");
     assert!(check.problems.is_empty(), "{:?}", check.problems);
-    assert!(
-        check.bar_chunks <= 9,
-        "partial chunks are merged: {}",
-        check.bar_chunks
+    // 32 appends of 10 bars merge into one chunk; 8 follow it.
+    assert_eq!(check.bar_chunks, 9, "partial chunks are merged");
+}
+
+/// Bars 0..n, read back, equal to `want`, with its version.
+fn assert_bars(store: &Store, symbol: &str, want: &kiln_store::BarColumns) {
+    assert_bits_eq(&stored(store, symbol), want);
+    assert_eq!(
+        store.data_version(&sym(symbol)).expect("v"),
+        Some(version_of(want))
     );
+}
+
+fn chunks_checked(store: &Store) -> u64 {
+    let check = store.check().expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    check.bar_chunks
+}
+
+#[test]
+fn single_bar_appends_fill_the_tail_slots_and_merge_every_thirty_two() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    ingest(&store, &[("T", cols(0..100, 0.0))]).expect("history");
+    for t in 100..140 {
+        ingest(&store, &[("T", cols(t..t + 1, 0.0))]).expect("tick");
+        assert_bars(&store, "T", &cols(0..t + 1, 0.0));
+        let ticks = (t - 99) as u64;
+        // The history, a merged chunk per 32 ticks, the ticks since.
+        let want = 1 + ticks / 32 + ticks % 32;
+        assert_eq!(chunks_checked(&store), want, "after {ticks} ticks");
+    }
+    // A lookback inside the tails reads them alone, and across them all.
+    let last = store
+        .bars_batch(&[sym("T")], Some(3))
+        .expect("batch")
+        .pop()
+        .flatten()
+        .expect("bars");
+    assert_eq!(last.ts(), &[137, 138, 139]);
+    let from = store.bars(&sym("T"), 120..).expect("read").expect("bars");
+    assert_eq!(from.ts(), (120..140).collect::<Vec<i64>>().as_slice());
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_bars(&store, "T", &cols(0..140, 0.0));
+    assert_eq!(chunks_checked(&store), 1 + 1 + 8);
+    ingest(&store, &[("T", cols(140..141, 0.0))]).expect("tick after reopen");
+    assert_bars(&store, "T", &cols(0..141, 0.0));
+}
+
+#[test]
+fn a_correction_inside_the_tails_takes_them_all_into_one_chunk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    ingest(&store, &[("C", cols(0..100, 0.0))]).expect("history");
+    for t in 100..105 {
+        ingest(&store, &[("C", cols(t..t + 1, 0.0))]).expect("tick");
+    }
+    assert_eq!(chunks_checked(&store), 6);
+    let mut fix = cols(102..103, 0.0);
+    fix.close[0] = 9.5;
+    ingest(&store, &[("C", fix)]).expect("correct");
+    let mut want = cols(0..105, 0.0);
+    want.close[102] = 9.5;
+    assert_bars(&store, "C", &want);
+    assert_eq!(chunks_checked(&store), 2, "the history and the five ticks");
+    // Ticks go on into the freed slots.
+    for t in 105..110 {
+        ingest(&store, &[("C", cols(t..t + 1, 0.0))]).expect("tick");
+    }
+    let mut want = cols(0..110, 0.0);
+    want.close[102] = 9.5;
+    assert_bars(&store, "C", &want);
+    assert_eq!(chunks_checked(&store), 7);
+}
+
+#[test]
+fn an_append_too_large_for_a_slot_merges_the_tails_first() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    ingest(&store, &[("L", cols(0..100, 0.0))]).expect("history");
+    for t in 100..103 {
+        ingest(&store, &[("L", cols(t..t + 1, 0.0))]).expect("tick");
+    }
+    ingest(&store, &[("L", cols(103..143, 0.0))]).expect("40 bars");
+    assert_bars(&store, "L", &cols(0..143, 0.0));
+    assert_eq!(chunks_checked(&store), 2, "the history and 43 bars");
+    // A first ingest of a few bars starts in the tails.
+    ingest(&store, &[("N", cols(0..3, 0.0))]).expect("new symbol");
+    assert_bars(&store, "N", &cols(0..3, 0.0));
+    assert_eq!(chunks_checked(&store), 3);
 }
 
 #[test]

@@ -5,7 +5,10 @@
 use kiln_core::{DataVersion, Enqueued, NewJob, Result, StoreError, Symbol};
 
 use super::Writer;
-use crate::bars::{VersionRecord, decode_version};
+use crate::bars::{
+    BAR_TAIL_SLOTS, TAIL_VALUE_START, Tails, VersionRecord, decode_tail, decode_version,
+    encode_tail, tail_key,
+};
 use crate::record::{IndexEntry, ResultValue};
 use crate::space::Space;
 
@@ -19,7 +22,26 @@ pub(crate) struct BarPlan {
     pub remove: Vec<Vec<u8>>,
     /// Chunks to index: key and staged record.
     pub add: Vec<(Vec<u8>, IndexEntry)>,
+    /// Whether the chunks added take in every live tail.
+    pub take_tails: bool,
+    /// Tails to append after the live ones: first timestamp and staged
+    /// record.
+    pub tails: Vec<(i64, IndexEntry)>,
     pub version: DataVersion,
+}
+
+impl BarPlan {
+    /// The tails after this plan, from those before it.
+    fn tails_after(&self, before: Tails) -> Tails {
+        Tails {
+            from: if self.take_tails {
+                before.next
+            } else {
+                before.from
+            },
+            next: before.next + self.tails.len() as u64,
+        }
+    }
 }
 
 impl Writer {
@@ -75,6 +97,32 @@ impl Writer {
                     released.push(old);
                 }
             }
+            let before = current.map(|r| r.tails).unwrap_or_default();
+            let after = p.tails_after(before);
+            if after.len() > BAR_TAIL_SLOTS {
+                return Err(StoreError::invalid(
+                    "bar ingest",
+                    format!(
+                        "{}: {} tails, more than its {BAR_TAIL_SLOTS} slots",
+                        p.symbol,
+                        after.len()
+                    ),
+                ));
+            }
+            // The tails a merge took in are garbage once it commits.
+            for seq in before.from..after.from {
+                let location = format!("bar tail {seq} of {}", p.symbol);
+                let value = self
+                    .lookup(Space::BarTails, &tail_key(&p.symbol, seq))?
+                    .ok_or_else(|| StoreError::corrupt(&location, "its slot is empty"))?;
+                if decode_tail(&value, &location)?.0 != seq {
+                    return Err(StoreError::corrupt(&location, "its slot holds another"));
+                }
+                if let ResultValue::Pointer(old) = ResultValue::decode(&value[TAIL_VALUE_START..])?
+                {
+                    released.push(old);
+                }
+            }
         }
         // Last of the checks: a queue that cannot take the jobs refuses the
         // ingest before anything of it is written.
@@ -88,12 +136,24 @@ impl Writer {
         }
         self.vlog_sync_required = true;
         for p in plans {
-            for key in p.remove {
-                self.writes.delete(Space::Bars, key);
+            for key in &p.remove {
+                self.writes.delete(Space::Bars, key.clone());
             }
-            for (key, entry) in p.add {
-                self.writes
-                    .put(Space::Bars, key, ResultValue::Pointer(entry).encode());
+            for (key, entry) in &p.add {
+                self.writes.put(
+                    Space::Bars,
+                    key.clone(),
+                    ResultValue::Pointer(*entry).encode(),
+                );
+            }
+            let before = p.expect.map(|r| r.tails).unwrap_or_default();
+            for (seq, (first_ts, entry)) in (before.next..).zip(&p.tails) {
+                let value = ResultValue::Pointer(*entry).encode();
+                self.writes.put(
+                    Space::BarTails,
+                    tail_key(&p.symbol, seq),
+                    encode_tail(seq, *first_ts, &value),
+                );
             }
             self.new_versions.push((p.symbol.clone(), p.version));
             self.writes.put(
@@ -102,6 +162,7 @@ impl Writer {
                 VersionRecord {
                     version: p.version,
                     generation: p.expect.map_or(1, |r| r.generation + 1),
+                    tails: p.tails_after(before),
                 }
                 .encode()
                 .to_vec(),

@@ -10,6 +10,14 @@
 //! write of the copies that fails (a full disk) undoes them and gives up
 //! until `COMPACT_RETRY_MS` later. Once the index moves (the commit),
 //! any failure poisons, and so does a failed fsync anywhere.
+//!
+//! Compaction puts off a segment that holds a live record the store is
+//! about to rewrite anyway, as long as appends continue: a tail, a chunk
+//! that will still merge, a saved state. Those die on their own within one
+//! merge period (1,024 appends), so copying them would write them twice;
+//! the segment is looked at again whenever another segment becomes active,
+//! and after `COMPACT_PATIENCE_SEGMENTS` such looks (the frame or symbol
+//! may get no more appends) it is compacted all the same.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -17,11 +25,13 @@ use std::sync::atomic::Ordering;
 use kiln_core::{CheckReport, Result, StoreError};
 
 use super::Writer;
+use super::frames::FOLD;
 use crate::bars::check_bars;
 use crate::frame::{
     CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
     decode_tail, frame_key_from, live_value_start, value_start,
 };
+use crate::ingest::MERGE;
 use crate::keys::{read_u64, series_key_from_bytes};
 use crate::record::{Counters, IndexEntry, ResultValue, decode_job, decode_job_input};
 use crate::shared::Poison;
@@ -41,6 +51,10 @@ struct Moved {
 /// How long automatic compaction waits after giving up (a full disk).
 const COMPACT_RETRY_MS: u64 = 60_000;
 
+/// Segments that become active while compaction puts a segment off before
+/// it compacts it all the same (see the module docs).
+const COMPACT_PATIENCE_SEGMENTS: u32 = 8;
+
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
@@ -55,6 +69,23 @@ pub struct CompactReport {
     pub quarantined_records: u64,
 }
 
+/// Whether a live record of `space` will be rewritten as long as its frame
+/// or symbol gets appends: a frame's or a symbol's tail, a chunk below the
+/// size that is never merged, a saved state (replaced every
+/// `STATE_SAVE_BARS` bars).
+fn rewritten_soon(space: Space, key: &[u8], value: &[u8], entry: &IndexEntry) -> Result<bool> {
+    Ok(match space {
+        Space::Tails | Space::BarTails | Space::Frames => true,
+        Space::Chunks => {
+            let c = ChunkValue::decode(value, &|| "frame chunk".into())?;
+            let first_row = read_u64(&key[key.len().saturating_sub(8)..], "frame chunk key")?;
+            c.covers.bars.saturating_sub(first_row) < FOLD.sealed_rows as u64
+        }
+        Space::Bars => crate::bars::rows_in(entry.len) < MERGE.sealed_rows,
+        _ => false,
+    })
+}
+
 impl Writer {
     /// Whether a sealed segment is sparse enough to compact (and no recent
     /// attempt gave up).
@@ -62,17 +93,19 @@ impl Writer {
         now >= self.compact_retry_at
             && !self
                 .vlog
-                .compaction_candidates(self.config.compact_live_fraction_min)
+                .compaction_candidates(self.config.compact_live_fraction_min, true)
                 .is_empty()
     }
 
     /// Rewrites the live records of sparse sealed segments into the active
     /// segment, re-points their index entries in one batch, then deletes
-    /// the old segments (see the module docs for its failures).
-    pub(super) fn compact(&mut self) -> Result<CompactReport> {
+    /// the old segments (see the module docs for its failures). A `patient`
+    /// compaction (the automatic one) puts segments off as the module docs
+    /// say; one a caller asked for does not.
+    pub(super) fn compact(&mut self, patient: bool) -> Result<CompactReport> {
         let victims = self
             .vlog
-            .compaction_candidates(self.config.compact_live_fraction_min);
+            .compaction_candidates(self.config.compact_live_fraction_min, patient);
         let mut report = CompactReport::default();
         // Staged bar chunks are live but not yet indexed: moving only the
         // indexed records would lose them.
@@ -88,7 +121,8 @@ impl Writer {
                 return Err(e);
             }
         };
-        let moved = match self.copy_live(&victims, &mut report) {
+        let mut victims = victims;
+        let moved = match self.copy_live(&mut victims, patient, &mut report) {
             Ok(moved) => moved,
             Err(e) => {
                 // Nothing is indexed yet: the copies can be undone.
@@ -101,6 +135,9 @@ impl Writer {
                 return Err(e);
             }
         };
+        if victims.is_empty() {
+            return Ok(report);
+        }
         // From here on the index moves: a failure poisons.
         let result = self.commit_moves(moved, &victims, &mut report);
         if let Err(e) = &result {
@@ -111,8 +148,14 @@ impl Writer {
 
     /// Copies the live records of `victims` to the active segment and
     /// writes them to the file (a full disk shows here, before anything is
-    /// indexed); a record that fails to read quarantines its segment.
-    fn copy_live(&mut self, victims: &[u32], report: &mut CompactReport) -> Result<Vec<Moved>> {
+    /// indexed); a record that fails to read quarantines its segment. A
+    /// victim a `patient` compaction puts off leaves `victims`.
+    fn copy_live(
+        &mut self,
+        victims: &mut Vec<u32>,
+        patient: bool,
+        report: &mut CompactReport,
+    ) -> Result<Vec<Moved>> {
         let reader = self.vlog.reader();
         let pointers = Space::POINTERS
             .iter()
@@ -130,6 +173,18 @@ impl Writer {
                 moves.push((space, key, value, start, old));
             }
         }
+        let mut put_off = Vec::new();
+        for (space, key, value, _, old) in &moves {
+            if patient
+                && !put_off.contains(&old.segment)
+                && rewritten_soon(*space, key, value, old)?
+                && self.vlog.defer(old.segment, COMPACT_PATIENCE_SEGMENTS)
+            {
+                put_off.push(old.segment);
+            }
+        }
+        victims.retain(|id| !put_off.contains(id));
+        moves.retain(|m| !put_off.contains(&m.4.segment));
         let mut moved = Vec::with_capacity(moves.len());
         for (space, key, value, start, old) in moves {
             let loaded = match reader.read(&old) {

@@ -451,7 +451,7 @@ impl Writer {
             self.group(Vec::new());
         }
         if self.compaction_due(now)
-            && let Err(e) = self.compact()
+            && let Err(e) = self.compact(true)
         {
             tracing::error!(error = %e, "automatic value-log compaction failed");
         }
@@ -604,7 +604,7 @@ impl Writer {
                 let _ = reply.send(v);
             }
             After::Compact { reply } => {
-                let _ = reply.send(self.compact());
+                let _ = reply.send(self.compact(false));
             }
             After::Check { reply } => {
                 let _ = reply.send(self.check());
