@@ -700,14 +700,28 @@ pub(crate) fn stored_chunks(
             return Ok(Some(out));
         }
     }
-    for item in spaces.scan(Space::Bars, &symbol_prefix(symbol)).rev() {
+    if record.is_none() {
+        return Ok(Some(out));
+    }
+    let keyed = |item: Result<(Vec<u8>, sled::IVec)>| {
         let (key, value) = item?;
-        let c = StoredChunk {
+        Ok(StoredChunk {
             first_ts: chunk_first_ts(&key, &location)?,
             key,
             value,
             tail: None,
-        };
+        })
+    };
+    let scan = spaces.scan(Space::Bars, &symbol_prefix(symbol));
+    if let Reach::All = reach {
+        // sled scans forward faster than back.
+        let mut all = scan.map(keyed).collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        all.append(&mut out);
+        return Ok(Some(all));
+    }
+    for item in scan.rev() {
+        let c = keyed(item)?;
         let done = reach.reached(&c);
         out.push(c);
         if done {
