@@ -712,15 +712,7 @@ pub(crate) fn stored_chunks(
             tail: None,
         })
     };
-    let scan = spaces.scan(Space::Bars, &symbol_prefix(symbol));
-    if let Reach::All = reach {
-        // sled scans forward faster than back.
-        let mut all = scan.map(keyed).collect::<Result<Vec<_>>>()?;
-        out.reverse();
-        all.append(&mut out);
-        return Ok(Some(all));
-    }
-    for item in scan.rev() {
+    for item in spaces.scan(Space::Bars, &symbol_prefix(symbol)).rev() {
         let c = keyed(item)?;
         let done = reach.reached(&c);
         out.push(c);
