@@ -8,7 +8,9 @@
 //! adding and later removing keys (sled rewrites its tree around every key
 //! it adds or removes: a one-bar append under a new key cost about four
 //! times what an overwrite of a slot does). Tails are always the newest
-//! chunks; a merge that touches one takes them all into keyed chunks.
+//! chunks; a merge that touches one takes them all into keyed chunks. An
+//! append of tails alone writes its data version into the newest tail, not
+//! the record (one key per tick, not two).
 //! Reads take a consistent snapshot of a symbol's chunks and hand out
 //! columns in place when the range lies in one chunk ([`BarsView`]).
 //! Writing is the ingest session's job (`ingest`).
@@ -100,11 +102,6 @@ pub(crate) struct Tails {
 }
 
 impl Tails {
-    /// Whether tail `seq` holds bars.
-    pub(crate) fn holds(&self, seq: u64) -> bool {
-        (self.from..self.next).contains(&seq)
-    }
-
     pub(crate) fn len(&self) -> u64 {
         self.next.saturating_sub(self.from)
     }
@@ -115,10 +112,13 @@ impl Tails {
 /// taken.
 pub(crate) const BAR_TAIL_SLOTS: u64 = 32;
 
-/// The data-versions value: the content version, a generation that counts
-/// every change of the symbol's chunks (so a change that restores earlier
-/// content, with other chunks, is still a change), and its live tails.
-/// 56 bytes, BE; a 40-byte value (formats 4 to 6) has no tails.
+/// A symbol's data version record: the content version, a generation that
+/// counts every change of the symbol's chunks (so a change that restores
+/// earlier content, with other chunks, is still a change), and its live
+/// tails. Stored (`d`) as 56 bytes, BE; a 40-byte value (formats 4 to 6)
+/// has no tails. An append of nothing but tails leaves the stored record
+/// as it was and puts the version in its newest tail: the current record
+/// is the stored one with the tails appended since ([`current_record`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct VersionRecord {
     pub version: DataVersion,
@@ -173,30 +173,145 @@ pub(crate) fn tail_key(symbol: &Symbol, seq: u64) -> Vec<u8> {
     k
 }
 
-/// Where the result value starts in a tail slot's value: after the tail's
-/// number (u64 BE) and its chunk's first timestamp (i64 BE).
-pub(crate) const TAIL_VALUE_START: usize = 16;
+/// Set in a tail's stored number when the tail carries the data version
+/// after it (every tail written since format 8; numbers stay far below).
+const CARRIES_VERSION: u64 = 1 << 63;
 
-/// A tail slot's value.
-pub(crate) fn encode_tail(seq: u64, first_ts: i64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(TAIL_VALUE_START + value.len());
-    v.extend_from_slice(&seq.to_be_bytes());
+/// A tail slot's header, before its result value: the tail's number, its
+/// chunk's first timestamp and, since format 8, the symbol's data version
+/// once the tail was appended (bars, last timestamp and hash: an append
+/// never moves the first timestamp). An append that adds nothing but tails
+/// writes no data version record; the newest tail says the version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TailHeader {
+    pub seq: u64,
+    pub first_ts: i64,
+    pub version: Option<AppendedVersion>,
+}
+
+/// The parts of a data version an append changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AppendedVersion {
+    pub bars: u64,
+    pub last_ts: i64,
+    pub hash: u64,
+}
+
+impl TailHeader {
+    /// Where the result value starts.
+    pub(crate) fn len(&self) -> usize {
+        if self.version.is_some() { 40 } else { 16 }
+    }
+}
+
+/// A tail slot's value: header, then the result value.
+pub(crate) fn encode_tail(seq: u64, first_ts: i64, version: &DataVersion, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40 + value.len());
+    v.extend_from_slice(&(seq | CARRIES_VERSION).to_be_bytes());
     v.extend_from_slice(&first_ts.to_be_bytes());
+    v.extend_from_slice(&version.bars.to_be_bytes());
+    v.extend_from_slice(&version.last_ts.to_be_bytes());
+    v.extend_from_slice(&version.hash.to_be_bytes());
     v.extend_from_slice(value);
     v
 }
 
-/// A tail slot's number and first timestamp.
-pub(crate) fn decode_tail(value: &[u8], location: &str) -> Result<(u64, i64)> {
-    if value.len() <= TAIL_VALUE_START {
+/// A tail slot's header (a value follows it).
+pub(crate) fn decode_tail(value: &[u8], location: &str) -> Result<TailHeader> {
+    let at = |i: usize| {
+        value
+            .get(i..i + 8)
+            .map(|b| crate::keys::read_u64(b, location))
+            .unwrap_or_else(|| {
+                Err(StoreError::corrupt(
+                    location,
+                    format!("a tail slot of {} bytes", value.len()),
+                ))
+            })
+    };
+    let stored = at(0)?;
+    let version = if stored & CARRIES_VERSION != 0 {
+        Some(AppendedVersion {
+            bars: at(16)?,
+            last_ts: at(24)? as i64,
+            hash: at(32)?,
+        })
+    } else {
+        None
+    };
+    let header = TailHeader {
+        seq: stored & !CARRIES_VERSION,
+        first_ts: at(8)? as i64,
+        version,
+    };
+    if value.len() <= header.len() {
         return Err(StoreError::corrupt(
             location,
             format!("a tail slot of {} bytes", value.len()),
         ));
     }
-    let seq = crate::keys::read_u64(&value[..8], location)?;
-    let first_ts = crate::keys::read_u64(&value[8..16], location)? as i64;
-    Ok((seq, first_ts))
+    Ok(header)
+}
+
+/// A symbol's current record, from its stored data version record `d` and
+/// the tails appended after `d` was written (the newest carries the
+/// version). Those are found by probing the slots from `hint` (a next tail
+/// number seen before: a guess, checked) or from where `d` left them; `get`
+/// reads a tail slot.
+pub(crate) fn current_record(
+    d: VersionRecord,
+    symbol: &Symbol,
+    hint: Option<u64>,
+    mut get: impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+) -> Result<VersionRecord> {
+    let location = format!("bar tails of {symbol}");
+    let mut tail_at = |seq: u64| -> Result<Option<TailHeader>> {
+        match get(&tail_key(symbol, seq))? {
+            Some(v) => Ok(Some(decode_tail(&v, &location)?).filter(|t| t.seq == seq)),
+            None => Ok(None),
+        }
+    };
+    // Tails are appended in number order and a slot is reused only past the
+    // range's start: the live tails are `from` up to the first slot that
+    // does not hold its number.
+    let limit = d.tails.from + BAR_TAIL_SLOTS;
+    let mut next = d.tails.next;
+    let mut newest = None;
+    if let Some(h) = hint.filter(|h| (next + 1..=limit).contains(h))
+        && let Some(t) = tail_at(h - 1)?
+    {
+        next = h;
+        newest = Some(t);
+    }
+    while next < limit
+        && let Some(t) = tail_at(next)?
+    {
+        next += 1;
+        newest = Some(t);
+    }
+    let Some(newest) = newest else {
+        return Ok(d);
+    };
+    let v = newest.version.ok_or_else(|| {
+        StoreError::corrupt(
+            format!("bar tail {} of {symbol}", newest.seq),
+            "appended after the data version record, without a version",
+        )
+    })?;
+    Ok(VersionRecord {
+        version: DataVersion {
+            bars: v.bars,
+            first_ts: d.version.first_ts,
+            last_ts: v.last_ts,
+            hash: v.hash,
+        },
+        // Each tail appended without the record counts as a change.
+        generation: d.generation + (next - d.tails.next),
+        tails: Tails {
+            from: d.tails.from,
+            next,
+        },
+    })
 }
 
 /// The symbol a key of `b` or `a` starts with.
@@ -215,12 +330,14 @@ pub(crate) fn key_symbol(key: &[u8], location: &str) -> Result<Symbol> {
 pub(crate) fn tail_is_live(spaces: &Spaces, key: &[u8], value: &[u8]) -> Result<bool> {
     let location = "bar tail slot";
     let symbol = key_symbol(key, location)?;
-    let (seq, _) = decode_tail(value, location)?;
-    let record = decode_version(
+    let seq = decode_tail(value, location)?.seq;
+    let d = decode_version(
         spaces.get(Space::DataVersions, symbol.as_str().as_bytes())?,
         &symbol,
     )?;
-    Ok(record.is_some_and(|r| r.tails.holds(seq)))
+    // Slots are reused in number order: one at or past the range's start
+    // holds a live tail, appended with `d` or after it.
+    Ok(d.is_some_and(|d| d.tails.from <= seq))
 }
 
 /// `symbol 0x00 first_ts` with the sign bit flipped, so keys sort by time.
@@ -476,7 +593,7 @@ impl BarStore for Store {
     /// committed (sled's batches block its readers while they apply).
     fn data_version(&self, symbol: &Symbol) -> Result<Option<DataVersion>> {
         match self.shared().versions.read() {
-            Ok(m) => Ok(m.get(symbol).copied()),
+            Ok(m) => Ok(m.get(symbol).map(|r| r.version)),
             Err(_) => Ok(self.version_record(symbol)?.map(|r| r.version)),
         }
     }
@@ -489,7 +606,8 @@ impl BarStore for Store {
                 let name = String::from_utf8(k)
                     .map_err(|_| StoreError::corrupt("data versions", "key is not UTF-8"))?;
                 let symbol = Symbol::new(name)?;
-                let record = VersionRecord::decode(&v, &format!("data version of {symbol}"))?;
+                let d = VersionRecord::decode(&v, &format!("data version of {symbol}"))?;
+                let record = self.current_record(&symbol, d)?;
                 Ok((symbol, record.version))
             })
             .collect()
@@ -515,12 +633,24 @@ impl BarStore for Store {
 }
 
 impl Store {
+    /// A symbol's current record, read from sled.
     pub(crate) fn version_record(&self, symbol: &Symbol) -> Result<Option<VersionRecord>> {
-        decode_version(
+        let d = decode_version(
             self.spaces()
                 .get(Space::DataVersions, symbol.as_str().as_bytes())?,
             symbol,
-        )
+        )?;
+        d.map(|d| self.current_record(symbol, d)).transpose()
+    }
+
+    /// The current record from the stored one, probing from the next tail
+    /// number last published.
+    fn current_record(&self, symbol: &Symbol, d: VersionRecord) -> Result<VersionRecord> {
+        let hint = match self.shared().versions.read() {
+            Ok(m) => m.get(symbol).map(|r| r.tails.next),
+            Err(_) => None,
+        };
+        current_record(d, symbol, hint, |k| self.spaces().get(Space::BarTails, k))
     }
 
     /// Loads a chunk; `None` if its segment was compacted away meanwhile.
@@ -683,14 +813,15 @@ pub(crate) fn stored_chunks(
         let Some(value) = spaces.get(Space::BarTails, &key)? else {
             return Ok(None);
         };
-        let (stored_seq, first_ts) = decode_tail(&value, &location)?;
-        if stored_seq != seq {
+        let header = decode_tail(&value, &location)?;
+        if header.seq != seq {
             return Ok(None);
         }
+        let start = header.len();
         let c = StoredChunk {
             key,
-            first_ts,
-            value: value.subslice(TAIL_VALUE_START, value.len() - TAIL_VALUE_START),
+            first_ts: header.first_ts,
+            value: value.subslice(start, value.len() - start),
             tail: Some(seq),
         };
         let done = reach.reached(&c);
@@ -741,8 +872,12 @@ pub(crate) fn check_bars(
         let (k, v) = item?;
         let name = String::from_utf8_lossy(&k).into_owned();
         let location = format!("data version of {name}");
-        match Symbol::new(name.clone()).and_then(|s| Ok((s, VersionRecord::decode(&v, &location)?)))
-        {
+        let found = Symbol::new(name.clone()).and_then(|s| {
+            let d = VersionRecord::decode(&v, &location)?;
+            let record = current_record(d, &s, None, |k| spaces.get(Space::BarTails, k))?;
+            Ok((s, record))
+        });
+        match found {
             Ok(found) => symbols.push(found),
             Err(e) => problems.push(format!("{location}: {e}")),
         }
@@ -828,6 +963,113 @@ mod tests {
         for (k, t) in keys.iter().zip([-5i64, -1, 0, 3, i64::MAX]) {
             assert_eq!(chunk_first_ts(k, "t").expect("decode"), t);
         }
+    }
+
+    /// Tail slots as `current_record` reads them, counting the reads.
+    struct Slots {
+        values: std::collections::HashMap<Vec<u8>, sled::IVec>,
+        reads: usize,
+    }
+
+    impl Slots {
+        fn get(&mut self, key: &[u8]) -> Result<Option<sled::IVec>> {
+            self.reads += 1;
+            Ok(self.values.get(key).cloned())
+        }
+    }
+
+    fn version(bars: u64, last_ts: i64) -> DataVersion {
+        DataVersion {
+            bars,
+            first_ts: -3,
+            last_ts,
+            hash: bars * 31,
+        }
+    }
+
+    /// Symbol S: its record says tails 40..42 (written by format 7, without
+    /// a version) after 5 changes; tails 42 and 43 were appended since,
+    /// each with its version. Every other slot holds a tail of the range
+    /// before (8..40).
+    fn appended(carry: bool) -> (Symbol, VersionRecord, Slots) {
+        let s = Symbol::new("S").expect("sym");
+        let pointer = b"pointer";
+        let mut values = std::collections::HashMap::new();
+        for seq in 8..44u64 {
+            let value = if seq >= 42 && carry {
+                encode_tail(seq, seq as i64, &version(100 + seq, seq as i64), pointer)
+            } else {
+                [&seq.to_be_bytes()[..], &(seq as i64).to_be_bytes(), pointer].concat()
+            };
+            values.insert(tail_key(&s, seq), value.into());
+        }
+        let d = VersionRecord {
+            version: version(141, 41),
+            generation: 5,
+            tails: Tails { from: 40, next: 42 },
+        };
+        (s, d, Slots { values, reads: 0 })
+    }
+
+    #[test]
+    fn the_current_record_is_the_stored_one_with_the_tails_appended_since() {
+        let want = VersionRecord {
+            version: version(143, 43),
+            generation: 7,
+            tails: Tails { from: 40, next: 44 },
+        };
+        // Any hint, right or wrong, finds the same record.
+        for hint in [
+            None,
+            Some(0),
+            Some(41),
+            Some(42),
+            Some(43),
+            Some(44),
+            Some(45),
+            Some(99),
+        ] {
+            let (s, d, mut slots) = appended(true);
+            let got = current_record(d, &s, hint, |k| slots.get(k)).expect("read");
+            assert_eq!(got, want, "hint {hint:?}");
+        }
+        // The right hint reads two slots: the newest tail and the next one.
+        let (s, d, mut slots) = appended(true);
+        current_record(d, &s, Some(44), |k| slots.get(k)).expect("read");
+        assert_eq!(slots.reads, 2);
+        // Without appended tails the stored record is the current one.
+        let (s, mut d, mut slots) = appended(true);
+        d.tails = Tails { from: 44, next: 44 };
+        let got = current_record(d, &s, Some(44), |k| slots.get(k)).expect("read");
+        assert_eq!(got, d);
+    }
+
+    #[test]
+    fn a_tail_appended_after_the_record_without_a_version_is_corrupt() {
+        let (s, d, mut slots) = appended(false);
+        let e = current_record(d, &s, None, |k| slots.get(k)).expect_err("corrupt");
+        assert!(e.to_string().contains("bar tail 43 of S"), "{e}");
+    }
+
+    #[test]
+    fn tail_headers_round_trip_and_short_ones_are_refused() {
+        let v = version(7, 9);
+        let bytes = encode_tail(12, -4, &v, b"value");
+        let header = decode_tail(&bytes, "t").expect("decode");
+        assert_eq!(
+            (header.seq, header.first_ts, &bytes[header.len()..]),
+            (12, -4, &b"value"[..])
+        );
+        assert_eq!(
+            header.version,
+            Some(AppendedVersion {
+                bars: 7,
+                last_ts: 9,
+                hash: 7 * 31
+            })
+        );
+        assert!(decode_tail(&bytes[..40], "t").is_err(), "no value after it");
+        assert!(decode_tail(&bytes[..20], "t").is_err());
     }
 
     #[test]

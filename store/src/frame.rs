@@ -331,7 +331,9 @@ pub(crate) fn labelled_frame(key: &SeriesKey, r: &LabelRef) -> Result<FrameKey> 
 pub(crate) fn value_start(space: Space, value: &[u8]) -> Result<Option<usize>> {
     match space {
         Space::Bars | Space::LegacyResults => Ok(Some(0)),
-        Space::BarTails => Ok(Some(crate::bars::TAIL_VALUE_START)),
+        Space::BarTails => Ok(Some(
+            crate::bars::decode_tail(value, "bar tail slot")?.len(),
+        )),
         Space::Chunks => Ok(Some(CHUNK_HEADER_BYTES)),
         Space::Tails if value == EMPTY_TAIL => Ok(None),
         Space::Tails => Ok(Some(TAIL_ROW_BYTES + CHUNK_HEADER_BYTES)),

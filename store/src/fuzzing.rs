@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use kiln_core::BarColumns;
+use kiln_core::{BarColumns, DataVersion};
 use rkyv::util::AlignedVec;
 
-use crate::bars::{Chunk, VersionRecord, encode_chunk, extend_from};
+use crate::bars::{self, Chunk, VersionRecord, encode_chunk, extend_from};
 use crate::frame::{ChunkValue, EMPTY_TAIL, FrameHead, LabelRef, decode_tail, encode_tail};
 use crate::record::{
     Counters, IndexEntry, Meta, ResultValue, decode_event, decode_job, decode_job_input,
@@ -20,7 +20,7 @@ use crate::view::ViewBytes;
 use crate::vlog::{Vlog, VlogPosition};
 
 /// The records [`record`] decodes, by kind.
-pub const RECORD_KINDS: [&str; 16] = [
+pub const RECORD_KINDS: [&str; 17] = [
     "index entry",
     "result value",
     "queue counters",
@@ -37,6 +37,7 @@ pub const RECORD_KINDS: [&str; 16] = [
     "legacy series",
     "bar chunk",
     "job input",
+    "bar tail slot",
 ];
 
 fn location() -> String {
@@ -141,6 +142,26 @@ pub fn record(kind: u8, bytes: &[u8]) {
                     )
                 );
                 assert_eq!(bits(&back.values), bits(&series.values));
+            }
+        }
+        16 => {
+            if let Ok(header) = bars::decode_tail(bytes, "fuzz input") {
+                let (seq, first_ts, value) = (header.seq, header.first_ts, &bytes[header.len()..]);
+                let again = match header.version {
+                    // A tail of format 7 carries no version; this format
+                    // writes every tail with one.
+                    None => [&seq.to_be_bytes()[..], &first_ts.to_be_bytes(), value].concat(),
+                    Some(v) => {
+                        let version = DataVersion {
+                            bars: v.bars,
+                            first_ts: 0,
+                            last_ts: v.last_ts,
+                            hash: v.hash,
+                        };
+                        bars::encode_tail(seq, first_ts, &version, value)
+                    }
+                };
+                assert_eq!(again, bytes, "decoded, then encoded to other bytes");
             }
         }
         _ => {

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use kiln_core::{Coverage, DataVersion, FrameKey, QueueStats, StoreError, Symbol, Watermark};
+use kiln_core::{Coverage, FrameKey, QueueStats, StoreError, Symbol, Watermark};
 
+use crate::bars::VersionRecord;
 use crate::record::Counters;
 
 /// Most frame ends [`Shared::frame_ends`] keeps; beyond, it starts over.
@@ -75,9 +76,10 @@ pub(crate) struct Shared {
     /// Open bar-ingest sessions; compaction waits while their staged,
     /// not yet indexed value-log records exist.
     pub(crate) staging: AtomicUsize,
-    /// Every symbol's data version, as committed: read without touching
-    /// sled (whose batches block all its readers while they apply).
-    pub(crate) versions: RwLock<HashMap<Symbol, DataVersion>>,
+    /// Every symbol's data version record, as committed: read without
+    /// touching sled (whose batches block all its readers while they
+    /// apply).
+    pub(crate) versions: RwLock<HashMap<Symbol, VersionRecord>>,
     /// What the frames appended to since the open cover, as committed (at
     /// most [`FRAME_ENDS_MAX`]): a reader learns a frame's end without
     /// scanning its chunks and tail slots.

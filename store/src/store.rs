@@ -182,9 +182,9 @@ impl Store {
         }
         if version != FORMAT_VERSION {
             // Format 4's layout became this format's when sled's first
-            // copy was made above; format 5's shorter `Meta` and format
-            // 6's shorter data versions read as they are, and the next
-            // commit writes this format's.
+            // copy was made above; format 5's shorter `Meta`, format 6's
+            // shorter data versions and format 7's bar tails without one
+            // read as they are, and the next commit writes this format's.
             write_format_file(&dir)?;
             tracing::info!(
                 series = recovery.migrated_series,
@@ -204,8 +204,11 @@ impl Store {
             for item in spaces.scan(Space::DataVersions, &[]) {
                 let (k, v) = item?;
                 let symbol = Symbol::new(String::from_utf8_lossy(&k).into_owned())?;
-                if let Some(r) = crate::bars::decode_version(Some(v), &symbol)? {
-                    versions.insert(symbol, r.version);
+                if let Some(d) = crate::bars::decode_version(Some(v), &symbol)? {
+                    let r = crate::bars::current_record(d, &symbol, None, |k| {
+                        spaces.get(Space::BarTails, k)
+                    })?;
+                    versions.insert(symbol, r);
                 }
             }
             if let Ok(mut m) = shared.versions.write() {

@@ -7,8 +7,10 @@
 //! bars, events, aggregates (stored with a format-5-sized `Meta`, which has
 //! no `stats_through`) and paused priorities read back as written,
 //! the job a killed process left running is recovered, and the store takes
-//! new work. Expected values come from the formulas the fixture was written
-//! with, not from reading it.
+//! new work. A FORMAT_VERSION 7 directory (`tests/fixtures/format-7`),
+//! whose bar tails carry no data version, reads back and takes ticks.
+//! Expected values come from the formulas the fixtures were written with,
+//! not from reading them.
 
 use std::path::Path;
 
@@ -57,11 +59,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The fixture, copied (opening writes: recovery, the lock file).
-fn open_fixture() -> (tempfile::TempDir, Store) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-3");
+/// A fixture, copied (opening writes: recovery, the lock file).
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixture, dir.path());
+    dir
+}
+
+/// The format-3 fixture, opened.
+fn open_fixture() -> (tempfile::TempDir, Store) {
+    let dir = copy_fixture("format-3");
     let config = StoreConfig {
         queue: QueueConfig {
             clock: Clock::manual(T0 + 10),
@@ -388,4 +398,75 @@ fn a_format_3_directory_takes_ticks_into_bar_tails() {
     drop(store);
     let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
     assert_eq!(read(&store), chunks, "the same chunks after a reopen");
+}
+
+/// Format 7's tails carry no version (its data version records stay
+/// current): its bars read back, then single-bar ticks fill its slots past
+/// a merge of its old tails, and all of it survives a reopen.
+#[test]
+fn a_format_7_directory_reads_its_bar_tails_and_takes_ticks() {
+    let dir = copy_fixture("format-7");
+    let store =
+        Store::open(dir.path(), StoreConfig::default()).expect("a format-7 directory opens");
+    let (aaa, bbb) = (sym("AAA"), sym("BBB"));
+    let (all_a, all_b) = (bars(341, 100.0, false), bars(90, 50.0, true));
+    let read = |store: &Store, s: &Symbol, all: &BarColumns, n: usize| {
+        let view = store.bars(s, ..).expect("read").expect("has bars");
+        assert_eq!(view.ts(), &all.ts[..n], "{s}");
+        assert_eq!(view.close(), &all.close[..n], "{s}");
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(view.vwap()), bits(&all.vwap[..n]), "{s}");
+        let version = store.data_version(s).expect("version").expect("has one");
+        assert_eq!(version, view.version(), "{s}");
+        assert_eq!(
+            (version.bars, version.first_ts, version.last_ts),
+            (n as u64, all.ts[0], all.ts[n - 1]),
+            "{s}"
+        );
+        version
+    };
+    read(&store, &aaa, &all_a, 305);
+    read(&store, &bbb, &all_b, 80);
+    let check = store.check().expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(check.bar_chunks, 17, "as the program that wrote it counted");
+
+    let tick = |store: &Store, s: &Symbol, all: &BarColumns, i: usize| {
+        let mut session = store.bar_ingest().expect("session");
+        let src = session.source("tick");
+        session
+            .stage(s, src, &all.slice(i, i + 1), &[])
+            .expect("stage");
+        let report = session.commit(&mut |_| Ok(())).expect("commit");
+        assert_eq!(report.changed.len(), 1);
+    };
+    for i in 305..340 {
+        tick(&store, &aaa, &all_a, i);
+        read(&store, &aaa, &all_a, i + 1);
+    }
+    for i in 80..90 {
+        tick(&store, &bbb, &all_b, i);
+    }
+    let before = (
+        read(&store, &aaa, &all_a, 340),
+        read(&store, &bbb, &all_b, 90),
+    );
+    let check = store.check().expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    drop(store);
+
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT_VERSION")).expect("read"),
+        format!("kiln-store {}\n", kiln_store::FORMAT_VERSION)
+    );
+    let after = (
+        read(&store, &aaa, &all_a, 340),
+        read(&store, &bbb, &all_b, 90),
+    );
+    assert_eq!(after, before, "the same versions after a reopen");
+    tick(&store, &aaa, &all_a, 340);
+    read(&store, &aaa, &all_a, 341);
+    let check = store.check().expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
 }

@@ -6,8 +6,8 @@ use kiln_core::{DataVersion, Enqueued, NewJob, Result, StoreError, Symbol};
 
 use super::Writer;
 use crate::bars::{
-    BAR_TAIL_SLOTS, TAIL_VALUE_START, Tails, VersionRecord, decode_tail, decode_version,
-    encode_tail, tail_key,
+    BAR_TAIL_SLOTS, Tails, VersionRecord, current_record, decode_tail, decode_version, encode_tail,
+    tail_key,
 };
 use crate::record::{IndexEntry, ResultValue};
 use crate::space::Space;
@@ -40,6 +40,34 @@ impl BarPlan {
                 before.from
             },
             next: before.next + self.tails.len() as u64,
+        }
+    }
+
+    /// Whether the plan adds tails and nothing else: its data version goes
+    /// in the newest tail alone, the data version record stays.
+    fn only_appends_tails(&self) -> bool {
+        self.expect.is_some()
+            && !self.take_tails
+            && self.remove.is_empty()
+            && self.add.is_empty()
+            && !self.tails.is_empty()
+    }
+
+    /// The symbol's record after this plan.
+    fn record_after(&self) -> VersionRecord {
+        let before = self.expect.unwrap_or_default();
+        VersionRecord {
+            version: self.version,
+            // Each tail appended alone counts as a change (as
+            // `bars::current_record` counts them back); any other plan as
+            // one.
+            generation: before.generation
+                + if self.only_appends_tails() {
+                    self.tails.len() as u64
+                } else {
+                    1
+                },
+            tails: self.tails_after(before.tails),
         }
     }
 }
@@ -82,7 +110,12 @@ impl Writer {
             let current = decode_version(
                 self.lookup(Space::DataVersions, p.symbol.as_str().as_bytes())?,
                 &p.symbol,
-            )?;
+            )?
+            .map(|d| {
+                let hint = p.expect.map(|r| r.tails.next);
+                current_record(d, &p.symbol, hint, |k| self.lookup(Space::BarTails, k))
+            })
+            .transpose()?;
             if current != p.expect {
                 return Err(StoreError::Conflict(format!(
                     "the bars of {} changed while the ingest was planned",
@@ -115,11 +148,11 @@ impl Writer {
                 let value = self
                     .lookup(Space::BarTails, &tail_key(&p.symbol, seq))?
                     .ok_or_else(|| StoreError::corrupt(&location, "its slot is empty"))?;
-                if decode_tail(&value, &location)?.0 != seq {
+                let header = decode_tail(&value, &location)?;
+                if header.seq != seq {
                     return Err(StoreError::corrupt(&location, "its slot holds another"));
                 }
-                if let ResultValue::Pointer(old) = ResultValue::decode(&value[TAIL_VALUE_START..])?
-                {
+                if let ResultValue::Pointer(old) = ResultValue::decode(&value[header.len()..])? {
                     released.push(old);
                 }
             }
@@ -152,21 +185,19 @@ impl Writer {
                 self.writes.put(
                     Space::BarTails,
                     tail_key(&p.symbol, seq),
-                    encode_tail(seq, *first_ts, &value),
+                    encode_tail(seq, *first_ts, &p.version, &value),
                 );
             }
-            self.new_versions.push((p.symbol.clone(), p.version));
-            self.writes.put(
-                Space::DataVersions,
-                p.symbol.as_str().as_bytes().to_vec(),
-                VersionRecord {
-                    version: p.version,
-                    generation: p.expect.map_or(1, |r| r.generation + 1),
-                    tails: p.tails_after(before),
-                }
-                .encode()
-                .to_vec(),
-            );
+            let after = p.record_after();
+            // A tick's append writes one key, its tail, not two.
+            if !p.only_appends_tails() {
+                self.writes.put(
+                    Space::DataVersions,
+                    p.symbol.as_str().as_bytes().to_vec(),
+                    after.encode().to_vec(),
+                );
+            }
+            self.new_versions.push((p.symbol.clone(), after));
         }
         Ok(enqueued)
     }

@@ -38,10 +38,11 @@ pub use maintenance::CompactReport;
 pub use recovery::RecoveryReport;
 
 use kiln_core::{
-    CancelOutcome, Coverage, DataVersion, Enqueued, FailOutcome, FrameKey, JobId, Lease,
-    LeaseToken, NewJob, Priority, Result, StoreError, Symbol, SymbolStats,
+    CancelOutcome, Coverage, Enqueued, FailOutcome, FrameKey, JobId, Lease, LeaseToken, NewJob,
+    Priority, Result, StoreError, Symbol, SymbolStats,
 };
 
+use crate::bars::VersionRecord;
 use crate::config::StoreConfig;
 use crate::disk::Disk;
 use crate::keys::u64_key;
@@ -261,7 +262,7 @@ pub(crate) struct Writer {
     /// and compaction moves cannot be recomputed).
     vlog_sync_required: bool,
     /// Data versions this group writes, published once it has committed.
-    new_versions: Vec<(Symbol, DataVersion)>,
+    new_versions: Vec<(Symbol, VersionRecord)>,
     /// Frames' ends this group changes (`None`: unknown, read them),
     /// published once it has committed.
     new_ends: Vec<(FrameKey, Option<Coverage>)>,
