@@ -430,7 +430,11 @@ fn a_failed_fsync_ends_the_worker_with_no_reopen_in_the_same_process() {
     let message = e.to_string();
     assert!(message.contains("injected fsync failure"), "{message}");
     assert!(message.contains("restart kiln"), "{message}");
-    // A new process (here: a new open once the old one is gone) recovers.
+    // Not in this process, not even once the old store is gone.
+    let again = Engine::open(dir.path(), config.clone()).expect_err("refused");
+    assert!(again.to_string().contains("restart kiln"), "{again}");
+    // A new process (here: the same one, forgetting the failure) recovers.
+    Store::forget_failed_fsyncs();
     let engine = Engine::open(dir.path(), config).expect("reopen");
     engine.run_until_idle(&mut |_| {}).expect("run");
     assert_eq!(

@@ -52,9 +52,10 @@ const SPECS: &[&str] = &[
 ];
 
 /// Retries come quickly and never end a job, so a run's outcome is only
-/// what the faults did to the store.
+/// what the faults did to the store. Segments of 64 KiB: a run's results
+/// and an ingest's bars fill several, so faults land in segment rolls too.
 const CONFIG: &str = "attempts_max = 1000\nretry_base_ms = 5\nretry_cap_ms = 50\n\
-                      breaker_recovery_ms = 20\n";
+                      breaker_recovery_ms = 20\nsegment_bytes_max = 65536\n";
 
 /// One faulty run of `kiln`.
 struct Fault<'a> {

@@ -8,8 +8,11 @@
 //! ingest is there (an unacknowledged ingest all or not at all), and the
 //! integrity check is clean. Finally one clean run finishes every job.
 //! The child is a `run --until-idle --watch` (half of them claiming one or
-//! two jobs at a time, a commit each) or, at a third of the cuts, an ingest
-//! of new symbols; it is killed after a random delay drawn up to twice as
+//! two jobs at a time, a commit each) at every other cut, else an ingest
+//! of new symbols or (every other one, once there are some) a tick: a few
+//! bars after those of one of them, which go to bar tail slots and queue
+//! refreshes that append to its frames. Segments are small (64 KiB), so
+//! cuts land in segment rolls and compaction too. It is killed after a random delay drawn up to twice as
 //! long as the last child of its kind lived (at most 300 ms), so kills land
 //! all along its life: opening the store, claiming, committing, exiting.
 //!
@@ -43,11 +46,14 @@ const CUTS_DEFAULT: u64 = 12;
 const DELAY_MS_MAX: u64 = 300;
 /// Every process's configuration: a kill during a job's attempt uses the
 /// attempt up, and a job killed `attempts_max` times (4 by default) would
-/// be dead, not finished, at the end.
-const CONFIG: &str = "attempts_max = 1000\n";
+/// be dead, not finished, at the end. Segments of 64 KiB: results and bars
+/// fill many, so cuts land in segment rolls (a new segment's file, rename
+/// and directory entry) and compaction too.
+const CONFIG: &str = "attempts_max = 1000\nsegment_bytes_max = 65536\n";
 /// A run that claims one or two jobs at a time: a commit each, so a kill
 /// lands between many acknowledgements.
-const SMALL_CLAIMS: &str = "attempts_max = 1000\nclaim_jobs_min = 1\nclaim_jobs_max = 2\n";
+const SMALL_CLAIMS: &str =
+    "attempts_max = 1000\nsegment_bytes_max = 65536\nclaim_jobs_min = 1\nclaim_jobs_max = 2\n";
 
 /// splitmix64: small, seeded, good enough to pick moments.
 struct Rng(u64);
@@ -215,12 +221,12 @@ fn watch_events(child: &mut Child) -> JoinHandle<(Vec<u64>, Vec<String>)> {
     })
 }
 
-/// Daily bars of new symbols, `rows` each, as a CSV file.
-fn new_bars(path: &Path, symbols: &[String], rows: u64, rng: &mut Rng) {
+/// Daily bars, `rows` for each of `symbols` from day `from`, as a CSV file.
+fn new_bars(path: &Path, symbols: &[String], from: u64, rows: u64, rng: &mut Rng) {
     let mut out = String::from("symbol,ts,open,high,low,close,volume\n");
     for symbol in symbols {
         let mut close = 50.0 + rng.below(100) as f64;
-        for day in 0..rows {
+        for day in from..from + rows {
             let open = close;
             close = (open + (rng.below(200) as f64 - 100.0) / 50.0).max(1.0);
             let high = open.max(close) + rng.below(100) as f64 / 100.0;
@@ -271,10 +277,12 @@ impl Expected {
     }
 }
 
-/// An ingest that was under way at the cut: its symbols, rows each.
+/// An ingest that was under way at the cut: its symbols, rows each, new
+/// symbols or (`appends`) bars after those of symbols ingested before.
 struct Unacknowledged {
     symbols: Vec<String>,
     rows: u64,
+    appends: bool,
 }
 
 /// Checks the store after a cut against what was acknowledged; folds in
@@ -322,13 +330,14 @@ fn verify(
     );
     if let Some(pending) = unacknowledged {
         let count = pending.symbols.len() as u64;
+        let new_symbols = if pending.appends { 0 } else { count };
         let with = (
-            expected.symbols() + count,
+            expected.symbols() + new_symbols,
             expected.bars() + count * pending.rows,
         );
         if (symbols, bars) == with {
             for symbol in pending.symbols {
-                expected.ingested.insert(symbol, pending.rows);
+                *expected.ingested.entry(symbol).or_insert(0) += pending.rows;
             }
         }
     }
@@ -467,7 +476,7 @@ fn acknowledged_work_survives_power_cuts() {
     // lived at least that long).
     let (mut run_life, mut ingest_life) = (DELAY_MS_MAX / 2, DELAY_MS_MAX / 2);
     let mut acknowledged = BTreeSet::new();
-    let (mut killed_runs, mut killed_ingests, mut ingests) = (0u64, 0u64, 0u64);
+    let (mut killed_runs, mut killed_ingests, mut ingests, mut ticks) = (0u64, 0u64, 0u64, 0u64);
     for cut in 0..cuts {
         let at = format!("cut {cut} (KILN_POWER_SEED={seed})");
         // New jobs every round: specs never asked for before.
@@ -482,14 +491,30 @@ fn acknowledged_work_survives_power_cuts() {
         }
 
         let mut unacknowledged = None;
-        if rng.below(3) == 0 {
+        // Cuts go through four kinds of child in turn: an ingest of new
+        // symbols, a run, a tick (a few bars after those of one of the new
+        // symbols: the live path, bar tail slots, and refreshes appended to
+        // its computed frames), a run.
+        if cut % 2 == 0 {
             ingests += 1;
-            let symbols: Vec<String> = (0..1 + rng.below(3))
-                .map(|i| format!("NEW{cut}.{i}"))
-                .collect();
-            let rows = 50 + rng.below(2000);
+            let ticked = match expected.ingested.len() as u64 {
+                n if n > 0 && cut % 4 == 2 => expected.ingested.iter().nth(rng.below(n) as usize),
+                _ => None,
+            };
+            let (symbols, from, rows) = match ticked {
+                Some((symbol, &stored)) => (vec![symbol.clone()], stored, 1 + rng.below(3)),
+                None => (
+                    (0..1 + rng.below(3))
+                        .map(|i| format!("NEW{cut}.{i}"))
+                        .collect(),
+                    0,
+                    50 + rng.below(2000),
+                ),
+            };
+            let appends = ticked.is_some();
+            ticks += u64::from(appends);
             let csv = work.join("bars.csv");
-            new_bars(&csv, &symbols, rows, &mut rng);
+            new_bars(&csv, &symbols, from, rows, &mut rng);
             let delay = rng.below(2 * ingest_life + 1).min(DELAY_MS_MAX);
             let mut child = kiln.spawn(&["ingest", csv.to_str().expect("utf-8 path")]);
             let mut stderr = child.child().stderr.take().expect("stderr");
@@ -501,12 +526,16 @@ fn acknowledged_work_survives_power_cuts() {
                 assert!(status.success(), "{at}: kiln ingest failed: {message}");
                 ingest_life = lived;
                 for symbol in symbols {
-                    expected.ingested.insert(symbol, rows);
+                    *expected.ingested.entry(symbol).or_insert(0) += rows;
                 }
             } else {
                 killed_ingests += 1;
                 ingest_life = ingest_life.max(lived);
-                unacknowledged = Some(Unacknowledged { symbols, rows });
+                unacknowledged = Some(Unacknowledged {
+                    symbols,
+                    rows,
+                    appends,
+                });
             }
         } else {
             let delay = rng.below(2 * run_life + 1).min(DELAY_MS_MAX);
@@ -552,20 +581,32 @@ fn acknowledged_work_survives_power_cuts() {
         unfinished.is_empty(),
         "jobs not succeeded after a clean run (seed {seed}): {unfinished:?}"
     );
+    let not_succeeded: Vec<&Value> = all
+        .values()
+        .filter(|job| job["state"] != "succeeded")
+        .collect();
+    assert!(
+        not_succeeded.is_empty(),
+        "jobs not succeeded after a clean run (seed {seed}): {not_succeeded:?}"
+    );
+    // The rest are the refreshes the ticks queued.
+    let submitted: BTreeSet<u64> = all
+        .iter()
+        .filter(|(_, job)| job["kind"] != "refresh")
+        .map(|(&id, _)| id)
+        .collect();
     assert_eq!(
-        all.values()
-            .filter(|job| job["state"] == "succeeded")
-            .count(),
-        expected.submitted.len(),
-        "every job there is one that was submitted, and succeeded"
+        submitted,
+        expected.submitted.keys().copied().collect(),
+        "every job but the ticks' refreshes is one that was submitted"
     );
     kiln.ok(&["check"]);
 
     let usage = fs.usage();
     fs.unmount().expect("unmount");
     println!(
-        "power_loss: {cuts} cuts ({killed_runs} runs and {killed_ingests} of {ingests} ingests \
-         killed mid-work), {} acknowledged jobs checked, {} jobs submitted, {} bars, \
+        "power_loss: {cuts} cuts ({killed_runs} runs and {killed_ingests} of {ingests} ingests, \
+         {ticks} of them ticks, killed mid-work), {} acknowledged jobs checked, {} jobs submitted, {} bars, \
          {} inodes at the end, seed {seed}, {:.1} s",
         acknowledged.len(),
         expected.submitted.len(),

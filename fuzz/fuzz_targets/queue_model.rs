@@ -57,6 +57,8 @@ impl Harness for Scratch {
 
     fn reopen(&mut self, store: Store, config: QueueConfig) -> Store {
         drop(store);
+        // A reopen here stands for a new process.
+        Store::forget_failed_fsyncs();
         shim().reopen(|| Store::open(&self.0, Scratch::config(config.clone())))
     }
 

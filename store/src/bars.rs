@@ -93,8 +93,12 @@ fn decode_data_version(b: &[u8], location: &str) -> Result<DataVersion> {
 
 /// The tail slots that hold a symbol's newest chunks: appends number them
 /// `from`, `from + 1`, … up to `next` (exclusive), and the one numbered `n`
-/// is in slot `n % BAR_TAIL_SLOTS`. A slot outside the range holds nothing
-/// of use (its record was released when the range moved past it).
+/// is in slot `n % BAR_TAIL_SLOTS`. Numbers never repeat for a symbol
+/// (nothing removes a data version record), which is what lets a slot say
+/// by its number alone whether it is live: one below `from` holds nothing
+/// of use (its record was released when the range moved past it). In a
+/// stored record, `next` is as of its write: tails appended alone since
+/// then are live too ([`current_record`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tails {
     pub from: u64,
@@ -179,9 +183,10 @@ const CARRIES_VERSION: u64 = 1 << 63;
 
 /// A tail slot's header, before its result value: the tail's number, its
 /// chunk's first timestamp and, since format 8, the symbol's data version
-/// once the tail was appended (bars, last timestamp and hash: an append
-/// never moves the first timestamp). An append that adds nothing but tails
-/// writes no data version record; the newest tail says the version.
+/// after the ingest that appended it (bars, last timestamp and hash: an
+/// append never moves the first timestamp; every tail of one ingest
+/// carries the same). An append that adds nothing but tails writes no
+/// data version record; the newest tail says the version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TailHeader {
     pub seq: u64,
@@ -331,6 +336,7 @@ pub(crate) fn tail_is_live(spaces: &Spaces, key: &[u8], value: &[u8]) -> Result<
     let location = "bar tail slot";
     let symbol = key_symbol(key, location)?;
     let seq = decode_tail(value, location)?.seq;
+    // Numbers never repeat for a symbol (see `Tails`).
     let d = decode_version(
         spaces.get(Space::DataVersions, symbol.as_str().as_bytes())?,
         &symbol,
@@ -599,18 +605,17 @@ impl BarStore for Store {
     }
 
     fn bar_symbols(&self) -> Result<Vec<(Symbol, DataVersion)>> {
-        self.spaces()
-            .scan(Space::DataVersions, &[])
-            .map(|item| {
-                let (k, v) = item?;
-                let name = String::from_utf8(k)
-                    .map_err(|_| StoreError::corrupt("data versions", "key is not UTF-8"))?;
-                let symbol = Symbol::new(name)?;
-                let d = VersionRecord::decode(&v, &format!("data version of {symbol}"))?;
-                let record = self.current_record(&symbol, d)?;
-                Ok((symbol, record.version))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for item in self.spaces().scan(Space::DataVersions, &[]) {
+            let name = String::from_utf8(item?.0)
+                .map_err(|_| StoreError::corrupt("data versions", "key is not UTF-8"))?;
+            let symbol = Symbol::new(name)?;
+            // The stored record with the tails appended since, read whole.
+            if let Some(r) = self.version_record(&symbol)? {
+                out.push((symbol, r.version));
+            }
+        }
+        Ok(out)
     }
 
     fn bars(&self, symbol: &Symbol, range: impl RangeBounds<i64>) -> Result<Option<BarsView>> {
@@ -633,24 +638,38 @@ impl BarStore for Store {
 }
 
 impl Store {
-    /// A symbol's current record, read from sled.
+    /// A symbol's current record, read from sled: the stored record, the
+    /// tails appended since, and the stored record again, until it has not
+    /// changed meanwhile (tails found after a newer record was written
+    /// would pair its bars with the older record's first timestamp).
     pub(crate) fn version_record(&self, symbol: &Symbol) -> Result<Option<VersionRecord>> {
-        let d = decode_version(
-            self.spaces()
-                .get(Space::DataVersions, symbol.as_str().as_bytes())?,
-            symbol,
-        )?;
-        d.map(|d| self.current_record(symbol, d)).transpose()
-    }
-
-    /// The current record from the stored one, probing from the next tail
-    /// number last published.
-    fn current_record(&self, symbol: &Symbol, d: VersionRecord) -> Result<VersionRecord> {
+        let stored = || {
+            decode_version(
+                self.spaces()
+                    .get(Space::DataVersions, symbol.as_str().as_bytes())?,
+                symbol,
+            )
+        };
         let hint = match self.shared().versions.read() {
             Ok(m) => m.get(symbol).map(|r| r.tails.next),
             Err(_) => None,
         };
-        current_record(d, symbol, hint, |k| self.spaces().get(Space::BarTails, k))
+        let mut d = stored()?;
+        for _ in 0..8 {
+            let Some(before) = d else {
+                return Ok(None);
+            };
+            let record = current_record(before, symbol, hint, |k| {
+                self.spaces().get(Space::BarTails, k)
+            })?;
+            d = stored()?;
+            if d == Some(before) {
+                return Ok(Some(record));
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "the data version of {symbol} keeps changing while it is read"
+        )))
     }
 
     /// Loads a chunk; `None` if its segment was compacted away meanwhile.

@@ -306,7 +306,8 @@ impl IngestSession {
 
     /// Plans one symbol, again if a compaction moves a chunk or an ingest
     /// changes the symbol meanwhile. An append of a few bars that leaves
-    /// room in the tail slots reads nothing but the data version; another
+    /// room in the tail slots reads nothing but the data version (its
+    /// record and the newest tail slots); another
     /// append reads the chunks its merge can touch; anything else, all.
     fn plan(
         &mut self,

@@ -11,6 +11,7 @@
 //! `Relaxed` mode at once.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -65,9 +66,34 @@ struct Watermarks {
     revealed: Watermark,
 }
 
+/// The data directories an fsync failed for in this process, with the
+/// failure: what it covered may be gone from the disk while this process's
+/// page cache still shows it, so no store of this process opens them again.
+static FSYNC_FAILED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+
+/// Why `dir` (canonical) must not open again in this process, if it must not.
+pub(crate) fn fsync_failed(dir: &Path) -> Option<String> {
+    let failed = FSYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner);
+    failed
+        .iter()
+        .find(|(d, _)| d == dir)
+        .map(|(_, c)| c.clone())
+}
+
+/// Test support: forgets every failed fsync, as a new process would.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn forget_failed_fsyncs() {
+    FSYNC_FAILED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// The data directory (canonical), which a failed fsync marks.
+    pub(crate) dir: PathBuf,
     by_state: [AtomicU64; 6],
     depth: [AtomicU64; 3],
     paused: [AtomicBool; 3],
@@ -94,6 +120,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared state of the store in `dir` (canonical).
+    pub(crate) fn new(dir: PathBuf) -> Shared {
+        Shared {
+            dir,
+            ..Shared::default()
+        }
+    }
+
     /// What a commit changed: the counts, the paused priorities and the
     /// applied watermark (waking workers; revealed to readers by
     /// [`Shared::reveal`]).
@@ -187,6 +221,12 @@ impl Shared {
     /// Poisons the store: the first cause stays, but a failed fsync after
     /// it still makes the poison fatal.
     pub(crate) fn poison(&self, poison: Poison) {
+        if poison.fatal {
+            let mut failed = FSYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner);
+            if !failed.iter().any(|(d, _)| d == &self.dir) {
+                failed.push((self.dir.clone(), poison.cause.clone()));
+            }
+        }
         let mut cause = self.cause.lock().unwrap_or_else(PoisonError::into_inner);
         match cause.as_mut() {
             Some(first) => first.fatal |= poison.fatal,

@@ -4,6 +4,8 @@
 //! does not read every key before writing it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use kiln_core::{Result, StoreError};
 
@@ -137,6 +139,8 @@ impl Writes {
 #[derive(Clone)]
 pub(crate) struct Spaces {
     tree: SledHandle<sled::Tree>,
+    /// sled's directory, which a failed write names.
+    dir: Arc<Path>,
 }
 
 /// A sled handle (`Db`, `Tree`) whose drop cannot take the process down.
@@ -201,9 +205,10 @@ pub(crate) fn sled_error(e: sled::Error) -> StoreError {
 }
 
 impl Spaces {
-    pub(crate) fn new(tree: sled::Tree) -> Self {
+    pub(crate) fn new(tree: sled::Tree, dir: &Path) -> Self {
         Spaces {
             tree: SledHandle::new(tree),
+            dir: dir.into(),
         }
     }
 
@@ -289,7 +294,14 @@ impl Spaces {
                 }
             }
         }
-        self.tree.apply_batch(batch).map_err(sled_error)
+        self.tree.apply_batch(batch).map_err(|e| match e {
+            // sled writes its log from here when a buffer fills: a full
+            // disk shows here first.
+            sled::Error::Io(error) => {
+                StoreError::io(format!("write to {}", self.dir.display()), error)
+            }
+            other => sled_error(other),
+        })
     }
 }
 

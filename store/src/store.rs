@@ -105,6 +105,8 @@ impl Store {
     }
 
     /// Opens (or creates) the store in `dir`, runs recovery, starts the writer.
+    /// A directory an fsync failed for earlier in this process does not open
+    /// again (`StoreError::Poisoned`, fatal): a new process must.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
         config.check()?;
@@ -115,6 +117,12 @@ impl Store {
             ));
         }
         create_dir_durably(&dir)?;
+        let canonical = dir
+            .canonicalize()
+            .map_err(|e| StoreError::io(format!("resolve {}", dir.display()), e))?;
+        if let Some(cause) = crate::shared::fsync_failed(&canonical) {
+            return Err(StoreError::Poisoned { cause, fatal: true });
+        }
         // Checked before the lock, so a foreign directory gets no lock file;
         // written (when new) under it, so two processes cannot both create.
         check_format_file(&dir, false)?;
@@ -123,7 +131,7 @@ impl Store {
         let sled = generation::open(&dir, &config)?;
         let (partial_snapshots, sled_dir) = (sled.partial_snapshots, sled.dir.clone());
         let replaced_first = sled.replaced_first.clone();
-        let spaces = Spaces::new(sled.db.open_tree(TREE).map_err(sled_error)?);
+        let spaces = Spaces::new(sled.db.open_tree(TREE).map_err(sled_error)?, &sled.dir);
         let record = CommitRecord::open(&dir, sled.commit)?;
         let disk = Arc::new(Disk::new(sled.db, &sled.dir, record, sled.commit)?);
         Disk::start_nudger(&disk)?;
@@ -165,7 +173,7 @@ impl Store {
             .collect();
         drop((indexed, keys));
         let reader = vlog.reader();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(canonical));
         let commits = Arc::clone(&disk);
         let mut writer = Writer::new(
             config.clone(),
@@ -396,6 +404,13 @@ impl Store {
     #[cfg(feature = "test-hooks")]
     pub fn inject_commit_failure(&self, fsync: bool) -> Result<()> {
         self.send(Op::Apply(Apply::FailNextCommit { fsync }))
+    }
+
+    /// Test hook: forgets the failed fsyncs that keep directories from
+    /// opening again in this process, as a new process would.
+    #[cfg(feature = "test-hooks")]
+    pub fn forget_failed_fsyncs() {
+        crate::shared::forget_failed_fsyncs();
     }
 
     /// Test hook: the value-log append after the next `n` fails as on a

@@ -614,9 +614,10 @@ impl Vlog {
 
     /// Sealed segments whose live fraction is below `live_fraction_min`,
     /// but for quarantined ones and (when `patient`) those put off since
-    /// the active segment became active.
+    /// the active segment became active; the sparsest first.
     pub(crate) fn compaction_candidates(&self, live_fraction_min: f64, patient: bool) -> Vec<u32> {
-        self.segments
+        let mut candidates: Vec<u32> = self
+            .segments
             .iter()
             .filter(|&(&id, s)| {
                 id != self.active_id
@@ -629,7 +630,14 @@ impl Vlog {
                     && (s.live as f64) < live_fraction_min * s.len as f64
             })
             .map(|(&id, _)| id)
-            .collect()
+            .collect();
+        let fraction = |id: &u32| {
+            self.segments
+                .get(id)
+                .map_or(0.0, |s| s.live as f64 / s.len.max(1) as f64)
+        };
+        candidates.sort_by(|a, b| fraction(a).total_cmp(&fraction(b)).then(a.cmp(b)));
+        candidates
     }
 
     /// Puts off compacting segment `id` until another segment is active,

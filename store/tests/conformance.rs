@@ -40,6 +40,8 @@ impl Harness for Sled {
 
     fn reopen(&mut self, store: Store, config: QueueConfig) -> Store {
         drop(store);
+        // A reopen here stands for a new process.
+        Store::forget_failed_fsyncs();
         let open = || Store::open(self.dir.path(), self.config(config.clone()));
         match FaultShim::find() {
             Some(shim) => shim.reopen(open),
@@ -127,19 +129,34 @@ fn a_full_disk_under_load_refuses_writes_instead_of_hanging() {
                             .collect();
                         match store.enqueue_many(jobs) {
                             Ok(e) => acknowledged.extend(e.into_iter().map(|e| e.id())),
-                            Err(_) => break,
+                            Err(e) => return (acknowledged, Some(e.to_string())),
                         }
                     }
-                    acknowledged
+                    (acknowledged, None)
                 })
             })
             .collect();
-        let acknowledged: Vec<u64> = writers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a writer thread"))
-            .collect();
+        let (mut acknowledged, mut refusals) = (Vec::new(), Vec::new());
+        for w in writers {
+            let (ids, refused) = w.join().expect("a writer thread");
+            acknowledged.extend(ids);
+            refusals.extend(refused);
+        }
+        // A refusal says why, and where: the disk is full, under the data
+        // directory.
+        let dir = harness.dir.path().to_string_lossy().into_owned();
+        for refusal in &refusals {
+            assert!(
+                refusal.contains("the disk is full") && refusal.contains(&dir),
+                "n = {nth}: {refusal}"
+            );
+        }
         let store = std::sync::Arc::into_inner(store).expect("the last handle");
+        // Space returns (the shim stops failing): the store works again.
         let store = harness.reopen(store, QueueConfig::default());
+        store
+            .enqueue(kiln_core::NewJob::new("t", b"after".to_vec()))
+            .expect("a write once space returned");
         for id in &acknowledged {
             assert!(
                 store.job(*id).expect("read").is_some(),

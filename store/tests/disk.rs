@@ -1104,3 +1104,67 @@ fn a_store_whose_sled_directory_is_missing_is_refused_not_emptied() {
     assert!(generation.exists(), "the generation is kept");
     assert!(seg.exists(), "the value log is kept");
 }
+
+/// A failed fsync may have lost what it covered while this process's page
+/// cache still shows it: the directory does not open again in this
+/// process, even once the poisoned store is gone; another directory does.
+#[test]
+fn a_directory_whose_fsync_failed_does_not_open_again_in_this_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    store.enqueue(job("before")).expect("enqueue");
+    store.inject_commit_failure(true).expect("inject");
+    let e = store.enqueue(job("after")).expect_err("the commit fails");
+    assert!(e.is_fatal(), "{e}");
+    drop(store);
+    // Through another spelling of the same directory too.
+    let other_spelling = dir.path().join(".");
+    for path in [dir.path(), other_spelling.as_path()] {
+        let e = Store::open(path, StoreConfig::default()).expect_err("refused");
+        assert!(e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("restart kiln"), "{e}");
+        assert!(e.to_string().contains("injected fsync failure"), "{e}");
+    }
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(elsewhere.path(), StoreConfig::default()).expect("another directory opens"));
+}
+
+/// Under steady load the writer never idles (here its idle tick is an hour
+/// away): compaction runs between groups all the same, and the garbage of
+/// a series replaced over and over does not pile up.
+#[test]
+fn compaction_runs_under_steady_load_not_only_when_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        tick_ms: 3_600_000,
+        // About 32 KiB per series: eight to a segment.
+        segment_bytes_max: 256 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), config).expect("open");
+    let key = SeriesKey::new(sym("S"), "close").expect("key");
+    let first_segment = dir.path().join("vlog/0000000001.seg");
+    assert!(first_segment.exists());
+    // The load: longer than the second the writer waits without idling.
+    let started = std::time::Instant::now();
+    let mut written = 0usize;
+    while written < 200 || started.elapsed() < Duration::from_millis(2500) {
+        store.enqueue(job(&written.to_string())).expect("enqueue");
+        let lease = store.claim(1).expect("claim").pop().expect("a job");
+        store
+            .complete(lease.token, vec![series(&key, vec![written as f64; 4096])])
+            .expect("complete");
+        written += 1;
+    }
+    // Every record but the last is garbage: without compaction about
+    // written / 8 segments would be left.
+    let segments = fs_segments(dir.path());
+    assert!(!first_segment.exists(), "the first segment was compacted");
+    assert!(
+        segments * 2 < written / 8,
+        "{segments} segments left after {written} series"
+    );
+    let view = store.series(&key).expect("read").expect("stored");
+    assert!(view.values().iter().all(|&v| v == (written - 1) as f64));
+    assert!(store.check().expect("check").problems.is_empty());
+}

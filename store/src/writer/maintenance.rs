@@ -18,9 +18,15 @@
 //! the segment is looked at again whenever another segment becomes active,
 //! and after `COMPACT_PATIENCE_SEGMENTS` such looks (the frame or symbol
 //! may get no more appends) it is compacted all the same.
+//!
+//! Automatic compaction runs when the writer is idle, and under steady load
+//! too: once the writer has not been idle for `BUSY_COMPACT_AFTER`, between
+//! groups, taking at most a tenth of the writer's time. Each automatic step
+//! takes at most `COMPACT_SEGMENTS_PER_STEP` segments, the sparsest first.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use kiln_core::{CheckReport, Result, StoreError};
 
@@ -54,6 +60,13 @@ const COMPACT_RETRY_MS: u64 = 60_000;
 /// Segments that become active while compaction puts a segment off before
 /// it compacts it all the same (see the module docs).
 const COMPACT_PATIENCE_SEGMENTS: u32 = 8;
+
+/// How long the writer goes without idling before compaction runs between
+/// groups.
+pub(super) const BUSY_COMPACT_AFTER: Duration = Duration::from_secs(1);
+
+/// Most segments one automatic compaction step takes.
+const COMPACT_SEGMENTS_PER_STEP: usize = 16;
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,15 +110,36 @@ impl Writer {
                 .is_empty()
     }
 
+    /// Compaction between groups, when the writer has not been idle for
+    /// `BUSY_COMPACT_AFTER` (steady load): a step, then a pause nine times
+    /// its length, so it takes at most a tenth of the writer's time.
+    pub(super) fn compact_under_load(&mut self) {
+        let started = Instant::now();
+        if started < self.busy_compact_at {
+            return;
+        }
+        if self.shared.poison_cause().is_none()
+            && self.compaction_due(self.config.queue.clock.now_ms())
+            && let Err(e) = self.compact(true)
+        {
+            tracing::error!(error = %e, "value-log compaction under load failed");
+        }
+        let pause = (started.elapsed() * 9).max(Duration::from_millis(10));
+        self.busy_compact_at = Instant::now() + pause;
+    }
+
     /// Rewrites the live records of sparse sealed segments into the active
     /// segment, re-points their index entries in one batch, then deletes
     /// the old segments (see the module docs for its failures). A `patient`
     /// compaction (the automatic one) puts segments off as the module docs
     /// say; one a caller asked for does not.
     pub(super) fn compact(&mut self, patient: bool) -> Result<CompactReport> {
-        let victims = self
+        let mut victims = self
             .vlog
             .compaction_candidates(self.config.compact_live_fraction_min, patient);
+        if patient {
+            victims.truncate(COMPACT_SEGMENTS_PER_STEP);
+        }
         let mut report = CompactReport::default();
         // Staged bar chunks are live but not yet indexed: moving only the
         // indexed records would lose them.
@@ -121,7 +155,6 @@ impl Writer {
                 return Err(e);
             }
         };
-        let mut victims = victims;
         let moved = match self.copy_live(&mut victims, patient, &mut report) {
             Ok(moved) => moved,
             Err(e) => {

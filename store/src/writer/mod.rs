@@ -258,6 +258,9 @@ pub(crate) struct Writer {
     failure: Option<StoreError>,
     /// Automatic compaction waits until then (ms) after giving up.
     compact_retry_at: u64,
+    /// Compaction between groups waits until then (see
+    /// `compact_under_load`).
+    busy_compact_at: Instant,
     /// The next commit fsyncs the value log whatever the mode (bar chunks
     /// and compaction moves cannot be recomputed).
     vlog_sync_required: bool,
@@ -303,6 +306,7 @@ impl Writer {
             meta_dirty: false,
             failure: None,
             compact_retry_at: 0,
+            busy_compact_at: Instant::now() + maintenance::BUSY_COMPACT_AFTER,
             vlog_sync_required: false,
             new_versions: Vec::new(),
             new_ends: Vec::new(),
@@ -352,6 +356,7 @@ impl Writer {
             if self.group(ops) {
                 break;
             }
+            self.compact_under_load();
         }
         self.shut_down();
     }
@@ -440,6 +445,7 @@ impl Writer {
     /// Housekeeping when no op arrived for a tick: lease expiry, retention,
     /// recording the flusher's synced mark and automatic compaction.
     fn idle(&mut self) {
+        self.busy_compact_at = Instant::now() + maintenance::BUSY_COMPACT_AFTER;
         if self.shared.poison_cause().is_some() {
             return;
         }
