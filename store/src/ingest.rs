@@ -332,7 +332,9 @@ impl IngestSession {
             if appends(&order, expect.as_ref()) != append {
                 continue;
             }
-            if let Some(outcome) = self.plan_against(symbol, parts, expect, &stored, on_conflict)? {
+            if let Some(outcome) =
+                self.plan_against(symbol, parts, &order, expect, &stored, on_conflict)?
+            {
                 return Ok(outcome);
             }
         }
@@ -343,24 +345,24 @@ impl IngestSession {
     }
 
     /// `None` when a stored chunk vanished (compacted) and planning must
-    /// start over.
+    /// start over. `order` is `parts` by first timestamp.
+    #[allow(clippy::too_many_arguments)]
     fn plan_against(
         &mut self,
         symbol: &Symbol,
         parts: &[Part],
+        order: &[&Part],
         expect: Option<VersionRecord>,
         stored: &[StoredChunk],
         on_conflict: &mut dyn FnMut(&Conflict) -> Result<()>,
     ) -> Result<Option<Option<BarPlan>>> {
         let (Some(lo), Some(hi)) = (
-            parts.iter().map(|p| p.first_ts).min(),
-            parts.iter().map(|p| p.last_ts).max(),
+            order.first().map(|p| p.first_ts),
+            order.iter().map(|p| p.last_ts).max(),
         ) else {
             return Ok(Some(None));
         };
-        let mut order: Vec<&Part> = parts.iter().collect();
-        order.sort_by_key(|p| p.first_ts);
-        if appends(&order, expect.as_ref()) {
+        if appends(order, expect.as_ref()) {
             let rows: Vec<usize> = stored
                 .iter()
                 .map(StoredChunk::rows_hint)
@@ -371,10 +373,10 @@ impl IngestSession {
             let from = match merge_from(&rows, MERGE).filter(|&i| i < stored.len()) {
                 Some(from) => from,
                 None if small && tails + order.len() as u64 <= BAR_TAIL_SLOTS => {
-                    return Ok(Some(Some(append_plan(symbol, expect, &order, true)?)));
+                    return Ok(Some(Some(append_plan(symbol, expect, order, true)?)));
                 }
                 None if tails == 0 => {
-                    return Ok(Some(Some(append_plan(symbol, expect, &order, false)?)));
+                    return Ok(Some(Some(append_plan(symbol, expect, order, false)?)));
                 }
                 // Pieces too large for a slot cannot follow the tails:
                 // merge the tails with them.

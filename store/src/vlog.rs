@@ -616,7 +616,7 @@ impl Vlog {
     /// but for quarantined ones and (when `patient`) those put off since
     /// the active segment became active; the sparsest first.
     pub(crate) fn compaction_candidates(&self, live_fraction_min: f64, patient: bool) -> Vec<u32> {
-        let mut candidates: Vec<u32> = self
+        let mut candidates: Vec<(f64, u32)> = self
             .segments
             .iter()
             .filter(|&(&id, s)| {
@@ -629,15 +629,10 @@ impl Vlog {
                             .is_none_or(|&(_, last)| last != self.active_id))
                     && (s.live as f64) < live_fraction_min * s.len as f64
             })
-            .map(|(&id, _)| id)
+            .map(|(&id, s)| (s.live as f64 / s.len.max(1) as f64, id))
             .collect();
-        let fraction = |id: &u32| {
-            self.segments
-                .get(id)
-                .map_or(0.0, |s| s.live as f64 / s.len.max(1) as f64)
-        };
-        candidates.sort_by(|a, b| fraction(a).total_cmp(&fraction(b)).then(a.cmp(b)));
-        candidates
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        candidates.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Puts off compacting segment `id` until another segment is active,
