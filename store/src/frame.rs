@@ -19,9 +19,15 @@
 //!   and its record released ([`ChunkRows::folded`]); every reader of
 //!   tails skips it.
 //! - `l` labels, `symbol 0x00 label`: the frame and column that hold it.
+//!   A frame whose only label is its own name (a series written alone)
+//!   needs no record: a label with none names column 0 of the frame of its
+//!   name, when that frame's only label is it ([`implicit_label`]).
 //!
 //! A frame's rows are its chunks and tails, contiguous from row 0; its
-//! coverage is that of the one holding the last rows. Each value's [`ResultValue`] is its suffix, found by
+//! coverage is that of the one holding the last rows. A frame replaced
+//! without a state whose rows fit inline keeps them in its head instead, as
+//! its one chunk (so a small series written alone is one record, not a
+//! head, a chunk and a label); its first append moves them to a chunk. Each value's [`ResultValue`] is its suffix, found by
 //! [`value_start`], so the value log's bookkeeping (recovery, compaction)
 //! treats every keyspace that points into it alike.
 
@@ -192,11 +198,15 @@ pub(crate) struct FrameHead<'a> {
     pub labels: Vec<String>,
     /// The state saved last and the bars it was computed over.
     pub state: Option<(Coverage, ResultValue<'a>)>,
+    /// The frame's rows from row 0, when they are in the head (inline,
+    /// and only in a head without a state): the frame has no chunk or tail.
+    pub rows: Option<ChunkValue<'a>>,
 }
 
 impl<'a> FrameHead<'a> {
     /// Label count (u16 BE); per label its length (u8) and bytes; then 0,
-    /// or 1, the state's coverage and its [`ResultValue`].
+    /// or 1, the state's coverage and its [`ResultValue`], or 2 and the
+    /// rows as a [`ChunkValue`] (inline).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(64);
         v.extend_from_slice(&(self.labels.len() as u16).to_be_bytes());
@@ -204,15 +214,26 @@ impl<'a> FrameHead<'a> {
             v.push(l.len() as u8);
             v.extend_from_slice(l.as_bytes());
         }
-        match &self.state {
-            None => v.push(0),
-            Some((covers, value)) => {
+        match (&self.state, &self.rows) {
+            (Some((covers, value)), _) => {
+                debug_assert!(self.rows.is_none(), "a head with a state holds no rows");
                 v.push(1);
                 v.extend_from_slice(&covers.encode());
                 v.extend_from_slice(&value.encode());
             }
+            (None, Some(rows)) => {
+                v.push(2);
+                v.extend_from_slice(&rows.encode());
+            }
+            (None, None) => v.push(0),
         }
         v
+    }
+
+    /// Where the rows' [`ResultValue`] starts in `value` (this head's
+    /// bytes), when the head holds rows.
+    pub(crate) fn rows_start(&self, value: &[u8]) -> Option<usize> {
+        self.rows.map(|r| value.len() - r.rows.encoded_len())
     }
 
     pub(crate) fn decode(b: &'a [u8], location: &dyn Fn() -> String) -> Result<Self> {
@@ -239,10 +260,31 @@ impl<'a> FrameHead<'a> {
                     .ok_or_else(|| bad("the state's coverage is cut short"))?;
                 Some((covers, ResultValue::decode(&b[at + 1 + Coverage::BYTES..])?))
             }
+            Some(2) => {
+                let rows = ChunkValue::decode(&b[at + 1..], location)?;
+                if !matches!(rows.rows, ResultValue::Inline { .. }) {
+                    return Err(bad("rows in a head point into the value log"));
+                }
+                return Ok(FrameHead {
+                    labels,
+                    state: None,
+                    rows: Some(rows),
+                });
+            }
             _ => return Err(bad("bad state tag")),
         };
-        Ok(FrameHead { labels, state })
+        Ok(FrameHead {
+            labels,
+            state,
+            rows: None,
+        })
     }
+}
+
+/// Whether a frame named `name` with `labels` holds the label of its own
+/// name without a label record: its only label is its name.
+pub(crate) fn implicit_label(name: &str, labels: &[String]) -> bool {
+    matches!(labels, [only] if only == name)
 }
 
 /// Where a label points: a frame of the same symbol and a column of it.
@@ -419,10 +461,12 @@ mod tests {
             FrameHead {
                 labels: vec!["sma(5)".into(), "rsi(14)".into()],
                 state: Some((covers(3), ResultValue::Pointer(entry))),
+                rows: None,
             },
             FrameHead {
                 labels: vec![],
                 state: None,
+                rows: None,
             },
         ] {
             let bytes = head.encode();
@@ -444,6 +488,60 @@ mod tests {
             LabelRef::decode(&r.encode(), &|| "l".into()).expect("label"),
             r
         );
+    }
+
+    #[test]
+    fn a_head_holds_inline_rows_and_refuses_rows_in_the_value_log() {
+        let inline = [3u8; 16];
+        let rows = ChunkValue {
+            covers: covers(2),
+            columns: 1,
+            rows: ResultValue::Inline {
+                job_id: 4,
+                bytes: &inline,
+            },
+        };
+        let head = FrameHead {
+            labels: vec!["x".into()],
+            state: None,
+            rows: Some(rows),
+        };
+        let bytes = head.encode();
+        // Labels (2 + 1 + 1), the tag, then the chunk value as a chunk's.
+        assert_eq!(bytes[4], 2);
+        assert_eq!(bytes[5..], rows.encode()[..]);
+        let decoded = FrameHead::decode(&bytes, &|| "f".into()).expect("head");
+        assert_eq!(decoded, head);
+        let start = decoded.rows_start(&bytes).expect("rows");
+        assert_eq!(start, 5 + CHUNK_HEADER_BYTES);
+        assert_eq!(&bytes[start + INLINE_HEADER_BYTES..], &inline);
+        // Nothing in the value log: the value log's bookkeeping skips it.
+        assert_eq!(value_start(Space::Frames, &bytes).expect("start"), None);
+        let entry = IndexEntry {
+            segment: 1,
+            offset: 0,
+            len: 16,
+            crc: 0,
+            job_id: 4,
+        };
+        let pointer = FrameHead {
+            rows: Some(ChunkValue {
+                rows: ResultValue::Pointer(entry),
+                ..rows
+            }),
+            ..head
+        };
+        let e = FrameHead::decode(&pointer.encode(), &|| "A/x".into()).expect_err("pointer");
+        assert!(e.to_string().contains("A/x"), "{e}");
+    }
+
+    #[test]
+    fn only_a_frame_whose_one_label_is_its_name_holds_it_without_a_record() {
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(implicit_label("x", &labels(&["x"])));
+        assert!(!implicit_label("x", &labels(&["y"])));
+        assert!(!implicit_label("x", &labels(&["x", "y"])));
+        assert!(!implicit_label("x", &labels(&[])));
     }
 
     #[test]

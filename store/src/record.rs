@@ -17,20 +17,21 @@ use kiln_core::{Result, StoreError};
 compile_error!("kiln-store's zero-copy series views assume a little-endian host");
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 
 /// The older format this build still opens, and migrates (see `FORMAT.md`).
 pub const MIGRATED_FORMAT_VERSION: u32 = 3;
 
 /// Every format this build opens. Besides its own and the migrated one:
+/// 8, whose frame heads never hold rows and whose labels all have records;
 /// 7, whose bar tails never carry a data version (its records stay
 /// current); 6, whose data versions are shorter (40 bytes, before bar tail slots);
 /// 5, whose `Meta` record is shorter too (it stored every symbol aggregate
 /// with each finished job); and 4, which differs from 5 in the directory
 /// layout alone (`sled/`, before sled generations). Those open as they
 /// are, then the format file is rewritten.
-pub(crate) const READABLE_FORMAT_VERSIONS: [u32; 6] =
-    [FORMAT_VERSION, 7, 6, 5, 4, MIGRATED_FORMAT_VERSION];
+pub(crate) const READABLE_FORMAT_VERSIONS: [u32; 7] =
+    [FORMAT_VERSION, 8, 7, 6, 5, 4, MIGRATED_FORMAT_VERSION];
 
 /// Alignment of value-log payloads (a multiple of every archived type's).
 pub(crate) const RECORD_ALIGN: usize = 16;

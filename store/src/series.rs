@@ -3,7 +3,7 @@
 //! [`ResultStore`] reads, among them `copy_series`, which reads columns
 //! straight into a caller's buffers (one `preadv` per value-log chunk).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -14,7 +14,8 @@ use kiln_core::{
 
 use crate::frame::{
     CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, TAIL_ROW_BYTES,
-    chunk_first_row, chunks_prefix, decode_tail, frame_key_from, head_key, labelled_frame,
+    chunk_first_row, chunks_prefix, decode_tail, frame_key_from, head_key, implicit_label,
+    labelled_frame,
 };
 use crate::keys::{series_key_bytes, series_key_from_bytes, symbol_prefix};
 use crate::record::ResultValue;
@@ -144,6 +145,9 @@ impl Store {
                 });
             }
         }
+        if out.is_empty() && tails.is_empty() {
+            return self.head_rows(key);
+        }
         // Tails, then any chunk an append wrote with every slot full.
         out.extend(tails);
         out.sort_by_key(|c| c.first_row);
@@ -157,12 +161,42 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// A frame with no chunk or tail: the rows its head holds, as its one
+    /// chunk (none when it holds none); `None` when an append moved them
+    /// to a chunk meanwhile (read again).
+    fn head_rows(&self, key: &FrameKey) -> Result<Option<Vec<FrameChunk>>> {
+        let Some(value) = self.spaces().get(Space::Frames, &head_key(key))? else {
+            return Ok(Some(Vec::new()));
+        };
+        let head = FrameHead::decode(&value, &|| key.to_string())?;
+        let (Some(rows), Some(start)) = (head.rows, head.rows_start(&value)) else {
+            return Ok(Some(Vec::new()));
+        };
+        // The move writes the chunk and the head in one batch.
+        if self
+            .spaces()
+            .scan(Space::Chunks, &chunks_prefix(key))
+            .next()
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(Some(vec![FrameChunk {
+            first_row: 0,
+            covers: rows.covers,
+            columns: rows.columns,
+            value,
+            start,
+        }]))
+    }
+
     /// What a frame's rows cover: those of its newest rows, read from its
     /// last chunk and its tail slots alone (with every slot full, appends
     /// go to chunks after the tails, so the newer of the two ends counts).
     /// Readers of a frame appended to since the open take it from what the
-    /// writer published instead (`Shared::frame_ends`).
-    fn frame_covers(&self, key: &FrameKey) -> Result<Coverage> {
+    /// writer published instead (`Shared::frame_ends`). `None` when an
+    /// append moved the rows out of the head under the read (read again).
+    fn frame_covers(&self, key: &FrameKey) -> Result<Option<Coverage>> {
         let prefix = chunks_prefix(key);
         let location = || key.to_string();
         let chunk = match self.spaces().scan(Space::Chunks, &prefix).next_back() {
@@ -178,11 +212,18 @@ impl Store {
             }
         }
         let tail = tail.map(|(_, covers)| covers);
-        Ok(chunk
-            .into_iter()
-            .chain(tail)
-            .max_by_key(|c| c.bars)
-            .unwrap_or_default())
+        if chunk.is_none() && tail.is_none() {
+            return Ok(self
+                .head_rows(key)?
+                .map(|rows| rows.first().map(|c| c.covers).unwrap_or_default()));
+        }
+        Ok(Some(
+            chunk
+                .into_iter()
+                .chain(tail)
+                .max_by_key(|c| c.bars)
+                .unwrap_or_default(),
+        ))
     }
 
     /// Column `column` of a frame; `None` while a writer changes it under
@@ -310,7 +351,10 @@ impl Store {
         };
         let covers = match published {
             Some(covers) => covers,
-            None => self.frame_covers(key)?,
+            None => match self.frame_covers(key)? {
+                Some(covers) => covers,
+                None => return Ok(None),
+            },
         };
         let labels = head.labels;
         let state = match head.state {
@@ -330,12 +374,24 @@ impl Store {
         })))
     }
 
-    /// Where a label points, if it exists.
+    /// Where a label points, if it exists: its record, else column 0 of
+    /// the frame of its name when that frame's only label is it.
     fn label(&self, key: &SeriesKey) -> Result<Option<LabelRef>> {
-        self.spaces()
-            .get(Space::Labels, &series_key_bytes(key))?
-            .map(|v| LabelRef::decode(&v, &|| format!("{}/{}", key.symbol, key.feature)))
-            .transpose()
+        if let Some(v) = self.spaces().get(Space::Labels, &series_key_bytes(key))? {
+            return LabelRef::decode(&v, &|| format!("{}/{}", key.symbol, key.feature)).map(Some);
+        }
+        let Ok(frame) = FrameKey::new(key.symbol.clone(), key.feature.clone()) else {
+            return Ok(None);
+        };
+        let Some(value) = self.spaces().get(Space::Frames, &head_key(&frame))? else {
+            return Ok(None);
+        };
+        let head = FrameHead::decode(&value, &|| frame.to_string())?;
+        let implicit = implicit_label(&frame.name, &head.labels);
+        Ok(implicit.then_some(LabelRef {
+            column: 0,
+            frame: frame.name,
+        }))
     }
 }
 
@@ -466,10 +522,23 @@ impl ResultStore for Store {
         Err(raced(format!("{} series of {}", keys.len(), rows.len())))
     }
 
+    /// The labels with a record and those frames hold implicitly, in order.
     fn series_keys(&self, symbol: &Symbol) -> Result<Vec<SeriesKey>> {
-        self.spaces()
-            .scan(Space::Labels, &symbol_prefix(symbol))
-            .map(|item| series_key_from_bytes(&item?.0))
+        let prefix = symbol_prefix(symbol);
+        let mut keys = BTreeSet::new();
+        for item in self.spaces().scan(Space::Labels, &prefix) {
+            keys.insert(series_key_from_bytes(&item?.0)?.feature);
+        }
+        for item in self.spaces().scan(Space::Frames, &prefix) {
+            let (k, v) = item?;
+            let frame = frame_key_from(&k)?;
+            let head = FrameHead::decode(&v, &|| frame.to_string())?;
+            if implicit_label(&frame.name, &head.labels) {
+                keys.insert(frame.name);
+            }
+        }
+        keys.into_iter()
+            .map(|feature| SeriesKey::new(symbol.clone(), feature))
             .collect()
     }
 

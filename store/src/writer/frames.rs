@@ -1,8 +1,10 @@
 //! The writer's part of storing frames (see `frame` for the records): a
-//! replace drops the frame's chunks and writes one, moving its labels to
-//! it and removing any frame left with no label; an append adds one chunk
-//! to a tail slot, or is skipped when the frame has moved on; a remove
-//! drops the frame, its chunks and its labels. A fold, a bounded number
+//! replace drops the frame's chunks and writes one (in the head when it
+//! has no state and its rows fit inline), moving its labels to it and
+//! removing any frame left with no label; an append adds one chunk to a
+//! tail slot (first moving rows held in the head to a chunk), or is
+//! skipped when the frame has moved on; a remove drops the frame, its
+//! chunks and its labels. A fold, a bounded number
 //! before each group, moves a frame's tails into a chunk (and merges
 //! chunks, see [`FOLD`]). Rows and states go inline when small, else to
 //! the value log.
@@ -16,7 +18,7 @@ use kiln_core::{Coverage, FrameKey, FrameRows, FrameWrite, Result, StoreError};
 use super::Writer;
 use crate::frame::{
     CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunk_key,
-    chunks_prefix, decode_tail, encode_tail, head_key, tail_key, value_start,
+    chunks_prefix, decode_tail, encode_tail, head_key, implicit_label, tail_key, value_start,
 };
 use crate::keys::series_key_bytes;
 use crate::leveling::{Leveling, merge_from};
@@ -48,12 +50,22 @@ const TAIL_STATES_MAX: usize = 1 << 20;
 /// value log).
 const TAIL_INLINE_BYTES_MAX: usize = 64;
 
+/// A frame's head as the writer reads it: its stored bytes, its labels, and
+/// what the rows it holds (if any) cover, with their column count.
+struct StoredHead {
+    value: sled::IVec,
+    labels: Vec<String>,
+    rows: Option<(Coverage, u16)>,
+}
+
 /// A frame's end and which of its tail slots hold rows, as the writer keeps
 /// them between appends.
 pub(crate) struct TailState {
     end: Coverage,
     columns: u16,
     slots: Vec<bool>,
+    /// The rows are in the head (no chunk or tail slot yet).
+    head_rows: bool,
 }
 
 /// A frame write, shape-checked and encoded by the caller: its rows as one
@@ -129,13 +141,18 @@ impl Writer {
                     tracing::debug!(frame = %f.key, "append skipped: the frame has moved on");
                     return Ok(());
                 }
+                if self.tail_state(&f.key)?.is_some_and(|t| t.head_rows) {
+                    self.spill_head_rows(&f.key)?;
+                }
                 if f.covers.bars > after.bars {
                     self.new_ends.push((f.key.clone(), Some(f.covers)));
                     self.put_tail(f, after.bars, job_id)?;
                 }
-                if let Some(state) = &f.state {
-                    let head = self.head(&f.key)?.unwrap_or_default();
-                    self.put_head(&f.key, &head.labels, Some((f.covers, state)), job_id)?;
+                if let Some(state) = &f.state
+                    && let Some(head) = self.head(&f.key)?
+                {
+                    let state = Some((f.covers, state));
+                    self.put_head(&f.key, Some(&head), &head.labels, state, None, job_id)?;
                 }
                 Ok(())
             }
@@ -150,13 +167,18 @@ impl Writer {
         } else {
             self.tails.remove(&f.key);
         }
-        let old_labels = old_head.map(|h| h.labels).unwrap_or_default();
-        self.put_chunk(f, 0, job_id)?;
+        let in_head = f.state.is_none() && f.payload.len() <= self.config.inline_series_bytes_max;
+        if !in_head {
+            self.put_chunk(f, 0, job_id)?;
+        }
         let state = f.state.as_ref().map(|s| (f.covers, s));
-        self.put_head(&f.key, labels, state, job_id)?;
+        let rows = in_head.then_some(f);
+        self.put_head(&f.key, old_head.as_ref(), labels, state, rows, job_id)?;
+        let old_labels = old_head.map(|h| h.labels).unwrap_or_default();
         for old in old_labels.iter().filter(|l| !labels.contains(l)) {
             self.unlabel(&f.key, old)?;
         }
+        let implicit = implicit_label(&f.key.name, labels);
         let mut losers = BTreeSet::new();
         for (i, label) in labels.iter().enumerate() {
             let key = self.label_key(&f.key, label)?;
@@ -165,27 +187,39 @@ impl Writer {
                 column: i as u16,
                 frame: f.key.name.clone(),
             };
-            // A recompute of the same plan leaves its labels as they are.
-            if old.as_ref() != Some(&r) {
+            if implicit {
+                // The head says it all; a record would only shadow it.
+                if old.is_some() {
+                    self.writes.delete(Space::Labels, key);
+                }
+            } else if old.as_ref() != Some(&r) {
+                // A recompute of the same plan leaves its labels as they are.
                 self.writes.put(Space::Labels, key, r.encode());
             }
-            if let Some(old) = old
-                && old.frame != f.key.name
-            {
-                losers.insert(old.frame);
+            match old {
+                Some(old) if old.frame != f.key.name => {
+                    losers.insert(old.frame);
+                }
+                Some(_) => {}
+                // The frame of the label's name held it without a record.
+                None if *label != f.key.name => {
+                    losers.insert(label.clone());
+                }
+                None => {}
             }
         }
         // A frame whose every label moved elsewhere is of no more use.
         for name in losers {
-            let loser = FrameKey::new(f.key.symbol.clone(), name)?;
+            let Ok(loser) = FrameKey::new(f.key.symbol.clone(), name) else {
+                continue;
+            };
             let Some(head) = self.head(&loser)? else {
                 continue;
             };
             let mut kept = false;
             for label in &head.labels {
-                let key = self.label_key(&loser, label)?;
                 kept |= self
-                    .lookup_label(&key)?
+                    .resolve_label(&loser, label)?
                     .is_some_and(|r| r.frame == loser.name);
             }
             if !kept {
@@ -227,10 +261,14 @@ impl Writer {
             };
             let location = || key.to_string();
             let prefix = chunks_prefix(key);
+            let (end, columns) = head
+                .rows
+                .unwrap_or((Coverage::default(), head.labels.len() as u16));
             let mut state = TailState {
-                end: Coverage::default(),
-                columns: head.labels.len() as u16,
+                end,
+                columns,
                 slots: Vec::new(),
+                head_rows: head.rows.is_some(),
             };
             let mut chunks = ChunkRows::default();
             let mut last_chunk = None;
@@ -269,15 +307,56 @@ impl Writer {
         Ok(self.tails.get_mut(key))
     }
 
-    fn head(&self, key: &FrameKey) -> Result<Option<FrameHead<'static>>> {
-        let Some(v) = self.lookup(Space::Frames, &head_key(key))? else {
+    fn head(&self, key: &FrameKey) -> Result<Option<StoredHead>> {
+        let Some(value) = self.lookup(Space::Frames, &head_key(key))? else {
             return Ok(None);
         };
-        let head = FrameHead::decode(&v, &|| key.to_string())?;
-        Ok(Some(FrameHead {
+        let head = FrameHead::decode(&value, &|| key.to_string())?;
+        let rows = head.rows.map(|c| (c.covers, c.columns));
+        Ok(Some(StoredHead {
             labels: head.labels,
-            state: None,
+            rows,
+            value,
         }))
+    }
+
+    /// Moves the rows a frame's head holds (if any) to a chunk at row 0,
+    /// before an append adds rows after them.
+    fn spill_head_rows(&mut self, key: &FrameKey) -> Result<()> {
+        if let Some(state) = self.tails.get_mut(key) {
+            state.head_rows = false;
+        }
+        let Some(value) = self.lookup(Space::Frames, &head_key(key))? else {
+            return Ok(());
+        };
+        let head = FrameHead::decode(&value, &|| key.to_string())?;
+        let Some(rows) = head.rows else {
+            return Ok(());
+        };
+        self.writes
+            .put(Space::Chunks, chunk_key(key, 0), rows.encode());
+        let kept = FrameHead { rows: None, ..head };
+        self.writes.put(Space::Frames, head_key(key), kept.encode());
+        Ok(())
+    }
+
+    /// Where `label` of `frame`'s symbol points: its record, else the frame
+    /// of its name when that frame holds it implicitly (see `frame`).
+    fn resolve_label(&self, frame: &FrameKey, label: &str) -> Result<Option<LabelRef>> {
+        let key = self.label_key(frame, label)?;
+        if let Some(r) = self.lookup_label(&key)? {
+            return Ok(Some(r));
+        }
+        let Ok(named) = FrameKey::new(frame.symbol.clone(), label) else {
+            return Ok(None);
+        };
+        Ok(self
+            .head(&named)?
+            .filter(|h| implicit_label(label, &h.labels))
+            .map(|_| LabelRef {
+                column: 0,
+                frame: label.to_owned(),
+            }))
     }
 
     fn label_key(&self, frame: &FrameKey, label: &str) -> Result<Vec<u8>> {
@@ -537,16 +616,19 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes a frame's head over `old` (this group's view of it): its
+    /// labels, and its state or the rows of `rows` (inline).
     fn put_head(
         &mut self,
         key: &FrameKey,
+        old: Option<&StoredHead>,
         labels: &[String],
         state: Option<(Coverage, &Vec<u8>)>,
+        rows: Option<&EncodedFrame>,
         job_id: u64,
     ) -> Result<()> {
-        let hk = head_key(key);
-        if let Some(old) = self.lookup(Space::Frames, &hk)? {
-            self.release_value(Space::Frames, &old)?;
+        if let Some(old) = old {
+            self.release_value(Space::Frames, &old.value)?;
         }
         let state = match state {
             Some((covers, bytes)) => {
@@ -558,8 +640,16 @@ impl Writer {
         let head = FrameHead {
             labels: labels.to_vec(),
             state: state.map(|(c, e, b)| (c, stored(e, job_id, b))),
+            rows: rows.map(|f| ChunkValue {
+                covers: f.covers,
+                columns: f.columns,
+                rows: ResultValue::Inline {
+                    job_id,
+                    bytes: &f.payload,
+                },
+            }),
         };
-        self.writes.put(Space::Frames, hk, head.encode());
+        self.writes.put(Space::Frames, head_key(key), head.encode());
         Ok(())
     }
 
@@ -610,5 +700,205 @@ fn stored(entry: Option<IndexEntry>, job_id: u64, bytes: &[u8]) -> ResultValue<'
     match entry {
         Some(e) => ResultValue::Pointer(e),
         None => ResultValue::Inline { job_id, bytes },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_core::conformance::{job, sym};
+    use kiln_core::{Backend, FrameRead, JobQueue, ResultStore, Series, SeriesKey, SeriesRead};
+
+    use super::*;
+    use crate::StoreConfig;
+    use crate::keys::series_key_bytes;
+    use crate::store::Store;
+
+    fn run(store: &Store, write: FrameWrite) {
+        store.enqueue(job("w")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        store.complete(lease.token, vec![write]).expect("complete");
+    }
+
+    /// A one-column series of `key` written alone, `state` its saved state.
+    fn alone(key: &SeriesKey, values: Vec<f64>, state: Vec<u8>) -> FrameWrite {
+        let s = Series {
+            bar_count: values.len() as u64,
+            last_ts: values.len() as i64,
+            data_hash: 7,
+            values,
+            state,
+        };
+        FrameWrite::from((key.clone(), s))
+    }
+
+    fn covers(bars: u64) -> Coverage {
+        Coverage {
+            bars,
+            last_ts: bars as i64,
+            hash: 7,
+        }
+    }
+
+    /// Records per keyspace: frame heads, chunks, tail slots, labels.
+    fn records(store: &Store) -> [usize; 4] {
+        [Space::Frames, Space::Chunks, Space::Tails, Space::Labels]
+            .map(|space| store.spaces().scan(space, &[]).count())
+    }
+
+    fn values(store: &Store, key: &SeriesKey) -> Option<Vec<f64>> {
+        let view = store.series(key).expect("read")?;
+        Some(view.values().into_owned())
+    }
+
+    fn clean(store: &Store) -> u64 {
+        let report = store.check().expect("check");
+        assert_eq!(report.problems, Vec::<String>::new());
+        report.series
+    }
+
+    fn key(feature: &str) -> SeriesKey {
+        SeriesKey::new(sym("A"), feature).expect("key")
+    }
+
+    #[test]
+    fn a_small_series_written_alone_is_one_record_until_it_is_appended_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        let x = key("x");
+        run(&store, alone(&x, vec![1.0, 2.0, 3.0], vec![]));
+        assert_eq!(records(&store), [1, 0, 0, 0], "head, chunks, tails, labels");
+        assert_eq!(values(&store, &x), Some(vec![1.0, 2.0, 3.0]));
+        assert_eq!(store.series_keys(&sym("A")).expect("keys"), vec![x.clone()]);
+        let frame = FrameKey::new(sym("A"), "x").expect("frame");
+        let head = store.frame(&frame).expect("read").expect("stored");
+        assert_eq!(
+            (head.covers(), head.labels()),
+            (covers(3), &["x".to_owned()][..])
+        );
+        assert_eq!(store.series_writer(&x).expect("writer"), Some(1));
+        assert_eq!(clean(&store), 1, "one label, held by the head");
+
+        // An append moves the rows to a chunk and adds a tail.
+        run(
+            &store,
+            FrameWrite {
+                key: frame.clone(),
+                rows: FrameRows::Append { after: covers(3) },
+                covers: covers(5),
+                columns: vec![vec![4.0, 5.0]],
+                state: None,
+            },
+        );
+        assert_eq!(records(&store), [1, 1, 1, 0]);
+        let want: Vec<f64> = (1..=5).map(f64::from).collect();
+        assert_eq!(values(&store, &x), Some(want.clone()));
+        let mut out = vec![0.0; 5];
+        let got = store
+            .copy_series(std::slice::from_ref(&x), 0..5, &mut [&mut out[..]])
+            .expect("copy");
+        assert_eq!((got, &out), (vec![Some(covers(5))], &want));
+        assert_eq!(clean(&store), 1);
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        assert_eq!(values(&store, &x), Some(want));
+        let head = store.frame(&frame).expect("read").expect("stored");
+        assert_eq!(head.covers(), covers(5));
+        assert_eq!(clean(&store), 1);
+    }
+
+    #[test]
+    fn a_series_with_a_state_or_too_large_to_be_inline_keeps_a_chunk_and_no_label_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig {
+            inline_series_bytes_max: 64,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), config).expect("open");
+        run(&store, alone(&key("s"), vec![1.0; 4], vec![9; 3]));
+        assert_eq!(records(&store), [1, 1, 0, 0]);
+        run(&store, alone(&key("big"), vec![2.0; 9], vec![]));
+        assert_eq!(records(&store), [2, 2, 0, 0]);
+        run(&store, alone(&key("small"), vec![3.0; 8], vec![]));
+        assert_eq!(records(&store), [3, 2, 0, 0]);
+        assert_eq!(values(&store, &key("s")), Some(vec![1.0; 4]));
+        assert_eq!(values(&store, &key("big")), Some(vec![2.0; 9]));
+        assert_eq!(values(&store, &key("small")), Some(vec![3.0; 8]));
+        let frame = FrameKey::new(sym("A"), "s").expect("frame");
+        let head = store.frame(&frame).expect("read").expect("stored");
+        assert_eq!(head.state(), Some((covers(4), &[9u8, 9, 9][..])));
+        assert_eq!(clean(&store), 3);
+    }
+
+    #[test]
+    fn labels_move_between_frames_that_hold_them_with_and_without_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        let (x, z) = (key("x"), key("z"));
+        let plan = FrameKey::new(sym("A"), "@plan").expect("frame");
+        let frames = |store: &Store| -> Vec<String> {
+            let all = store.frames(&sym("A")).expect("frames");
+            all.into_iter().map(|f| f.name).collect()
+        };
+        run(&store, alone(&x, vec![1.0; 2], vec![]));
+        // A frame that takes label x from the frame of that name: x's
+        // frame is left with no label and goes.
+        run(
+            &store,
+            FrameWrite {
+                key: plan.clone(),
+                rows: FrameRows::Replace {
+                    labels: vec!["x".into(), "z".into()],
+                },
+                covers: covers(2),
+                columns: vec![vec![5.0; 2], vec![6.0; 2]],
+                state: None,
+            },
+        );
+        assert_eq!(frames(&store), ["@plan"]);
+        assert_eq!(records(&store), [1, 0, 0, 2]);
+        assert_eq!(values(&store, &x), Some(vec![5.0; 2]));
+        assert_eq!(clean(&store), 2);
+        // x written alone again takes its label back without a record; the
+        // plan keeps z.
+        run(&store, alone(&x, vec![7.0; 2], vec![]));
+        assert_eq!(frames(&store), ["@plan", "x"]);
+        assert_eq!(records(&store), [2, 0, 0, 1]);
+        assert_eq!(values(&store, &x), Some(vec![7.0; 2]));
+        assert_eq!(values(&store, &z), Some(vec![6.0; 2]));
+        assert_eq!(
+            store.series_keys(&sym("A")).expect("keys"),
+            vec![x.clone(), z.clone()]
+        );
+        assert_eq!(clean(&store), 2);
+        // z alone too: the plan holds no label any more.
+        run(&store, alone(&z, vec![8.0; 2], vec![]));
+        assert_eq!(frames(&store), ["x", "z"]);
+        assert_eq!(records(&store), [2, 0, 0, 0]);
+        assert_eq!(values(&store, &z), Some(vec![8.0; 2]));
+        assert_eq!(clean(&store), 2);
+        // A label record as format 8 wrote it for a series alone (pointing
+        // at the frame of its name) is read, and the next replace drops it.
+        let mut writes = crate::space::Writes::default();
+        let r = LabelRef {
+            column: 0,
+            frame: "x".into(),
+        };
+        writes.put(Space::Labels, series_key_bytes(&x), r.encode());
+        store.spaces().apply(&writes).expect("apply");
+        assert_eq!(records(&store), [2, 0, 0, 1]);
+        assert_eq!(values(&store, &x), Some(vec![7.0; 2]));
+        assert_eq!(
+            store.series_keys(&sym("A")).expect("keys"),
+            vec![x.clone(), z.clone()]
+        );
+        assert_eq!(clean(&store), 2);
+        run(&store, alone(&x, vec![9.0; 2], vec![]));
+        assert_eq!(records(&store), [2, 0, 0, 0]);
+        assert_eq!(values(&store, &x), Some(vec![9.0; 2]));
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        assert_eq!(values(&store, &x), Some(vec![9.0; 2]));
+        assert_eq!(values(&store, &z), Some(vec![8.0; 2]));
+        assert_eq!(clean(&store), 2);
     }
 }

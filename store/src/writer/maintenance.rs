@@ -35,10 +35,10 @@ use super::frames::FOLD;
 use crate::bars::check_bars;
 use crate::frame::{
     CHUNK_HEADER_BYTES, ChunkRows, ChunkValue, FrameHead, LabelRef, chunk_first_row, chunks_prefix,
-    decode_tail, frame_key_from, live_value_start, value_start,
+    decode_tail, frame_key_from, implicit_label, live_value_start, value_start,
 };
 use crate::ingest::MERGE;
-use crate::keys::{read_u64, series_key_from_bytes};
+use crate::keys::{read_u64, series_key_bytes, series_key_from_bytes};
 use crate::record::{Counters, IndexEntry, ResultValue, decode_job, decode_job_input};
 use crate::shared::Poison;
 use crate::space::Space;
@@ -324,6 +324,7 @@ impl Writer {
     /// label (its frame has its column); returns the number of labels.
     fn check_frames(&self, reader: &VlogReader, problems: &mut Vec<String>) -> Result<u64> {
         let mut columns = BTreeMap::new();
+        let mut labels = 0;
         for item in self.spaces.scan(Space::Frames, &[]) {
             let (k, v) = item?;
             let key = frame_key_from(&k)?;
@@ -344,9 +345,27 @@ impl Writer {
                 }
                 let _ = covers;
             }
+            if implicit_label(&key.name, &head.labels)
+                && self
+                    .spaces
+                    .get(
+                        Space::Labels,
+                        &series_key_bytes(&kiln_core::SeriesKey::new(
+                            key.symbol.clone(),
+                            key.name.as_str(),
+                        )?),
+                    )?
+                    .is_none()
+            {
+                labels += 1;
+            }
             let prefix = chunks_prefix(&key);
-            // Chunks and the full tail slots.
+            // The rows in the head, the chunks and the full tail slots,
+            // each with where its rows' result value starts.
             let mut rows = Vec::new();
+            if let Some(start) = head.rows_start(&v) {
+                rows.push((0, Ok(Some(start)), v.clone()));
+            }
             let mut chunk_rows = ChunkRows::default();
             for item in self.spaces.scan(Space::Chunks, &prefix) {
                 let (ck, cv) = item?;
@@ -354,14 +373,14 @@ impl Writer {
                 if let Ok(c) = ChunkValue::decode(&cv, &|| name.clone()) {
                     chunk_rows.push(first, &c.covers);
                 }
-                rows.push((first, Space::Chunks, cv));
+                rows.push((first, value_start(Space::Chunks, &cv), cv));
             }
             let mut tails = Vec::new();
             for item in self.spaces.scan(Space::Tails, &prefix) {
                 let (_, tv) = item?;
                 match decode_tail(&tv, &|| name.clone()) {
                     Ok(Some((row, _))) if chunk_rows.folded(row) => {}
-                    Ok(Some((row, _))) => tails.push((row, Space::Tails, tv)),
+                    Ok(Some((row, _))) => tails.push((row, value_start(Space::Tails, &tv), tv)),
                     Ok(None) => {}
                     Err(e) => problems.push(e.to_string()),
                 }
@@ -371,9 +390,9 @@ impl Writer {
             rows.extend(tails);
             rows.sort_by_key(|t| t.0);
             let (mut end, mut width) = (0u64, head.labels.len() as u16);
-            for (row, space, cv) in rows {
+            for (row, start, cv) in rows {
                 let at = || format!("{name} rows from {row}");
-                let start = match value_start(space, &cv) {
+                let start = match start {
                     Ok(Some(start)) => start,
                     Ok(None) => continue,
                     Err(e) => {
@@ -407,7 +426,6 @@ impl Writer {
             }
             columns.insert(k.to_vec(), width);
         }
-        let mut labels = 0;
         for item in self.spaces.scan(Space::Labels, &[]) {
             let (k, v) = item?;
             let key = series_key_from_bytes(&k)?;

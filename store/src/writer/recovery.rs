@@ -238,6 +238,7 @@ impl Writer {
                 let kept = FrameHead {
                     labels: head.labels,
                     state: None,
+                    rows: None,
                 };
                 self.writes.put(Space::Frames, hk, kept.encode());
             }
