@@ -213,16 +213,15 @@ impl Disk {
                 StoreError::io(format!("write {}", self.dir.display()), error)
             }
             sled::Error::Io(error) => {
-                StoreError::fsync(format!("flush {}", self.dir.display()), error)
+                crate::shared::fsync_error(format!("flush {}", self.dir.display()), error)
             }
             other => sled_error(other),
         })?;
         self.file.sync_data().map_err(|e| {
-            StoreError::fsync(format!("fsync {}", self.dir.join("db").display()), e)
+            crate::shared::fsync_error(format!("fsync {}", self.dir.join("db").display()), e)
         })?;
         self.durable.fetch_max(covered, Ordering::SeqCst);
-        self.record.flushed(covered);
-        Ok(())
+        self.record.flushed(covered)
     }
 
     /// fsyncs the blob files noted, and any other thread of sled's wrote
@@ -238,9 +237,9 @@ impl Disk {
         for (name, len) in std::mem::take(&mut blobs.pending) {
             let path = dir.join(&name);
             match File::open(&path) {
-                Ok(f) => f
-                    .sync_all()
-                    .map_err(|e| StoreError::fsync(format!("fsync {}", path.display()), e))?,
+                Ok(f) => f.sync_all().map_err(|e| {
+                    crate::shared::fsync_error(format!("fsync {}", path.display()), e)
+                })?,
                 // sled collected it meanwhile.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
@@ -249,6 +248,6 @@ impl Disk {
         }
         File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::fsync(format!("fsync {}", dir.display()), e))
+            .map_err(|e| crate::shared::fsync_error(format!("fsync {}", dir.display()), e))
     }
 }

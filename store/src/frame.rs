@@ -4,7 +4,8 @@
 //!
 //! - `f` heads, `symbol 0x00 name`: the column labels, and the state saved
 //!   last with the coverage it was computed over (a [`ResultValue`]:
-//!   inline, or a pointer into the value log);
+//!   inline, or a pointer into the value log), or instead of a state the
+//!   frame's rows (inline, see below);
 //! - `c` chunks, `symbol 0x00 name 0x00 first_row` (u64 BE, so a prefix
 //!   scan lists a frame's chunks in row order): the coverage after the
 //!   chunk's last row, the column count, and the rows (a [`ResultValue`]

@@ -28,6 +28,7 @@ use kiln_core::{Result, StoreError};
 
 use crate::config::StoreConfig;
 use crate::record::COMMIT_KEY;
+use crate::shared::fsync_path;
 use crate::space::{SledHandle, Space, TREE, sled_error};
 
 /// The file naming the current generation.
@@ -166,6 +167,10 @@ pub(crate) fn open(dir: &Path, config: &StoreConfig) -> Result<Opened> {
             Err(e) => {
                 tracing::warn!(error = %e, copy = %to.display(), "opening a copy of sled failed; the current generation is untouched");
                 let _ = fs::remove_dir_all(&to);
+                // A failed fsync ends this process's use of the store.
+                if e.is_fatal() {
+                    return Err(e);
+                }
                 failure = Some(e);
                 next += 1;
             }
@@ -273,14 +278,13 @@ fn copy_dir(from: &Path, to: &Path) -> Result<u32> {
             tracing::warn!(file = %src.display(), "leaving out a half-written sled snapshot left by a crash");
             skipped += 1;
         } else {
-            fs::copy(&src, &dst)
-                .and_then(|_| File::open(&dst)?.sync_all())
-                .map_err(|e| {
-                    StoreError::io(format!("copy {} to {}", src.display(), dst.display()), e)
-                })?;
+            fs::copy(&src, &dst).map_err(|e| {
+                StoreError::io(format!("copy {} to {}", src.display(), dst.display()), e)
+            })?;
+            fsync_path(&dst)?;
         }
     }
-    sync_dir(to)?;
+    fsync_path(to)?;
     Ok(skipped)
 }
 
@@ -296,17 +300,17 @@ fn publish(dir: &Path, to: &Path) -> Result<()> {
         dir.join(format!("{CURRENT_FILE}.tmp")),
     );
     fs::write(&tmp, format!("{name}\n"))
-        .and_then(|()| File::open(&tmp)?.sync_all())
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
-    sync_dir(dir)
+        .map_err(|e| StoreError::io(format!("write {}", tmp.display()), e))?;
+    fsync_path(&tmp)?;
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+    fsync_path(dir)
 }
 
 /// Removes generation `path` (no longer current) for good.
 pub(crate) fn remove_generation(dir: &Path, path: &Path) -> Result<()> {
     fs::remove_dir_all(path)
         .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
-    sync_dir(dir)
+    fsync_path(dir)
 }
 
 /// Something only an existing store has: another sled generation, a
@@ -366,7 +370,7 @@ fn remove_other_generations(dir: &Path, current: &str) -> Result<()> {
         removed = true;
     }
     if removed {
-        sync_dir(dir)?;
+        fsync_path(dir)?;
     }
     Ok(())
 }
@@ -380,18 +384,10 @@ fn sync_tree(dir: &Path) -> Result<()> {
         if entry.file_type().map_err(list)?.is_dir() {
             sync_tree(&path)?;
         } else {
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| StoreError::io(format!("fsync {}", path.display()), e))?;
+            fsync_path(&path)?;
         }
     }
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))
+    fsync_path(dir)
 }
 
 /// The commit number `COMMITTED` holds (0 without one). A file whose
@@ -458,39 +454,41 @@ impl CommitRecord {
             path,
             written: Mutex::new((None, std::time::Instant::now())),
         };
-        record.flushed(commit);
+        record.flushed(commit)?;
         // Durable once per open: after a power loss the record still holds
         // at least the commit this open recovered.
-        record
-            .file
-            .sync_data()
-            .map_err(|e| StoreError::io(format!("fsync {}", record.path.display()), e))?;
+        record.file.sync_data().map_err(|e| {
+            crate::shared::fsync_error(format!("fsync {}", record.path.display()), e)
+        })?;
         Ok(record)
     }
 
     /// Every commit up to `commit` is on disk (sled flushed and fsynced).
-    /// Not fsynced, and a failure only logged: the record is a lower bound.
-    pub(crate) fn flushed(&self, commit: u64) {
+    /// Fsynced at most every [`COMMITTED_SYNC_INTERVAL`]; a failed write
+    /// is only logged (the record is a lower bound), but a failed fsync is
+    /// one like any other: fatal for the process.
+    pub(crate) fn flushed(&self, commit: u64) -> Result<()> {
         let mut written = self
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if written.0.is_some_and(|w| commit <= w) {
-            return;
+            return Ok(());
         }
         match self.file.write_all_at(&encode_committed(commit), 0) {
             Ok(()) => written.0 = Some(commit),
             Err(e) => {
                 tracing::warn!(error = %e, file = %self.path.display(), "cannot record the commit number");
-                return;
+                return Ok(());
             }
         }
         if written.1.elapsed() >= COMMITTED_SYNC_INTERVAL {
             written.1 = std::time::Instant::now();
-            if let Err(e) = self.file.sync_data() {
-                tracing::warn!(error = %e, file = %self.path.display(), "cannot fsync the commit number");
-            }
+            self.file.sync_data().map_err(|e| {
+                crate::shared::fsync_error(format!("fsync {}", self.path.display()), e)
+            })?;
         }
+        Ok(())
     }
 }
 

@@ -162,25 +162,25 @@ impl Store {
     }
 
     /// A frame with no chunk or tail: the rows its head holds, as its one
-    /// chunk (none when it holds none); `None` when an append moved them
-    /// to a chunk meanwhile (read again).
+    /// chunk (none when it holds none); `None` when a writer changed the
+    /// frame meanwhile (read again).
     fn head_rows(&self, key: &FrameKey) -> Result<Option<Vec<FrameChunk>>> {
-        let Some(value) = self.spaces().get(Space::Frames, &head_key(key))? else {
+        let head = self.spaces().get(Space::Frames, &head_key(key))?;
+        // Chunks or tails now mean a write (a move of the head's rows to a
+        // chunk, a replace) landed after the scan that found none.
+        let prefix = chunks_prefix(key);
+        if self.spaces().scan(Space::Chunks, &prefix).next().is_some()
+            || self.spaces().scan(Space::Tails, &prefix).next().is_some()
+        {
+            return Ok(None);
+        }
+        let Some(value) = head else {
             return Ok(Some(Vec::new()));
         };
         let head = FrameHead::decode(&value, &|| key.to_string())?;
         let (Some(rows), Some(start)) = (head.rows, head.rows_start(&value)) else {
             return Ok(Some(Vec::new()));
         };
-        // The move writes the chunk and the head in one batch.
-        if self
-            .spaces()
-            .scan(Space::Chunks, &chunks_prefix(key))
-            .next()
-            .is_some()
-        {
-            return Ok(None);
-        }
         Ok(Some(vec![FrameChunk {
             first_row: 0,
             covers: rows.covers,
@@ -194,8 +194,9 @@ impl Store {
     /// last chunk and its tail slots alone (with every slot full, appends
     /// go to chunks after the tails, so the newer of the two ends counts).
     /// Readers of a frame appended to since the open take it from what the
-    /// writer published instead (`Shared::frame_ends`). `None` when an
-    /// append moved the rows out of the head under the read (read again).
+    /// writer published instead (`Shared::frame_ends`). A frame with
+    /// neither covers what the rows in its head cover. `None` when a writer
+    /// changed the frame under the read (read again).
     fn frame_covers(&self, key: &FrameKey) -> Result<Option<Coverage>> {
         let prefix = chunks_prefix(key);
         let location = || key.to_string();
@@ -377,21 +378,31 @@ impl Store {
     /// Where a label points, if it exists: its record, else column 0 of
     /// the frame of its name when that frame's only label is it.
     fn label(&self, key: &SeriesKey) -> Result<Option<LabelRef>> {
-        if let Some(v) = self.spaces().get(Space::Labels, &series_key_bytes(key))? {
-            return LabelRef::decode(&v, &|| format!("{}/{}", key.symbol, key.feature)).map(Some);
+        let record = || -> Result<Option<LabelRef>> {
+            self.spaces()
+                .get(Space::Labels, &series_key_bytes(key))?
+                .map(|v| LabelRef::decode(&v, &|| format!("{}/{}", key.symbol, key.feature)))
+                .transpose()
+        };
+        if let Some(r) = record()? {
+            return Ok(Some(r));
         }
-        let Ok(frame) = FrameKey::new(key.symbol.clone(), key.feature.clone()) else {
-            return Ok(None);
-        };
-        let Some(value) = self.spaces().get(Space::Frames, &head_key(&frame))? else {
-            return Ok(None);
-        };
-        let head = FrameHead::decode(&value, &|| frame.to_string())?;
-        let implicit = implicit_label(&frame.name, &head.labels);
-        Ok(implicit.then_some(LabelRef {
-            column: 0,
-            frame: frame.name,
-        }))
+        if let Ok(frame) = FrameKey::new(key.symbol.clone(), key.feature.clone())
+            && let Some(value) = self.spaces().get(Space::Frames, &head_key(&frame))?
+            && implicit_label(
+                &frame.name,
+                &FrameHead::decode(&value, &|| frame.to_string())?.labels,
+            )
+        {
+            return Ok(Some(LabelRef {
+                column: 0,
+                frame: frame.name,
+            }));
+        }
+        // A replace that moved the label from the frame of its name to
+        // another writes its record and removes that frame in one batch:
+        // read the record again, in case it landed between the two reads.
+        record()
     }
 }
 

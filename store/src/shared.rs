@@ -80,6 +80,38 @@ pub(crate) fn fsync_failed(dir: &Path) -> Option<String> {
         .map(|(_, c)| c.clone())
 }
 
+/// Whether an fsync failed in this process (see [`fsync_error`]).
+static FSYNC_FAILED_ANYWHERE: AtomicBool = AtomicBool::new(false);
+
+/// The error of a failed fsync, which this process notes at once: from then
+/// on it closes no sled handle (a close fsyncs again; see `SledHandle`).
+pub(crate) fn fsync_error(context: impl Into<String>, error: std::io::Error) -> StoreError {
+    FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);
+    StoreError::fsync(context, error)
+}
+
+/// fsyncs the file or directory at `path`.
+pub(crate) fn fsync_path(path: &Path) -> kiln_core::Result<()> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+    file.sync_all()
+        .map_err(|e| fsync_error(format!("fsync {}", path.display()), e))
+}
+
+/// Whether an fsync failed in this process.
+pub(crate) fn any_fsync_failed() -> bool {
+    FSYNC_FAILED_ANYWHERE.load(Ordering::SeqCst)
+}
+
+/// Marks `dir` (canonical) as one whose fsync failed in this process.
+pub(crate) fn mark_fsync_failed(dir: &Path, cause: String) {
+    FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);
+    let mut failed = FSYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner);
+    if !failed.iter().any(|(d, _)| d == dir) {
+        failed.push((dir.to_path_buf(), cause));
+    }
+}
+
 /// Test support: forgets every failed fsync, as a new process would.
 #[cfg(feature = "test-hooks")]
 pub(crate) fn forget_failed_fsyncs() {
@@ -87,6 +119,7 @@ pub(crate) fn forget_failed_fsyncs() {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
+    FSYNC_FAILED_ANYWHERE.store(false, Ordering::SeqCst);
 }
 
 /// See the module docs.
@@ -222,10 +255,7 @@ impl Shared {
     /// it still makes the poison fatal.
     pub(crate) fn poison(&self, poison: Poison) {
         if poison.fatal {
-            let mut failed = FSYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner);
-            if !failed.iter().any(|(d, _)| d == &self.dir) {
-                failed.push((self.dir.clone(), poison.cause.clone()));
-            }
+            mark_fsync_failed(&self.dir, poison.cause.clone());
         }
         let mut cause = self.cause.lock().unwrap_or_else(PoisonError::into_inner);
         match cause.as_mut() {

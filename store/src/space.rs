@@ -147,7 +147,10 @@ pub(crate) struct Spaces {
 /// The drop of sled's last handle closes it: a flush and an fsync whose
 /// result sled unwraps, so a failing disk makes it panic wherever that last
 /// drop happens (a failed open, a closing store). Every handle kiln keeps is
-/// one of these, so that drop is always caught and logged.
+/// one of these, so that drop is always caught and logged. Once an fsync
+/// has failed in this process, a handle is leaked instead: that fsync would
+/// be a retry, which can report success for pages the kernel already
+/// dropped (what was acknowledged was flushed by the writer already).
 pub(crate) struct SledHandle<T>(Option<T>);
 
 impl<T> SledHandle<T> {
@@ -175,6 +178,10 @@ impl<T> std::ops::Deref for SledHandle<T> {
 
 impl<T> Drop for SledHandle<T> {
     fn drop(&mut self) {
+        if crate::shared::any_fsync_failed() {
+            std::mem::forget(self.0.take());
+            return;
+        }
         if let Some(h) = self.0.take()
             && std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(h))).is_err()
         {

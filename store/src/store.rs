@@ -46,8 +46,7 @@ pub struct Store {
 
 struct Inner {
     tx: Sender<Op>,
-    /// Taken only by the drop, which closes sled (see there).
-    spaces: Option<Spaces>,
+    spaces: Spaces,
     vlog: Arc<VlogReader>,
     shared: Arc<Shared>,
     config: StoreConfig,
@@ -72,9 +71,8 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Inner {
     /// Stops the writer, then closes sled, whose own close flushes and
-    /// fsyncs once more: never after a failed fsync (a sled handle is
-    /// leaked instead: the process must not retry it; see `SledHandle` for
-    /// the other cases).
+    /// fsyncs once more: never after a failed fsync (every sled handle is
+    /// leaked instead: the process must not retry it; see `SledHandle`).
     fn drop(&mut self) {
         let _ = self.tx.send(Op::Shutdown);
         if let Ok(mut w) = self.writer.lock()
@@ -83,11 +81,6 @@ impl Drop for Inner {
             let _ = handle.join();
         }
         self.disk.stop_nudger();
-        if self.shared.poisoned().is_some_and(|p| p.fatal)
-            && let Some(spaces) = self.spaces.take()
-        {
-            std::mem::forget(spaces);
-        }
     }
 }
 
@@ -123,6 +116,17 @@ impl Store {
         if let Some(cause) = crate::shared::fsync_failed(&canonical) {
             return Err(StoreError::Poisoned { cause, fatal: true });
         }
+        Self::open_checked(dir, canonical.clone(), config).inspect_err(|e| {
+            // A failed fsync of the open's own (a copy of sled, a new
+            // segment) is one like any other.
+            if e.is_fatal() {
+                crate::shared::mark_fsync_failed(&canonical, e.to_string());
+            }
+        })
+    }
+
+    /// [`Store::open`] once `dir` is known to be allowed to open.
+    fn open_checked(dir: PathBuf, canonical: PathBuf, config: StoreConfig) -> Result<Store> {
         // Checked before the lock, so a foreign directory gets no lock file;
         // written (when new) under it, so two processes cannot both create.
         check_format_file(&dir, false)?;
@@ -162,7 +166,7 @@ impl Store {
         )?;
         // The entries a first open creates (sled's generation, `vlog/`,
         // `COMMITTED`) are durable before anything is acknowledged.
-        sync_dir(&dir)?;
+        crate::shared::fsync_path(&dir)?;
         let lost: Vec<LostRecord> = lost
             .into_iter()
             .map(|i| LostRecord {
@@ -232,7 +236,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
-                spaces: Some(spaces),
+                spaces,
                 vlog: reader,
                 shared,
                 config,
@@ -345,11 +349,7 @@ impl Store {
     }
 
     pub(crate) fn spaces(&self) -> &Spaces {
-        match &self.inner.spaces {
-            Some(spaces) => spaces,
-            // Only the drop takes it, and then no handle is left.
-            None => unreachable!("the store's sled handles are gone while it is open"),
-        }
+        &self.inner.spaces
     }
 
     pub(crate) fn vlog_reader(&self) -> &VlogReader {
@@ -656,16 +656,10 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
             } else {
                 parent
             };
-            sync_dir(parent)?;
+            crate::shared::fsync_path(parent)?;
         }
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::fsync(format!("fsync directory {}", dir.display()), e))
 }
 
 /// Takes the data directory's lock file, held while the store is open, so
@@ -759,8 +753,8 @@ fn write_format_file(dir: &Path) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
     let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
     fs::write(&tmp, format!("kiln-store {FORMAT_VERSION}\n"))
-        .and_then(|()| File::open(&tmp)?.sync_all())
-        .and_then(|()| fs::rename(&tmp, &path))
-        .and_then(|()| File::open(dir)?.sync_all())
-        .map_err(|e| StoreError::io(format!("write {}", path.display()), e))
+        .map_err(|e| StoreError::io(format!("write {}", tmp.display()), e))?;
+    crate::shared::fsync_path(&tmp)?;
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+    crate::shared::fsync_path(dir)
 }

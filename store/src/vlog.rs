@@ -92,12 +92,6 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:010}.seg"))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::fsync(format!("fsync directory {}", dir.display()), e))
-}
-
 /// fsyncs segment `id` through a handle of its own (a segment compaction
 /// removed meanwhile needs nothing).
 pub(crate) fn fsync_segment(dir: &Path, id: u32) -> Result<()> {
@@ -105,7 +99,7 @@ pub(crate) fn fsync_segment(dir: &Path, id: u32) -> Result<()> {
     match File::open(&path) {
         Ok(f) => f
             .sync_data()
-            .map_err(|e| StoreError::fsync(format!("fsync {}", path.display()), e)),
+            .map_err(|e| crate::shared::fsync_error(format!("fsync {}", path.display()), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(format!("open {}", path.display()), e)),
     }
@@ -329,8 +323,11 @@ impl Vlog {
                             .write(true)
                             .open(&path)
                             .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
-                        f.set_len(keep).and_then(|()| f.sync_all()).map_err(|e| {
+                        f.set_len(keep).map_err(|e| {
                             StoreError::io(format!("truncate {}", path.display()), e)
+                        })?;
+                        f.sync_all().map_err(|e| {
+                            crate::shared::fsync_error(format!("fsync {}", path.display()), e)
                         })?;
                         recovery.truncated_bytes += len - keep;
                     }
@@ -339,7 +336,7 @@ impl Vlog {
             }
         }
         if recovery.removed_segments > 0 {
-            sync_dir(dir)?;
+            crate::shared::fsync_path(dir)?;
         }
         // A process that crashed in `Relaxed` mode left records past the mark
         // in the page cache only.
@@ -514,12 +511,13 @@ impl Vlog {
             return Ok(());
         }
         for (_, f) in self.unsynced.drain(..) {
-            f.sync_data()
-                .map_err(|e| StoreError::fsync(format!("fsync {}", self.dir.display()), e))?;
+            f.sync_data().map_err(|e| {
+                crate::shared::fsync_error(format!("fsync {}", self.dir.display()), e)
+            })?;
         }
         self.flush()?;
         self.active.get_ref().sync_data().map_err(|e| {
-            StoreError::fsync(
+            crate::shared::fsync_error(
                 format!(
                     "fsync {}",
                     segment_path(&self.dir, self.active_id).display()
@@ -653,7 +651,7 @@ impl Vlog {
         let path = segment_path(&self.dir, id);
         fs::remove_file(&path)
             .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
-        sync_dir(&self.dir)?;
+        crate::shared::fsync_path(&self.dir)?;
         self.segments.remove(&id);
         self.deferred.remove(&id);
         self.reader.forget(id);
@@ -681,13 +679,12 @@ fn create_segment(dir: &Path, id: u32) -> Result<File> {
         .truncate(true)
         .write(true)
         .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&header)?;
-            f.sync_data()
-        })
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
-    sync_dir(dir)?;
+        .and_then(|mut f| f.write_all(&header).map(|()| f))
+        .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?
+        .sync_data()
+        .map_err(|e| crate::shared::fsync_error(format!("fsync {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
+    crate::shared::fsync_path(dir)?;
     OpenOptions::new()
         .append(true)
         .open(&path)

@@ -16,7 +16,9 @@
  * finds these functions with dlsym): kiln_fault_arm(path, calls, errno, n)
  * fails the n-th (from 1) of the next counted calls, then nothing;
  * kiln_fault_disarm() stops counting; kiln_fault_failed() is how many
- * calls failed since the process started. */
+ * calls failed since the process started. With KILN_FAULT_REPORT set, each
+ * failed call is printed to stderr as it fails: "kiln-fault: CALL failed on
+ * PATH". */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -81,17 +83,24 @@ __attribute__((constructor)) static void setup(void) {
     if ((v = getenv("KILN_FAULT_SEED")) != NULL) state ^= strtoull(v, NULL, 10) * 0xBF58476D1CE4E5B9ULL;
 }
 
+static void report(enum call c, const char *path) {
+    if (getenv("KILN_FAULT_REPORT") != NULL) {
+        fprintf(stderr, "kiln-fault: %s failed on %s\n", names[c], path);
+    }
+}
+
 static int path_wanted(const char *path) {
     return wanted != NULL && path != NULL && strstr(path, wanted) != NULL;
 }
 
-static int fd_wanted(int fd) {
+/* Whether `fd` is a wanted file; its path in `path`. */
+static int fd_wanted(int fd, char path[4096]) {
     if (wanted == NULL) {
         return 0;
     }
-    char link[64], path[4096];
+    char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, path, sizeof path - 1);
+    ssize_t n = readlink(link, path, 4095);
     if (n < 0) {
         return 0;
     }
@@ -150,7 +159,11 @@ static int fd_fails(enum call c, int fd) {
         return 0;
     }
     inside = 1;
-    int f = fd_wanted(fd) && fails(c);
+    char path[4096];
+    int f = fd_wanted(fd, path) && fails(c);
+    if (f) {
+        report(c, path);
+    }
     inside = 0;
     if (f) {
         errno = fault_errno;
@@ -164,6 +177,9 @@ static int path_fails(enum call c, const char *path) {
     }
     int f = path_wanted(path) && fails(c);
     if (f) {
+        inside = 1;
+        report(c, path);
+        inside = 0;
         errno = fault_errno;
     }
     return f;

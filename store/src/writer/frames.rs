@@ -201,9 +201,15 @@ impl Writer {
                     losers.insert(old.frame);
                 }
                 Some(_) => {}
-                // The frame of the label's name held it without a record.
+                // The frame of the label's name may hold it without a record.
                 None if *label != f.key.name => {
-                    losers.insert(label.clone());
+                    if let Ok(named) = FrameKey::new(f.key.symbol.clone(), label.as_str())
+                        && self
+                            .head(&named)?
+                            .is_some_and(|h| implicit_label(label, &h.labels))
+                    {
+                        losers.insert(label.clone());
+                    }
                 }
                 None => {}
             }
@@ -827,6 +833,91 @@ mod tests {
         let head = store.frame(&frame).expect("read").expect("stored");
         assert_eq!(head.state(), Some((covers(4), &[9u8, 9, 9][..])));
         assert_eq!(clean(&store), 3);
+    }
+
+    #[test]
+    fn rows_in_a_head_move_to_a_chunk_for_a_state_or_rows_appended_and_come_back_on_a_replace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        let x = key("x");
+        let frame = FrameKey::new(sym("A"), "x").expect("frame");
+        let append = |after: u64, rows: Vec<Vec<f64>>, state: Option<Vec<u8>>| FrameWrite {
+            key: frame.clone(),
+            rows: FrameRows::Append {
+                after: covers(after),
+            },
+            covers: covers(after + rows.first().map_or(0, |c| c.len() as u64)),
+            columns: rows,
+            state,
+        };
+        run(&store, alone(&x, vec![1.0, 2.0, 3.0], vec![]));
+        // An append of a state alone.
+        run(&store, append(3, vec![vec![]], Some(vec![5; 4])));
+        assert_eq!(records(&store), [1, 1, 0, 0]);
+        assert_eq!(values(&store, &x), Some(vec![1.0, 2.0, 3.0]));
+        let head = store.frame(&frame).expect("read").expect("stored");
+        assert_eq!(head.state(), Some((covers(3), &[5u8; 4][..])));
+        // An append of the wrong width is refused and changes nothing.
+        store.enqueue(job("w")).expect("enqueue");
+        let lease = store.claim(1).expect("claim").remove(0);
+        let wide = append(3, vec![vec![4.0], vec![4.0]], None);
+        let e = store
+            .complete(lease.token, vec![wide])
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("an append of 2 columns to a frame of 1"),
+            "{e}"
+        );
+        assert_eq!(values(&store, &x), Some(vec![1.0, 2.0, 3.0]));
+        // Forty appends of a row: 32 tails fold into a chunk.
+        for n in 3..43 {
+            run(&store, append(n, vec![vec![n as f64 + 1.0]], None));
+        }
+        let want: Vec<f64> = (1..=43).map(f64::from).collect();
+        assert_eq!(values(&store, &x), Some(want));
+        assert_eq!(clean(&store), 1);
+        // A replace with a state keeps a chunk; one without, small, does not.
+        run(&store, alone(&x, vec![6.0; 2], vec![1]));
+        assert_eq!(records(&store)[..2], [1, 1]);
+        run(&store, alone(&x, vec![7.0; 2], vec![]));
+        assert_eq!(records(&store)[..2], [1, 0]);
+        assert_eq!(values(&store, &x), Some(vec![7.0; 2]));
+        assert_eq!(clean(&store), 1);
+    }
+
+    #[test]
+    fn a_frame_without_labels_is_not_removed_when_a_label_of_its_name_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        // A series without values keeps a state alone: a frame with no label.
+        let s = key("sma(5)");
+        let state_alone = Series {
+            bar_count: 2,
+            last_ts: 2,
+            data_hash: 7,
+            values: vec![],
+            state: vec![3; 2],
+        };
+        run(&store, FrameWrite::from((s.clone(), state_alone)));
+        let state_only = FrameKey::new(sym("A"), "sma(5)").expect("frame");
+        let plan = FrameKey::new(sym("A"), "@plan").expect("frame");
+        run(
+            &store,
+            FrameWrite {
+                key: plan,
+                rows: FrameRows::Replace {
+                    labels: vec!["sma(5)".into()],
+                },
+                covers: covers(2),
+                columns: vec![vec![5.0; 2]],
+                state: None,
+            },
+        );
+        let head = store.frame(&state_only).expect("read").expect("kept");
+        assert_eq!(head.state().map(|(_, b)| b.to_vec()), Some(vec![3; 2]));
+        assert_eq!(values(&store, &s), Some(vec![5.0; 2]));
+        assert_eq!(clean(&store), 1);
     }
 
     #[test]

@@ -636,8 +636,13 @@ impl Writer {
     }
 
     /// Appends to the value log; an I/O failure there may leave a partial
-    /// record, so it fails this group and poisons the store.
+    /// record, so it fails this group and poisons the store. After one, the
+    /// group's later appends fail without touching the disk (after a failed
+    /// fsync, another would be a retry).
     fn append_or_poison(&mut self, payload: &[u8], job_id: u64) -> Result<IndexEntry> {
+        if let Some(e) = &self.failure {
+            return Err(Poison::of(e).error());
+        }
         self.vlog
             .append(payload, job_id)
             .map_err(|e| self.poison_with(e))
