@@ -52,6 +52,13 @@ pub(crate) struct Disk {
     record: CommitRecord,
     /// Flushes under way, and since when some has been.
     flushing: Mutex<(u32, Option<Instant>)>,
+    /// Held through a flush and its fsyncs, one at a time (Linux reports a
+    /// write-back error to one fsync of a file, not to one running beside
+    /// it); the failure that ended this store's fsyncs, once one failed.
+    fsync: Mutex<Option<String>>,
+    /// Whether an fsync failed (what the nudger reads, not waiting on a
+    /// flush under way).
+    fsync_failed: AtomicBool,
     /// The nudger thread, and whether it is to stop.
     nudger: Mutex<Option<JoinHandle<()>>>,
     stopping: AtomicBool,
@@ -114,6 +121,8 @@ impl Disk {
             durable: AtomicU64::new(commit),
             record,
             flushing: Mutex::new((0, None)),
+            fsync: Mutex::new(None),
+            fsync_failed: AtomicBool::new(false),
             nudger: Mutex::new(None),
             stopping: AtomicBool::new(false),
         })
@@ -137,7 +146,9 @@ impl Disk {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .1;
-                    if since.is_some_and(|t| t.elapsed() >= NUDGE_AFTER) {
+                    if since.is_some_and(|t| t.elapsed() >= NUDGE_AFTER)
+                        && !disk.fsync_failed.load(Ordering::SeqCst)
+                    {
                         // Its own outcome is the waiting flush's.
                         let _ = disk.db.flush();
                     }
@@ -200,10 +211,31 @@ impl Disk {
         Ok(())
     }
 
-    /// Everything applied so far is on disk when this returns Ok.
-    /// A failed sled flush is a failed fsync (it ends in `sync_file_range`)
-    /// unless the disk was full, which sled reports from its write first.
+    /// Everything applied so far is on disk when this returns Ok. Once an
+    /// fsync failed, every later call fails without touching the disk (a
+    /// retried fsync can report success for pages the kernel dropped).
     pub(crate) fn flush_and_fsync(&self) -> Result<()> {
+        let mut failed = self.fsync.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cause) = failed.as_ref() {
+            return Err(StoreError::Poisoned {
+                cause: cause.clone(),
+                fatal: true,
+            });
+        }
+        let flushed = self.flush_and_fsync_once();
+        if let Err(e) = &flushed
+            && e.is_fatal()
+        {
+            self.fsync_failed.store(true, Ordering::SeqCst);
+            *failed = Some(e.to_string());
+        }
+        flushed
+    }
+
+    /// [`Disk::flush_and_fsync`]'s work. A failed sled flush is a failed
+    /// fsync (it ends in `sync_file_range`) unless the disk was full, which
+    /// sled reports from its write first.
+    fn flush_and_fsync_once(&self) -> Result<()> {
         // Every commit up to this one was applied before the flush began,
         // and its blobs listed.
         let covered = self.applied();

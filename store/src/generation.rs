@@ -201,7 +201,12 @@ fn open_copy(
     read_everything(&db)?;
     // What sled's recovery wrote to the copy (a snapshot, cut segments)
     // is durable before the copy becomes current.
-    db.flush().map_err(sled_error)?;
+    db.flush().map_err(|e| match e {
+        sled::Error::Io(error) if error.kind() != std::io::ErrorKind::StorageFull => {
+            crate::shared::fsync_error(format!("flush {}", to.display()), error)
+        }
+        other => sled_error(other),
+    })?;
     sync_tree(to)?;
     Ok((db, commit))
 }

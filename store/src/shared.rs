@@ -86,7 +86,7 @@ static FSYNC_FAILED_ANYWHERE: AtomicBool = AtomicBool::new(false);
 /// The error of a failed fsync, which this process notes at once: from then
 /// on it closes no sled handle (a close fsyncs again; see `SledHandle`).
 pub(crate) fn fsync_error(context: impl Into<String>, error: std::io::Error) -> StoreError {
-    FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);
+    note_fsync_failure();
     StoreError::fsync(context, error)
 }
 
@@ -98,6 +98,11 @@ pub(crate) fn fsync_path(path: &Path) -> kiln_core::Result<()> {
         .map_err(|e| fsync_error(format!("fsync {}", path.display()), e))
 }
 
+/// Notes that an fsync failed in this process (see [`fsync_error`]).
+pub(crate) fn note_fsync_failure() {
+    FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);
+}
+
 /// Whether an fsync failed in this process.
 pub(crate) fn any_fsync_failed() -> bool {
     FSYNC_FAILED_ANYWHERE.load(Ordering::SeqCst)
@@ -105,7 +110,7 @@ pub(crate) fn any_fsync_failed() -> bool {
 
 /// Marks `dir` (canonical) as one whose fsync failed in this process.
 pub(crate) fn mark_fsync_failed(dir: &Path, cause: String) {
-    FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);
+    note_fsync_failure();
     let mut failed = FSYNC_FAILED.lock().unwrap_or_else(PoisonError::into_inner);
     if !failed.iter().any(|(d, _)| d == dir) {
         failed.push((dir.to_path_buf(), cause));

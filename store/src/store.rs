@@ -81,6 +81,10 @@ impl Drop for Inner {
             let _ = handle.join();
         }
         self.disk.stop_nudger();
+        // Its sled handles, dropped next, are leaked (see `SledHandle`).
+        if self.shared.poisoned().is_some_and(|p| p.fatal) {
+            crate::shared::note_fsync_failure();
+        }
     }
 }
 

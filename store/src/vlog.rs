@@ -189,6 +189,8 @@ pub(crate) struct Vlog {
     /// Segments rolled over since the last sync, still to be fsynced.
     unsynced: Vec<(u32, File)>,
     dirty: bool,
+    /// Why an fsync of this log failed, once one did: no later one runs.
+    fsync_failed: Option<String>,
     segment_bytes_max: u64,
     segments: BTreeMap<u32, SegmentUse>,
     reader: Arc<VlogReader>,
@@ -382,6 +384,7 @@ impl Vlog {
                 #[cfg(feature = "test-hooks")]
                 fail_append_in: None,
                 dirty: false,
+                fsync_failed: None,
                 segment_bytes_max,
                 segments,
                 reader,
@@ -505,8 +508,25 @@ impl Vlog {
         })
     }
 
-    /// Makes every append so far durable.
+    /// Makes every append so far durable. After a failed fsync it fails
+    /// without touching the disk (another would be a retry).
     pub(crate) fn sync(&mut self) -> Result<()> {
+        if let Some(cause) = &self.fsync_failed {
+            return Err(StoreError::Poisoned {
+                cause: cause.clone(),
+                fatal: true,
+            });
+        }
+        let synced = self.sync_once();
+        if let Err(e) = &synced
+            && e.is_fatal()
+        {
+            self.fsync_failed = Some(e.to_string());
+        }
+        synced
+    }
+
+    fn sync_once(&mut self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
