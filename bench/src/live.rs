@@ -8,7 +8,9 @@
 //!   over `ticks` ticks after `warm_ticks` that are not counted;
 //! - `bytes_written_per_tick`: bytes the process passed to `write` calls
 //!   (sled's log and the value log; `/proc/self/io` `wchar`) per tick, and
-//!   `dir_growth_per_tick`: the data directory's growth per tick, both over
+//!   `dir_growth_per_tick`: the data directory's growth per tick, and
+//!   `store_bytes_per_tick`: the bytes the store counts itself (value-log
+//!   records, sled batches' keys and values: `Store::bytes_written`), all over
 //!   the `byte_ticks` ticks after those: the store's periodic work (a
 //!   frame's tails fold every 32 appends and its 32-row chunks merge every
 //!   1,024 rows, a symbol's bar tails every 32 bars and its 32-bar chunks
@@ -114,6 +116,11 @@ struct Live {
 }
 
 impl Live {
+    /// What the store counts it wrote since it opened.
+    fn store_bytes(&self) -> u64 {
+        self.engine.store().bytes_written()
+    }
+
     fn new(dir: &Path, symbols: usize, bars: usize, ticks: usize) -> Result<Self, BenchError> {
         let config = Config {
             store: StoreConfig {
@@ -184,11 +191,11 @@ pub fn run(
     for _ in 0..opts.ticks {
         ms.push(live.tick()?);
     }
-    let (w0, d0) = (written()?, dir_bytes(&data)?);
+    let (w0, d0, s0) = (written()?, dir_bytes(&data)?, live.store_bytes());
     for _ in 0..opts.byte_ticks {
         live.tick()?;
     }
-    let (w1, d1) = (written()?, dir_bytes(&data)?);
+    let (w1, d1, s1) = (written()?, dir_bytes(&data)?, live.store_bytes());
     drop(live);
     let ticks = opts.byte_ticks.max(1) as f64;
     emit(&line("tick_ms_p50", quantile(&mut ms, 0.5), "ms"));
@@ -199,6 +206,11 @@ pub fn run(
     emit(&line(
         "dir_growth_per_tick",
         (d1 as f64 - d0 as f64) / ticks,
+        "bytes",
+    ));
+    emit(&line(
+        "store_bytes_per_tick",
+        (s1 - s0) as f64 / ticks,
         "bytes",
     ));
     emit(&line("new_value_bytes_per_tick", new_bytes, "bytes"));

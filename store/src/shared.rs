@@ -132,6 +132,9 @@ pub(crate) fn forget_failed_fsyncs() {
 pub(crate) struct Shared {
     /// The data directory (canonical), which a failed fsync marks.
     pub(crate) dir: PathBuf,
+    /// Bytes the writer handed to the store's files (see
+    /// `Store::bytes_written`).
+    pub(crate) bytes_written: AtomicU64,
     by_state: [AtomicU64; 6],
     depth: [AtomicU64; 3],
     paused: [AtomicBool; 3],

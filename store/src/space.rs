@@ -104,6 +104,16 @@ impl Writes {
         self.spaces[space as usize].insert(key, Some(value.into()));
     }
 
+    /// The bytes of these writes: every key (with its keyspace's byte) and
+    /// value.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.spaces
+            .iter()
+            .flatten()
+            .map(|(k, v)| 1 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>() as u64
+    }
+
     pub(crate) fn delete(&mut self, space: Space, key: Vec<u8>) {
         self.spaces[space as usize].insert(key, None);
     }

@@ -269,6 +269,17 @@ impl Store {
         &self.inner.dir
     }
 
+    /// Bytes the store has handed to its files since it opened, by its own
+    /// count: value-log records (headers and padding included) and the keys
+    /// and values of every sled batch. sled's own framing, page rewrites
+    /// and snapshots come on top (the process's `wchar` counts those too).
+    pub fn bytes_written(&self) -> u64 {
+        self.inner
+            .shared
+            .bytes_written
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until every commit applied before the call is durable (at once
     /// in `Relaxed` mode, where acknowledged means applied), `timeout`
     /// passed or the store failed; returns whether it is.

@@ -191,6 +191,8 @@ pub(crate) struct Vlog {
     dirty: bool,
     /// Why an fsync of this log failed, once one did: no later one runs.
     fsync_failed: Option<String>,
+    /// Bytes of records appended since [`Vlog::take_written`] last ran.
+    written: u64,
     segment_bytes_max: u64,
     segments: BTreeMap<u32, SegmentUse>,
     reader: Arc<VlogReader>,
@@ -385,6 +387,7 @@ impl Vlog {
                 fail_append_in: None,
                 dirty: false,
                 fsync_failed: None,
+                written: 0,
                 segment_bytes_max,
                 segments,
                 reader,
@@ -442,6 +445,7 @@ impl Vlog {
             self.roll()?;
         }
         let id = self.active_id;
+        self.written += size;
         let seg = self.segments.entry(id).or_default();
         let start = seg.len;
         let crc = crc32fast::hash(payload);
@@ -506,6 +510,12 @@ impl Vlog {
                 e,
             )
         })
+    }
+
+    /// Bytes of records appended since the last call (headers and padding
+    /// included).
+    pub(crate) fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Makes every append so far durable. After a failed fsync it fails

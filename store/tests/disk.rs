@@ -676,6 +676,30 @@ fn small_series_stay_in_sled_and_large_ones_go_to_the_value_log() {
 }
 
 #[test]
+fn the_store_counts_the_bytes_it_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let key = SeriesKey::new(sym("A"), "sma(200)").expect("key");
+    let before = store.bytes_written();
+    store.enqueue(job("a")).expect("enqueue");
+    let lease = store.claim(1).expect("claim").remove(0);
+    let enqueued_and_claimed = store.bytes_written() - before;
+    // Two job records and the queue's meta: small.
+    assert!(
+        (100..2_000).contains(&enqueued_and_claimed),
+        "{enqueued_and_claimed}"
+    );
+    let before = store.bytes_written();
+    store
+        .complete(lease.token, vec![series(&key, vec![0.25; 2000])])
+        .expect("complete");
+    let completed = store.bytes_written() - before;
+    // 16,000 bytes of values in the value log, with a record header, and
+    // a few small records in sled (head, chunk pointer, job, event, meta).
+    assert!((16_000..17_500).contains(&completed), "{completed}");
+}
+
+#[test]
 fn a_half_written_sled_snapshot_left_by_a_kill_does_not_stop_the_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), StoreConfig::default()).expect("open");

@@ -780,6 +780,10 @@ impl Writer {
         let versions = std::mem::take(&mut self.new_versions);
         let ends = std::mem::take(&mut self.new_ends);
         applied?;
+        let bytes = self.writes.bytes() + self.vlog.take_written();
+        self.shared
+            .bytes_written
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.disk.set_applied(commit)?;
         self.writes.clear();
         if !versions.is_empty()
