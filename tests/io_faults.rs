@@ -81,6 +81,15 @@ impl Fault<'_> {
     }
 }
 
+/// `kiln` arguments for the store in `data` with `config`, then `args`.
+fn with_store(config: &str, data: &str, args: &[&str]) -> Vec<String> {
+    ["--config", config, "--data", data]
+        .iter()
+        .chain(args)
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
 /// Job ids that complete JSON event lines report succeeded.
 fn acknowledged_succeeded(stderr: &str) -> BTreeSet<u64> {
     stderr
@@ -179,13 +188,7 @@ fn every_injected_io_fault_leaves_a_store_that_reopens_with_everything_acknowled
                     .wrapping_add(1442695040888963407);
                 let data = scratch.path().join(format!("data-{round}-{p}-{errno}"));
                 let data = data.to_str().expect("utf-8");
-                let with = |args: &[&str]| -> Vec<String> {
-                    ["--config", config, "--data", data]
-                        .iter()
-                        .chain(args)
-                        .map(|s| (*s).to_owned())
-                        .collect()
-                };
+                let with = |args: &[&str]| with_store(config, data, args);
                 kiln_ok(
                     &with(&["ingest", "--map", SAMPLE_MAP, SAMPLE])
                         .iter()
@@ -308,13 +311,7 @@ fn a_failed_fsync_is_never_retried_by_the_process_that_saw_it() {
                 .path()
                 .join(format!("data-{}-{nth}", call.replace(',', "+")));
             let data = data.to_str().expect("utf-8");
-            let with = |args: &[&str]| -> Vec<String> {
-                ["--config", config, "--data", data]
-                    .iter()
-                    .chain(args)
-                    .map(|s| (*s).to_owned())
-                    .collect()
-            };
+            let with = |args: &[&str]| with_store(config, data, args);
             let ok = |args: &[&str]| {
                 let args = with(args);
                 kiln_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());

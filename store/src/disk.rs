@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use kiln_core::{Result, StoreError};
 
 use crate::generation::CommitRecord;
+use crate::shared::FsyncFailure;
 use crate::space::{SledHandle, sled_error};
 
 /// sled's database and the files under it that must be fsynced.
@@ -55,7 +56,7 @@ pub(crate) struct Disk {
     /// Held through a flush and its fsyncs, one at a time (Linux reports a
     /// write-back error to one fsync of a file, not to one running beside
     /// it); the failure that ended this store's fsyncs, once one failed.
-    fsync: Mutex<Option<String>>,
+    fsync: Mutex<FsyncFailure>,
     /// Whether an fsync failed (what the nudger reads, not waiting on a
     /// flush under way).
     fsync_failed: AtomicBool,
@@ -121,7 +122,7 @@ impl Disk {
             durable: AtomicU64::new(commit),
             record,
             flushing: Mutex::new((0, None)),
-            fsync: Mutex::new(None),
+            fsync: Mutex::new(FsyncFailure::default()),
             fsync_failed: AtomicBool::new(false),
             nudger: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -216,19 +217,9 @@ impl Disk {
     /// retried fsync can report success for pages the kernel dropped).
     pub(crate) fn flush_and_fsync(&self) -> Result<()> {
         let mut failed = self.fsync.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cause) = failed.as_ref() {
-            return Err(StoreError::Poisoned {
-                cause: cause.clone(),
-                fatal: true,
-            });
-        }
-        let flushed = self.flush_and_fsync_once();
-        if let Err(e) = &flushed
-            && e.is_fatal()
-        {
-            self.fsync_failed.store(true, Ordering::SeqCst);
-            *failed = Some(e.to_string());
-        }
+        failed.check()?;
+        let flushed = failed.note(self.flush_and_fsync_once());
+        self.fsync_failed.store(failed.failed(), Ordering::SeqCst);
         flushed
     }
 

@@ -98,6 +98,39 @@ pub(crate) fn fsync_path(path: &Path) -> kiln_core::Result<()> {
         .map_err(|e| fsync_error(format!("fsync {}", path.display()), e))
 }
 
+/// Why a file's fsyncs ended, once one failed: a later one is refused
+/// without touching the disk (a retried fsync can report success for pages
+/// the kernel already dropped).
+#[derive(Default)]
+pub(crate) struct FsyncFailure(Option<String>);
+
+impl FsyncFailure {
+    /// Refuses when an fsync failed before.
+    pub(crate) fn check(&self) -> kiln_core::Result<()> {
+        match &self.0 {
+            Some(cause) => Err(StoreError::Poisoned {
+                cause: cause.clone(),
+                fatal: true,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers `r` if it is a failed fsync; returns it.
+    pub(crate) fn note(&mut self, r: kiln_core::Result<()>) -> kiln_core::Result<()> {
+        if let Err(e) = &r
+            && e.is_fatal()
+        {
+            self.0 = Some(e.to_string());
+        }
+        r
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Notes that an fsync failed in this process (see [`fsync_error`]).
 pub(crate) fn note_fsync_failure() {
     FSYNC_FAILED_ANYWHERE.store(true, Ordering::SeqCst);

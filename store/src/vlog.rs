@@ -33,6 +33,7 @@ use std::sync::{Arc, RwLock};
 use rkyv::util::AlignedVec;
 
 use crate::record::{FORMAT_VERSION, IndexEntry, READABLE_FORMAT_VERSIONS, RECORD_ALIGN};
+use crate::shared::FsyncFailure;
 use kiln_core::{Result, StoreError};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"KILNVLOG";
@@ -190,7 +191,7 @@ pub(crate) struct Vlog {
     unsynced: Vec<(u32, File)>,
     dirty: bool,
     /// Why an fsync of this log failed, once one did: no later one runs.
-    fsync_failed: Option<String>,
+    fsync_failed: FsyncFailure,
     /// Bytes of records appended since [`Vlog::take_written`] last ran.
     written: u64,
     segment_bytes_max: u64,
@@ -386,7 +387,7 @@ impl Vlog {
                 #[cfg(feature = "test-hooks")]
                 fail_append_in: None,
                 dirty: false,
-                fsync_failed: None,
+                fsync_failed: FsyncFailure::default(),
                 written: 0,
                 segment_bytes_max,
                 segments,
@@ -521,19 +522,9 @@ impl Vlog {
     /// Makes every append so far durable. After a failed fsync it fails
     /// without touching the disk (another would be a retry).
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if let Some(cause) = &self.fsync_failed {
-            return Err(StoreError::Poisoned {
-                cause: cause.clone(),
-                fatal: true,
-            });
-        }
+        self.fsync_failed.check()?;
         let synced = self.sync_once();
-        if let Err(e) = &synced
-            && e.is_fatal()
-        {
-            self.fsync_failed = Some(e.to_string());
-        }
-        synced
+        self.fsync_failed.note(synced)
     }
 
     fn sync_once(&mut self) -> Result<()> {
